@@ -1,0 +1,59 @@
+# Sourced by the other scripts: checks and, where it can, installs what the build needs
+# (CMake >= 3.28 and libclang for lightgbm3-sys), then exports the variables cargo uses.
+# Stops with a message naming what to install when it cannot do it itself.
+
+cs_die() {
+    echo "census-stream setup: $*" >&2
+    exit 1
+}
+
+CS_CACHE="${CENSUS_STREAM_CACHE:-$HOME/.cache/census-stream}"
+mkdir -p "$CS_CACHE"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CS_CACHE/target}"
+
+command -v cargo >/dev/null 2>&1 || cs_die "cargo not found: install Rust from https://rustup.rs"
+
+cs_cmake_ok() {
+    local v
+    v=$("$1" --version 2>/dev/null | head -n 1 | awk '{print $3}') || return 1
+    [ -n "$v" ] || return 1
+    [ "$(printf '%s\n3.28.0\n' "$v" | sort -V | head -n 1)" = "3.28.0" ]
+}
+
+if [ -n "${CMAKE:-}" ] && cs_cmake_ok "$CMAKE"; then
+    :
+elif command -v cmake >/dev/null 2>&1 && cs_cmake_ok "$(command -v cmake)"; then
+    export CMAKE="$(command -v cmake)"
+elif cs_cmake_ok "$CS_CACHE/venv/bin/cmake"; then
+    export CMAKE="$CS_CACHE/venv/bin/cmake"
+else
+    echo "census-stream setup: CMake >= 3.28 not found; installing it from PyPI into $CS_CACHE/venv" >&2
+    command -v python3 >/dev/null 2>&1 ||
+        cs_die "CMake >= 3.28 is needed (lightgbm3-sys). Install it (e.g. 'pip install cmake') or python3."
+    python3 -m venv "$CS_CACHE/venv" && "$CS_CACHE/venv/bin/pip" install -q 'cmake>=3.28' ||
+        cs_die "could not install CMake >= 3.28 from PyPI; install it yourself and set CMAKE=/path/to/cmake"
+    export CMAKE="$CS_CACHE/venv/bin/cmake"
+fi
+
+cs_find_libclang() {
+    local d
+    for d in ${LIBCLANG_PATH:-} /usr/lib/llvm-*/lib /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib; do
+        if ls "$d"/libclang.so* >/dev/null 2>&1 || ls "$d"/libclang-*.so* >/dev/null 2>&1; then
+            echo "$d"
+            return 0
+        fi
+    done
+    return 1
+}
+
+if ! CS_LIBCLANG_DIR=$(cs_find_libclang); then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "census-stream setup: libclang not found; installing libclang-dev with apt-get" >&2
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null) ||
+            cs_die "apt-get install libclang-dev failed; install libclang (bindgen needs it)"
+        CS_LIBCLANG_DIR=$(cs_find_libclang) || cs_die "libclang still not found after installing libclang-dev"
+    else
+        cs_die "libclang not found (bindgen needs it): run 'sudo apt-get install libclang-dev' (Debian/Ubuntu)"
+    fi
+fi
+export LIBCLANG_PATH="$CS_LIBCLANG_DIR"

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Builds (release) and runs one of the binaries: initialize, producer, predictor, retrainer, demo.
+# Usage: scripts/run.sh BINARY [FLAGS...]     e.g. scripts/run.sh initialize --max-evals 50
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 1 ] || { echo "usage: scripts/run.sh BINARY [FLAGS...]" >&2; exit 2; }
+source scripts/env.sh
+bin="$1"
+shift
+cargo build --release --bin "$bin"
+exec "$CARGO_TARGET_DIR/release/$bin" "$@"

@@ -1,0 +1,63 @@
+//! The manifest: what a bundle version is, where its files are, their sha256, and how it was
+//! made (hyperparameters, CV score, test metrics, training data).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::train::{Hyperparams, Metrics};
+
+/// Bump when the manifest's layout changes incompatibly.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// File names of a version.
+pub fn model_file(version: u32) -> String {
+    format!("model_v{version:04}.txt")
+}
+pub fn processor_file(version: u32) -> String {
+    format!("dataprocessor_v{version:04}.bin")
+}
+pub fn manifest_file(version: u32) -> String {
+    format!("manifest_v{version:04}.json")
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CvSummary {
+    pub folds: usize,
+    pub log_loss: f64,
+    pub best_rounds: usize,
+    pub evaluations: usize,
+    pub seed: u64,
+    pub search_seconds: f64,
+}
+
+/// What a version was trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingData {
+    pub base_file: String,
+    pub base_sha256: String,
+    pub base_rows: usize,
+    /// Labeled rows taken from the stream.
+    pub stream_rows: usize,
+    /// Per `topic/partition`: the next offset after the last stream row used.
+    pub stream_offsets: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub version: u32,
+    pub parent_version: Option<u32>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub model_file: String,
+    pub model_sha256: String,
+    pub processor_file: String,
+    pub processor_sha256: String,
+    pub processor_format_version: u32,
+    pub feature_names: Vec<String>,
+    pub hyperparams: Hyperparams,
+    pub cv: CvSummary,
+    pub test_metrics: Option<Metrics>,
+    pub training_data: TrainingData,
+    pub promoted: bool,
+}

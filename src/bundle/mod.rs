@@ -1,0 +1,135 @@
+//! The bundle: a model and the exact processor it was trained with, versioned as one unit and
+//! content-addressed by the sha256s in its manifest. A bundle is verified whole before use: a
+//! truncated, tampered or foreign file is refused, never half-loaded.
+
+mod manifest;
+mod store;
+
+use std::path::PathBuf;
+
+pub use manifest::{
+    manifest_file, model_file, processor_file, CvSummary, Manifest, TrainingData, MANIFEST_FORMAT,
+};
+pub use store::BundleStore;
+
+use crate::atomic::sha256_hex;
+use crate::features::{feature_names, FeatureProcessor, ProcessorFileError};
+use crate::model::{Model, ModelError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{file}: sha256 is {actual}, the manifest says {expected}: the file is truncated or altered")]
+    Integrity {
+        file: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{file}: {source}")]
+    Processor {
+        file: String,
+        #[source]
+        source: ProcessorFileError,
+    },
+    #[error("{file}: {source}")]
+    Model {
+        file: String,
+        #[source]
+        source: ModelError,
+    },
+    #[error("{file}: invalid manifest: {reason}")]
+    Manifest { file: String, reason: String },
+    #[error("{file}: {source}")]
+    Io {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no bundle in {0}: run `initialize` first")]
+    NoCurrent(PathBuf),
+}
+
+/// The raw files of a bundle: what is stored on disk and shipped on `census.models`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BundleFiles {
+    pub manifest: Manifest,
+    pub model_text: Vec<u8>,
+    pub processor: Vec<u8>,
+}
+
+/// A verified, loaded bundle ready to score.
+pub struct Bundle {
+    pub manifest: Manifest,
+    pub processor: FeatureProcessor,
+    pub model: Model,
+}
+
+impl BundleFiles {
+    /// Verifies both files against the manifest and loads them.
+    pub fn load(&self) -> Result<Bundle, BundleError> {
+        self.load_named(&self.manifest.model_file, &self.manifest.processor_file)
+    }
+
+    /// [`Self::load`], naming the files as `model_name` and `processor_name` in errors.
+    pub(crate) fn load_named(
+        &self,
+        model_name: &str,
+        processor_name: &str,
+    ) -> Result<Bundle, BundleError> {
+        let m = &self.manifest;
+        if m.format != MANIFEST_FORMAT {
+            return Err(BundleError::Manifest {
+                file: manifest_file(m.version),
+                reason: format!("format {} (this build reads {MANIFEST_FORMAT})", m.format),
+            });
+        }
+        if m.feature_names != feature_names() {
+            return Err(BundleError::Manifest {
+                file: manifest_file(m.version),
+                reason: format!("feature schema {:?} differs from this build's", m.feature_names),
+            });
+        }
+        verify(model_name, &m.model_sha256, &self.model_text)?;
+        verify(processor_name, &m.processor_sha256, &self.processor)?;
+        let processor =
+            FeatureProcessor::from_bytes(&self.processor).map_err(|source| BundleError::Processor {
+                file: processor_name.to_owned(),
+                source,
+            })?;
+        let text = std::str::from_utf8(&self.model_text).map_err(|e| BundleError::Model {
+            file: model_name.to_owned(),
+            source: ModelError::Load(e.to_string()),
+        })?;
+        let model = Model::from_text(text).map_err(|source| BundleError::Model {
+            file: model_name.to_owned(),
+            source,
+        })?;
+        Ok(Bundle {
+            manifest: m.clone(),
+            processor,
+            model,
+        })
+    }
+}
+
+fn verify(file: &str, expected: &str, bytes: &[u8]) -> Result<(), BundleError> {
+    let actual = sha256_hex(bytes);
+    if actual != expected {
+        return Err(BundleError::Integrity {
+            file: file.to_owned(),
+            expected: expected.to_owned(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+impl Bundle {
+    /// Probabilities of `>50K` for `rows`, through the bundle's processor and model.
+    pub fn predict<'a>(
+        &self,
+        rows: impl ExactSizeIterator<Item = &'a crate::data::CensusRow>,
+    ) -> Result<Vec<f64>, ModelError> {
+        let features = self.processor.transform_batch(rows);
+        self.model.predict(&features)
+    }
+}

@@ -1,0 +1,128 @@
+//! The Adult census record: its columns, its label, and the one in-memory row type every other
+//! module (training, the stream, the processor) speaks.
+
+use serde::{Deserialize, Serialize};
+
+/// Column names of the UCI files, in file order.
+pub const COLUMNS: [&str; 15] = [
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education_num",
+    "marital_status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital_gain",
+    "capital_loss",
+    "hours_per_week",
+    "native_country",
+    "income_bracket",
+];
+
+/// One person's questionnaire answers. Numeric fields are `f64` as in the UCI files; `?` (unknown)
+/// stays a string and the feature processor maps it to its unknown code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CensusRow {
+    pub age: f64,
+    pub workclass: String,
+    pub fnlwgt: f64,
+    pub education: String,
+    pub education_num: f64,
+    pub marital_status: String,
+    pub occupation: String,
+    pub relationship: String,
+    pub race: String,
+    pub sex: String,
+    pub capital_gain: f64,
+    pub capital_loss: f64,
+    pub hours_per_week: f64,
+    pub native_country: String,
+}
+
+/// A row with its label (`true` for `>50K`) when known.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabeledRow {
+    pub row: CensusRow,
+    pub label: bool,
+}
+
+/// Parses an income bracket as written in adult.data (`<=50K`, `>50K`) or adult.test (with a
+/// trailing dot). Returns `None` for anything else.
+pub fn parse_label(text: &str) -> Option<bool> {
+    match text.trim().trim_end_matches('.') {
+        "<=50K" => Some(false),
+        ">50K" => Some(true),
+        _ => None,
+    }
+}
+
+/// The label's text form, as the UCI training file writes it.
+pub fn label_text(label: bool) -> &'static str {
+    if label {
+        ">50K"
+    } else {
+        "<=50K"
+    }
+}
+
+/// Why a numeric answer is impossible, if it is: the stream's and the CLI's shared validation.
+pub fn check_numeric(field: &str, value: f64) -> Result<(), String> {
+    if !value.is_finite() {
+        return Err(format!("{field} is not a finite number"));
+    }
+    let (lo, hi) = match field {
+        "age" => (0.0, 130.0),
+        "hours_per_week" => (0.0, 168.0),
+        "education_num" => (0.0, 30.0),
+        _ => (0.0, f64::MAX),
+    };
+    if value < lo || value > hi {
+        return Err(format!("{field} = {value} is outside {lo}..={hi}"));
+    }
+    Ok(())
+}
+
+impl CensusRow {
+    /// The numeric fields by name, for validation.
+    pub fn numeric_fields(&self) -> [(&'static str, f64); 6] {
+        [
+            ("age", self.age),
+            ("fnlwgt", self.fnlwgt),
+            ("education_num", self.education_num),
+            ("capital_gain", self.capital_gain),
+            ("capital_loss", self.capital_loss),
+            ("hours_per_week", self.hours_per_week),
+        ]
+    }
+
+    /// Checks every numeric field with [`check_numeric`].
+    pub fn validate(&self) -> Result<(), String> {
+        self.numeric_fields()
+            .iter()
+            .try_for_each(|(name, value)| check_numeric(name, *value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_of_both_files_parse() {
+        assert_eq!(parse_label("<=50K"), Some(false));
+        assert_eq!(parse_label(">50K."), Some(true));
+        assert_eq!(parse_label(" >50K"), Some(true));
+        assert_eq!(parse_label("50K"), None);
+    }
+
+    #[test]
+    fn impossible_values_are_named() {
+        assert!(check_numeric("age", -1.0).unwrap_err().contains("age"));
+        assert!(check_numeric("hours_per_week", 169.0).is_err());
+        assert!(check_numeric("hours_per_week", 168.0).is_ok());
+        assert!(check_numeric("fnlwgt", f64::NAN).is_err());
+    }
+}

@@ -1,0 +1,279 @@
+//! The feature processor: min-max scaled numerics and label-encoded categoricals (with the two
+//! crossed columns), fitted on the training rows. One code path, [`FeatureProcessor::transform_into`],
+//! serves a single record and a batch, so the stream scores exactly what training saw.
+
+mod encoder;
+mod file;
+
+use serde::{Deserialize, Serialize};
+
+pub use encoder::{CrossEncoder, Encoder, UNKNOWN_CODE, UNKNOWN_TEXT};
+pub use file::{ProcessorFileError, PROCESSOR_FORMAT_VERSION};
+
+use crate::data::CensusRow;
+
+/// Numeric features, min-max scaled. education_num is left out: it repeats education.
+pub const NUMERIC: [&str; 5] = [
+    "age",
+    "fnlwgt",
+    "capital_gain",
+    "capital_loss",
+    "hours_per_week",
+];
+
+/// Categorical features taken from the record as they are.
+pub const CATEGORICAL: [&str; 8] = [
+    "workclass",
+    "education",
+    "marital_status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "native_country",
+];
+
+/// Crossed columns: (name, left parent, right parent), parents as indices into [`CATEGORICAL`].
+pub const CROSSED: [(&str, usize, usize); 2] = [
+    ("education_occupation", 1, 3),
+    ("native_country_occupation", 7, 3),
+];
+
+/// Number of features the model sees.
+pub const N_FEATURES: usize = NUMERIC.len() + CATEGORICAL.len() + CROSSED.len();
+
+/// Feature names in model column order.
+pub fn feature_names() -> Vec<String> {
+    NUMERIC
+        .iter()
+        .chain(CATEGORICAL.iter())
+        .map(|s| s.to_string())
+        .chain(CROSSED.iter().map(|(name, _, _)| name.to_string()))
+        .collect()
+}
+
+/// Column indices LightGBM must treat as categorical.
+pub fn categorical_indices() -> Vec<usize> {
+    (NUMERIC.len()..N_FEATURES).collect()
+}
+
+fn numeric_values(row: &CensusRow) -> [f64; NUMERIC.len()] {
+    [
+        row.age,
+        row.fnlwgt,
+        row.capital_gain,
+        row.capital_loss,
+        row.hours_per_week,
+    ]
+}
+
+fn categorical_values(row: &CensusRow) -> [&str; CATEGORICAL.len()] {
+    [
+        &row.workclass,
+        &row.education,
+        &row.marital_status,
+        &row.occupation,
+        &row.relationship,
+        &row.race,
+        &row.sex,
+        &row.native_country,
+    ]
+}
+
+/// Min-max scaler of one numeric column.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MinMax {
+    pub min: f64,
+    pub max: f64,
+}
+
+impl MinMax {
+    fn scale(&self, x: f64) -> f64 {
+        let range = self.max - self.min;
+        if range > 0.0 {
+            (x - self.min) / range
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The fitted processor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FeatureProcessor {
+    scalers: Vec<MinMax>,
+    encoders: Vec<Encoder>,
+    crosses: Vec<CrossEncoder>,
+}
+
+impl FeatureProcessor {
+    /// Fits scalers and encoders on the training rows.
+    pub fn fit<'a, I>(rows: I) -> Self
+    where
+        I: IntoIterator<Item = &'a CensusRow>,
+        I::IntoIter: Clone,
+    {
+        let rows = rows.into_iter();
+        assert!(rows.clone().next().is_some(), "cannot fit a processor on no rows");
+        let scalers = (0..NUMERIC.len())
+            .map(|j| {
+                let (min, max) = rows.clone().map(|r| numeric_values(r)[j]).fold(
+                    (f64::INFINITY, f64::NEG_INFINITY),
+                    |(lo, hi), x| (lo.min(x), hi.max(x)),
+                );
+                MinMax { min, max }
+            })
+            .collect();
+        let encoders: Vec<Encoder> = (0..CATEGORICAL.len())
+            .map(|j| Encoder::fit(rows.clone().map(|r| categorical_values(r)[j])))
+            .collect();
+        let crosses = CROSSED
+            .iter()
+            .map(|&(_, left, right)| {
+                CrossEncoder::fit(rows.clone().map(|r| {
+                    let v = categorical_values(r);
+                    (encoders[left].encode(v[left]), encoders[right].encode(v[right]))
+                }))
+            })
+            .collect();
+        FeatureProcessor {
+            scalers,
+            encoders,
+            crosses,
+        }
+    }
+
+    /// Writes the features of one record into `out` (length [`N_FEATURES`]).
+    pub fn transform_into(&self, row: &CensusRow, out: &mut [f64]) {
+        debug_assert_eq!(out.len(), N_FEATURES);
+        let (num_out, cat_out) = out.split_at_mut(NUMERIC.len());
+        for ((o, x), s) in num_out.iter_mut().zip(numeric_values(row)).zip(&self.scalers) {
+            *o = s.scale(x);
+        }
+        let mut codes = [UNKNOWN_CODE; CATEGORICAL.len()];
+        for ((code, value), enc) in codes
+            .iter_mut()
+            .zip(categorical_values(row))
+            .zip(&self.encoders)
+        {
+            *code = enc.encode(value);
+        }
+        let (base_out, cross_out) = cat_out.split_at_mut(CATEGORICAL.len());
+        for (o, code) in base_out.iter_mut().zip(codes) {
+            *o = f64::from(code);
+        }
+        for (o, (cross, &(_, left, right))) in
+            cross_out.iter_mut().zip(self.crosses.iter().zip(&CROSSED))
+        {
+            *o = f64::from(cross.encode((codes[left], codes[right])));
+        }
+    }
+
+    /// Features of one record.
+    pub fn transform(&self, row: &CensusRow) -> [f64; N_FEATURES] {
+        let mut out = [0.0; N_FEATURES];
+        self.transform_into(row, &mut out);
+        out
+    }
+
+    /// Features of many records, row-major, through the same [`Self::transform_into`].
+    pub fn transform_batch<'a>(&self, rows: impl ExactSizeIterator<Item = &'a CensusRow>) -> Vec<f64> {
+        let mut out = vec![0.0; rows.len() * N_FEATURES];
+        for (row, chunk) in rows.zip(out.chunks_exact_mut(N_FEATURES)) {
+            self.transform_into(row, chunk);
+        }
+        out
+    }
+
+    /// Number of known categories per categorical feature (model column order).
+    pub fn cardinalities(&self) -> Vec<usize> {
+        self.encoders
+            .iter()
+            .map(Encoder::len)
+            .chain(self.crosses.iter().map(CrossEncoder::len))
+            .collect()
+    }
+
+    /// Checks that a deserialized processor has the shape this build expects.
+    fn check_shape(&self) -> Result<(), String> {
+        if self.scalers.len() != NUMERIC.len()
+            || self.encoders.len() != CATEGORICAL.len()
+            || self.crosses.len() != CROSSED.len()
+        {
+            return Err(format!(
+                "feature schema mismatch: {} numeric, {} categorical, {} crossed columns; \
+                 expected {}, {}, {}",
+                self.scalers.len(),
+                self.encoders.len(),
+                self.crosses.len(),
+                NUMERIC.len(),
+                CATEGORICAL.len(),
+                CROSSED.len()
+            ));
+        }
+        if self.scalers.iter().any(|s| !(s.min.is_finite() && s.max.is_finite() && s.min <= s.max)) {
+            return Err("a numeric scaler has an invalid range".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn row(workclass: &str, occupation: &str, country: &str, age: f64) -> CensusRow {
+        CensusRow {
+            age,
+            workclass: workclass.into(),
+            fnlwgt: 1000.0 * age,
+            education: "Bachelors".into(),
+            education_num: 13.0,
+            marital_status: "Never-married".into(),
+            occupation: occupation.into(),
+            relationship: "Not-in-family".into(),
+            race: "White".into(),
+            sex: "Male".into(),
+            capital_gain: 0.0,
+            capital_loss: 0.0,
+            hours_per_week: 40.0,
+            native_country: country.into(),
+        }
+    }
+
+    #[test]
+    fn single_and_batch_transforms_agree() {
+        let rows = vec![
+            row("Private", "Sales", "United-States", 20.0),
+            row("State-gov", "?", "Mexico", 60.0),
+            row("Private", "Tech-support", "Cuba", 40.0),
+        ];
+        let p = FeatureProcessor::fit(&rows);
+        let batch = p.transform_batch(rows.iter());
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!(&batch[i * N_FEATURES..(i + 1) * N_FEATURES], &p.transform(r));
+        }
+        assert_eq!(p.transform(&rows[0])[0], 0.0);
+        assert_eq!(p.transform(&rows[1])[0], 1.0);
+        assert_eq!(p.transform(&rows[2])[0], 0.5);
+    }
+
+    #[test]
+    fn unknown_and_unseen_categories_are_scored_with_the_unknown_code() {
+        let rows = vec![
+            row("Private", "Sales", "United-States", 20.0),
+            row("?", "?", "?", 30.0),
+        ];
+        let p = FeatureProcessor::fit(&rows);
+        let unseen = p.transform(&row("Martian", "Astronaut", "Mars", 25.0));
+        let workclass = NUMERIC.len();
+        let occupation = NUMERIC.len() + 3;
+        assert_eq!(unseen[workclass], f64::from(UNKNOWN_CODE));
+        assert_eq!(unseen[occupation], f64::from(UNKNOWN_CODE));
+        let question = p.transform(&rows[1]);
+        assert_eq!(question[workclass], f64::from(UNKNOWN_CODE));
+        // The crossed column of a training row with `?` is a category learnt in training.
+        assert_ne!(question[N_FEATURES - 1], f64::from(UNKNOWN_CODE));
+        assert_eq!(feature_names().len(), N_FEATURES);
+    }
+}

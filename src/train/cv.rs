@@ -1,0 +1,131 @@
+//! Stratified k-fold cross-validation with early stopping on the mean validation log loss of
+//! the folds, as LightGBM's `cv` does: the folds train in lockstep, one round each at a time.
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use super::lgbm::{LgbmError, TrainSet, Trainer};
+use super::params::Hyperparams;
+use crate::features::N_FEATURES;
+
+/// Rounds without improvement of the mean validation loss before a run stops.
+pub const EARLY_STOPPING_ROUNDS: usize = 20;
+
+/// Transformed training rows: row-major features and 0/1 labels.
+#[derive(Debug, Clone, Default)]
+pub struct Matrix {
+    pub features: Vec<f64>,
+    pub labels: Vec<f32>,
+}
+
+impl Matrix {
+    pub fn rows(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn row(&self, i: usize) -> &[f64] {
+        &self.features[i * N_FEATURES..(i + 1) * N_FEATURES]
+    }
+
+    /// The rows whose fold is (`inside`) or is not (`!inside`) `fold`.
+    fn select(&self, folds: &[usize], fold: usize, inside: bool) -> Matrix {
+        let mut out = Matrix::default();
+        for (i, &f) in folds.iter().enumerate() {
+            if (f == fold) == inside {
+                out.features.extend_from_slice(self.row(i));
+                out.labels.push(self.labels[i]);
+            }
+        }
+        out
+    }
+}
+
+/// Assigns each row a fold in `0..k` so that each fold keeps the class balance: the rows of
+/// each class are shuffled (seeded) and dealt round-robin.
+pub fn stratified_folds(labels: &[f32], k: usize, seed: u64) -> Vec<usize> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut folds = vec![0; labels.len()];
+    for class in [0.0f32, 1.0] {
+        let mut idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+        idx.shuffle(&mut rng);
+        for (n, i) in idx.into_iter().enumerate() {
+            folds[i] = n % k;
+        }
+    }
+    folds
+}
+
+/// Outcome of one cross-validation run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CvScore {
+    /// Best mean validation log loss over the folds.
+    pub logloss: f64,
+    /// The round at which it was reached: the number of rounds the final model trains.
+    pub rounds: usize,
+}
+
+/// Cross-validates `params` on `data` split by `folds` (values in `0..k`).
+pub fn cross_validate(
+    data: &Matrix,
+    folds: &[usize],
+    k: usize,
+    params: &Hyperparams,
+    seed: u64,
+) -> Result<CvScore, LgbmError> {
+    let lgbm_params = params.lightgbm_params(seed);
+    let mut trainers = (0..k)
+        .map(|fold| {
+            let train = data.select(folds, fold, false);
+            let valid = data.select(folds, fold, true);
+            let train_set = TrainSet::new(&train.features, &train.labels, None)?;
+            let valid_set = TrainSet::new(&valid.features, &valid.labels, Some(&train_set))?;
+            Trainer::new(train_set, Some(valid_set), &lgbm_params)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut best = CvScore {
+        logloss: f64::INFINITY,
+        rounds: 0,
+    };
+    for round in 1..=params.num_boost_round as usize {
+        let mut sum = 0.0;
+        let mut all_finished = true;
+        for t in &mut trainers {
+            all_finished &= t.update()?;
+            sum += t.valid_metric()?;
+        }
+        let mean = sum / k as f64;
+        if mean < best.logloss {
+            best = CvScore {
+                logloss: mean,
+                rounds: round,
+            };
+        } else if round - best.rounds >= EARLY_STOPPING_ROUNDS {
+            break;
+        }
+        if all_finished {
+            break;
+        }
+    }
+    Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_keep_the_class_balance_and_are_seeded() {
+        let labels: Vec<f32> = (0..300).map(|i| if i % 4 == 0 { 1.0 } else { 0.0 }).collect();
+        let folds = stratified_folds(&labels, 3, 7);
+        for f in 0..3 {
+            let n = folds.iter().filter(|&&x| x == f).count();
+            let pos = (0..300).filter(|&i| folds[i] == f && labels[i] == 1.0).count();
+            assert_eq!(n, 100);
+            assert_eq!(pos, 25);
+        }
+        assert_eq!(folds, stratified_folds(&labels, 3, 7));
+        assert_ne!(folds, stratified_folds(&labels, 3, 8));
+    }
+}

@@ -1,0 +1,83 @@
+//! Test-set metrics of a binary classifier: ROC AUC, accuracy and F1 from smartcore, and the
+//! binary log loss (which smartcore does not have).
+
+use serde::{Deserialize, Serialize};
+
+/// Metrics of probabilities against 0/1 labels, with a 0.5 threshold for the hard ones.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub rows: usize,
+    pub roc_auc: f64,
+    pub log_loss: f64,
+    pub accuracy: f64,
+    pub f1: f64,
+}
+
+/// Mean binary log loss, with probabilities clipped away from 0 and 1 as LightGBM does.
+pub fn log_loss(labels: &[f32], probs: &[f64]) -> f64 {
+    const EPS: f64 = 1e-15;
+    let sum: f64 = labels
+        .iter()
+        .zip(probs)
+        .map(|(&y, &p)| {
+            let p = p.clamp(EPS, 1.0 - EPS);
+            if y > 0.5 {
+                -p.ln()
+            } else {
+                -(1.0 - p).ln()
+            }
+        })
+        .sum();
+    sum / labels.len() as f64
+}
+
+impl Metrics {
+    pub fn compute(labels: &[f32], probs: &[f64]) -> Metrics {
+        assert_eq!(labels.len(), probs.len(), "one probability per label");
+        let y_true: Vec<f64> = labels.iter().map(|&y| f64::from(y)).collect();
+        let y_prob: Vec<f64> = probs.to_vec();
+        let y_hard: Vec<f64> = probs.iter().map(|&p| if p >= 0.5 { 1.0 } else { 0.0 }).collect();
+        let true_int: Vec<i32> = labels.iter().map(|&y| y as i32).collect();
+        let hard_int: Vec<i32> = y_hard.iter().map(|&y| y as i32).collect();
+        Metrics {
+            rows: labels.len(),
+            roc_auc: smartcore::metrics::roc_auc_score(&y_true, &y_prob),
+            log_loss: log_loss(labels, probs),
+            accuracy: smartcore::metrics::accuracy(&true_int, &hard_int),
+            f1: smartcore::metrics::f1(&y_true, &y_hard, 1.0),
+        }
+    }
+
+    /// A small table for the terminal.
+    pub fn table(&self) -> String {
+        format!(
+            "metric     value\n\
+             ---------  -------\n\
+             ROC AUC    {:.4}\n\
+             log loss   {:.4}\n\
+             accuracy   {:.4}\n\
+             F1         {:.4}\n\
+             rows       {}",
+            self.roc_auc, self.log_loss, self.accuracy, self.f1, self.rows
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_match_hand_computed_values() {
+        let labels = [0.0, 0.0, 1.0, 1.0];
+        let probs = [0.1, 0.4, 0.35, 0.8];
+        let m = Metrics::compute(&labels, &probs);
+        // sklearn: roc_auc_score([0,0,1,1],[0.1,0.4,0.35,0.8]) == 0.75
+        assert!((m.roc_auc - 0.75).abs() < 1e-12, "{}", m.roc_auc);
+        assert!((m.accuracy - 0.75).abs() < 1e-12);
+        // precision 1/1, recall 1/2 -> F1 2/3
+        assert!((m.f1 - 2.0 / 3.0).abs() < 1e-12, "{}", m.f1);
+        let expected = -(0.9f64.ln() + 0.6f64.ln() + 0.35f64.ln() + 0.8f64.ln()) / 4.0;
+        assert!((m.log_loss - expected).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,177 @@
+//! Hyperparameter search: argmin's particle swarm (derivative-free, bounded box, seeded)
+//! minimizes the cross-validated log loss. Each swarm generation is evaluated in parallel on
+//! a pool of `threads` workers; every evaluation is deterministic, so the search is
+//! reproducible whatever the thread timing.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use argmin::core::{CostFunction, Error as ArgminError, Executor};
+use argmin::solver::particleswarm::ParticleSwarm;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::cv::{cross_validate, CvScore, Matrix};
+use super::params::{bounds, Hyperparams};
+use super::TrainError;
+
+/// Swarm size: ten particles, as few generations as the budget allows.
+const MAX_PARTICLES: usize = 10;
+
+/// Settings of a search.
+#[derive(Debug, Clone)]
+pub struct SearchConfig {
+    pub max_evals: usize,
+    pub folds: usize,
+    pub seed: u64,
+    pub threads: usize,
+    pub progress: bool,
+}
+
+/// One evaluated point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Trial {
+    pub params: Hyperparams,
+    pub score: CvScore,
+}
+
+/// The search's result.
+#[derive(Debug, Clone)]
+pub struct SearchOutcome {
+    pub best: Trial,
+    pub evaluations: usize,
+    pub elapsed: Duration,
+}
+
+struct CvObjective<'a> {
+    data: &'a Matrix,
+    folds: &'a [usize],
+    k: usize,
+    seed: u64,
+    trials: Mutex<Vec<Trial>>,
+    bar: ProgressBar,
+}
+
+/// argmin's executor owns its problem; the search keeps the objective to read its trials.
+struct Shared<'o, 'a>(&'o CvObjective<'a>);
+
+impl CostFunction for Shared<'_, '_> {
+    type Param = Vec<f64>;
+    type Output = f64;
+
+    fn cost(&self, point: &Vec<f64>) -> Result<f64, ArgminError> {
+        self.0.evaluate(point)
+    }
+}
+
+impl CvObjective<'_> {
+    fn evaluate(&self, point: &[f64]) -> Result<f64, ArgminError> {
+        let params = Hyperparams::from_point(point);
+        let score = cross_validate(self.data, self.folds, self.k, &params, self.seed)?;
+        let mut trials = self.trials.lock().expect("trial list poisoned");
+        trials.push(Trial { params, score });
+        let best = trials
+            .iter()
+            .map(|t| t.score.logloss)
+            .fold(f64::INFINITY, f64::min);
+        self.bar.set_message(format!("best CV log loss {best:.5}"));
+        self.bar.inc(1);
+        tracing::debug!(
+            "evaluation {}: log loss {:.5} at {} rounds, {params:?}",
+            trials.len(),
+            score.logloss,
+            score.rounds
+        );
+        Ok(score.logloss)
+    }
+}
+
+/// The swarm shape for a budget: (particles, generations after the first).
+fn swarm_shape(max_evals: usize) -> (usize, u64) {
+    let particles = max_evals.clamp(1, MAX_PARTICLES);
+    (particles, ((max_evals / particles).max(1) - 1) as u64)
+}
+
+/// Searches the space for the hyperparameters with the lowest CV log loss.
+pub fn search(
+    data: &Matrix,
+    folds: &[usize],
+    config: &SearchConfig,
+) -> Result<SearchOutcome, TrainError> {
+    if config.max_evals == 0 {
+        return Err(TrainError::Config("--max-evals must be at least 1".into()));
+    }
+    let (particles, generations) = swarm_shape(config.max_evals);
+    let planned = particles * (generations as usize + 1);
+    let bar = if config.progress {
+        ProgressBar::new(planned as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} search [{bar:30}] {pos}/{len} evals, {msg}, {elapsed} elapsed, ~{eta} left",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    let objective = CvObjective {
+        data,
+        folds,
+        k: config.folds,
+        seed: config.seed,
+        trials: Mutex::new(Vec::with_capacity(planned)),
+        bar: bar.clone(),
+    };
+    let start = std::time::Instant::now();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(config.threads.max(1))
+        .build()
+        .map_err(|e| TrainError::Config(format!("thread pool: {e}")))?;
+    let solver = ParticleSwarm::new(bounds(), particles)
+        .with_rng_generator(StdRng::seed_from_u64(config.seed));
+    pool.install(|| {
+        Executor::new(Shared(&objective), solver)
+            .configure(|state| state.max_iters(generations))
+            .run()
+    })
+    .map_err(|e| TrainError::Search(e.to_string()))?;
+    bar.finish_and_clear();
+
+    let trials = objective.trials.into_inner().expect("trial list poisoned");
+    // Lowest loss wins; ties go to the fewer rounds, then to the smaller learning rate, so the
+    // choice does not depend on the order parallel evaluations finished in.
+    let best = trials
+        .iter()
+        .copied()
+        .min_by(|a, b| {
+            a.score
+                .logloss
+                .total_cmp(&b.score.logloss)
+                .then(a.score.rounds.cmp(&b.score.rounds))
+                .then(a.params.learning_rate.total_cmp(&b.params.learning_rate))
+        })
+        .ok_or_else(|| TrainError::Search("no evaluation finished".into()))?;
+    Ok(SearchOutcome {
+        best,
+        evaluations: trials.len(),
+        elapsed: start.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::swarm_shape;
+
+    #[test]
+    fn the_budget_is_never_exceeded() {
+        for budget in 1..120 {
+            let (p, g) = swarm_shape(budget);
+            assert!(p * (g as usize + 1) <= budget, "budget {budget}");
+        }
+        assert_eq!(swarm_shape(50), (10, 4));
+        assert_eq!(swarm_shape(5), (5, 0));
+    }
+}

@@ -1,0 +1,4 @@
+//! The integration suite: one test binary, shared helpers.
+
+mod helpers;
+mod initialize;
