@@ -85,16 +85,20 @@ impl BundleFiles {
         if m.feature_names != feature_names() {
             return Err(BundleError::Manifest {
                 file: manifest_file(m.version),
-                reason: format!("feature schema {:?} differs from this build's", m.feature_names),
+                reason: format!(
+                    "feature schema {:?} differs from this build's",
+                    m.feature_names
+                ),
             });
         }
         verify(model_name, &m.model_sha256, &self.model_text)?;
         verify(processor_name, &m.processor_sha256, &self.processor)?;
-        let processor =
-            FeatureProcessor::from_bytes(&self.processor).map_err(|source| BundleError::Processor {
+        let processor = FeatureProcessor::from_bytes(&self.processor).map_err(|source| {
+            BundleError::Processor {
                 file: processor_name.to_owned(),
                 source,
-            })?;
+            }
+        })?;
         let text = std::str::from_utf8(&self.model_text).map_err(|e| BundleError::Model {
             file: model_name.to_owned(),
             source: ModelError::Load(e.to_string()),

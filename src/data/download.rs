@@ -37,7 +37,9 @@ pub fn download(base_url: &str, file: &str, dest: &Path) -> Result<(), DataError
     if let Some(expected) = known_sha256(file) {
         let actual = hex::encode(Sha256::digest(&bytes));
         if actual != expected {
-            return Err(fail(format!("sha256 {actual} differs from UCI's {expected}")));
+            return Err(fail(format!(
+                "sha256 {actual} differs from UCI's {expected}"
+            )));
         }
     }
     write_atomic(dest, &bytes).map_err(|e| DataError::Io(dest.to_path_buf(), e))

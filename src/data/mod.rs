@@ -80,7 +80,8 @@ pub fn ensure_file(dir: &Path, file: &str, fetch: &Fetch) -> Result<PathBuf, Dat
 pub fn load_adult(dir: &Path, fetch: &Fetch) -> Result<AdultData, DataError> {
     let train_path = ensure_file(dir, "adult.data", fetch)?;
     let test_path = ensure_file(dir, "adult.test", fetch)?;
-    let train_bytes = std::fs::read(&train_path).map_err(|e| DataError::Io(train_path.clone(), e))?;
+    let train_bytes =
+        std::fs::read(&train_path).map_err(|e| DataError::Io(train_path.clone(), e))?;
     Ok(AdultData {
         train: read_labeled(&train_path)?,
         test: read_labeled(&test_path)?,

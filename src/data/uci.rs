@@ -78,11 +78,14 @@ pub fn read_labeled(path: &Path) -> Result<Vec<LabeledRow>, DataError> {
 }
 
 fn read_frame(path: &Path) -> Result<DataFrame, DataError> {
-    let names: Vec<PlSmallStr> = COLUMNS.iter().map(|c| PlSmallStr::from(*c)).collect();
+    let schema = Schema::from_iter(
+        COLUMNS
+            .iter()
+            .map(|c| Field::new(PlSmallStr::from(*c), DataType::String)),
+    );
     CsvReadOptions::default()
         .with_has_header(false)
-        .with_infer_schema_length(Some(0))
-        .with_column_names_overwrite(names.into())
+        .with_schema(Some(Arc::new(schema)))
         .with_parse_options(
             CsvParseOptions::default()
                 .with_separator(b',')

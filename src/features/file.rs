@@ -32,15 +32,17 @@ impl FeatureProcessor {
         let mut out = Vec::with_capacity(4096);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&PROCESSOR_FORMAT_VERSION.to_le_bytes());
-        let payload = bincode::serde::encode_to_vec(self, config())
-            .expect("a processor always serializes");
+        let payload =
+            bincode::serde::encode_to_vec(self, config()).expect("a processor always serializes");
         out.extend_from_slice(&payload);
         out
     }
 
     /// Reads a processor written by [`Self::to_bytes`], refusing anything else whole.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProcessorFileError> {
-        let rest = bytes.strip_prefix(MAGIC).ok_or(ProcessorFileError::BadMagic)?;
+        let rest = bytes
+            .strip_prefix(MAGIC)
+            .ok_or(ProcessorFileError::BadMagic)?;
         let (version, payload) = rest
             .split_first_chunk::<4>()
             .ok_or(ProcessorFileError::BadMagic)?;
@@ -57,7 +59,9 @@ impl FeatureProcessor {
         if used != payload.len() {
             return Err(ProcessorFileError::Trailing(payload.len() - used));
         }
-        processor.check_shape().map_err(ProcessorFileError::Invalid)?;
+        processor
+            .check_shape()
+            .map_err(ProcessorFileError::Invalid)?;
         Ok(processor)
     }
 }

@@ -114,13 +114,18 @@ impl FeatureProcessor {
         I::IntoIter: Clone,
     {
         let rows = rows.into_iter();
-        assert!(rows.clone().next().is_some(), "cannot fit a processor on no rows");
+        assert!(
+            rows.clone().next().is_some(),
+            "cannot fit a processor on no rows"
+        );
         let scalers = (0..NUMERIC.len())
             .map(|j| {
-                let (min, max) = rows.clone().map(|r| numeric_values(r)[j]).fold(
-                    (f64::INFINITY, f64::NEG_INFINITY),
-                    |(lo, hi), x| (lo.min(x), hi.max(x)),
-                );
+                let (min, max) = rows
+                    .clone()
+                    .map(|r| numeric_values(r)[j])
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+                        (lo.min(x), hi.max(x))
+                    });
                 MinMax { min, max }
             })
             .collect();
@@ -132,7 +137,10 @@ impl FeatureProcessor {
             .map(|&(_, left, right)| {
                 CrossEncoder::fit(rows.clone().map(|r| {
                     let v = categorical_values(r);
-                    (encoders[left].encode(v[left]), encoders[right].encode(v[right]))
+                    (
+                        encoders[left].encode(v[left]),
+                        encoders[right].encode(v[right]),
+                    )
                 }))
             })
             .collect();
@@ -147,7 +155,11 @@ impl FeatureProcessor {
     pub fn transform_into(&self, row: &CensusRow, out: &mut [f64]) {
         debug_assert_eq!(out.len(), N_FEATURES);
         let (num_out, cat_out) = out.split_at_mut(NUMERIC.len());
-        for ((o, x), s) in num_out.iter_mut().zip(numeric_values(row)).zip(&self.scalers) {
+        for ((o, x), s) in num_out
+            .iter_mut()
+            .zip(numeric_values(row))
+            .zip(&self.scalers)
+        {
             *o = s.scale(x);
         }
         let mut codes = [UNKNOWN_CODE; CATEGORICAL.len()];
@@ -177,7 +189,10 @@ impl FeatureProcessor {
     }
 
     /// Features of many records, row-major, through the same [`Self::transform_into`].
-    pub fn transform_batch<'a>(&self, rows: impl ExactSizeIterator<Item = &'a CensusRow>) -> Vec<f64> {
+    pub fn transform_batch<'a>(
+        &self,
+        rows: impl ExactSizeIterator<Item = &'a CensusRow>,
+    ) -> Vec<f64> {
         let mut out = vec![0.0; rows.len() * N_FEATURES];
         for (row, chunk) in rows.zip(out.chunks_exact_mut(N_FEATURES)) {
             self.transform_into(row, chunk);
@@ -211,7 +226,11 @@ impl FeatureProcessor {
                 CROSSED.len()
             ));
         }
-        if self.scalers.iter().any(|s| !(s.min.is_finite() && s.max.is_finite() && s.min <= s.max)) {
+        if self
+            .scalers
+            .iter()
+            .any(|s| !(s.min.is_finite() && s.max.is_finite() && s.min <= s.max))
+        {
             return Err("a numeric scaler has an invalid range".into());
         }
         Ok(())
@@ -251,7 +270,10 @@ mod tests {
         let p = FeatureProcessor::fit(&rows);
         let batch = p.transform_batch(rows.iter());
         for (i, r) in rows.iter().enumerate() {
-            assert_eq!(&batch[i * N_FEATURES..(i + 1) * N_FEATURES], &p.transform(r));
+            assert_eq!(
+                &batch[i * N_FEATURES..(i + 1) * N_FEATURES],
+                &p.transform(r)
+            );
         }
         assert_eq!(p.transform(&rows[0])[0], 0.0);
         assert_eq!(p.transform(&rows[1])[0], 1.0);

@@ -117,11 +117,15 @@ mod tests {
 
     #[test]
     fn folds_keep_the_class_balance_and_are_seeded() {
-        let labels: Vec<f32> = (0..300).map(|i| if i % 4 == 0 { 1.0 } else { 0.0 }).collect();
+        let labels: Vec<f32> = (0..300)
+            .map(|i| if i % 4 == 0 { 1.0 } else { 0.0 })
+            .collect();
         let folds = stratified_folds(&labels, 3, 7);
         for f in 0..3 {
             let n = folds.iter().filter(|&&x| x == f).count();
-            let pos = (0..300).filter(|&i| folds[i] == f && labels[i] == 1.0).count();
+            let pos = (0..300)
+                .filter(|&i| folds[i] == f && labels[i] == 1.0)
+                .count();
             assert_eq!(n, 100);
             assert_eq!(pos, 25);
         }

@@ -26,7 +26,10 @@ fn check(ret: i32) -> Result<(), LgbmError> {
 
 /// Dataset parameters: the categorical declaration must be given when the dataset is built.
 fn dataset_params() -> CString {
-    let cats: Vec<String> = categorical_indices().iter().map(|i| i.to_string()).collect();
+    let cats: Vec<String> = categorical_indices()
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
     CString::new(format!(
         "categorical_feature={} verbosity=-1",
         cats.join(",")

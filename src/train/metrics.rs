@@ -36,7 +36,10 @@ impl Metrics {
         assert_eq!(labels.len(), probs.len(), "one probability per label");
         let y_true: Vec<f64> = labels.iter().map(|&y| f64::from(y)).collect();
         let y_prob: Vec<f64> = probs.to_vec();
-        let y_hard: Vec<f64> = probs.iter().map(|&p| if p >= 0.5 { 1.0 } else { 0.0 }).collect();
+        let y_hard: Vec<f64> = probs
+            .iter()
+            .map(|&p| if p >= 0.5 { 1.0 } else { 0.0 })
+            .collect();
         let true_int: Vec<i32> = labels.iter().map(|&y| y as i32).collect();
         let hard_int: Vec<i32> = y_hard.iter().map(|&y| y as i32).collect();
         Metrics {

@@ -44,7 +44,10 @@ pub struct Trained {
 pub fn matrix(processor: &FeatureProcessor, rows: &[LabeledRow]) -> Matrix {
     Matrix {
         features: processor.transform_batch(rows.iter().map(|r| &r.row)),
-        labels: rows.iter().map(|r| if r.label { 1.0 } else { 0.0 }).collect(),
+        labels: rows
+            .iter()
+            .map(|r| if r.label { 1.0 } else { 0.0 })
+            .collect(),
     }
 }
 
@@ -97,7 +100,10 @@ pub fn fit(
     let start = Instant::now();
     let model_text = train_final(&data, &best.params, best.score.rounds, config.seed)?;
     let model = Model::from_text(&model_text)?;
-    tracing::info!("final model trained in {:.1} s", start.elapsed().as_secs_f64());
+    tracing::info!(
+        "final model trained in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
     let test_metrics = match test {
         Some(rows) if !rows.is_empty() => {
             let t = matrix(&processor, rows);

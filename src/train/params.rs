@@ -16,14 +16,54 @@ pub struct Dim {
 /// The original project's space (hyperopt): learning_rate, num_boost_round (quantized by 20),
 /// num_leaves (by 4), min_child_weight, colsample_bytree, subsample, reg_alpha, reg_lambda.
 pub const SPACE: [Dim; 8] = [
-    Dim { name: "learning_rate", low: 0.01, high: 0.2, step: 0.0 },
-    Dim { name: "num_boost_round", low: 50.0, high: 500.0, step: 20.0 },
-    Dim { name: "num_leaves", low: 31.0, high: 256.0, step: 4.0 },
-    Dim { name: "min_child_weight", low: 0.1, high: 10.0, step: 0.0 },
-    Dim { name: "colsample_bytree", low: 0.5, high: 1.0, step: 0.0 },
-    Dim { name: "subsample", low: 0.5, high: 1.0, step: 0.0 },
-    Dim { name: "reg_alpha", low: 0.01, high: 0.1, step: 0.0 },
-    Dim { name: "reg_lambda", low: 0.01, high: 0.1, step: 0.0 },
+    Dim {
+        name: "learning_rate",
+        low: 0.01,
+        high: 0.2,
+        step: 0.0,
+    },
+    Dim {
+        name: "num_boost_round",
+        low: 50.0,
+        high: 500.0,
+        step: 20.0,
+    },
+    Dim {
+        name: "num_leaves",
+        low: 31.0,
+        high: 256.0,
+        step: 4.0,
+    },
+    Dim {
+        name: "min_child_weight",
+        low: 0.1,
+        high: 10.0,
+        step: 0.0,
+    },
+    Dim {
+        name: "colsample_bytree",
+        low: 0.5,
+        high: 1.0,
+        step: 0.0,
+    },
+    Dim {
+        name: "subsample",
+        low: 0.5,
+        high: 1.0,
+        step: 0.0,
+    },
+    Dim {
+        name: "reg_alpha",
+        low: 0.01,
+        high: 0.1,
+        step: 0.0,
+    },
+    Dim {
+        name: "reg_lambda",
+        low: 0.01,
+        high: 0.1,
+        step: 0.0,
+    },
 ];
 
 /// Lower and upper corners of the box.
@@ -52,12 +92,20 @@ impl Hyperparams {
     /// Decodes a point of the box: clamps every coordinate into its range and rounds the integer
     /// ones to their step.
     pub fn from_point(x: &[f64]) -> Self {
-        assert_eq!(x.len(), SPACE.len(), "a point has one coordinate per dimension");
+        assert_eq!(
+            x.len(),
+            SPACE.len(),
+            "a point has one coordinate per dimension"
+        );
         let v: Vec<f64> = x
             .iter()
             .zip(SPACE.iter())
             .map(|(&x, d)| {
-                let x = if x.is_finite() { x.clamp(d.low, d.high) } else { d.low };
+                let x = if x.is_finite() {
+                    x.clamp(d.low, d.high)
+                } else {
+                    d.low
+                };
                 if d.step > 0.0 {
                     (d.low + ((x - d.low) / d.step).round() * d.step).min(d.high)
                 } else {
@@ -104,7 +152,10 @@ mod tests {
     fn points_are_clamped_and_quantized() {
         let p = Hyperparams::from_point(&[0.5, 61.0, 33.0, -1.0, 0.7, 2.0, 0.05, f64::NAN]);
         assert_eq!(p.learning_rate, 0.2);
-        assert_eq!(p.num_boost_round, 50 + 20 * ((11.0f64 / 20.0).round() as u32));
+        assert_eq!(
+            p.num_boost_round,
+            50 + 20 * ((11.0f64 / 20.0).round() as u32)
+        );
         assert_eq!(p.num_leaves, 35);
         assert_eq!(p.min_child_weight, 0.1);
         assert_eq!(p.subsample, 1.0);

@@ -31,10 +31,8 @@ pub fn adult_dir() -> Option<PathBuf> {
 
 pub fn adult() -> Option<&'static AdultData> {
     static DATA: OnceLock<Option<AdultData>> = OnceLock::new();
-    DATA.get_or_init(|| {
-        adult_dir().map(|dir| load_adult(&dir, &Fetch::Never).expect("data loads"))
-    })
-    .as_ref()
+    DATA.get_or_init(|| adult_dir().map(|dir| load_adult(&dir, &Fetch::Never).expect("data loads")))
+        .as_ref()
 }
 
 /// A store in a fresh temporary folder.

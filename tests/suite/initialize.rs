@@ -19,25 +19,50 @@ fn small_budget_initialize_writes_bundle_v1_with_auc_above_092() {
     let m = &files.manifest;
     let metrics = m.test_metrics.expect("test metrics in the manifest");
     assert!(metrics.roc_auc >= 0.92, "test AUC {}", metrics.roc_auc);
-    assert!(metrics.accuracy >= 0.85, "test accuracy {}", metrics.accuracy);
+    assert!(
+        metrics.accuracy >= 0.85,
+        "test accuracy {}",
+        metrics.accuracy
+    );
     assert_eq!(metrics.rows, 16281);
     assert_eq!(m.training_data.base_rows, 32561);
     assert!(m.cv.evaluations >= 1 && m.cv.evaluations <= 5);
-    assert!(m.cv.log_loss > 0.2 && m.cv.log_loss < 0.4, "{}", m.cv.log_loss);
+    assert!(
+        m.cv.log_loss > 0.2 && m.cv.log_loss < 0.4,
+        "{}",
+        m.cv.log_loss
+    );
     assert!(m.promoted);
     assert_eq!(m.parent_version, None);
-    assert_eq!(m.model_sha256, census_stream::atomic::sha256_hex(&files.model_text));
+    assert_eq!(
+        m.model_sha256,
+        census_stream::atomic::sha256_hex(&files.model_text)
+    );
     let text = String::from_utf8(files.model_text.clone()).unwrap();
-    assert!(text.contains("feature_names=age fnlwgt"), "LightGBM text format");
-    // The categoricals were declared to LightGBM: the model's feature infos list categories.
-    assert!(text.contains("categorical_feature=5,6,7,8,9,10,11,12,13,14"));
+    assert!(
+        text.contains("feature_names=age fnlwgt"),
+        "LightGBM text format"
+    );
+    // The categoricals were declared to LightGBM: the model lists categories for them where a
+    // numeric feature has a `[min:max]` range.
+    let infos: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("feature_infos="))
+        .expect("feature_infos line")
+        .split(' ')
+        .collect();
+    assert_eq!(infos.len(), 15);
+    assert!(infos[..5].iter().all(|i| i.starts_with('[')), "{infos:?}");
+    assert!(infos[5..].iter().all(|i| !i.starts_with('[')), "{infos:?}");
 }
 
 #[test]
 fn saved_and_loaded_bundle_predicts_exactly_as_in_memory_on_all_test_rows() {
     let Some(data) = adult() else { return };
     let trained = fit(&data.train, None, &small_search(2)).unwrap();
-    let features = trained.processor.transform_batch(data.test.iter().map(|r| &r.row));
+    let features = trained
+        .processor
+        .transform_batch(data.test.iter().map(|r| &r.row));
     let in_memory = trained.model.predict(&features).unwrap();
 
     let (_dir, store) = temp_store();
@@ -79,7 +104,10 @@ fn a_second_run_makes_a_new_version_and_leaves_the_old_one_untouched() {
         fs::read(dir.path().join("models/model_v0001.txt")).unwrap(),
         v1_model
     );
-    assert!(dir.path().join("dataprocessors/dataprocessor_v0002.bin").is_file());
+    assert!(dir
+        .path()
+        .join("dataprocessors/dataprocessor_v0002.bin")
+        .is_file());
     assert!(store.load(1).is_ok() && store.load(2).is_ok());
 }
 
@@ -114,10 +142,11 @@ fn records_with_unknown_fields_or_unseen_categories_are_scored() {
     unseen.workclass = "Space-agency".into();
     unseen.occupation = "Astronaut".into();
     unseen.native_country = "Mars".into();
-    let p = bundle
-        .predict([person(), question, unseen].iter())
-        .unwrap();
-    assert!(p.iter().all(|x| x.is_finite() && *x > 0.0 && *x < 1.0), "{p:?}");
+    let p = bundle.predict([person(), question, unseen].iter()).unwrap();
+    assert!(
+        p.iter().all(|x| x.is_finite() && *x > 0.0 && *x < 1.0),
+        "{p:?}"
+    );
     // Unseen categories get the same unknown code as `?`, hence the same score.
     assert_eq!(p[1], p[2]);
     // A married manager with a master's degree: the model should lean to >50K.
@@ -136,7 +165,11 @@ fn truncated_or_tampered_files_are_refused_naming_the_file() {
     let proc_bytes = fs::read(&proc).unwrap();
 
     fs::write(&model, &model_bytes[..model_bytes.len() / 2]).unwrap();
-    let err = store.load(1).err().expect("truncated model refused").to_string();
+    let err = store
+        .load(1)
+        .err()
+        .expect("truncated model refused")
+        .to_string();
     assert!(err.contains(&model.display().to_string()), "{err}");
     fs::write(&model, &model_bytes).unwrap();
 
@@ -144,7 +177,11 @@ fn truncated_or_tampered_files_are_refused_naming_the_file() {
     let last = tampered.len() - 1;
     tampered[last] ^= 0x55;
     fs::write(&proc, &tampered).unwrap();
-    let err = store.load(1).err().expect("tampered processor refused").to_string();
+    let err = store
+        .load(1)
+        .err()
+        .expect("tampered processor refused")
+        .to_string();
     assert!(err.contains(&proc.display().to_string()), "{err}");
     fs::write(&proc, &proc_bytes).unwrap();
 
@@ -153,7 +190,11 @@ fn truncated_or_tampered_files_are_refused_naming_the_file() {
     let mut files = store.read_files(1).unwrap();
     files.processor.truncate(files.processor.len() - 10);
     files.manifest.processor_sha256 = census_stream::atomic::sha256_hex(&files.processor);
-    let err = files.load().err().expect("corrupt processor refused").to_string();
+    let err = files
+        .load()
+        .err()
+        .expect("corrupt processor refused")
+        .to_string();
     assert!(err.contains("dataprocessor_v0001.bin"), "{err}");
     assert!(store.load(1).is_ok(), "restored files load again");
 }
@@ -165,7 +206,10 @@ fn missing_data_offline_names_the_file_and_where_to_put_it() {
         .err()
         .expect("no data, no load")
         .to_string();
-    assert!(err.contains(&empty.path().join("adult.data").display().to_string()), "{err}");
+    assert!(
+        err.contains(&empty.path().join("adult.data").display().to_string()),
+        "{err}"
+    );
     assert!(err.contains("--data-dir"), "{err}");
 
     // A failed download says the same, with the reason.
@@ -173,7 +217,10 @@ fn missing_data_offline_names_the_file_and_where_to_put_it() {
         .err()
         .expect("unreachable archive")
         .to_string();
-    assert!(err.contains("adult.data") && err.contains("downloading"), "{err}");
+    assert!(
+        err.contains("adult.data") && err.contains("downloading"),
+        "{err}"
+    );
 
     // And so does the command.
     let out = Command::new(env!("CARGO_BIN_EXE_initialize"))
@@ -198,19 +245,40 @@ fn a_malformed_line_is_reported_with_file_line_and_field() {
     assert!(err.contains("adult.data:3: field `age`"), "{err}");
 
     let bad_label = good.replace("<=50K", "maybe");
-    fs::write(&path, format!("|1x3 Cross validator\n{good}\n{bad_label}\n")).unwrap();
+    fs::write(
+        &path,
+        format!("|1x3 Cross validator\n{good}\n{bad_label}\n"),
+    )
+    .unwrap();
     let err = read_labeled(&path).err().unwrap().to_string();
-    assert!(err.contains("adult.data:3: field `income_bracket`"), "{err}");
+    assert!(
+        err.contains("adult.data:3: field `income_bracket`"),
+        "{err}"
+    );
 
     let short = good.rsplit_once(',').unwrap().0.to_string();
     fs::write(&path, format!("{good}\n{short}\n")).unwrap();
     let err = read_labeled(&path).err().unwrap().to_string();
-    assert!(err.contains("adult.data:2:") && err.contains("expected 15 fields"), "{err}");
+    assert!(
+        err.contains("adult.data:2: field `income_bracket`: missing"),
+        "{err}"
+    );
+
+    let long = format!("{good}, extra");
+    fs::write(&path, format!("{good}\n{good}\n{long}\n")).unwrap();
+    let err = read_labeled(&path).err().unwrap().to_string();
+    assert!(
+        err.contains("adult.data:3:") && err.contains("expected 15 fields, found 16"),
+        "{err}"
+    );
 
     let negative_hours = good.replace(", 40,", ", -4,");
     fs::write(&path, format!("{negative_hours}\n")).unwrap();
     let err = read_labeled(&path).err().unwrap().to_string();
-    assert!(err.contains("adult.data:1: field `hours_per_week`"), "{err}");
+    assert!(
+        err.contains("adult.data:1: field `hours_per_week`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -227,4 +295,17 @@ fn the_uci_files_read_with_the_known_row_counts() {
     let p = FeatureProcessor::fit(data.train.iter().map(|r| &r.row));
     let card = p.cardinalities();
     assert_eq!(&card[..8], &[8, 16, 7, 14, 6, 5, 2, 41]);
+}
+
+#[test]
+fn the_search_is_seeded_and_reproducible_on_both_cores() {
+    let Some(data) = adult() else { return };
+    let a = fit(&data.train, None, &small_search(4)).unwrap();
+    let b = fit(&data.train, None, &small_search(4)).unwrap();
+    assert_eq!(a.search.best, b.search.best);
+    assert_eq!(a.model_text, b.model_text);
+    let mut other_seed = small_search(4);
+    other_seed.seed = 2;
+    let c = fit(&data.train, None, &other_seed).unwrap();
+    assert_ne!(a.search.best.params, c.search.best.params);
 }
