@@ -10,4 +10,7 @@ pub mod features;
 pub mod initialize;
 pub mod logging;
 pub mod model;
+pub mod predictor;
+pub mod retrainer;
+pub mod stream;
 pub mod train;

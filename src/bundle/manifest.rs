@@ -61,3 +61,12 @@ pub struct Manifest {
     pub training_data: TrainingData,
     pub promoted: bool,
 }
+
+impl Manifest {
+    /// Identity of the bundle as a whole: sha256 over the two files' sha256s.
+    pub fn bundle_sha256(&self) -> String {
+        crate::atomic::sha256_hex(
+            format!("{}{}", self.model_sha256, self.processor_sha256).as_bytes(),
+        )
+    }
+}

@@ -1,0 +1,126 @@
+//! Decoding and validating a request. Anything that cannot be scored gets a [`Rejection`] that
+//! names the kind of fault, which becomes the dead letter's reason. An unseen category is not a
+//! fault: the processor scores it with its unknown code.
+
+use crate::data::parse_label;
+
+use super::messages::Request;
+
+/// Why a record cannot be scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    EmptyPayload,
+    NotJson,
+    MissingField,
+    WrongType,
+    ImpossibleValue,
+}
+
+impl Fault {
+    /// The reason as written in the dead letter's `dlq.reason` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::EmptyPayload => "empty_payload",
+            Fault::NotJson => "not_json",
+            Fault::MissingField => "missing_field",
+            Fault::WrongType => "wrong_type",
+            Fault::ImpossibleValue => "impossible_value",
+        }
+    }
+}
+
+/// A rejected record: the fault and a human-readable detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub fault: Fault,
+    pub detail: String,
+}
+
+fn reject(fault: Fault, detail: impl Into<String>) -> Rejection {
+    Rejection {
+        fault,
+        detail: detail.into(),
+    }
+}
+
+/// Decodes and validates one `census.requests` payload.
+pub fn decode_request(payload: Option<&[u8]>) -> Result<Request, Rejection> {
+    let bytes = match payload {
+        None | Some([]) => return Err(reject(Fault::EmptyPayload, "the message has no payload")),
+        Some(b) => b,
+    };
+    let request: Request = serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        let msg = e.to_string();
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => reject(Fault::NotJson, msg),
+            Category::Data if msg.starts_with("missing field") => reject(Fault::MissingField, msg),
+            Category::Data => reject(Fault::WrongType, msg),
+        }
+    })?;
+    if request.request_id.is_empty() {
+        return Err(reject(Fault::MissingField, "request_id is empty"));
+    }
+    request
+        .record
+        .validate()
+        .map_err(|e| reject(Fault::ImpossibleValue, e))?;
+    if let Some(label) = &request.income_bracket {
+        if parse_label(label).is_none() {
+            return Err(reject(
+                Fault::ImpossibleValue,
+                format!("income_bracket `{label}` is neither <=50K nor >50K"),
+            ));
+        }
+    }
+    Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"request_id":"r1","sent_at_ms":1,"income_bracket":">50K.","record":{"age":39,"workclass":"State-gov","fnlwgt":77516,"education":"Bachelors","education_num":13,"marital_status":"Never-married","occupation":"Adm-clerical","relationship":"Not-in-family","race":"White","sex":"Male","capital_gain":2174,"capital_loss":0,"hours_per_week":40,"native_country":"Mars"}}"#;
+
+    fn fault(payload: &str) -> Fault {
+        decode_request(Some(payload.as_bytes())).unwrap_err().fault
+    }
+
+    #[test]
+    fn a_good_request_with_an_unseen_category_decodes() {
+        let r = decode_request(Some(GOOD.as_bytes())).unwrap();
+        assert_eq!(r.record.native_country, "Mars");
+        assert_eq!(r.income_bracket.as_deref(), Some(">50K."));
+    }
+
+    #[test]
+    fn each_fault_is_classified() {
+        assert_eq!(decode_request(None).unwrap_err().fault, Fault::EmptyPayload);
+        assert_eq!(
+            decode_request(Some(b"")).unwrap_err().fault,
+            Fault::EmptyPayload
+        );
+        assert_eq!(fault("not json at all"), Fault::NotJson);
+        assert_eq!(fault(&GOOD[..40]), Fault::NotJson);
+        assert_eq!(
+            fault(&GOOD.replace(r#""age":39,"#, "")),
+            Fault::MissingField
+        );
+        assert_eq!(
+            fault(&GOOD.replace(r#""age":39"#, r#""age":"old""#)),
+            Fault::WrongType
+        );
+        assert_eq!(
+            fault(&GOOD.replace(r#""age":39"#, r#""age":-3"#)),
+            Fault::ImpossibleValue
+        );
+        assert_eq!(
+            fault(&GOOD.replace(r#""hours_per_week":40"#, r#""hours_per_week":200"#)),
+            Fault::ImpossibleValue
+        );
+        assert_eq!(
+            fault(&GOOD.replace(">50K.", "rich")),
+            Fault::ImpossibleValue
+        );
+    }
+}

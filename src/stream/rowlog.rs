@@ -1,0 +1,178 @@
+//! The retrainer's durable store of labeled stream rows: a JSON-lines file, appended and
+//! fsynced before the offsets that produced the rows are committed. Rows are keyed by their
+//! source partition and offset, so a record consumed twice (after a crash between store and
+//! commit) is kept once.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{CensusRow, LabeledRow};
+
+/// A labeled row and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRow {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub label: bool,
+    pub row: CensusRow,
+}
+
+pub struct RowLog {
+    path: PathBuf,
+    file: File,
+    rows: Vec<StoredRow>,
+    seen: HashSet<(String, i32, i64)>,
+}
+
+impl RowLog {
+    /// Opens (or creates) the log, reading the rows already in it. A torn last line, left by a
+    /// crash in the middle of a write, is cut off: its offsets were never committed, so the row
+    /// comes back from Kafka.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let text = match fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
+        let complete = text.rfind('\n').map_or(0, |i| i + 1);
+        let mut rows = Vec::new();
+        let mut seen = HashSet::new();
+        for (n, line) in text[..complete].lines().enumerate() {
+            let row: StoredRow = serde_json::from_str(line).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}:{}: {e}", path.display(), n + 1),
+                )
+            })?;
+            if seen.insert((row.topic.clone(), row.partition, row.offset)) {
+                rows.push(row);
+            }
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        if complete < text.len() {
+            tracing::warn!("{}: dropping a torn last line", path.display());
+            file.set_len(complete as u64)?;
+        }
+        Ok(RowLog {
+            path: path.to_path_buf(),
+            file,
+            rows,
+            seen,
+        })
+    }
+
+    /// Appends the rows not stored yet and makes them durable. Returns how many were new.
+    pub fn append(&mut self, rows: Vec<StoredRow>) -> io::Result<usize> {
+        let mut buf = Vec::new();
+        let mut added = 0;
+        for row in rows {
+            if self
+                .seen
+                .insert((row.topic.clone(), row.partition, row.offset))
+            {
+                serde_json::to_writer(&mut buf, &row)?;
+                buf.push(b'\n');
+                self.rows.push(row);
+                added += 1;
+            }
+        }
+        if added > 0 {
+            self.file.write_all(&buf)?;
+            self.file.sync_data()?;
+        }
+        Ok(added)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored rows as training rows.
+    pub fn labeled(&self) -> impl Iterator<Item = LabeledRow> + '_ {
+        self.rows.iter().map(|r| LabeledRow {
+            row: r.row.clone(),
+            label: r.label,
+        })
+    }
+
+    /// Per `topic/partition`, one past the highest stored offset.
+    pub fn offsets(&self) -> BTreeMap<String, i64> {
+        let mut out = BTreeMap::new();
+        for r in &self.rows {
+            let e = out
+                .entry(format!("{}/{}", r.topic, r.partition))
+                .or_insert(0);
+            *e = (*e).max(r.offset + 1);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(offset: i64) -> StoredRow {
+        StoredRow {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            label: offset % 2 == 0,
+            row: CensusRow {
+                age: 30.0,
+                workclass: "Private".into(),
+                fnlwgt: 1.0,
+                education: "HS-grad".into(),
+                education_num: 9.0,
+                marital_status: "Divorced".into(),
+                occupation: "Sales".into(),
+                relationship: "Unmarried".into(),
+                race: "White".into(),
+                sex: "Female".into(),
+                capital_gain: 0.0,
+                capital_loss: 0.0,
+                hours_per_week: 40.0,
+                native_country: "Peru".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn rows_survive_a_reopen_once_each_and_a_torn_line_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.jsonl");
+        let mut log = RowLog::open(&path).unwrap();
+        assert_eq!(
+            log.append(vec![stored(0), stored(1), stored(1)]).unwrap(),
+            2
+        );
+        drop(log);
+        // A crash in the middle of the next write.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"topic\":\"t\",\"parti").unwrap();
+        drop(f);
+        let mut log = RowLog::open(&path).unwrap();
+        assert_eq!(log.len(), 2);
+        assert_eq!(log.append(vec![stored(1), stored(2)]).unwrap(), 1);
+        drop(log);
+        let log = RowLog::open(&path).unwrap();
+        assert_eq!(log.len(), 3);
+        assert_eq!(log.offsets().get("t/0"), Some(&3));
+    }
+}
