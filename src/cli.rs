@@ -27,3 +27,58 @@ impl StoreArgs {
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// Where Kafka is and the topic names.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "localhost:9092")]
+    pub brokers: String,
+    /// Partitions of census.requests and census.predictions when this creates them.
+    #[arg(long, default_value_t = 6)]
+    pub partitions: i32,
+    #[arg(long, default_value = "census.requests")]
+    pub requests_topic: String,
+    #[arg(long, default_value = "census.predictions")]
+    pub predictions_topic: String,
+    #[arg(long, default_value = "census.dlq")]
+    pub dlq_topic: String,
+    #[arg(long, default_value = "census.models")]
+    pub models_topic: String,
+}
+
+impl KafkaArgs {
+    pub fn settings(&self) -> crate::stream::KafkaSettings {
+        let mut s = crate::stream::KafkaSettings::new(self.brokers.clone());
+        s.partitions = self.partitions;
+        s.topics = crate::stream::Topics {
+            requests: self.requests_topic.clone(),
+            predictions: self.predictions_topic.clone(),
+            dlq: self.dlq_topic.clone(),
+            models: self.models_topic.clone(),
+        };
+        s
+    }
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM: services finish their batch, commit and leave.
+pub fn shutdown_on_signals() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: finishing the batch in hand");
+        t.cancel();
+    });
+    token
+}

@@ -114,7 +114,8 @@ pub async fn run(
     };
     current.load()?;
     publish(&producer, &config.kafka.topics.models, &current).await?;
-    let mut trained_rows = current.manifest.training_data.stream_rows;
+    // A log that was reset (a new broker, a new rows file) restarts the count from zero.
+    let mut trained_rows = current.manifest.training_data.stream_rows.min(log.len());
     let mut parent = current.manifest;
     tracing::info!(
         "retrainer: {} labeled rows stored, v{} trained on {trained_rows}; retraining every {}",
@@ -140,7 +141,7 @@ pub async fn run(
         if log.len() >= trained_rows + config.retrain_every {
             let event = retrain(&config, &base, &base_sha256, &log, &parent, &producer).await?;
             on_retrain(&event.0);
-            trained_rows = event.1.training_data.stream_rows;
+            trained_rows = log.len();
             stats.versions.push(event.1.version);
             parent = event.1;
         }

@@ -45,8 +45,10 @@ pub struct KafkaSettings {
     pub topics: Topics,
     /// Partitions of `census.requests` and `census.predictions` when they are created.
     pub partitions: i32,
-    /// Extra librdkafka settings for every client (e.g. a shorter `session.timeout.ms`).
+    /// Extra librdkafka settings for every client.
     pub extra: BTreeMap<String, String>,
+    /// Extra librdkafka settings for consumers only (e.g. a shorter `session.timeout.ms`).
+    pub consumer_extra: BTreeMap<String, String>,
 }
 
 impl KafkaSettings {
@@ -56,6 +58,7 @@ impl KafkaSettings {
             topics: Topics::default(),
             partitions: 6,
             extra: BTreeMap::new(),
+            consumer_extra: BTreeMap::new(),
         }
     }
 

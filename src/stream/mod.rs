@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod decode;
+pub mod embedded;
 pub mod kafka;
 pub mod messages;
 pub mod models;

@@ -1,0 +1,52 @@
+//! A predictor instance of the `census-predictor` group: scores `census.requests` into
+//! `census.predictions`, dead-letters what it cannot score, hot-swaps bundles from
+//! `census.models`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use census_stream::cli::{shutdown_on_signals, KafkaArgs, StoreArgs};
+use census_stream::predictor::{run, PredictorConfig};
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Flags {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Start without local bundles: wait for one on census.models.
+    #[arg(long)]
+    no_local_bundle: bool,
+    #[arg(long, default_value = "census-predictor")]
+    group: String,
+    /// Most records scored in one batch.
+    #[arg(long, default_value_t = 1024)]
+    max_batch: usize,
+    /// Milliseconds a batch waits for more records after its first.
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    census_stream::logging::init();
+    let flags = Flags::parse();
+    let settings = flags.kafka.settings();
+    settings.ensure_topics().await.context("creating topics")?;
+    let mut config = PredictorConfig::new(settings);
+    config.group = flags.group;
+    config.max_batch = flags.max_batch;
+    config.linger = Duration::from_millis(flags.linger_ms);
+    config.store = (!flags.no_local_bundle).then(|| flags.store.store());
+    let stats = run(config, shutdown_on_signals())
+        .await
+        .context("predictor failed")?;
+    println!(
+        "predicted {}, dead-lettered {}, versions used {:?}",
+        stats.predicted, stats.dead_lettered, stats.versions
+    );
+    Ok(())
+}
