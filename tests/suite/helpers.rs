@@ -80,3 +80,59 @@ pub fn initialized() -> Option<&'static Initialized> {
     })
     .as_ref()
 }
+
+use census_stream::stream::embedded::EmbeddedBroker;
+use census_stream::stream::{KafkaSettings, Topics};
+
+/// A Kafka for one test: the real broker named by `KAFKA_BROKERS` (with topics of the test's
+/// own), or else a new embedded broker.
+pub struct TestKafka {
+    _embedded: Option<EmbeddedBroker>,
+    pub settings: KafkaSettings,
+}
+
+pub async fn test_kafka(partitions: i32) -> TestKafka {
+    match std::env::var("KAFKA_BROKERS") {
+        Ok(brokers) if !brokers.is_empty() => {
+            let tag = format!("{:08x}", rand::random::<u32>());
+            let mut settings = KafkaSettings::new(brokers);
+            settings.partitions = partitions;
+            settings.topics = Topics {
+                requests: format!("test-{tag}.requests"),
+                predictions: format!("test-{tag}.predictions"),
+                dlq: format!("test-{tag}.dlq"),
+                models: format!("test-{tag}.models"),
+            };
+            settings
+                .consumer_extra
+                .insert("session.timeout.ms".into(), "6000".into());
+            settings
+                .consumer_extra
+                .insert("heartbeat.interval.ms".into(), "500".into());
+            settings.ensure_topics().await.expect("topics created");
+            TestKafka {
+                _embedded: None,
+                settings,
+            }
+        }
+        _ => {
+            let topics = Topics::default();
+            let broker = EmbeddedBroker::start(&topics, partitions).expect("embedded broker");
+            let settings = broker.settings(&topics, partitions);
+            TestKafka {
+                _embedded: Some(broker),
+                settings,
+            }
+        }
+    }
+}
+
+/// A store holding a copy of the suite's bundle v1.
+pub fn store_with_v1() -> Option<(tempfile::TempDir, BundleStore)> {
+    let init = initialized()?;
+    let (dir, store) = temp_store();
+    store
+        .save(init.store.read_files(init.version).unwrap(), true)
+        .unwrap();
+    Some((dir, store))
+}

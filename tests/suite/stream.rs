@@ -1,0 +1,396 @@
+//! The stream end to end: producer, predictor group, retrainer, dead letters and hot swap, on
+//! the embedded broker (or on the Kafka named by `KAFKA_BROKERS`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use census_stream::predictor::{self, PredictorConfig};
+use census_stream::producer::{self, Input, ProducerConfig};
+use census_stream::retrainer::{self, RetrainEvent, RetrainerConfig};
+use census_stream::stream::models::publish;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::FutureRecord;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{adult_dir, small_search, store_with_v1, test_kafka};
+
+fn adult_test() -> Option<std::path::PathBuf> {
+    adult_dir().map(|d| d.join("adult.test"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_rows_all_predicted_with_a_retrain_and_swap_mid_stream() {
+    let (Some(test_file), Some((dir, store))) = (adult_test(), store_with_v1()) else {
+        return;
+    };
+    let kafka = test_kafka(6).await;
+    let stop = CancellationToken::new();
+    let mut pconf = PredictorConfig::new(kafka.settings.clone());
+    pconf.store = Some(store.clone());
+    let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
+
+    let events: Arc<Mutex<Vec<RetrainEvent>>> = Arc::default();
+    let mut rconf = RetrainerConfig::new(kafka.settings.clone(), store.clone());
+    rconf.data_dir = adult_dir().unwrap();
+    rconf.rows_file = dir.path().join("rows.jsonl");
+    rconf.retrain_every = 1500;
+    rconf.search = small_search(3);
+    let seen = events.clone();
+    let retrainer = tokio::spawn(retrainer::run(rconf, stop.clone(), move |e| {
+        seen.lock().unwrap().push(e.clone())
+    }));
+
+    let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::Uci(test_file));
+    prod.limit = Some(5200);
+    prod.rate = 700.0;
+    prod.show_per_sec = 0;
+    prod.wait = Duration::from_secs(60);
+    let summary = producer::run(prod, CancellationToken::new()).await.unwrap();
+    stop.cancel();
+    let pstats = predictor.await.unwrap().unwrap();
+    let rstats = retrainer.await.unwrap().unwrap();
+
+    assert_eq!(summary.sent, 5200);
+    assert!(
+        summary.missing.is_empty(),
+        "missing: {:?}",
+        &summary.missing[..5.min(summary.missing.len())]
+    );
+    assert_eq!(summary.predicted, 5200);
+    assert_eq!(summary.dead_lettered, 0);
+    assert!(pstats.predicted >= 5200);
+    assert_eq!(pstats.predicted as usize, 5200 + summary.duplicates);
+
+    let events = events.lock().unwrap().clone();
+    assert!(!events.is_empty(), "a retrain happened");
+    assert_eq!(
+        rstats.versions,
+        events.iter().map(|e| e.version).collect::<Vec<_>>()
+    );
+    let first = &events[0];
+    assert_eq!(first.version, 2);
+    // Predictions kept flowing while the retrainer trained.
+    let during = summary
+        .predictions
+        .iter()
+        .filter(|p| {
+            p.predicted_at_ms >= first.started_at_ms && p.predicted_at_ms <= first.finished_at_ms
+        })
+        .count();
+    assert!(
+        during > 0,
+        "no prediction inside the training window {first:?}"
+    );
+    // After the swap, predictions carry the new version: a few seconds after each retrain
+    // every prediction is made with it or a newer one.
+    assert!(summary
+        .predictions
+        .iter()
+        .any(|p| p.model_version == first.version));
+    for e in &events {
+        let settled = e.finished_at_ms + 3000;
+        assert!(summary
+            .predictions
+            .iter()
+            .filter(|p| p.predicted_at_ms > settled)
+            .all(|p| p.model_version >= e.version));
+    }
+    assert!(
+        pstats.versions.starts_with(&[1, 2]),
+        "{:?}",
+        pstats.versions
+    );
+    // The new version's manifest records what it trained on.
+    let m = store.read_files(2).unwrap().manifest;
+    assert_eq!(m.parent_version, Some(1));
+    assert!(m.training_data.stream_rows >= 1500);
+    assert_eq!(
+        m.training_data.stream_offsets.values().sum::<i64>() as usize,
+        m.training_data.stream_rows
+    );
+}
+
+const GOOD: &str = r#"{"income_bracket": ">50K", "record": {"age": 52, "workclass": "Self-emp-inc", "fnlwgt": 287927, "education": "HS-grad", "education_num": 9, "marital_status": "Married-civ-spouse", "occupation": "Exec-managerial", "relationship": "Wife", "race": "White", "sex": "Female", "capital_gain": 15024, "capital_loss": 0, "hours_per_week": 40, "native_country": "Atlantis"}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_record_lands_in_the_dlq_with_its_reason_and_bytes() {
+    let Some((dir, store)) = store_with_v1() else {
+        return;
+    };
+    let kafka = test_kafka(2).await;
+    let stop = CancellationToken::new();
+    let mut pconf = PredictorConfig::new(kafka.settings.clone());
+    pconf.store = Some(store);
+    let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
+
+    let bad = [
+        ("not_json", "{\"record\": oops".to_string()),
+        ("missing_field", GOOD.replace(r#""age": 52, "#, "")),
+        (
+            "wrong_type",
+            GOOD.replace(r#""age": 52"#, r#""age": "fifty""#),
+        ),
+        (
+            "impossible_value",
+            GOOD.replace(r#""age": 52"#, r#""age": -1"#),
+        ),
+        (
+            "impossible_value",
+            GOOD.replace(r#""hours_per_week": 40"#, r#""hours_per_week": 169"#),
+        ),
+    ];
+    let mut lines = vec![GOOD.to_string()];
+    for (_, b) in &bad {
+        lines.push(b.clone());
+        lines.push(GOOD.to_string());
+    }
+    let input = dir.path().join("requests.jsonl");
+    std::fs::write(&input, lines.join("\n")).unwrap();
+
+    // An empty payload cannot be written as a line: send it directly.
+    let raw = kafka.settings.producer().unwrap();
+    raw.send(
+        FutureRecord::<str, [u8]>::to(&kafka.settings.topics.requests).key("empty-1"),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+
+    let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::JsonLines(input));
+    prod.rate = 0.0;
+    prod.show_per_sec = 0;
+    let summary = producer::run(prod, CancellationToken::new()).await.unwrap();
+    assert_eq!(summary.sent, lines.len());
+    assert_eq!(summary.sent, summary.predicted + summary.dead_lettered);
+    assert_eq!(summary.dead_lettered, bad.len());
+    assert!(summary.missing.is_empty());
+    // The unseen country (Atlantis) is scored, not rejected.
+    assert_eq!(summary.predicted, bad.len() + 1);
+
+    let reader: StreamConsumer = kafka.settings.reader().unwrap();
+    kafka
+        .settings
+        .assign_all(&reader, &kafka.settings.topics.dlq, false)
+        .unwrap();
+    let mut letters = Vec::new();
+    while letters.len() < bad.len() + 1 {
+        let m = tokio::time::timeout(Duration::from_secs(20), reader.recv())
+            .await
+            .expect("dead letters arrive")
+            .unwrap();
+        let headers: std::collections::HashMap<String, String> = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        letters.push((m.payload().map(<[u8]>::to_vec), headers));
+    }
+    stop.cancel();
+    predictor.await.unwrap().unwrap();
+
+    let empty = letters
+        .iter()
+        .find(|(p, _)| p.as_deref().is_none_or(|p| p.is_empty()))
+        .expect("the empty payload was dead-lettered");
+    assert_eq!(empty.1["dlq.reason"], "empty_payload");
+    // The producer adds request_id and sent_at_ms to JSON lines; the dead letter holds the bytes
+    // it sent, so compare with those fields taken out.
+    let strip = |bytes: &[u8]| -> Option<serde_json::Value> {
+        let mut v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        let o = v.as_object_mut()?;
+        o.remove("request_id")?;
+        o.remove("sent_at_ms")?;
+        Some(v)
+    };
+    for (reason, payload) in &bad {
+        let original = serde_json::from_str::<serde_json::Value>(payload)
+            .ok()
+            .filter(|v| v.is_object());
+        let letter = letters
+            .iter()
+            .find(|(p, _)| match (p, &original) {
+                (Some(p), Some(o)) => strip(p).as_ref() == Some(o),
+                (Some(p), None) => p.as_slice() == payload.as_bytes(),
+                (None, _) => false,
+            })
+            .unwrap_or_else(|| panic!("{reason} record not in the DLQ with its original bytes"));
+        assert_eq!(&letter.1["dlq.reason"], reason);
+        assert_eq!(letter.1["dlq.source.topic"], kafka.settings.topics.requests);
+        assert!(letter.1["dlq.source.offset"].parse::<i64>().is_ok());
+        assert!(letter.1["dlq.source.partition"].parse::<i32>().is_ok());
+        assert!(!letter.1["dlq.error"].is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_predictors_split_the_partitions_and_both_switch_versions() {
+    let (Some(test_file), Some((_dir, store))) = (adult_test(), store_with_v1()) else {
+        return;
+    };
+    let kafka = test_kafka(6).await;
+    let stop = CancellationToken::new();
+    let start = |name: &str| {
+        let mut c = PredictorConfig::new(kafka.settings.clone());
+        c.store = Some(store.clone());
+        c.name = name.into();
+        tokio::spawn(predictor::run(c, stop.clone()))
+    };
+    let (a, b) = (start("predictor-a"), start("predictor-b"));
+
+    let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::Uci(test_file));
+    prod.limit = Some(4000);
+    prod.rate = 500.0;
+    prod.show_per_sec = 0;
+    prod.wait = Duration::from_secs(60);
+    let producing = tokio::spawn(producer::run(prod, CancellationToken::new()));
+
+    // Mid-stream, a new version is announced.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let v2 = store.save(store.read_files(1).unwrap(), true).unwrap();
+    let files = store.read_files(v2.version).unwrap();
+    publish(
+        &kafka.settings.model_producer().unwrap(),
+        &kafka.settings.topics.models,
+        &files,
+    )
+    .await
+    .unwrap();
+
+    let summary = producing.await.unwrap().unwrap();
+    stop.cancel();
+    let (sa, sb) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
+    assert!(
+        summary.missing.is_empty(),
+        "{} missing",
+        summary.missing.len()
+    );
+    assert_eq!(summary.predicted, 4000);
+    assert!(sa.predicted > 0 && sb.predicted > 0, "{sa:?} {sb:?}");
+    assert_eq!(
+        (sa.predicted + sb.predicted) as usize,
+        4000 + summary.duplicates
+    );
+    assert!(
+        sa.versions.contains(&2) && sb.versions.contains(&2),
+        "{sa:?} {sb:?}"
+    );
+    assert!(summary.per_version.contains_key(&2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_predictor_killed_mid_stream_and_restarted_leaves_no_request_unanswered() {
+    let (Some(test_file), Some((_dir, store))) = (adult_test(), store_with_v1()) else {
+        return;
+    };
+    let kafka = test_kafka(3).await;
+    let config = {
+        let mut c = PredictorConfig::new(kafka.settings.clone());
+        c.store = Some(store.clone());
+        c
+    };
+    let first_stop = CancellationToken::new();
+    let first = tokio::spawn(predictor::run(config.clone(), first_stop.clone()));
+
+    let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::Uci(test_file));
+    prod.limit = Some(3000);
+    prod.rate = 500.0;
+    prod.show_per_sec = 0;
+    prod.wait = Duration::from_secs(60);
+    let producing = tokio::spawn(producer::run(prod, CancellationToken::new()));
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // A crash: the task is dropped wherever it is, with no final commit.
+    first.abort();
+    let _ = first.await;
+    let second_stop = CancellationToken::new();
+    let second = tokio::spawn(predictor::run(config, second_stop.clone()));
+
+    let summary = producing.await.unwrap().unwrap();
+    second_stop.cancel();
+    let stats = second.await.unwrap().unwrap();
+    assert!(
+        summary.missing.is_empty(),
+        "{} missing",
+        summary.missing.len()
+    );
+    assert_eq!(summary.predicted, 3000);
+    assert!(stats.predicted > 0, "the restarted predictor took over");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrainer_restarted_after_storing_rows_trains_on_all_of_them() {
+    let (Some(test_file), Some((dir, store))) = (adult_test(), store_with_v1()) else {
+        return;
+    };
+    let kafka = test_kafka(2).await;
+    let mut rconf = RetrainerConfig::new(kafka.settings.clone(), store.clone());
+    rconf.data_dir = adult_dir().unwrap();
+    rconf.rows_file = dir.path().join("rows.jsonl");
+    rconf.retrain_every = 500;
+    rconf.search = small_search(2);
+
+    let send = |skip: usize| {
+        let file = dir.path().join(format!("part{skip}.jsonl"));
+        let rows = census_stream::data::read_labeled(&test_file).unwrap();
+        let lines: Vec<String> = rows[skip..skip + 300]
+            .iter()
+            .map(|r| {
+                serde_json::json!({"income_bracket": census_stream::data::label_text(r.label), "record": r.row})
+                    .to_string()
+            })
+            .collect();
+        std::fs::write(&file, lines.join("\n")).unwrap();
+        let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::JsonLines(file));
+        prod.rate = 0.0;
+        prod.wait = Duration::from_millis(10);
+        prod.show_per_sec = 0;
+        producer::run(prod, CancellationToken::new())
+    };
+    let rows_in_file = || {
+        std::fs::read_to_string(dir.path().join("rows.jsonl"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+
+    let stop = CancellationToken::new();
+    let first = tokio::spawn(retrainer::run(rconf.clone(), stop.clone(), |_| {}));
+    send(0).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rows_in_file() < 300 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    let stats = first.await.unwrap().unwrap();
+    assert_eq!(stats.rows, 300);
+    assert!(stats.versions.is_empty(), "300 < 500: no retrain yet");
+
+    let events: Arc<Mutex<Vec<RetrainEvent>>> = Arc::default();
+    let seen = events.clone();
+    let stop = CancellationToken::new();
+    let second = tokio::spawn(retrainer::run(rconf, stop.clone(), move |e| {
+        seen.lock().unwrap().push(e.clone())
+    }));
+    send(300).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while events.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    let stats = second.await.unwrap().unwrap();
+    assert_eq!(stats.versions, vec![2]);
+    let m = store.read_files(2).unwrap().manifest;
+    assert_eq!(
+        m.training_data.stream_rows, 600,
+        "trained on the rows of both runs"
+    );
+    assert_eq!(m.training_data.stream_offsets.values().sum::<i64>(), 600);
+}
