@@ -423,3 +423,36 @@ pub async fn run(
         latencies_ms: t.latencies_ms,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prediction(id: &str, version: u32, probability: f64, truth: &str) -> Prediction {
+        Prediction {
+            request_id: id.into(),
+            probability,
+            predicted: label_text(probability >= 0.5).into(),
+            income_bracket: Some(truth.into()),
+            model_version: version,
+            bundle_sha256: String::new(),
+            sent_at_ms: now_ms(),
+            predicted_at_ms: now_ms(),
+            partition: 0,
+            offset: 0,
+        }
+    }
+
+    #[test]
+    fn duplicates_are_counted_once_and_accuracy_is_per_version() {
+        let mut t = Tally::default();
+        t.on_prediction(prediction("r-1", 1, 0.9, ">50K"), 0);
+        t.on_prediction(prediction("r-1", 1, 0.9, ">50K"), 0);
+        t.on_prediction(prediction("r-2", 1, 0.9, "<=50K."), 0);
+        t.on_prediction(prediction("r-3", 2, 0.1, "<=50K"), 0);
+        assert_eq!(t.duplicates, 1);
+        assert_eq!(t.first.len(), 3);
+        assert_eq!(t.per_version[&1].accuracy(), Some(0.5));
+        assert_eq!(t.per_version[&2].accuracy(), Some(1.0));
+    }
+}
