@@ -394,3 +394,69 @@ async fn a_retrainer_restarted_after_storing_rows_trains_on_all_of_them() {
     );
     assert_eq!(m.training_data.stream_offsets.values().sum::<i64>(), 600);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_predictor_with_no_bundle_waits_then_loads_a_multi_megabyte_bundle_from_the_topic() {
+    use census_stream::bundle::BundleFiles;
+    use census_stream::train::{matrix, train_final, Hyperparams};
+
+    let (Some(data), Some((_dir, store))) = (crate::helpers::adult(), store_with_v1()) else {
+        return;
+    };
+    let kafka = test_kafka(2).await;
+    let stop = CancellationToken::new();
+    let mut pconf = PredictorConfig::new(kafka.settings.clone());
+    pconf.store = None;
+    let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
+
+    // A big model: 256 leaves, 400 rounds at a small learning rate.
+    let mut files: BundleFiles = store.read_files(1).unwrap();
+    let processor =
+        census_stream::features::FeatureProcessor::from_bytes(&files.processor).unwrap();
+    let params = Hyperparams {
+        learning_rate: 0.01,
+        num_boost_round: 400,
+        num_leaves: 256,
+        min_child_weight: 0.1,
+        colsample_bytree: 1.0,
+        subsample: 1.0,
+        reg_alpha: 0.01,
+        reg_lambda: 0.01,
+    };
+    let text = tokio::task::spawn_blocking(move || {
+        train_final(&matrix(&processor, &data.train), &params, 400, 1).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(text.len() > 4 << 20, "model text is {} bytes", text.len());
+    files.model_text = text.into_bytes();
+    let saved = store.save(files, true).unwrap();
+    let files = store.read_files(saved.version).unwrap();
+
+    // The predictor is still waiting: nothing scored, nothing loaded.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!predictor.is_finished());
+    publish(
+        &kafka.settings.model_producer().unwrap(),
+        &kafka.settings.topics.models,
+        &files,
+    )
+    .await
+    .unwrap();
+
+    let test_file = adult_test().unwrap();
+    let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::Uci(test_file));
+    prod.limit = Some(200);
+    prod.rate = 0.0;
+    prod.show_per_sec = 0;
+    prod.wait = Duration::from_secs(60);
+    let summary = producer::run(prod, CancellationToken::new()).await.unwrap();
+    stop.cancel();
+    let stats = predictor.await.unwrap().unwrap();
+    assert!(summary.missing.is_empty());
+    assert_eq!(stats.versions, vec![saved.version]);
+    assert!(summary
+        .predictions
+        .iter()
+        .all(|p| p.model_version == saved.version));
+}
