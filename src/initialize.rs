@@ -4,9 +4,8 @@
 
 use std::path::PathBuf;
 
-use crate::bundle::{BundleFiles, BundleStore, CvSummary, Manifest, TrainingData, MANIFEST_FORMAT};
+use crate::bundle::{BundleStore, Manifest, TrainingData};
 use crate::data::{load_adult, Fetch};
-use crate::features::{feature_names, PROCESSOR_FORMAT_VERSION};
 use crate::train::{fit, SearchConfig};
 
 /// Settings of an `initialize` run.
@@ -39,42 +38,17 @@ pub fn run(config: &InitConfig) -> Result<Manifest, InitError> {
         config.data_dir.display()
     );
     let trained = fit(&data.train, Some(&data.test), &config.search)?;
-    let best = trained.search.best;
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
-        version: 0,
-        parent_version: None,
-        created_at: chrono::Utc::now(),
-        model_file: String::new(),
-        model_sha256: String::new(),
-        processor_file: String::new(),
-        processor_sha256: String::new(),
-        processor_format_version: PROCESSOR_FORMAT_VERSION,
-        feature_names: feature_names(),
-        hyperparams: best.params,
-        cv: CvSummary {
-            folds: config.search.folds,
-            log_loss: best.score.logloss,
-            best_rounds: best.score.rounds,
-            evaluations: trained.search.evaluations,
-            seed: config.search.seed,
-            search_seconds: trained.search.elapsed.as_secs_f64(),
-        },
-        test_metrics: trained.test_metrics,
-        training_data: TrainingData {
+    let files = trained.into_files(
+        &config.search,
+        None,
+        TrainingData {
             base_file: "adult.data".into(),
             base_sha256: data.train_sha256.clone(),
             base_rows: data.train.len(),
             stream_rows: 0,
             stream_offsets: Default::default(),
         },
-        promoted: true,
-    };
-    let files = BundleFiles {
-        manifest,
-        model_text: trained.model_text.into_bytes(),
-        processor: trained.processor.to_bytes(),
-    };
+    );
     let manifest = config.store.save(files, true)?;
     Ok(manifest)
 }

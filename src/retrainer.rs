@@ -11,9 +11,8 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
-use crate::bundle::{BundleFiles, BundleStore, CvSummary, Manifest, TrainingData, MANIFEST_FORMAT};
+use crate::bundle::{BundleFiles, BundleStore, Manifest, TrainingData};
 use crate::data::{ensure_file, parse_label, read_labeled, Fetch, LabeledRow};
-use crate::features::{feature_names, PROCESSOR_FORMAT_VERSION};
 use crate::stream::batch::next_batch;
 use crate::stream::decode::decode_request;
 use crate::stream::kafka::{next_offsets, InMessage};
@@ -204,43 +203,18 @@ async fn retrain(
     rows.extend(log.labeled());
     let search = config.search.clone();
     let trained = tokio::task::spawn_blocking(move || fit(&rows, None, &search)).await??;
-    let best = trained.search.best;
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
-        version: 0,
-        parent_version: Some(parent.version),
-        created_at: chrono::Utc::now(),
-        model_file: String::new(),
-        model_sha256: String::new(),
-        processor_file: String::new(),
-        processor_sha256: String::new(),
-        processor_format_version: PROCESSOR_FORMAT_VERSION,
-        feature_names: feature_names(),
-        hyperparams: best.params,
-        cv: CvSummary {
-            folds: config.search.folds,
-            log_loss: best.score.logloss,
-            best_rounds: best.score.rounds,
-            evaluations: trained.search.evaluations,
-            seed: config.search.seed,
-            search_seconds: trained.search.elapsed.as_secs_f64(),
-        },
-        // The stream replays adult.test, so a test-set score here would be contaminated.
-        test_metrics: None,
-        training_data: TrainingData {
+    // No test metrics: the stream replays adult.test, so a test-set score would be contaminated.
+    let files = trained.into_files(
+        &config.search,
+        Some(parent.version),
+        TrainingData {
             base_file: "adult.data".into(),
             base_sha256: base_sha256.to_owned(),
             base_rows: base.len(),
             stream_rows,
             stream_offsets: log.offsets(),
         },
-        promoted: true,
-    };
-    let files = BundleFiles {
-        manifest,
-        model_text: trained.model_text.into_bytes(),
-        processor: trained.processor.to_bytes(),
-    };
+    );
     let store = config.store.clone();
     let (files, manifest) = tokio::task::spawn_blocking(move || {
         let manifest = store.save(files.clone(), true)?;

@@ -119,3 +119,46 @@ pub fn fit(
         test_metrics,
     })
 }
+
+impl Trained {
+    /// The files of a new bundle version for this training run. The store fills in the version,
+    /// file names and sha256s when it saves them.
+    pub fn into_files(
+        self,
+        config: &SearchConfig,
+        parent_version: Option<u32>,
+        training_data: crate::bundle::TrainingData,
+    ) -> crate::bundle::BundleFiles {
+        use crate::bundle::{CvSummary, Manifest, MANIFEST_FORMAT};
+        let best = self.search.best;
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            version: 0,
+            parent_version,
+            created_at: chrono::Utc::now(),
+            model_file: String::new(),
+            model_sha256: String::new(),
+            processor_file: String::new(),
+            processor_sha256: String::new(),
+            processor_format_version: crate::features::PROCESSOR_FORMAT_VERSION,
+            feature_names: crate::features::feature_names(),
+            hyperparams: best.params,
+            cv: CvSummary {
+                folds: config.folds,
+                log_loss: best.score.logloss,
+                best_rounds: best.score.rounds,
+                evaluations: self.search.evaluations,
+                seed: config.seed,
+                search_seconds: self.search.elapsed.as_secs_f64(),
+            },
+            test_metrics: self.test_metrics,
+            training_data,
+            promoted: true,
+        };
+        crate::bundle::BundleFiles {
+            manifest,
+            model_text: self.model_text.into_bytes(),
+            processor: self.processor.to_bytes(),
+        }
+    }
+}
