@@ -38,7 +38,8 @@ fi
 cs_find_libclang() {
     local d
     for d in ${LIBCLANG_PATH:-} /usr/lib/llvm-*/lib /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib; do
-        if ls "$d"/libclang.so* >/dev/null 2>&1 || ls "$d"/libclang-*.so* >/dev/null 2>&1; then
+        # libclang.so.1 or libclang-14.so.1, not libclang-cpp.so (another library).
+        if ls "$d"/libclang.so* >/dev/null 2>&1 || ls "$d"/libclang-[0-9]*.so* >/dev/null 2>&1; then
             echo "$d"
             return 0
         fi
@@ -57,3 +58,47 @@ if ! CS_LIBCLANG_DIR=$(cs_find_libclang); then
     fi
 fi
 export LIBCLANG_PATH="$CS_LIBCLANG_DIR"
+
+# Java 17+ and Maven, for the local Kafka broker of the tests (scripts/kafka-local.sh): installed
+# with apt-get when running as root on Debian/Ubuntu, else a message says what to install.
+cs_java_ok() {
+    local v major
+    command -v java >/dev/null 2>&1 || return 1
+    v=$(java -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -n 1)
+    major=${v%%.*}
+    case "$major" in '' | *[!0-9]*) return 1 ;; esac
+    [ "$major" -ge 17 ]
+}
+
+cs_ensure_java_maven() {
+    if cs_java_ok && command -v mvn >/dev/null 2>&1; then
+        return 0
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "census-stream setup: Java 17+ or Maven not found; installing them with apt-get" >&2
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless maven >/dev/null) ||
+            cs_die "apt-get install default-jre-headless maven failed; install Java 17+ and Maven"
+        cs_java_ok || cs_die "Java 17+ still not found after installing default-jre-headless"
+    else
+        cs_die "the real-Kafka tests need Java 17+ and Maven: run 'sudo apt-get install default-jre-headless maven' (Debian/Ubuntu), or point KAFKA_BROKERS at a running broker"
+    fi
+}
+
+# Starts a throwaway local Kafka broker for tests and benchmarks on port $1 (controller on $1+1),
+# with its own state folder and an empty data folder, and stops it when the calling script exits
+# (also on failure or Ctrl-C). Sets CS_TEST_BROKERS to its address.
+cs_start_test_broker() {
+    local port=$1
+    cs_ensure_java_maven
+    export KAFKA_LOCAL_DIR="$CS_CACHE/kafka-test-$port"
+    export KAFKA_JARS_DIR="$CS_CACHE/kafka/jars"
+    export KAFKA_PORT="$port"
+    export KAFKA_CONTROLLER_PORT=$((port + 1))
+    # A broker left over by an interrupted run goes first, then its data: every run starts empty.
+    scripts/kafka-local.sh stop >/dev/null
+    rm -rf "$KAFKA_LOCAL_DIR/data" "$KAFKA_LOCAL_DIR/cluster.id"
+    trap 'scripts/kafka-local.sh stop' EXIT
+    trap 'exit 130' INT TERM
+    scripts/kafka-local.sh start
+    CS_TEST_BROKERS="127.0.0.1:$port"
+}

@@ -16,6 +16,8 @@
 # Environment:
 #   KAFKA_LOCAL_DIR        state dir: jars, config, data, logs, pid file
 #                          (default: $HOME/.cache/census-stream/kafka)
+#   KAFKA_JARS_DIR         where the jars go (default: $KAFKA_LOCAL_DIR/jars); lets
+#                          several state dirs share one download
 #   KAFKA_PORT             client (PLAINTEXT) port (default: 9092)
 #   KAFKA_CONTROLLER_PORT  KRaft controller port (default: 9093)
 #   KAFKA_HEAP_OPTS        JVM heap options (default: -Xms256m -Xmx1g)
@@ -29,7 +31,7 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 POM="$SCRIPT_DIR/../kafka/pom.xml"
 
 STATE_DIR="${KAFKA_LOCAL_DIR:-$HOME/.cache/census-stream/kafka}"
-JAR_DIR="$STATE_DIR/jars"
+JAR_DIR="${KAFKA_JARS_DIR:-$STATE_DIR/jars}"
 CONF_DIR="$STATE_DIR/config"
 DATA_DIR="$STATE_DIR/data"
 LOG_DIR="$STATE_DIR/logs"
@@ -92,8 +94,9 @@ resolve_jars() {
     command -v "$mvn" >/dev/null 2>&1 ||
         die "mvn not found: install Maven 3.6+ (e.g. 'apt-get install maven'); it is needed once to fetch Kafka's jars"
     say "resolving Kafka $(pinned_version) jars from Maven Central into $JAR_DIR"
-    tmp="$STATE_DIR/jars.tmp.$$"
+    tmp="$JAR_DIR.tmp.$$"
     rm -rf "$tmp"
+    mkdir -p "$(dirname "$JAR_DIR")"
     # Maven's output goes to a log file, shown only if it fails.
     if ! "$mvn" -B -Dstyle.color=never -f "$POM" \
         dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp" \

@@ -1,8 +1,37 @@
 #!/usr/bin/env bash
-# Runs the whole test suite (release build: training in debug mode is too slow to test).
+# README's test command: the whole suite on the embedded broker, then the end-to-end stream tests
+# again on a real Apache Kafka broker, either the one KAFKA_BROKERS names or a local one that this
+# script starts (scripts/kafka-local.sh, with its own ports and a fresh data folder) and always
+# stops, also when a test fails. Release build: training in debug mode is too slow to test.
 # Installs the build prerequisites it can, see scripts/env.sh.
+#
+#   scripts/test.sh [cargo test arguments]    (they apply to the embedded stage)
+#
+# CENSUS_TEST_KAFKA=embedded|real|both (default both) chooses the stages;
+# CENSUS_TEST_KAFKA_PORT (default 19092, and the next port for its controller) places the
+# local broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-cargo build --release --bins
-cargo test --release "$@"
+
+stages="${CENSUS_TEST_KAFKA:-both}"
+case "$stages" in
+    embedded | real | both) ;;
+    *) cs_die "CENSUS_TEST_KAFKA must be embedded, real or both, not '$stages'" ;;
+esac
+
+cargo build --release --bins --tests
+
+if [ "$stages" != real ]; then
+    echo "== tests on the embedded broker"
+    env -u KAFKA_BROKERS cargo test --release "$@"
+fi
+[ "$stages" != embedded ] || exit 0
+
+brokers="${KAFKA_BROKERS:-}"
+if [ -z "$brokers" ]; then
+    cs_start_test_broker "${CENSUS_TEST_KAFKA_PORT:-19092}"
+    brokers="$CS_TEST_BROKERS"
+fi
+echo "== end-to-end stream tests on the real Kafka broker at $brokers"
+KAFKA_BROKERS="$brokers" cargo test --release --test suite stream::
