@@ -129,11 +129,12 @@ impl KafkaSettings {
     }
 
     /// Creates whichever of the four topics is missing: requests and predictions with
-    /// `partitions` partitions, models compacted and allowed to hold 64 MiB bundles.
+    /// `partitions` partitions, models compacted and allowed to hold 64 MiB bundles (plus room
+    /// for the record batch's own header).
     pub async fn ensure_topics(&self) -> Result<(), StreamError> {
         let existing = self.existing_topics()?;
         let t = &self.topics;
-        let big = MAX_MESSAGE_BYTES.to_string();
+        let big = (MAX_MESSAGE_BYTES + (1 << 20)).to_string();
         let wanted = [
             NewTopic::new(&t.requests, self.partitions, TopicReplication::Fixed(1)),
             NewTopic::new(&t.predictions, self.partitions, TopicReplication::Fixed(1)),
@@ -164,7 +165,37 @@ impl KafkaSettings {
                 }
             }
         }
-        Ok(())
+        let names: Vec<&str> = missing.iter().map(|n| n.name).collect();
+        self.wait_for_leaders(&names, Duration::from_secs(30))
+    }
+
+    /// Waits until every partition of `topics` has a leader: a topic just created answers
+    /// "not leader" to offset requests for a moment.
+    fn wait_for_leaders(&self, topics: &[&str], timeout: Duration) -> Result<(), StreamError> {
+        let probe: BaseConsumer = self.base().create()?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let md = probe.fetch_metadata(None, Duration::from_secs(10))?;
+            let ready = topics.iter().all(|name| {
+                md.topics().iter().any(|t| {
+                    t.name() == *name
+                        && t.error().is_none()
+                        && !t.partitions().is_empty()
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.leader() >= 0 && p.error().is_none())
+                })
+            });
+            if ready {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(StreamError::Setup(format!(
+                    "topics {topics:?} have no leader after {timeout:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Names of the topics on the cluster (without asking for any one topic, which could
@@ -199,8 +230,7 @@ impl KafkaSettings {
         let mut tpl = TopicPartitionList::new();
         for &p in &partitions {
             let offset = if from_end {
-                let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-                Offset::Offset(high)
+                Offset::Offset(high_watermark(consumer, topic, p)?)
             } else {
                 Offset::Beginning
             };
@@ -208,6 +238,37 @@ impl KafkaSettings {
         }
         consumer.assign(&tpl)?;
         Ok(partitions.len())
+    }
+}
+
+/// The high watermark of a partition, retried for a few seconds while the partition has no
+/// leader yet (a topic created a moment ago, or a leader election).
+fn high_watermark(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partition: i32,
+) -> Result<i64, StreamError> {
+    let mut wait = Duration::from_millis(50);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Ok((_, high)) => return Ok(high),
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::NotLeaderForPartition
+                            | RDKafkaErrorCode::LeaderNotAvailable
+                            | RDKafkaErrorCode::UnknownTopicOrPartition
+                    )
+                ) && std::time::Instant::now() < deadline =>
+            {
+                tracing::debug!("{topic}/{partition}: {e}; retrying");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

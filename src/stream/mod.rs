@@ -10,7 +10,7 @@ pub mod rowlog;
 
 use rdkafka::error::KafkaError;
 
-pub use kafka::{KafkaSettings, Topics};
+pub use kafka::{KafkaSettings, Topics, MAX_MESSAGE_BYTES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {

@@ -87,7 +87,7 @@ use census_stream::stream::{KafkaSettings, Topics};
 /// A Kafka for one test: the real broker named by `KAFKA_BROKERS` (with topics of the test's
 /// own), or else a new embedded broker.
 pub struct TestKafka {
-    _embedded: Option<EmbeddedBroker>,
+    embedded: Option<EmbeddedBroker>,
     pub settings: KafkaSettings,
 }
 
@@ -111,7 +111,7 @@ pub async fn test_kafka(partitions: i32) -> TestKafka {
                 .insert("heartbeat.interval.ms".into(), "500".into());
             settings.ensure_topics().await.expect("topics created");
             TestKafka {
-                _embedded: None,
+                embedded: None,
                 settings,
             }
         }
@@ -120,10 +120,16 @@ pub async fn test_kafka(partitions: i32) -> TestKafka {
             let broker = EmbeddedBroker::start(&topics, partitions).expect("embedded broker");
             let settings = broker.settings(&topics, partitions);
             TestKafka {
-                _embedded: Some(broker),
+                embedded: Some(broker),
                 settings,
             }
         }
+    }
+}
+
+impl TestKafka {
+    pub fn is_embedded(&self) -> bool {
+        self.embedded.is_some()
     }
 }
 

@@ -460,3 +460,63 @@ async fn a_predictor_with_no_bundle_waits_then_loads_a_multi_megabyte_bundle_fro
         .iter()
         .all(|p| p.model_version == saved.version));
 }
+
+/// On a real broker (`KAFKA_BROKERS`) the components create their topics: requests and
+/// predictions with the configured partition count, the models topic compacted and able to hold
+/// a 64 MiB bundle. (The embedded broker has no CreateTopics API: there is nothing to check.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_topics_are_created_with_their_settings() {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let kafka = test_kafka(4).await;
+    if kafka.is_embedded() {
+        eprintln!("skipping: topic creation needs a real broker (KAFKA_BROKERS)");
+        return;
+    }
+    let s = &kafka.settings;
+    // Creating again is a no-op, not an error.
+    s.ensure_topics().await.expect("second ensure_topics");
+
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .create()
+        .unwrap();
+    let md = probe.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let partitions = |name: &str| {
+        md.topics()
+            .iter()
+            .find(|t| t.name() == name)
+            .map(|t| t.partitions().len())
+    };
+    assert_eq!(partitions(&s.topics.requests), Some(4));
+    assert_eq!(partitions(&s.topics.predictions), Some(4));
+    assert_eq!(partitions(&s.topics.dlq), Some(1));
+    assert_eq!(partitions(&s.topics.models), Some(1));
+
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .create()
+        .unwrap();
+    let described = admin
+        .describe_configs(
+            [&ResourceSpecifier::Topic(&s.topics.models)],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let config = described
+        .into_iter()
+        .next()
+        .unwrap()
+        .expect("models config");
+    let value = |key: &str| config.get(key).and_then(|e| e.value.clone());
+    assert_eq!(value("cleanup.policy").as_deref(), Some("compact"));
+    let max: usize = value("max.message.bytes").unwrap().parse().unwrap();
+    assert!(
+        max >= census_stream::stream::MAX_MESSAGE_BYTES,
+        "max.message.bytes {max}"
+    );
+}
