@@ -6,14 +6,27 @@ use clap::Args;
 
 use crate::bundle::BundleStore;
 
+/// Kafka bootstrap servers when neither `--brokers` nor `KAFKA_BROKERS` is given.
+pub const DEFAULT_BROKERS: &str = "localhost:9092";
+/// Folder of model files, manifests and `CURRENT`, relative to the working directory.
+pub const DEFAULT_MODELS_DIR: &str = "models";
+/// Folder of feature processor files, relative to the working directory.
+pub const DEFAULT_PROCESSORS_DIR: &str = "dataprocessors";
+/// Folder of the Adult data files, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "data";
+/// Consumer group of the predictors.
+pub const PREDICTOR_GROUP: &str = "census-predictor";
+/// Consumer group of the retrainer.
+pub const RETRAINER_GROUP: &str = "census-retrainer";
+
 /// Where bundles are stored.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// Folder of model files, manifests and CURRENT.
-    #[arg(long, env = "CENSUS_MODELS_DIR", default_value = "models")]
+    #[arg(long, env = "CENSUS_MODELS_DIR", default_value = DEFAULT_MODELS_DIR)]
     pub models_dir: PathBuf,
     /// Folder of feature processor files.
-    #[arg(long, env = "CENSUS_PROCESSORS_DIR", default_value = "dataprocessors")]
+    #[arg(long, env = "CENSUS_PROCESSORS_DIR", default_value = DEFAULT_PROCESSORS_DIR)]
     pub processors_dir: PathBuf,
 }
 
@@ -32,10 +45,10 @@ pub fn default_threads() -> usize {
 #[derive(Debug, Clone, Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "localhost:9092")]
+    #[arg(long, env = "KAFKA_BROKERS", default_value = DEFAULT_BROKERS)]
     pub brokers: String,
     /// Partitions of census.requests and census.predictions when this creates them.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, env = "CENSUS_PARTITIONS", default_value_t = 6)]
     pub partitions: i32,
     #[arg(long, default_value = "census.requests")]
     pub requests_topic: String,

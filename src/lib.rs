@@ -10,6 +10,7 @@ pub mod demo;
 pub mod features;
 pub mod initialize;
 pub mod logging;
+pub mod memory;
 pub mod model;
 pub mod predictor;
 pub mod producer;

@@ -41,7 +41,7 @@ impl PredictorConfig {
     pub fn new(kafka: KafkaSettings) -> Self {
         PredictorConfig {
             kafka,
-            group: "census-predictor".into(),
+            group: crate::cli::PREDICTOR_GROUP.into(),
             store: None,
             max_batch: 1024,
             linger: Duration::from_millis(5),

@@ -41,7 +41,7 @@ impl RetrainerConfig {
     pub fn new(kafka: KafkaSettings, store: BundleStore) -> Self {
         RetrainerConfig {
             kafka,
-            group: "census-retrainer".into(),
+            group: crate::cli::RETRAINER_GROUP.into(),
             data_dir: "data".into(),
             fetch: Fetch::default(),
             rows_file: store.models_dir().join("stream_rows.jsonl"),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{default_threads, shutdown_on_signals, StoreArgs};
+use census_stream::cli::{default_threads, shutdown_on_signals, StoreArgs, DEFAULT_DATA_DIR};
 use census_stream::demo::{run, DemoConfig};
 
 #[derive(Debug, Parser)]
@@ -16,7 +16,7 @@ struct Flags {
     brokers: Option<String>,
     #[command(flatten)]
     store: StoreArgs,
-    #[arg(long, env = "CENSUS_DATA_DIR", default_value = "data")]
+    #[arg(long, env = "CENSUS_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// Rows streamed (from adult.test).
     #[arg(long, default_value_t = 6000)]

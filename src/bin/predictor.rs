@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{shutdown_on_signals, KafkaArgs, StoreArgs};
+use census_stream::cli::{shutdown_on_signals, KafkaArgs, StoreArgs, PREDICTOR_GROUP};
 use census_stream::predictor::{run, PredictorConfig};
 
 #[derive(Debug, Parser)]
@@ -20,7 +20,7 @@ struct Flags {
     /// Start without local bundles: wait for one on census.models.
     #[arg(long)]
     no_local_bundle: bool,
-    #[arg(long, default_value = "census-predictor")]
+    #[arg(long, default_value = PREDICTOR_GROUP)]
     group: String,
     /// Most records scored in one batch.
     #[arg(long, default_value_t = 1024)]
@@ -45,8 +45,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("predictor failed")?;
     println!(
-        "predicted {}, dead-lettered {}, versions used {:?}",
-        stats.predicted, stats.dead_lettered, stats.versions
+        "predicted {}, dead-lettered {}, versions used {:?}; {}",
+        stats.predicted,
+        stats.dead_lettered,
+        stats.versions,
+        census_stream::memory::peak_rss_line()
     );
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{shutdown_on_signals, KafkaArgs};
+use census_stream::cli::{shutdown_on_signals, KafkaArgs, DEFAULT_DATA_DIR};
 use census_stream::data::{ensure_file, Fetch};
 use census_stream::producer::{run, Input, ProducerConfig};
 
@@ -18,12 +18,13 @@ struct Flags {
     /// Rows to send: a CSV in UCI format, or JSON lines (`.jsonl`/`.json`). Default: adult.test.
     #[arg(long)]
     input: Option<PathBuf>,
-    #[arg(long, env = "CENSUS_DATA_DIR", default_value = "data")]
+    #[arg(long, env = "CENSUS_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// Records a second (0: as fast as possible).
     #[arg(long, default_value_t = 100.0)]
     rate: f64,
-    /// Send at most this many records.
+    /// Records to send; the input repeats when it has fewer (for load tests). Default: the
+    /// input once.
     #[arg(long)]
     limit: Option<usize>,
     /// Seconds to wait for the last predictions.
@@ -64,7 +65,11 @@ async fn main() -> anyhow::Result<()> {
     let summary = run(config, shutdown_on_signals())
         .await
         .context("producer failed")?;
-    println!("\n{}", summary.report());
+    println!(
+        "\n{}{}",
+        summary.report(),
+        census_stream::memory::peak_rss_line()
+    );
     if !summary.missing.is_empty() {
         anyhow::bail!("{} requests got no prediction", summary.missing.len());
     }

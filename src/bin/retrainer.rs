@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{default_threads, shutdown_on_signals, KafkaArgs, StoreArgs};
+use census_stream::cli::{
+    default_threads, shutdown_on_signals, KafkaArgs, StoreArgs, DEFAULT_DATA_DIR, RETRAINER_GROUP,
+};
 use census_stream::data::Fetch;
 use census_stream::retrainer::{run, RetrainerConfig};
 
@@ -18,7 +20,7 @@ struct Flags {
     #[command(flatten)]
     store: StoreArgs,
     /// Folder holding adult.data, the base training rows.
-    #[arg(long, env = "CENSUS_DATA_DIR", default_value = "data")]
+    #[arg(long, env = "CENSUS_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// File keeping the labeled stream rows (default: stream_rows.jsonl in the models folder).
     #[arg(long)]
@@ -33,7 +35,7 @@ struct Flags {
     seed: u64,
     #[arg(long, default_value_t = default_threads())]
     threads: usize,
-    #[arg(long, default_value = "census-retrainer")]
+    #[arg(long, default_value = RETRAINER_GROUP)]
     group: String,
 }
 
@@ -58,8 +60,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("retrainer failed")?;
     println!(
-        "{} labeled rows stored, {} records skipped, versions made {:?}",
-        stats.rows, stats.skipped, stats.versions
+        "{} labeled rows stored, {} records skipped, versions made {:?}; {}",
+        stats.rows,
+        stats.skipped,
+        stats.versions,
+        census_stream::memory::peak_rss_line()
     );
     Ok(())
 }
