@@ -58,12 +58,24 @@ pub struct KafkaArgs {
     pub dlq_topic: String,
     #[arg(long, default_value = "census.models")]
     pub models_topic: String,
+    /// Extra librdkafka setting for every Kafka client, `key=value` (repeatable), e.g.
+    /// `--kafka-config security.protocol=SASL_SSL`.
+    #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub kafka_config: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got '{s}'")),
+    }
 }
 
 impl KafkaArgs {
     pub fn settings(&self) -> crate::stream::KafkaSettings {
         let mut s = crate::stream::KafkaSettings::new(self.brokers.clone());
         s.partitions = self.partitions;
+        s.extra.extend(self.kafka_config.iter().cloned());
         s.topics = crate::stream::Topics {
             requests: self.requests_topic.clone(),
             predictions: self.predictions_topic.clone(),

@@ -15,8 +15,8 @@ use crate::initialize::{self, InitConfig};
 use crate::predictor::{self, PredictorConfig};
 use crate::producer::{self, Input, ProducerConfig, Summary};
 use crate::retrainer::{self, RetrainerConfig};
-use crate::stream::embedded::EmbeddedBroker;
-use crate::stream::{KafkaSettings, StreamError, Topics};
+use crate::stream::embedded::kafka_or_embedded;
+use crate::stream::StreamError;
 use crate::train::SearchConfig;
 
 #[derive(Debug, Clone)]
@@ -71,22 +71,8 @@ fn demo_input(
 
 /// Runs the demo; returns the producer's summary.
 pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summary, StreamError> {
-    let topics = Topics::default();
     let work = tempfile::tempdir().map_err(|e| StreamError::Io("temp dir".into(), e))?;
-    let (_broker, kafka) = match &config.brokers {
-        None => {
-            let broker = EmbeddedBroker::start(&topics, config.partitions)?;
-            println!("embedded Kafka broker at {}", broker.bootstrap_servers());
-            let settings = broker.settings(&topics, config.partitions);
-            (Some(broker), settings)
-        }
-        Some(b) => {
-            let mut s = KafkaSettings::new(b.clone());
-            s.partitions = config.partitions;
-            s.ensure_topics().await?;
-            (None, s)
-        }
-    };
+    let (_broker, kafka) = kafka_or_embedded(config.brokers.as_deref(), config.partitions).await?;
     let search = SearchConfig {
         max_evals: config.max_evals,
         folds: 3,
@@ -94,20 +80,16 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
         threads: config.threads,
         progress: false,
     };
-    if config.store.current()?.is_none() {
-        println!(
-            "no bundle yet: running initialize with {} evaluations",
-            config.max_evals
-        );
-        let init = InitConfig {
-            data_dir: config.data_dir.clone(),
-            fetch: Fetch::default(),
-            store: config.store.clone(),
-            search: search.clone(),
-        };
-        let m = tokio::task::spawn_blocking(move || initialize::run(&init))
-            .await?
-            .map_err(|e| StreamError::Setup(e.to_string()))?;
+    let init = InitConfig {
+        data_dir: config.data_dir.clone(),
+        fetch: Fetch::default(),
+        store: config.store.clone(),
+        search: search.clone(),
+    };
+    if let Some(m) = tokio::task::spawn_blocking(move || initialize::ensure_bundle(&init))
+        .await?
+        .map_err(|e| StreamError::Setup(e.to_string()))?
+    {
         println!("bundle v{} ready", m.version);
     }
 

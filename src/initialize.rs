@@ -52,3 +52,16 @@ pub fn run(config: &InitConfig) -> Result<Manifest, InitError> {
     let manifest = config.store.save(files, true)?;
     Ok(manifest)
 }
+
+/// Runs `initialize` only if the store has no current bundle; returns the new manifest if it
+/// trained one. For the demo and the load test, which bootstrap themselves.
+pub fn ensure_bundle(config: &InitConfig) -> Result<Option<Manifest>, InitError> {
+    if config.store.current()?.is_some() {
+        return Ok(None);
+    }
+    tracing::info!(
+        "no bundle yet: running initialize with {} evaluations",
+        config.search.max_evals
+    );
+    run(config).map(Some)
+}

@@ -9,6 +9,7 @@ pub mod data;
 pub mod demo;
 pub mod features;
 pub mod initialize;
+pub mod loadtest;
 pub mod logging;
 pub mod memory;
 pub mod model;

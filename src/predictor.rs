@@ -44,7 +44,7 @@ impl PredictorConfig {
             group: crate::cli::PREDICTOR_GROUP.into(),
             store: None,
             max_batch: 1024,
-            linger: Duration::from_millis(5),
+            linger: Duration::ZERO,
             name: "predictor".into(),
         }
     }

@@ -5,13 +5,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +37,8 @@ pub struct ProducerConfig {
     pub input: Input,
     /// Records a second; 0 sends as fast as possible.
     pub rate: f64,
+    /// Records to send; the input is repeated when it has fewer (load tests). `None`: the input
+    /// once.
     pub limit: Option<usize>,
     /// How long to wait for the last predictions after the last send.
     pub wait: Duration,
@@ -87,6 +90,9 @@ pub struct Summary {
     pub predictions: Vec<Prediction>,
     /// Send-to-receive latency of each first prediction, milliseconds.
     pub latencies_ms: Vec<f64>,
+    /// Of that, send to scored (the prediction's `predicted_at_ms - sent_at_ms`, wall clocks at
+    /// millisecond resolution): what the inbound path and the predictor take.
+    pub scored_ms: Vec<f64>,
     pub elapsed: Duration,
     /// First send to last prediction or dead letter.
     pub throughput: f64,
@@ -95,13 +101,7 @@ pub struct Summary {
 impl Summary {
     /// The `q` quantile (0..=1) of the latencies.
     pub fn latency_quantile(&self, q: f64) -> Option<f64> {
-        let mut v = self.latencies_ms.clone();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let i = ((v.len() - 1) as f64 * q).round() as usize;
-        Some(v[i])
+        quantile(&self.latencies_ms, q)
     }
 
     pub fn report(&self) -> String {
@@ -116,13 +116,18 @@ impl Summary {
             self.throughput,
             self.elapsed.as_secs_f64()
         );
-        if let (Some(p50), Some(p95), Some(p99), Some(max)) = (
-            self.latency_quantile(0.5),
-            self.latency_quantile(0.95),
-            self.latency_quantile(0.99),
-            self.latency_quantile(1.0),
-        ) {
-            s += &format!("latency ms: p50 {p50:.1}, p95 {p95:.1}, p99 {p99:.1}, max {max:.1}\n");
+        for (name, values) in [
+            ("latency ms", &self.latencies_ms),
+            ("  of which send to scored", &self.scored_ms),
+        ] {
+            if let (Some(p50), Some(p95), Some(p99), Some(max)) = (
+                quantile(values, 0.5),
+                quantile(values, 0.95),
+                quantile(values, 0.99),
+                quantile(values, 1.0),
+            ) {
+                s += &format!("{name}: p50 {p50:.1}, p95 {p95:.1}, p99 {p99:.1}, max {max:.1}\n");
+            }
         }
         for (v, t) in &self.per_version {
             let acc = t.accuracy().map_or("n/a".into(), |a| format!("{:.4}", a));
@@ -143,17 +148,35 @@ impl Summary {
     }
 }
 
+/// The `q` quantile (0..=1) of `values` (nearest rank).
+fn quantile(values: &[f64], q: f64) -> Option<f64> {
+    let mut v = values.to_vec();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() - 1) as f64 * q).round() as usize;
+    Some(v[i])
+}
+
 enum Outgoing {
     Json(serde_json::Map<String, Value>),
     Raw(Vec<u8>),
 }
 
-fn load_input(input: &Input, limit: Option<usize>) -> Result<Vec<Outgoing>, StreamError> {
-    let limit = limit.unwrap_or(usize::MAX);
+/// A request as sent: this run's id and send time, then the input's fields.
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    request_id: &'a str,
+    sent_at_ms: i64,
+    #[serde(flatten)]
+    body: &'a serde_json::Map<String, Value>,
+}
+
+fn load_input(input: &Input) -> Result<Vec<Outgoing>, StreamError> {
     match input {
         Input::Uci(path) => Ok(read_labeled(path)?
             .into_iter()
-            .take(limit)
             .map(|r| {
                 let mut m = serde_json::Map::new();
                 m.insert("income_bracket".into(), label_text(r.label).into());
@@ -167,7 +190,6 @@ fn load_input(input: &Input, limit: Option<usize>) -> Result<Vec<Outgoing>, Stre
             Ok(text
                 .lines()
                 .filter(|l| !l.trim().is_empty())
-                .take(limit)
                 .map(|line| match serde_json::from_str::<Value>(line) {
                     Ok(Value::Object(mut m)) => {
                         if !m.contains_key("record") {
@@ -179,6 +201,9 @@ fn load_input(input: &Input, limit: Option<usize>) -> Result<Vec<Outgoing>, Stre
                             wrapped.insert("record".into(), Value::Object(m));
                             m = wrapped;
                         }
+                        // This run stamps its own.
+                        m.remove("request_id");
+                        m.remove("sent_at_ms");
                         Outgoing::Json(m)
                     }
                     _ => Outgoing::Raw(line.as_bytes().to_vec()),
@@ -195,6 +220,7 @@ struct Tally {
     duplicates: usize,
     predictions: Vec<Prediction>,
     latencies_ms: Vec<f64>,
+    scored_ms: Vec<f64>,
     per_version: BTreeMap<u32, VersionTally>,
     last_at: Option<Instant>,
     shown_this_second: (u64, u32),
@@ -205,13 +231,14 @@ impl Tally {
         self.first.len() + self.dead.len()
     }
 
-    fn on_prediction(&mut self, p: Prediction, show_per_sec: u32) {
+    /// Records a prediction that arrived `latency_ms` after its request was sent.
+    fn on_prediction(&mut self, p: Prediction, latency_ms: f64, show_per_sec: u32) {
         self.last_at = Some(Instant::now());
         if self.first.contains_key(&p.request_id) {
             self.duplicates += 1;
             return;
         }
-        let latency = (now_ms() - p.sent_at_ms) as f64;
+        let latency = latency_ms;
         let truth = p.income_bracket.as_deref().and_then(parse_label);
         let predicted = p.probability >= 0.5;
         let t = self.per_version.entry(p.model_version).or_default();
@@ -248,18 +275,59 @@ impl Tally {
         self.first
             .insert(p.request_id.clone(), self.predictions.len());
         self.latencies_ms.push(latency);
+        self.scored_ms
+            .push((p.predicted_at_ms - p.sent_at_ms).max(0) as f64);
         self.predictions.push(p);
     }
 }
 
-async fn collect(
+/// When each request was sent, in microseconds since `clock`, indexed by the number in its id:
+/// latencies are measured on one monotonic clock, not from the millisecond `sent_at_ms`.
+struct SendTimes {
+    clock: Instant,
+    micros: Vec<AtomicU64>,
+}
+
+impl SendTimes {
+    const UNSENT: u64 = u64::MAX;
+
+    fn new(n: usize) -> Self {
+        SendTimes {
+            clock: Instant::now(),
+            micros: (0..n).map(|_| AtomicU64::new(Self::UNSENT)).collect(),
+        }
+    }
+
+    fn mark_sent(&self, i: usize) {
+        self.micros[i].store(self.clock.elapsed().as_micros() as u64, Ordering::Release);
+    }
+
+    /// Milliseconds from the send of request `i` to now.
+    fn latency_ms(&self, i: usize) -> Option<f64> {
+        let sent = self.micros.get(i)?.load(Ordering::Acquire);
+        (sent != Self::UNSENT)
+            .then(|| (self.clock.elapsed().as_micros() as u64).saturating_sub(sent) as f64 / 1e3)
+    }
+}
+
+struct Collector {
     predictions: StreamConsumer,
     dlq: StreamConsumer,
     run_id: String,
+    sent: Arc<SendTimes>,
     tally: Arc<Mutex<Tally>>,
     show_per_sec: u32,
-    stop: CancellationToken,
-) {
+}
+
+async fn collect(c: Collector, stop: CancellationToken) {
+    let Collector {
+        predictions,
+        dlq,
+        run_id,
+        sent,
+        tally,
+        show_per_sec,
+    } = c;
     let prefix = format!("{run_id}-");
     loop {
         tokio::select! {
@@ -272,9 +340,20 @@ async fn collect(
                     else {
                         continue;
                     };
-                    if p.request_id.starts_with(&prefix) {
-                        tally.lock().expect("tally").on_prediction(p, show_per_sec);
-                    }
+                    let Some(index) = p
+                        .request_id
+                        .strip_prefix(&prefix)
+                        .and_then(|n| n.parse::<usize>().ok())
+                    else {
+                        continue;
+                    };
+                    let latency = sent
+                        .latency_ms(index)
+                        .unwrap_or_else(|| (now_ms() - p.sent_at_ms) as f64);
+                    tally
+                        .lock()
+                        .expect("tally")
+                        .on_prediction(p, latency, show_per_sec);
                 }
                 Err(e) => tracing::warn!("predictions: {e}"),
             },
@@ -298,9 +377,26 @@ pub async fn run(
     config: ProducerConfig,
     shutdown: CancellationToken,
 ) -> Result<Summary, StreamError> {
+    let producer = config.kafka.producer()?;
+    run_with(&producer, config, shutdown).await
+}
+
+/// [`run`] with a producer the caller keeps: a load test sends its warm-up and its measured
+/// records through one producer, so that the measured run does not include a new idempotent
+/// producer's start (connection, metadata, producer id: up to half a second).
+pub async fn run_with(
+    producer: &FutureProducer,
+    config: ProducerConfig,
+    shutdown: CancellationToken,
+) -> Result<Summary, StreamError> {
     let input = config.input.clone();
-    let limit = config.limit;
-    let outgoing = tokio::task::spawn_blocking(move || load_input(&input, limit)).await??;
+    let outgoing = tokio::task::spawn_blocking(move || load_input(&input)).await??;
+    let total = if outgoing.is_empty() {
+        0
+    } else {
+        config.limit.unwrap_or(outgoing.len())
+    };
+    let sent = Arc::new(SendTimes::new(total));
     let topics = &config.kafka.topics;
     let predictions = config.kafka.reader()?;
     config
@@ -311,19 +407,21 @@ pub async fn run(
     let tally = Arc::new(Mutex::new(Tally::default()));
     let stop_collector = CancellationToken::new();
     let collector = tokio::spawn(collect(
-        predictions,
-        dlq,
-        config.run_id.clone(),
-        tally.clone(),
-        config.show_per_sec,
+        Collector {
+            predictions,
+            dlq,
+            run_id: config.run_id.clone(),
+            sent: sent.clone(),
+            tally: tally.clone(),
+            show_per_sec: config.show_per_sec,
+        },
         stop_collector.clone(),
     ));
 
-    let producer = config.kafka.producer()?;
     let start = Instant::now();
-    let mut ids = Vec::with_capacity(outgoing.len());
-    let mut deliveries = Vec::with_capacity(outgoing.len());
-    for (i, out) in outgoing.into_iter().enumerate() {
+    let mut ids = Vec::with_capacity(total);
+    let mut deliveries = Vec::with_capacity(total);
+    for (i, out) in outgoing.iter().cycle().take(total).enumerate() {
         if shutdown.is_cancelled() {
             break;
         }
@@ -332,19 +430,25 @@ pub async fn run(
             tokio::time::sleep_until(due.into()).await;
         }
         let id = format!("{}-{i:06}", config.run_id);
+        let envelope;
         let payload = match out {
-            Outgoing::Json(mut m) => {
-                m.insert("request_id".into(), id.clone().into());
-                m.insert("sent_at_ms".into(), now_ms().into());
-                serde_json::to_vec(&m).expect("request serializes")
+            Outgoing::Json(body) => {
+                envelope = serde_json::to_vec(&Envelope {
+                    request_id: &id,
+                    sent_at_ms: now_ms(),
+                    body,
+                })
+                .expect("request serializes");
+                envelope.as_slice()
             }
-            Outgoing::Raw(bytes) => bytes,
+            Outgoing::Raw(bytes) => bytes.as_slice(),
         };
+        sent.mark_sent(i);
         loop {
             match producer.send_result(
                 FutureRecord::to(&topics.requests)
                     .key(id.as_bytes())
-                    .payload(&payload),
+                    .payload(payload),
             ) {
                 Ok(delivery) => {
                     deliveries.push(delivery);
@@ -421,6 +525,7 @@ pub async fn run(
         elapsed,
         predictions: t.predictions,
         latencies_ms: t.latencies_ms,
+        scored_ms: t.scored_ms,
     })
 }
 
@@ -446,13 +551,24 @@ mod tests {
     #[test]
     fn duplicates_are_counted_once_and_accuracy_is_per_version() {
         let mut t = Tally::default();
-        t.on_prediction(prediction("r-1", 1, 0.9, ">50K"), 0);
-        t.on_prediction(prediction("r-1", 1, 0.9, ">50K"), 0);
-        t.on_prediction(prediction("r-2", 1, 0.9, "<=50K."), 0);
-        t.on_prediction(prediction("r-3", 2, 0.1, "<=50K"), 0);
+        t.on_prediction(prediction("r-1", 1, 0.9, ">50K"), 1.0, 0);
+        t.on_prediction(prediction("r-1", 1, 0.9, ">50K"), 1.0, 0);
+        t.on_prediction(prediction("r-2", 1, 0.9, "<=50K."), 1.0, 0);
+        t.on_prediction(prediction("r-3", 2, 0.1, "<=50K"), 1.0, 0);
         assert_eq!(t.duplicates, 1);
         assert_eq!(t.first.len(), 3);
         assert_eq!(t.per_version[&1].accuracy(), Some(0.5));
         assert_eq!(t.per_version[&2].accuracy(), Some(1.0));
+    }
+
+    #[test]
+    fn latency_is_measured_from_the_send_of_that_request() {
+        let sent = SendTimes::new(3);
+        assert_eq!(sent.latency_ms(0), None, "not sent yet");
+        assert_eq!(sent.latency_ms(7), None, "no such request");
+        sent.mark_sent(1);
+        std::thread::sleep(Duration::from_millis(20));
+        let l = sent.latency_ms(1).unwrap();
+        assert!((20.0..2000.0).contains(&l), "{l}");
     }
 }

@@ -25,8 +25,9 @@ struct Flags {
     /// Most records scored in one batch.
     #[arg(long, default_value_t = 1024)]
     max_batch: usize,
-    /// Milliseconds a batch waits for more records after its first.
-    #[arg(long, default_value_t = 5)]
+    /// Milliseconds a batch waits for more records after its first (0: it takes what has
+    /// arrived; batches still grow under load, while the previous batch is scored and sent).
+    #[arg(long, default_value_t = 0)]
     linger_ms: u64,
 }
 

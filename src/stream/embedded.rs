@@ -44,3 +44,26 @@ impl EmbeddedBroker {
         s
     }
 }
+
+/// The Kafka to use: the brokers given (their missing topics created), or else a new embedded
+/// broker, returned too so that the caller keeps it alive.
+pub async fn kafka_or_embedded(
+    brokers: Option<&str>,
+    partitions: i32,
+) -> Result<(Option<EmbeddedBroker>, KafkaSettings), StreamError> {
+    let topics = Topics::default();
+    match brokers {
+        None => {
+            let broker = EmbeddedBroker::start(&topics, partitions)?;
+            tracing::info!("embedded Kafka broker at {}", broker.bootstrap_servers());
+            let settings = broker.settings(&topics, partitions);
+            Ok((Some(broker), settings))
+        }
+        Some(b) => {
+            let mut s = KafkaSettings::new(b);
+            s.partitions = partitions;
+            s.ensure_topics().await?;
+            Ok((None, s))
+        }
+    }
+}

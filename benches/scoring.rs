@@ -1,0 +1,149 @@
+//! Scoring micro-benchmarks: decoding a request's JSON, the feature transform, transform +
+//! predict, and the predictor's whole per-batch CPU path (decode, transform, predict, encode the
+//! predictions), for one record and batches of 64 and 1,024 records, on one thread.
+//!
+//! The bundle is the one in `models/` (as `initialize` leaves it) or, when there is none, one
+//! trained here with a small budget; which one is printed first.
+//!
+//!   cargo bench --bench scoring              # full measurement
+//!   cargo bench --bench scoring -- --quick   # short mode, as in CI
+
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+use census_stream::bundle::{Bundle, BundleStore};
+use census_stream::data::{label_text, read_labeled, CensusRow, Fetch};
+use census_stream::initialize::{self, InitConfig};
+use census_stream::predictor::score_batch;
+use census_stream::stream::decode::decode_request;
+use census_stream::stream::kafka::InMessage;
+use census_stream::train::SearchConfig;
+
+const BATCHES: [usize; 3] = [1, 64, 1024];
+
+struct Fixture {
+    bundle: Bundle,
+    payloads: Vec<Vec<u8>>,
+    rows: Vec<CensusRow>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+fn fixture() -> Fixture {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let data_dir = root.join("data");
+    let repo_store = BundleStore::new(root.join("models"), root.join("dataprocessors"));
+    let (store, temp) = match repo_store.current() {
+        Ok(Some(_)) => (repo_store, None),
+        _ => {
+            let temp = tempfile::tempdir().expect("temp dir");
+            let store = BundleStore::new(temp.path().join("m"), temp.path().join("p"));
+            let config = InitConfig {
+                data_dir: data_dir.clone(),
+                fetch: Fetch::default(),
+                store: store.clone(),
+                search: SearchConfig {
+                    max_evals: 5,
+                    folds: 3,
+                    seed: 1,
+                    threads: 2,
+                    progress: false,
+                },
+            };
+            initialize::run(&config).expect("initialize for the benchmark");
+            (store, Some(temp))
+        }
+    };
+    let bundle = store.load_current().expect("bundle loads");
+    eprintln!(
+        "bundle v{} from {}: {} trees, num_leaves {}",
+        bundle.manifest.version,
+        if temp.is_some() {
+            "a 5-evaluation initialize (no bundle in models/)"
+        } else {
+            "models/"
+        },
+        bundle.manifest.cv.best_rounds,
+        bundle.manifest.hyperparams.num_leaves,
+    );
+    let test = read_labeled(&data_dir.join("adult.test")).expect("adult.test");
+    let payloads = test
+        .iter()
+        .take(1024)
+        .enumerate()
+        .map(|(i, r)| {
+            serde_json::to_vec(&serde_json::json!({
+                "request_id": format!("bench-{i:06}"),
+                "sent_at_ms": 1_764_000_000_000_i64,
+                "income_bracket": label_text(r.label),
+                "record": r.row,
+            }))
+            .unwrap()
+        })
+        .collect();
+    let rows = test.into_iter().take(1024).map(|r| r.row).collect();
+    Fixture {
+        bundle,
+        payloads,
+        rows,
+        _temp: temp,
+    }
+}
+
+fn scoring(c: &mut Criterion) {
+    let f = fixture();
+
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("1", |b| {
+        b.iter(|| decode_request(Some(black_box(&f.payloads[0]))).unwrap())
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("transform");
+    for n in BATCHES {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter(|| {
+                f.bundle
+                    .processor
+                    .transform_batch(black_box(&f.rows[..n]).iter())
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("transform_predict");
+    for n in BATCHES {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter(|| f.bundle.predict(black_box(&f.rows[..n]).iter()).unwrap())
+        });
+    }
+    g.finish();
+
+    let messages: Vec<InMessage> = f
+        .payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| InMessage {
+            topic: "census.requests".into(),
+            partition: 0,
+            offset: i as i64,
+            key: None,
+            payload: Some(p.clone()),
+        })
+        .collect();
+    let mut g = c.benchmark_group("score_batch");
+    for n in BATCHES {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter(|| score_batch(&f.bundle, black_box(&messages[..n])).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, scoring);
+criterion_main!(benches);

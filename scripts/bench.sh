@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The measurements of BENCHMARKS.md, with the commands that produce them:
+#
+#   scripts/bench.sh            full run (about 10 minutes on 2 cores)
+#   scripts/bench.sh --short    the same commands with small N (CI runs this so they never rot)
+#
+# 1. scoring micro-benchmarks (criterion): decode, transform, transform + predict, the
+#    predictor's whole batch path, for 1, 64 and 1,024 records on one thread;
+# 2. end-to-end load on the embedded broker: as fast as possible, and at 1,000 records/s;
+# 3. the same on a real Apache Kafka broker (KAFKA_BROKERS, or a local one started here), with
+#    the predictor and the retrainer in processes of their own, so that each reports its peak
+#    RSS; the retrainer retrains once on the streamed rows at its default budget;
+# 4. (full run only) initialize at its default budget: wall time and test metrics.
+#
+# Needs a bundle in models/: made here with `initialize --if-missing` when there is none.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+short=0
+case "${1:-}" in
+    --short) short=1 ;;
+    "") ;;
+    *) cs_die "usage: scripts/bench.sh [--short]" ;;
+esac
+if [ "$short" = 1 ]; then
+    records=5000 paced=2000 criterion=(--quick) init_evals=(--max-evals 5) retrain_every=1000 retrain_evals=(--max-evals 2)
+else
+    records=200000 paced=30000 criterion=() init_evals=() retrain_every=1000 retrain_evals=()
+fi
+
+cargo build --release --bins
+bin="$CARGO_TARGET_DIR/release"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+
+echo "== machine: $(nproc) cores, $(uname -m), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+"$bin/initialize" --if-missing "${init_evals[@]}"
+
+echo "== 1. scoring micro-benchmarks"
+cargo bench --bench scoring -- "${criterion[@]}"
+
+echo "== 2. load on the embedded broker: $records records as fast as possible"
+"$bin/loadtest" --records "$records"
+echo "== 2. load on the embedded broker: $paced records at 1000 records/s"
+"$bin/loadtest" --records "$paced" --rate 1000
+
+brokers="${KAFKA_BROKERS:-}"
+if [ -z "$brokers" ]; then
+    cs_start_test_broker "${CENSUS_BENCH_KAFKA_PORT:-19096}"
+    brokers="$CS_TEST_BROKERS"
+    trap 'cleanup; scripts/kafka-local.sh stop' EXIT
+else
+    trap cleanup EXIT
+fi
+
+echo "== 3. load on the real broker at $brokers, predictor in its own process"
+"$bin/predictor" --brokers "$brokers" >"$work/predictor.log" 2>&1 &
+pids+=($!)
+"$bin/loadtest" --brokers "$brokers" --predictors 0 --records "$records"
+echo "== 3. load on the real broker: $paced records at 1000 records/s"
+"$bin/loadtest" --brokers "$brokers" --predictors 0 --records "$paced" --rate 1000
+
+echo "== 3. one retrain at the retrainer's default budget, on a copy of the store"
+mkdir -p "$work/store"
+cp -r models dataprocessors "$work/store/"
+"$bin/retrainer" --brokers "$brokers" --group "bench-retrainer-$$" --retrain-every "$retrain_every" \
+    "${retrain_evals[@]}" --rows-file "$work/rows.jsonl" \
+    --models-dir "$work/store/models" --processors-dir "$work/store/dataprocessors" \
+    >"$work/retrainer.log" 2>&1 &
+retrainer=$!
+pids+=($retrainer)
+# The retrainer's group starts at the earliest offset: the records above are its stream rows.
+for _ in $(seq 1 600); do
+    grep -q "stored and announced" "$work/retrainer.log" && break
+    kill -0 "$retrainer" 2>/dev/null || break
+    sleep 0.5
+done
+grep "retraining v\|stored and announced" "$work/retrainer.log" | sed 's/^.*retrainer: /retrainer: /'
+
+for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+pids=()
+echo "predictor (own process): $(tail -n 1 "$work/predictor.log")"
+echo "retrainer (own process): $(tail -n 1 "$work/retrainer.log")"
+
+if [ "$short" = 0 ]; then
+    echo "== 4. initialize at its default budget, into a temporary store"
+    TIMEFORMAT='initialize: wall %R s, user %U s'
+    time "$bin/initialize" --models-dir "$work/init/models" --processors-dir "$work/init/dataprocessors"
+fi
