@@ -33,9 +33,14 @@ cargo build --release --bins
 bin="$CARGO_TARGET_DIR/release"
 work=$(mktemp -d)
 pids=()
-cleanup() {
+# Stops the services started here (SIGTERM: each prints its summary and peak RSS).
+stop_services() {
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    pids=()
+}
+cleanup() {
+    stop_services
     rm -rf "$work"
 }
 
@@ -83,9 +88,7 @@ for _ in $(seq 1 600); do
 done
 grep "retraining v\|stored and announced" "$work/retrainer.log" | sed 's/^.*retrainer: /retrainer: /'
 
-for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-pids=()
+stop_services
 echo "predictor (own process): $(tail -n 1 "$work/predictor.log")"
 echo "retrainer (own process): $(tail -n 1 "$work/retrainer.log")"
 

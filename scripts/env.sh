@@ -59,29 +59,18 @@ if ! CS_LIBCLANG_DIR=$(cs_find_libclang); then
 fi
 export LIBCLANG_PATH="$CS_LIBCLANG_DIR"
 
-# Java 17+ and Maven, for the local Kafka broker of the tests (scripts/kafka-local.sh): installed
-# with apt-get when running as root on Debian/Ubuntu, else a message says what to install.
-cs_java_ok() {
-    local v major
-    command -v java >/dev/null 2>&1 || return 1
-    v=$(java -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -n 1)
-    major=${v%%.*}
-    case "$major" in '' | *[!0-9]*) return 1 ;; esac
-    [ "$major" -ge 17 ]
-}
-
+# Java 17+ and Maven, for the local Kafka broker of the tests (scripts/kafka-local.sh, which
+# knows what it needs): installed with apt-get when running as root on Debian/Ubuntu, else its
+# message says what to install.
 cs_ensure_java_maven() {
-    if cs_java_ok && command -v mvn >/dev/null 2>&1; then
-        return 0
-    fi
+    scripts/kafka-local.sh check 2>/dev/null && return 0
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "census-stream setup: Java 17+ or Maven not found; installing them with apt-get" >&2
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless maven >/dev/null) ||
             cs_die "apt-get install default-jre-headless maven failed; install Java 17+ and Maven"
-        cs_java_ok || cs_die "Java 17+ still not found after installing default-jre-headless"
-    else
-        cs_die "the real-Kafka tests need Java 17+ and Maven: run 'sudo apt-get install default-jre-headless maven' (Debian/Ubuntu), or point KAFKA_BROKERS at a running broker"
     fi
+    scripts/kafka-local.sh check ||
+        cs_die "the real-Kafka tests need what is named above (or point KAFKA_BROKERS at a running broker)"
 }
 
 # Starts a throwaway local Kafka broker for tests and benchmarks on port $1 (controller on $1+1),

@@ -3,7 +3,7 @@
 # controller in one JVM) on 127.0.0.1, without Docker and without a Kafka
 # download: the broker's jars are resolved from Maven Central with kafka/pom.xml.
 #
-# Usage: scripts/kafka-local.sh start|stop|status|version
+# Usage: scripts/kafka-local.sh start|stop|status|version|check
 #
 #   start    resolve the jars (first time only), write the config, format the
 #            storage (first time only), start the broker in the background and
@@ -12,6 +12,8 @@
 #            was not running.
 #   status   print whether the broker is running (exit 0) or not (exit 3).
 #   version  print the Kafka version pinned in kafka/pom.xml.
+#   check    exit 0 if this machine can start the broker: Java 17+, and Maven
+#            unless the jars are already resolved; else say what is missing.
 #
 # Environment:
 #   KAFKA_LOCAL_DIR        state dir: jars, config, data, logs, pid file
@@ -363,6 +365,16 @@ cmd_stop() {
     say "stopped"
 }
 
+cmd_check() {
+    find_java
+    local stamp="$JAR_DIR/.pom.sha256"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(sha256sum "$POM" | cut -d' ' -f1)" ]; then
+        return 0
+    fi
+    command -v "${MVN:-mvn}" >/dev/null 2>&1 ||
+        die "mvn not found: install Maven 3.6+ (e.g. 'apt-get install maven'); it is needed once to fetch Kafka's jars"
+}
+
 cmd_status() {
     local pid
     if pid=$(running_pid); then
@@ -378,8 +390,9 @@ case "${1:-}" in
     stop) cmd_stop ;;
     status) cmd_status ;;
     version) pinned_version ;;
+    check) cmd_check ;;
     *)
-        echo "usage: $0 start|stop|status|version" >&2
+        echo "usage: $0 start|stop|status|version|check" >&2
         exit 2
         ;;
 esac

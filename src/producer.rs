@@ -99,11 +99,6 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The `q` quantile (0..=1) of the latencies.
-    pub fn latency_quantile(&self, q: f64) -> Option<f64> {
-        quantile(&self.latencies_ms, q)
-    }
-
     pub fn report(&self) -> String {
         let mut s = format!(
             "sent {}, predicted {}, dead-lettered {}, missing {}, duplicates {}\n\
@@ -120,12 +115,7 @@ impl Summary {
             ("latency ms", &self.latencies_ms),
             ("  of which send to scored", &self.scored_ms),
         ] {
-            if let (Some(p50), Some(p95), Some(p99), Some(max)) = (
-                quantile(values, 0.5),
-                quantile(values, 0.95),
-                quantile(values, 0.99),
-                quantile(values, 1.0),
-            ) {
+            if let Some([p50, p95, p99, max]) = quantiles(values, [0.5, 0.95, 0.99, 1.0]) {
                 s += &format!("{name}: p50 {p50:.1}, p95 {p95:.1}, p99 {p99:.1}, max {max:.1}\n");
             }
         }
@@ -148,15 +138,14 @@ impl Summary {
     }
 }
 
-/// The `q` quantile (0..=1) of `values` (nearest rank).
-fn quantile(values: &[f64], q: f64) -> Option<f64> {
-    let mut v = values.to_vec();
-    if v.is_empty() {
+/// The quantiles `qs` (each 0..=1) of `values` (nearest rank), sorting them once.
+fn quantiles<const N: usize>(values: &[f64], qs: [f64; N]) -> Option<[f64; N]> {
+    if values.is_empty() {
         return None;
     }
+    let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
-    let i = ((v.len() - 1) as f64 * q).round() as usize;
-    Some(v[i])
+    Some(qs.map(|q| v[((v.len() - 1) as f64 * q).round() as usize]))
 }
 
 enum Outgoing {
@@ -559,6 +548,16 @@ mod tests {
         assert_eq!(t.first.len(), 3);
         assert_eq!(t.per_version[&1].accuracy(), Some(0.5));
         assert_eq!(t.per_version[&2].accuracy(), Some(1.0));
+    }
+
+    #[test]
+    fn quantiles_are_nearest_ranks_of_one_sort() {
+        let values: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(
+            quantiles(&values, [0.0, 0.5, 0.99, 1.0]),
+            Some([1.0, 51.0, 99.0, 100.0])
+        );
+        assert_eq!(quantiles(&[], [0.5]), None);
     }
 
     #[test]

@@ -170,12 +170,16 @@ impl KafkaSettings {
             }
         }
         let names: Vec<&str> = missing.iter().map(|n| n.name).collect();
-        self.wait_for_leaders(&names, Duration::from_secs(30))
+        self.wait_for_leaders(&names, Duration::from_secs(30)).await
     }
 
     /// Waits until every partition of `topics` has a leader: a topic just created answers
     /// "not leader" to offset requests for a moment.
-    fn wait_for_leaders(&self, topics: &[&str], timeout: Duration) -> Result<(), StreamError> {
+    async fn wait_for_leaders(
+        &self,
+        topics: &[&str],
+        timeout: Duration,
+    ) -> Result<(), StreamError> {
         let probe: BaseConsumer = self.base().create()?;
         let deadline = std::time::Instant::now() + timeout;
         loop {
@@ -198,7 +202,7 @@ impl KafkaSettings {
                     "topics {topics:?} have no leader after {timeout:?}"
                 )));
             }
-            std::thread::sleep(Duration::from_millis(100));
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
