@@ -16,9 +16,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use census_stream::bundle::{Bundle, BundleStore};
 use census_stream::data::{label_text, read_labeled, CensusRow, Fetch};
 use census_stream::initialize::{self, InitConfig};
+use census_stream::kafka::InMessage;
 use census_stream::predictor::score_batch;
 use census_stream::stream::decode::decode_request;
-use census_stream::stream::kafka::InMessage;
 use census_stream::train::SearchConfig;
 
 const BATCHES: [usize; 3] = [1, 64, 1024];
@@ -39,18 +39,12 @@ fn fixture() -> Fixture {
         _ => {
             let temp = tempfile::tempdir().expect("temp dir");
             let store = BundleStore::new(temp.path().join("m"), temp.path().join("p"));
-            let config = InitConfig {
-                data_dir: data_dir.clone(),
-                fetch: Fetch::default(),
-                store: store.clone(),
-                search: SearchConfig {
-                    max_evals: 5,
-                    folds: 3,
-                    seed: 1,
-                    threads: 2,
-                    progress: false,
-                },
-            };
+            let mut config = InitConfig::new(
+                store.clone(),
+                SearchConfig::with_budget(std::num::NonZeroUsize::new(5).unwrap()),
+            );
+            config.data_dir = data_dir.clone();
+            config.fetch = Fetch::default();
             initialize::run(&config).expect("initialize for the benchmark");
             (store, Some(temp))
         }
@@ -139,7 +133,7 @@ fn scoring(c: &mut Criterion) {
     for n in BATCHES {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
-            b.iter(|| score_batch(&f.bundle, black_box(&messages[..n])).unwrap())
+            b.iter(|| score_batch(&f.bundle, black_box(&messages[..n])))
         });
     }
     g.finish();

@@ -1,32 +1,26 @@
-//! Flags shared by several binaries.
+//! Flags shared by the binaries. Each flag parses straight into a validated setting
+//! ([`crate::settings`]), so a bad value stops a binary at start with the flag's name, before
+//! any data is read or connection opened. Defaults come from [`crate::defaults`].
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use clap::Args;
 
 use crate::bundle::BundleStore;
-
-/// Kafka bootstrap servers when neither `--brokers` nor `KAFKA_BROKERS` is given.
-pub const DEFAULT_BROKERS: &str = "localhost:9092";
-/// Folder of model files, manifests and `CURRENT`, relative to the working directory.
-pub const DEFAULT_MODELS_DIR: &str = "models";
-/// Folder of feature processor files, relative to the working directory.
-pub const DEFAULT_PROCESSORS_DIR: &str = "dataprocessors";
-/// Folder of the Adult data files, relative to the working directory.
-pub const DEFAULT_DATA_DIR: &str = "data";
-/// Consumer group of the predictors.
-pub const PREDICTOR_GROUP: &str = "census-predictor";
-/// Consumer group of the retrainer.
-pub const RETRAINER_GROUP: &str = "census-retrainer";
+use crate::defaults;
+use crate::kafka::{KafkaSettings, Topics};
+use crate::settings::{self, Folds};
+use crate::train::SearchConfig;
 
 /// Where bundles are stored.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// Folder of model files, manifests and CURRENT.
-    #[arg(long, env = "CENSUS_MODELS_DIR", default_value = DEFAULT_MODELS_DIR)]
+    #[arg(long, env = "CENSUS_MODELS_DIR", default_value = defaults::MODELS_DIR)]
     pub models_dir: PathBuf,
     /// Folder of feature processor files.
-    #[arg(long, env = "CENSUS_PROCESSORS_DIR", default_value = DEFAULT_PROCESSORS_DIR)]
+    #[arg(long, env = "CENSUS_PROCESSORS_DIR", default_value = defaults::PROCESSORS_DIR)]
     pub processors_dir: PathBuf,
 }
 
@@ -36,27 +30,28 @@ impl StoreArgs {
     }
 }
 
-/// The machine's core count, the default number of worker threads.
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+/// The folder of the Adult data files.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Folder holding adult.data and adult.test (downloaded from UCI if missing).
+    #[arg(long, env = "CENSUS_DATA_DIR", default_value = defaults::DATA_DIR)]
+    pub data_dir: PathBuf,
 }
 
-/// Where Kafka is and the topic names.
+/// Topic names, partitions and extra client settings: everything about Kafka but where it is.
 #[derive(Debug, Clone, Args)]
-pub struct KafkaArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = DEFAULT_BROKERS)]
-    pub brokers: String,
+pub struct ClientArgs {
     /// Partitions of census.requests and census.predictions when this creates them.
-    #[arg(long, env = "CENSUS_PARTITIONS", default_value_t = 6)]
+    #[arg(long, env = "CENSUS_PARTITIONS", default_value_t = defaults::PARTITIONS,
+          value_parser = settings::partitions)]
     pub partitions: i32,
-    #[arg(long, default_value = "census.requests")]
+    #[arg(long, default_value = defaults::REQUESTS_TOPIC)]
     pub requests_topic: String,
-    #[arg(long, default_value = "census.predictions")]
+    #[arg(long, default_value = defaults::PREDICTIONS_TOPIC)]
     pub predictions_topic: String,
-    #[arg(long, default_value = "census.dlq")]
+    #[arg(long, default_value = defaults::DLQ_TOPIC)]
     pub dlq_topic: String,
-    #[arg(long, default_value = "census.models")]
+    #[arg(long, default_value = defaults::MODELS_TOPIC)]
     pub models_topic: String,
     /// Extra librdkafka setting for every Kafka client, `key=value` (repeatable), e.g.
     /// `--kafka-config security.protocol=SASL_SSL`.
@@ -71,18 +66,82 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
-impl KafkaArgs {
-    pub fn settings(&self) -> crate::stream::KafkaSettings {
-        let mut s = crate::stream::KafkaSettings::new(self.brokers.clone());
+impl ClientArgs {
+    /// Settings for `brokers` with these topics and extras.
+    pub fn settings(&self, brokers: &str) -> KafkaSettings {
+        let mut s = KafkaSettings::new(brokers);
         s.partitions = self.partitions;
         s.extra.extend(self.kafka_config.iter().cloned());
-        s.topics = crate::stream::Topics {
+        s.topics = Topics {
             requests: self.requests_topic.clone(),
             predictions: self.predictions_topic.clone(),
             dlq: self.dlq_topic.clone(),
             models: self.models_topic.clone(),
         };
         s
+    }
+}
+
+/// Where Kafka is, and the rest of its settings.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = defaults::BROKERS,
+          value_parser = settings::brokers)]
+    pub brokers: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+impl KafkaArgs {
+    pub fn settings(&self) -> KafkaSettings {
+        self.client.settings(&self.brokers)
+    }
+}
+
+/// A real Kafka if given, else an embedded broker (the demo, the load test).
+#[derive(Debug, Clone, Args)]
+pub struct EmbeddedOrKafkaArgs {
+    /// A real Kafka to use instead of the embedded broker.
+    #[arg(long, env = "KAFKA_BROKERS", value_parser = settings::brokers)]
+    pub brokers: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+impl EmbeddedOrKafkaArgs {
+    /// The settings, and whether to start an embedded broker.
+    pub fn settings(&self) -> (KafkaSettings, bool) {
+        match &self.brokers {
+            Some(b) => (self.client.settings(b), false),
+            None => (self.client.settings(""), true),
+        }
+    }
+}
+
+/// How a hyperparameter search runs, but for its budget (each binary has its own default).
+#[derive(Debug, Clone, Args)]
+pub struct SearchArgs {
+    /// Cross-validation folds (at least 2).
+    #[arg(long, default_value_t = Folds::default())]
+    pub folds: Folds,
+    /// Seed of the folds, the search and LightGBM.
+    #[arg(long, default_value_t = defaults::SEED)]
+    pub seed: u64,
+    /// Evaluations run in parallel (default: all cores).
+    #[arg(long, default_value_t = defaults::threads(), value_parser = settings::positive)]
+    pub threads: NonZeroUsize,
+}
+
+impl SearchArgs {
+    pub fn config(&self, max_evals: NonZeroUsize) -> SearchConfig {
+        SearchConfig {
+            max_evals,
+            folds: self.folds,
+            seed: self.seed,
+            threads: self.threads,
+            progress: false,
+        }
     }
 }
 

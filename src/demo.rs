@@ -1,36 +1,63 @@
-//! The demo: the whole pipeline in one process. An embedded broker unless brokers are given;
+//! The demo: the whole pipeline in one process. An embedded broker unless a real one is given;
 //! `initialize` with a small budget if there is no bundle; then a predictor, the retrainer and
 //! the producer streaming adult.test (with a few malformed records, to show the dead-letter
-//! topic). Ends by itself with a summary.
+//! topic). Ends by itself with a summary, written to the sink it is given.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::bundle::BundleStore;
-use crate::data::{ensure_file, read_labeled, Fetch};
-use crate::initialize::{self, InitConfig};
+use crate::data::{ensure_file, read_labeled, Fetch, TEST_FILE};
+use crate::initialize::{self, InitConfig, Initialized};
+use crate::kafka::{kafka_or_embedded, BrokerError, KafkaSettings};
 use crate::predictor::{self, PredictorConfig};
-use crate::producer::{self, Input, ProducerConfig, Summary};
+use crate::producer::{self, Input, ProducerConfig, Sink, Summary};
 use crate::retrainer::{self, RetrainerConfig};
-use crate::stream::embedded::kafka_or_embedded;
-use crate::stream::StreamError;
+use crate::settings::Rate;
 use crate::train::SearchConfig;
 
 #[derive(Debug, Clone)]
 pub struct DemoConfig {
-    /// Kafka to use; `None` starts the embedded broker.
-    pub brokers: Option<String>,
+    /// Topics, partitions and client settings; the brokers too unless `embedded`.
+    pub kafka: KafkaSettings,
+    /// Start an embedded broker instead of using `kafka.brokers`.
+    pub embedded: bool,
     pub data_dir: PathBuf,
     pub store: BundleStore,
     pub rows: usize,
-    pub rate: f64,
-    pub retrain_every: usize,
-    pub max_evals: usize,
-    pub threads: usize,
-    pub partitions: i32,
+    pub rate: Rate,
+    pub retrain_every: std::num::NonZeroUsize,
+    /// The search of the bootstrap bundle and of each retrain.
+    pub search: SearchConfig,
+    /// Where the prediction lines, retrains and summary go.
+    pub sink: Sink,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("bootstrapping a bundle failed")]
+    Init(#[from] crate::initialize::InitError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error("the predictor failed")]
+    Predictor(#[from] predictor::PredictorError),
+    #[error("the retrainer failed")]
+    Retrainer(#[from] retrainer::RetrainerError),
+    #[error("the producer failed")]
+    Producer(#[from] producer::ProducerError),
+    #[error("{path}: cannot write the demo's input")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("a worker thread failed")]
+    Join(#[from] tokio::task::JoinError),
 }
 
 /// Malformed records mixed into the demo stream, one of each dead-letter reason.
@@ -42,55 +69,45 @@ const BAD_RECORDS: [&str; 4] = [
 ];
 
 /// Writes the demo's input: adult.test rows as JSON lines with the bad records spread in.
-fn demo_input(
-    data_dir: &std::path::Path,
-    rows: usize,
-    out: &std::path::Path,
-) -> Result<(), StreamError> {
-    let test = read_labeled(&ensure_file(data_dir, "adult.test", &Fetch::default())?)?;
-    let mut f = std::io::BufWriter::new(
-        std::fs::File::create(out).map_err(|e| StreamError::Io(out.display().to_string(), e))?,
-    );
+fn demo_input(data_dir: &Path, rows: usize, out: &Path) -> Result<(), DemoError> {
+    let test = read_labeled(&ensure_file(data_dir, TEST_FILE, &Fetch::default())?)?;
+    let io_err = |source| DemoError::Io {
+        path: out.to_path_buf(),
+        source,
+    };
+    let mut f = std::io::BufWriter::new(std::fs::File::create(out).map_err(io_err)?);
     let every = (rows / (BAD_RECORDS.len() + 1)).max(1);
     let mut bad = BAD_RECORDS.iter();
     for (i, r) in test.iter().cycle().take(rows).enumerate() {
         if i > 0 && i % every == 0 {
             if let Some(b) = bad.next() {
-                writeln!(f, "{b}").map_err(|e| StreamError::Io(out.display().to_string(), e))?;
+                writeln!(f, "{b}").map_err(io_err)?;
             }
         }
         let line = serde_json::json!({
             "income_bracket": crate::data::label_text(r.label),
             "record": r.row,
         });
-        writeln!(f, "{line}").map_err(|e| StreamError::Io(out.display().to_string(), e))?;
+        writeln!(f, "{line}").map_err(io_err)?;
     }
-    f.flush()
-        .map_err(|e| StreamError::Io(out.display().to_string(), e))
+    f.flush().map_err(io_err)
 }
 
 /// Runs the demo; returns the producer's summary.
-pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summary, StreamError> {
-    let work = tempfile::tempdir().map_err(|e| StreamError::Io("temp dir".into(), e))?;
-    let (_broker, kafka) = kafka_or_embedded(config.brokers.as_deref(), config.partitions).await?;
-    let search = SearchConfig {
-        max_evals: config.max_evals,
-        folds: 3,
-        seed: 1,
-        threads: config.threads,
-        progress: false,
-    };
-    let init = InitConfig {
-        data_dir: config.data_dir.clone(),
-        fetch: Fetch::default(),
-        store: config.store.clone(),
-        search: search.clone(),
-    };
-    if let Some(m) = tokio::task::spawn_blocking(move || initialize::ensure_bundle(&init))
-        .await?
-        .map_err(|e| StreamError::Setup(e.to_string()))?
+pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summary, DemoError> {
+    let out = config.sink.clone();
+    let work = tempfile::tempdir().map_err(|source| DemoError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let (_broker, kafka) = kafka_or_embedded(config.kafka.clone(), config.embedded).await?;
+    let mut init = InitConfig::new(config.store.clone(), config.search.clone());
+    init.data_dir = config.data_dir.clone();
+    init.if_missing = true;
+    if let Initialized::Trained(m) =
+        tokio::task::spawn_blocking(move || initialize::run(&init)).await??
     {
-        println!("bundle v{} ready", m.version);
+        out.line(&format!("bundle v{} ready", m.version));
     }
 
     let services = shutdown.child_token();
@@ -101,17 +118,18 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     let mut rconf = RetrainerConfig::new(kafka.clone(), config.store.clone());
     rconf.data_dir = config.data_dir.clone();
     rconf.retrain_every = config.retrain_every;
-    rconf.search = search;
+    rconf.search = config.search.clone();
     // A new broker starts its offsets at zero: keep this run's rows apart.
     rconf.rows_file = work.path().join("stream_rows.jsonl");
-    let retrainer = tokio::spawn(retrainer::run(rconf, services.clone(), |e| {
-        println!(
+    let retrain_out = out.clone();
+    let retrainer = tokio::spawn(retrainer::run(rconf, services.clone(), move |e| {
+        retrain_out.line(&format!(
             ">>> retrain: v{} trained on {} stream rows, CV log loss {:.4}, in {:.1} s",
             e.version,
             e.rows,
             e.cv_log_loss,
             (e.finished_at_ms - e.started_at_ms) as f64 / 1000.0
-        )
+        ))
     }));
 
     let input = work.path().join("requests.jsonl");
@@ -121,6 +139,7 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     let mut prod = ProducerConfig::new(kafka, Input::JsonLines(input));
     prod.rate = config.rate;
     prod.wait = Duration::from_secs(60);
+    prod.sink = Some(out.clone());
     prod.show_per_sec = 4;
     let summary = producer::run(prod, shutdown.clone()).await;
 
@@ -128,10 +147,10 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     let pstats = predictor.await??;
     let rstats = retrainer.await??;
     let summary = summary?;
-    println!("\n=== demo summary ===\n{}", summary.report());
-    println!(
+    out.line(&format!("\n=== demo summary ===\n{}", summary.report()));
+    out.line(&format!(
         "predictor: {} predictions, {} dead letters, versions used {:?}; retrainer: {} labeled rows, versions made {:?}",
         pstats.predicted, pstats.dead_lettered, pstats.versions, rstats.rows, rstats.versions
-    );
+    ));
     Ok(summary)
 }

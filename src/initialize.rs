@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use crate::bundle::{BundleStore, Manifest, TrainingData};
+use crate::bundling::bundle_files;
 use crate::data::{load_adult, Fetch};
 use crate::train::{fit, SearchConfig};
 
@@ -15,6 +16,22 @@ pub struct InitConfig {
     pub fetch: Fetch,
     pub store: BundleStore,
     pub search: SearchConfig,
+    /// Do nothing when the store already has a current bundle (scripted set-ups that run this on
+    /// every start, the demo, the load test).
+    pub if_missing: bool,
+}
+
+impl InitConfig {
+    /// Defaults: data from `data/` (downloaded when missing), the given store and search.
+    pub fn new(store: BundleStore, search: SearchConfig) -> Self {
+        InitConfig {
+            data_dir: crate::defaults::DATA_DIR.into(),
+            fetch: Fetch::default(),
+            store,
+            search,
+            if_missing: false,
+        }
+    }
 }
 
 /// Errors of `initialize`, each already carrying the file or setting at fault.
@@ -22,14 +39,32 @@ pub struct InitConfig {
 pub enum InitError {
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
-    #[error(transparent)]
+    #[error("training failed")]
     Train(#[from] crate::train::TrainError),
     #[error(transparent)]
     Bundle(#[from] crate::bundle::BundleError),
 }
 
-/// Runs `initialize`; returns the manifest of the stored version.
-pub fn run(config: &InitConfig) -> Result<Manifest, InitError> {
+/// What `initialize` did.
+#[derive(Debug, Clone)]
+pub enum Initialized {
+    /// It trained and stored this version.
+    Trained(Manifest),
+    /// `if_missing` was set and the store already had this current version.
+    AlreadyThere(u32),
+}
+
+/// Runs `initialize`.
+pub fn run(config: &InitConfig) -> Result<Initialized, InitError> {
+    if config.if_missing {
+        if let Some(v) = config.store.current()? {
+            return Ok(Initialized::AlreadyThere(v));
+        }
+        tracing::info!(
+            "no bundle yet: running initialize with {} evaluations",
+            config.search.max_evals
+        );
+    }
     let data = load_adult(&config.data_dir, &config.fetch)?;
     tracing::info!(
         "loaded {} training rows and {} test rows from {}",
@@ -38,30 +73,11 @@ pub fn run(config: &InitConfig) -> Result<Manifest, InitError> {
         config.data_dir.display()
     );
     let trained = fit(&data.train, Some(&data.test), &config.search)?;
-    let files = trained.into_files(
+    let files = bundle_files(
+        trained,
         &config.search,
         None,
-        TrainingData {
-            base_file: "adult.data".into(),
-            base_sha256: data.train_sha256.clone(),
-            base_rows: data.train.len(),
-            stream_rows: 0,
-            stream_offsets: Default::default(),
-        },
+        TrainingData::adult_data(&data.train_sha256, data.train.len()),
     );
-    let manifest = config.store.save(files, true)?;
-    Ok(manifest)
-}
-
-/// Runs `initialize` only if the store has no current bundle; returns the new manifest if it
-/// trained one. For the demo and the load test, which bootstrap themselves.
-pub fn ensure_bundle(config: &InitConfig) -> Result<Option<Manifest>, InitError> {
-    if config.store.current()?.is_some() {
-        return Ok(None);
-    }
-    tracing::info!(
-        "no bundle yet: running initialize with {} evaluations",
-        config.search.max_evals
-    );
-    run(config).map(Some)
+    Ok(Initialized::Trained(config.store.save(files, true)?))
 }

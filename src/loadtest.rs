@@ -3,25 +3,28 @@
 //! record from its send to its prediction's arrival (p50 / p95 / p99 / max). Predictors run in
 //! this process (`predictors > 0`) or are already running elsewhere (`predictors == 0`).
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::bundle::BundleStore;
-use crate::data::{ensure_file, Fetch};
+use crate::data::{ensure_file, Fetch, TEST_FILE};
+use crate::defaults;
 use crate::initialize::{self, InitConfig};
+use crate::kafka::{kafka_or_embedded, BrokerError, KafkaSettings};
 use crate::predictor::{self, PredictorConfig, PredictorStats};
 use crate::producer::{self, Input, ProducerConfig, Summary};
-use crate::stream::embedded::kafka_or_embedded;
-use crate::stream::StreamError;
+use crate::settings::Rate;
 use crate::train::SearchConfig;
 
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// Kafka to use; `None` starts the embedded broker.
-    pub brokers: Option<String>,
-    pub partitions: i32,
+    /// Topics, partitions and client settings; the brokers too unless `embedded`.
+    pub kafka: KafkaSettings,
+    /// Start an embedded broker instead of using `kafka.brokers`.
+    pub embedded: bool,
     pub store: BundleStore,
     pub data_dir: PathBuf,
     /// Records measured (adult.test rows, repeated as needed).
@@ -29,15 +32,36 @@ pub struct LoadConfig {
     /// Records sent before the measured run and waited for, so that consumer-group joins and
     /// bundle loading are not measured.
     pub warmup: usize,
-    /// Records a second; 0 sends as fast as possible.
-    pub rate: f64,
+    pub rate: Rate,
     /// Predictor instances run here (0: rely on predictors running elsewhere).
     pub predictors: usize,
     /// Most records a predictor scores in one batch, and how long a batch waits for more.
-    pub max_batch: usize,
+    pub max_batch: NonZeroUsize,
     pub linger: Duration,
     /// How long to wait for the last predictions.
     pub wait: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("bootstrapping a bundle failed")]
+    Init(#[from] crate::initialize::InitError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error("a predictor failed")]
+    Predictor(#[from] predictor::PredictorError),
+    #[error("the producer failed")]
+    Producer(#[from] producer::ProducerError),
+    #[error("warm-up: {missing} of {sent} records got no prediction within {waited:?}")]
+    WarmUp {
+        missing: usize,
+        sent: usize,
+        waited: Duration,
+    },
+    #[error("a worker thread failed")]
+    Join(#[from] tokio::task::JoinError),
 }
 
 /// What the load test measured.
@@ -66,26 +90,15 @@ impl LoadReport {
 }
 
 /// Runs the load test.
-pub async fn run(
-    config: LoadConfig,
-    shutdown: CancellationToken,
-) -> Result<LoadReport, StreamError> {
-    let (_broker, kafka) = kafka_or_embedded(config.brokers.as_deref(), config.partitions).await?;
-    let init = InitConfig {
-        data_dir: config.data_dir.clone(),
-        fetch: Fetch::default(),
-        store: config.store.clone(),
-        search: SearchConfig {
-            max_evals: 5,
-            folds: 3,
-            seed: 1,
-            threads: crate::cli::default_threads(),
-            progress: false,
-        },
-    };
-    tokio::task::spawn_blocking(move || initialize::ensure_bundle(&init))
-        .await?
-        .map_err(|e| StreamError::Setup(e.to_string()))?;
+pub async fn run(config: LoadConfig, shutdown: CancellationToken) -> Result<LoadReport, LoadError> {
+    let (_broker, kafka) = kafka_or_embedded(config.kafka.clone(), config.embedded).await?;
+    let mut init = InitConfig::new(
+        config.store.clone(),
+        SearchConfig::with_budget(defaults::loadtest::MAX_EVALS),
+    );
+    init.data_dir = config.data_dir.clone();
+    init.if_missing = true;
+    tokio::task::spawn_blocking(move || initialize::run(&init)).await??;
 
     let services = shutdown.child_token();
     let predictors: Vec<_> = (0..config.predictors)
@@ -99,17 +112,12 @@ pub async fn run(
         })
         .collect();
 
-    let input = Input::Uci(ensure_file(
-        &config.data_dir,
-        "adult.test",
-        &Fetch::default(),
-    )?);
-    let producer_config = |records: usize, rate: f64| {
+    let input = Input::Uci(ensure_file(&config.data_dir, TEST_FILE, &Fetch::default())?);
+    let producer_config = |records: usize, rate: Rate| {
         let mut c = ProducerConfig::new(kafka.clone(), input.clone());
         c.limit = Some(records);
         c.rate = rate;
         c.wait = config.wait;
-        c.show_per_sec = 0;
         c
     };
     let producer = kafka.producer()?;
@@ -117,18 +125,17 @@ pub async fn run(
     if config.warmup > 0 {
         let w = producer::run_with(
             &producer,
-            producer_config(config.warmup, 0.0),
+            producer_config(config.warmup, Rate::UNLIMITED),
             shutdown.clone(),
         )
         .await?;
         if !w.missing.is_empty() {
             services.cancel();
-            return Err(StreamError::Setup(format!(
-                "warm-up: {} of {} records got no prediction within {:?}",
-                w.missing.len(),
-                w.sent,
-                config.wait
-            )));
+            return Err(LoadError::WarmUp {
+                missing: w.missing.len(),
+                sent: w.sent,
+                waited: config.wait,
+            });
         }
     }
     let warmup = started.elapsed();

@@ -1,55 +1,58 @@
 //! The whole pipeline in one process, on an embedded Kafka broker unless --brokers is given.
 
-use std::path::PathBuf;
+use std::num::NonZeroUsize;
 
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{default_threads, shutdown_on_signals, StoreArgs, DEFAULT_DATA_DIR};
+use census_stream::cli::{
+    shutdown_on_signals, DataArgs, EmbeddedOrKafkaArgs, SearchArgs, StoreArgs,
+};
+use census_stream::defaults::demo;
 use census_stream::demo::{run, DemoConfig};
+use census_stream::producer::Sink;
+use census_stream::settings::{positive, Rate};
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Flags {
-    /// A real Kafka to use instead of the embedded broker.
-    #[arg(long, env = "KAFKA_BROKERS")]
-    brokers: Option<String>,
+    #[command(flatten)]
+    kafka: EmbeddedOrKafkaArgs,
     #[command(flatten)]
     store: StoreArgs,
-    #[arg(long, env = "CENSUS_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
     /// Rows streamed (from adult.test).
-    #[arg(long, default_value_t = 6000)]
+    #[arg(long, default_value_t = demo::ROWS)]
     rows: usize,
-    /// Records a second.
-    #[arg(long, default_value_t = 500.0)]
-    rate: f64,
+    /// Records a second (0: as fast as possible).
+    #[arg(long, default_value_t = Rate::new(demo::RATE).unwrap(), allow_negative_numbers = true)]
+    rate: Rate,
     /// Retrain after this many new labeled rows.
-    #[arg(long, default_value_t = 2000)]
-    retrain_every: usize,
+    #[arg(long, default_value_t = demo::RETRAIN_EVERY, value_parser = positive)]
+    retrain_every: NonZeroUsize,
     /// Hyperparameter evaluations of the bootstrap and of each retrain.
-    #[arg(long, default_value_t = 5)]
-    max_evals: usize,
-    #[arg(long, default_value_t = default_threads())]
-    threads: usize,
-    #[arg(long, default_value_t = 6)]
-    partitions: i32,
+    #[arg(long, default_value_t = demo::MAX_EVALS, value_parser = positive)]
+    max_evals: NonZeroUsize,
+    #[command(flatten)]
+    search: SearchArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     census_stream::logging::init();
     let flags = Flags::parse();
+    let (kafka, embedded) = flags.kafka.settings();
     let config = DemoConfig {
-        brokers: flags.brokers,
-        data_dir: flags.data_dir,
+        kafka,
+        embedded,
+        data_dir: flags.data.data_dir,
         store: flags.store.store(),
         rows: flags.rows,
         rate: flags.rate,
         retrain_every: flags.retrain_every,
-        max_evals: flags.max_evals,
-        threads: flags.threads,
-        partitions: flags.partitions,
+        search: flags.search.config(flags.max_evals),
+        sink: Sink::stdout(),
     };
     let summary = run(config, shutdown_on_signals())
         .await

@@ -2,37 +2,30 @@
 //! the final model and stores it as a new bundle version.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::num::NonZeroUsize;
 
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{default_threads, StoreArgs, DEFAULT_DATA_DIR};
+use census_stream::cli::{DataArgs, SearchArgs, StoreArgs};
 use census_stream::data::Fetch;
-use census_stream::initialize::{run, InitConfig};
-use census_stream::train::SearchConfig;
+use census_stream::defaults;
+use census_stream::initialize::{run, InitConfig, Initialized};
+use census_stream::settings::positive;
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Flags {
-    /// Folder holding adult.data and adult.test (downloaded from UCI if missing).
-    #[arg(long, env = "CENSUS_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
     /// Never download missing data files.
     #[arg(long)]
     offline: bool,
     /// Hyperparameter evaluations (each one a full cross-validation).
-    #[arg(long, default_value_t = 50)]
-    max_evals: usize,
-    /// Seed of the folds, the search and LightGBM.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Cross-validation folds.
-    #[arg(long, default_value_t = 3)]
-    folds: usize,
-    /// Evaluations run in parallel (default: all cores).
-    #[arg(long, default_value_t = default_threads())]
-    threads: usize,
+    #[arg(long, default_value_t = defaults::INIT_MAX_EVALS, value_parser = positive)]
+    max_evals: NonZeroUsize,
+    #[command(flatten)]
+    search: SearchArgs,
     /// Do nothing if the store already has a current bundle (for scripted set-ups that run this
     /// on every start).
     #[arg(long)]
@@ -44,33 +37,27 @@ struct Flags {
 fn main() -> anyhow::Result<()> {
     census_stream::logging::init();
     let flags = Flags::parse();
-    if flags.if_missing {
-        if let Some(v) = flags.store.store().current().context("reading the store")? {
+    let mut search = flags.search.config(flags.max_evals);
+    search.progress = std::io::stderr().is_terminal();
+    let mut config = InitConfig::new(flags.store.store(), search);
+    config.data_dir = flags.data.data_dir;
+    config.fetch = if flags.offline {
+        Fetch::Never
+    } else {
+        Fetch::default()
+    };
+    config.if_missing = flags.if_missing;
+    let started = std::time::Instant::now();
+    let manifest = match run(&config).context("initialize failed")? {
+        Initialized::AlreadyThere(v) => {
             println!(
                 "bundle v{v} is already in {}: nothing to do (--if-missing)",
                 flags.store.models_dir.display()
             );
             return Ok(());
         }
-    }
-    let config = InitConfig {
-        data_dir: flags.data_dir,
-        fetch: if flags.offline {
-            Fetch::Never
-        } else {
-            Fetch::default()
-        },
-        store: flags.store.store(),
-        search: SearchConfig {
-            max_evals: flags.max_evals,
-            folds: flags.folds,
-            seed: flags.seed,
-            threads: flags.threads,
-            progress: std::io::stderr().is_terminal(),
-        },
+        Initialized::Trained(m) => m,
     };
-    let started = std::time::Instant::now();
-    let manifest = run(&config).context("initialize failed")?;
     println!(
         "bundle v{} written to {} (CV log loss {:.5}, {} rounds, {} evaluations, {:.1} s in all; {})",
         manifest.version,

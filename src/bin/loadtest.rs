@@ -1,48 +1,46 @@
 //! Load test: N records through Kafka (embedded broker unless --brokers is given), measured
 //! from the first send to the last prediction.
 
-use std::path::PathBuf;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{shutdown_on_signals, StoreArgs, DEFAULT_DATA_DIR};
+use census_stream::cli::{shutdown_on_signals, DataArgs, EmbeddedOrKafkaArgs, StoreArgs};
+use census_stream::defaults::{self, loadtest};
 use census_stream::loadtest::{run, LoadConfig};
+use census_stream::settings::{positive, Rate};
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Flags {
-    /// A real Kafka to use instead of the embedded broker.
-    #[arg(long, env = "KAFKA_BROKERS")]
-    brokers: Option<String>,
-    /// Partitions of census.requests and census.predictions when this creates them.
-    #[arg(long, env = "CENSUS_PARTITIONS", default_value_t = 6)]
-    partitions: i32,
+    #[command(flatten)]
+    kafka: EmbeddedOrKafkaArgs,
     #[command(flatten)]
     store: StoreArgs,
-    #[arg(long, env = "CENSUS_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
     /// Records measured (adult.test rows, repeated as needed).
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = loadtest::RECORDS)]
     records: usize,
     /// Records sent and waited for before the measured run.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = loadtest::WARMUP)]
     warmup: usize,
     /// Records a second (0: as fast as possible).
-    #[arg(long, default_value_t = 0.0)]
-    rate: f64,
+    #[arg(long, default_value_t = Rate::UNLIMITED, allow_negative_numbers = true)]
+    rate: Rate,
     /// Predictor instances in this process (0: predictors already running elsewhere).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = loadtest::PREDICTORS)]
     predictors: usize,
     /// Most records a predictor scores in one batch.
-    #[arg(long, default_value_t = 1024)]
-    max_batch: usize,
+    #[arg(long, default_value_t = defaults::MAX_BATCH, value_parser = positive)]
+    max_batch: NonZeroUsize,
     /// Milliseconds a batch waits for more records after its first.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::PREDICTOR_LINGER.as_millis() as u64)]
     linger_ms: u64,
     /// Seconds to wait for the last predictions.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = loadtest::WAIT_SECS)]
     wait_secs: u64,
 }
 
@@ -50,11 +48,12 @@ struct Flags {
 async fn main() -> anyhow::Result<()> {
     census_stream::logging::init();
     let f = Flags::parse();
+    let (kafka, embedded) = f.kafka.settings();
     let config = LoadConfig {
-        brokers: f.brokers.clone(),
-        partitions: f.partitions,
+        kafka,
+        embedded,
         store: f.store.store(),
-        data_dir: f.data_dir,
+        data_dir: f.data.data_dir,
         records: f.records,
         warmup: f.warmup,
         rate: f.rate,
@@ -69,12 +68,11 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "\n=== load test: {} records, rate {}, broker {}, {} predictor(s) here ===",
         f.records,
-        if f.rate > 0.0 {
-            format!("{} records/s", f.rate)
-        } else {
-            "as fast as possible".into()
+        match f.rate.per_sec() {
+            Some(r) => format!("{r} records/s"),
+            None => "as fast as possible".into(),
         },
-        f.brokers.as_deref().unwrap_or("embedded"),
+        f.kafka.brokers.as_deref().unwrap_or("embedded"),
         f.predictors
     );
     print!("{}", report.text());

@@ -2,13 +2,16 @@
 //! `census.predictions`, dead-letters what it cannot score, hot-swaps bundles from
 //! `census.models`.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{shutdown_on_signals, KafkaArgs, StoreArgs, PREDICTOR_GROUP};
+use census_stream::cli::{shutdown_on_signals, KafkaArgs, StoreArgs};
+use census_stream::defaults;
 use census_stream::predictor::{run, PredictorConfig};
+use census_stream::settings::positive;
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -20,14 +23,14 @@ struct Flags {
     /// Start without local bundles: wait for one on census.models.
     #[arg(long)]
     no_local_bundle: bool,
-    #[arg(long, default_value = PREDICTOR_GROUP)]
+    #[arg(long, default_value = defaults::PREDICTOR_GROUP)]
     group: String,
     /// Most records scored in one batch.
-    #[arg(long, default_value_t = 1024)]
-    max_batch: usize,
+    #[arg(long, default_value_t = defaults::MAX_BATCH, value_parser = positive)]
+    max_batch: NonZeroUsize,
     /// Milliseconds a batch waits for more records after its first (0: it takes what has
     /// arrived; batches still grow under load, while the previous batch is scored and sent).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::PREDICTOR_LINGER.as_millis() as u64)]
     linger_ms: u64,
 }
 
@@ -35,9 +38,7 @@ struct Flags {
 async fn main() -> anyhow::Result<()> {
     census_stream::logging::init();
     let flags = Flags::parse();
-    let settings = flags.kafka.settings();
-    settings.ensure_topics().await.context("creating topics")?;
-    let mut config = PredictorConfig::new(settings);
+    let mut config = PredictorConfig::new(flags.kafka.settings());
     config.group = flags.group;
     config.max_batch = flags.max_batch;
     config.linger = Duration::from_millis(flags.linger_ms);

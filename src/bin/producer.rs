@@ -6,9 +6,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{shutdown_on_signals, KafkaArgs, DEFAULT_DATA_DIR};
-use census_stream::data::{ensure_file, Fetch};
-use census_stream::producer::{run, Input, ProducerConfig};
+use census_stream::cli::{shutdown_on_signals, DataArgs, KafkaArgs};
+use census_stream::defaults;
+use census_stream::producer::{run, Input, ProducerConfig, Sink};
+use census_stream::settings::Rate;
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -18,20 +19,21 @@ struct Flags {
     /// Rows to send: a CSV in UCI format, or JSON lines (`.jsonl`/`.json`). Default: adult.test.
     #[arg(long)]
     input: Option<PathBuf>,
-    #[arg(long, env = "CENSUS_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
     /// Records a second (0: as fast as possible).
-    #[arg(long, default_value_t = 100.0)]
-    rate: f64,
+    #[arg(long, default_value_t = Rate::new(defaults::PRODUCER_RATE).unwrap(),
+          allow_negative_numbers = true)]
+    rate: Rate,
     /// Records to send; the input repeats when it has fewer (for load tests). Default: the
     /// input once.
     #[arg(long)]
     limit: Option<usize>,
     /// Seconds to wait for the last predictions.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = defaults::PRODUCER_WAIT.as_secs())]
     wait_secs: u64,
     /// Prediction lines printed a second at most (0: only the summary).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = defaults::SHOW_PER_SEC)]
     show_per_sec: u32,
 }
 
@@ -39,28 +41,15 @@ struct Flags {
 async fn main() -> anyhow::Result<()> {
     census_stream::logging::init();
     let flags = Flags::parse();
-    let input = match flags.input {
-        Some(p)
-            if matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("jsonl" | "json")
-            ) =>
-        {
-            Input::JsonLines(p)
-        }
-        Some(p) => Input::Uci(p),
-        None => Input::Uci(ensure_file(
-            &flags.data_dir,
-            "adult.test",
-            &Fetch::default(),
-        )?),
+    let input = match &flags.input {
+        Some(p) => Input::from_path(p),
+        None => Input::AdultTest(flags.data.data_dir.clone()),
     };
-    let settings = flags.kafka.settings();
-    settings.ensure_topics().await.context("creating topics")?;
-    let mut config = ProducerConfig::new(settings, input);
+    let mut config = ProducerConfig::new(flags.kafka.settings(), input);
     config.rate = flags.rate;
     config.limit = flags.limit;
     config.wait = Duration::from_secs(flags.wait_secs);
+    config.sink = Some(Sink::stdout());
     config.show_per_sec = flags.show_per_sec;
     let summary = run(config, shutdown_on_signals())
         .await

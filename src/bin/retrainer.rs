@@ -1,16 +1,16 @@
 //! The retrainer: keeps every labeled row of `census.requests`, retrains every N rows, stores and
 //! announces each new bundle version on `census.models`.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{
-    default_threads, shutdown_on_signals, KafkaArgs, StoreArgs, DEFAULT_DATA_DIR, RETRAINER_GROUP,
-};
-use census_stream::data::Fetch;
+use census_stream::cli::{shutdown_on_signals, DataArgs, KafkaArgs, SearchArgs, StoreArgs};
+use census_stream::defaults;
 use census_stream::retrainer::{run, RetrainerConfig};
+use census_stream::settings::positive;
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -19,43 +19,39 @@ struct Flags {
     kafka: KafkaArgs,
     #[command(flatten)]
     store: StoreArgs,
-    /// Folder holding adult.data, the base training rows.
-    #[arg(long, env = "CENSUS_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
     /// File keeping the labeled stream rows (default: stream_rows.jsonl in the models folder).
     #[arg(long)]
     rows_file: Option<PathBuf>,
     /// Retrain after this many new labeled rows.
-    #[arg(long, default_value_t = 1000)]
-    retrain_every: usize,
+    #[arg(long, default_value_t = defaults::RETRAIN_EVERY, value_parser = positive)]
+    retrain_every: NonZeroUsize,
     /// Hyperparameter evaluations per retrain.
-    #[arg(long, default_value_t = 10)]
-    max_evals: usize,
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    #[arg(long, default_value_t = default_threads())]
-    threads: usize,
-    #[arg(long, default_value = RETRAINER_GROUP)]
+    #[arg(long, default_value_t = defaults::RETRAIN_MAX_EVALS, value_parser = positive)]
+    max_evals: NonZeroUsize,
+    #[command(flatten)]
+    search: SearchArgs,
+    #[arg(long, default_value = defaults::RETRAINER_GROUP)]
     group: String,
+    /// Most records stored in one batch.
+    #[arg(long, default_value_t = defaults::MAX_BATCH, value_parser = positive)]
+    max_batch: NonZeroUsize,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     census_stream::logging::init();
     let flags = Flags::parse();
-    let settings = flags.kafka.settings();
-    settings.ensure_topics().await.context("creating topics")?;
-    let mut config = RetrainerConfig::new(settings, flags.store.store());
+    let mut config = RetrainerConfig::new(flags.kafka.settings(), flags.store.store());
     config.group = flags.group;
-    config.data_dir = flags.data_dir;
-    config.fetch = Fetch::default();
+    config.data_dir = flags.data.data_dir;
     if let Some(f) = flags.rows_file {
         config.rows_file = f;
     }
     config.retrain_every = flags.retrain_every;
-    config.search.max_evals = flags.max_evals;
-    config.search.seed = flags.seed;
-    config.search.threads = flags.threads;
+    config.search = flags.search.config(flags.max_evals);
+    config.max_batch = flags.max_batch;
     let stats = run(config, shutdown_on_signals(), |_| {})
         .await
         .context("retrainer failed")?;

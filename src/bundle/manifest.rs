@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::train::{Hyperparams, Metrics};
+use crate::hyper::Hyperparams;
+pub use crate::metrics::CvSummary;
+use crate::metrics::Metrics;
 
 /// Bump when the manifest's layout changes incompatibly.
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -21,16 +23,6 @@ pub fn manifest_file(version: u32) -> String {
     format!("manifest_v{version:04}.json")
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CvSummary {
-    pub folds: usize,
-    pub log_loss: f64,
-    pub best_rounds: usize,
-    pub evaluations: usize,
-    pub seed: u64,
-    pub search_seconds: f64,
-}
-
 /// What a version was trained on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingData {
@@ -41,6 +33,19 @@ pub struct TrainingData {
     pub stream_rows: usize,
     /// Per `topic/partition`: the next offset after the last stream row used.
     pub stream_offsets: BTreeMap<String, i64>,
+}
+
+impl TrainingData {
+    /// Trained on the rows of adult.data (`rows` of them, whose file has `sha256`) alone.
+    pub fn adult_data(sha256: &str, rows: usize) -> Self {
+        TrainingData {
+            base_file: crate::data::TRAIN_FILE.to_owned(),
+            base_sha256: sha256.to_owned(),
+            base_rows: rows,
+            stream_rows: 0,
+            stream_offsets: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

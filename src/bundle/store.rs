@@ -137,12 +137,15 @@ impl BundleStore {
         )
     }
 
+    /// The promoted version, an error saying to run `initialize` when there is none.
+    pub fn current_version(&self) -> Result<u32, BundleError> {
+        self.current()?
+            .ok_or_else(|| BundleError::NoCurrent(self.models.clone()))
+    }
+
     /// Loads the promoted version.
     pub fn load_current(&self) -> Result<Bundle, BundleError> {
-        match self.current()? {
-            Some(v) => self.load(v),
-            None => Err(BundleError::NoCurrent(self.models.clone())),
-        }
+        self.load(self.current_version()?)
     }
 
     /// Stores a new version of `files` above every version in use, filling in its number, file

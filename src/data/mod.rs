@@ -7,8 +7,15 @@ mod uci;
 use std::path::{Path, PathBuf};
 
 pub use download::{download, known_sha256, UCI_BASE_URL};
-pub use schema::{check_numeric, label_text, parse_label, CensusRow, LabeledRow, COLUMNS};
+pub use schema::{
+    check_numeric, label_text, parse_label, CensusRow, ImpossibleValue, LabeledRow, COLUMNS,
+};
 pub use uci::read_labeled;
+
+/// The training file of the Adult data set.
+pub const TRAIN_FILE: &str = "adult.data";
+/// The test file: what `initialize` evaluates on, and what the producer streams by default.
+pub const TEST_FILE: &str = "adult.test";
 
 /// Errors reading the data set. Each names the file, and the line and field where it applies.
 #[derive(Debug, thiserror::Error)]
@@ -78,13 +85,20 @@ pub fn ensure_file(dir: &Path, file: &str, fetch: &Fetch) -> Result<PathBuf, Dat
 
 /// Loads adult.data and adult.test from `dir`, fetching missing files as `fetch` allows.
 pub fn load_adult(dir: &Path, fetch: &Fetch) -> Result<AdultData, DataError> {
-    let train_path = ensure_file(dir, "adult.data", fetch)?;
-    let test_path = ensure_file(dir, "adult.test", fetch)?;
-    let train_bytes =
-        std::fs::read(&train_path).map_err(|e| DataError::Io(train_path.clone(), e))?;
+    let (train, train_sha256) = load_training_rows(dir, fetch)?;
     Ok(AdultData {
-        train: read_labeled(&train_path)?,
-        test: read_labeled(&test_path)?,
-        train_sha256: crate::atomic::sha256_hex(&train_bytes),
+        train,
+        test: read_labeled(&ensure_file(dir, TEST_FILE, fetch)?)?,
+        train_sha256,
     })
+}
+
+/// The rows of adult.data and the file's sha256 (its identity in every manifest).
+pub fn load_training_rows(
+    dir: &Path,
+    fetch: &Fetch,
+) -> Result<(Vec<LabeledRow>, String), DataError> {
+    let path = ensure_file(dir, TRAIN_FILE, fetch)?;
+    let bytes = std::fs::read(&path).map_err(|e| DataError::Io(path.clone(), e))?;
+    Ok((read_labeled(&path)?, crate::atomic::sha256_hex(&bytes)))
 }

@@ -68,19 +68,38 @@ pub fn label_text(label: bool) -> &'static str {
     }
 }
 
-/// Why a numeric answer is impossible, if it is: the stream's and the CLI's shared validation.
-pub fn check_numeric(field: &str, value: f64) -> Result<(), String> {
+/// A numeric answer no person can give.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ImpossibleValue {
+    #[error("{field} is not a finite number")]
+    NotFinite { field: &'static str },
+    #[error("{field} = {value} is outside {low}..={high}")]
+    OutOfRange {
+        field: &'static str,
+        value: f64,
+        low: f64,
+        high: f64,
+    },
+}
+
+/// Checks one numeric answer: the stream's and the CLI's shared validation.
+pub fn check_numeric(field: &'static str, value: f64) -> Result<(), ImpossibleValue> {
     if !value.is_finite() {
-        return Err(format!("{field} is not a finite number"));
+        return Err(ImpossibleValue::NotFinite { field });
     }
-    let (lo, hi) = match field {
+    let (low, high) = match field {
         "age" => (0.0, 130.0),
         "hours_per_week" => (0.0, 168.0),
         "education_num" => (0.0, 30.0),
         _ => (0.0, f64::MAX),
     };
-    if value < lo || value > hi {
-        return Err(format!("{field} = {value} is outside {lo}..={hi}"));
+    if value < low || value > high {
+        return Err(ImpossibleValue::OutOfRange {
+            field,
+            value,
+            low,
+            high,
+        });
     }
     Ok(())
 }
@@ -99,7 +118,7 @@ impl CensusRow {
     }
 
     /// Checks every numeric field with [`check_numeric`].
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ImpossibleValue> {
         self.numeric_fields()
             .iter()
             .try_for_each(|(name, value)| check_numeric(name, *value))
@@ -120,7 +139,10 @@ mod tests {
 
     #[test]
     fn impossible_values_are_named() {
-        assert!(check_numeric("age", -1.0).unwrap_err().contains("age"));
+        assert!(check_numeric("age", -1.0)
+            .unwrap_err()
+            .to_string()
+            .contains("age"));
         assert!(check_numeric("hours_per_week", 169.0).is_err());
         assert!(check_numeric("hours_per_week", 168.0).is_ok());
         assert!(check_numeric("fnlwgt", f64::NAN).is_err());

@@ -38,7 +38,8 @@ pub fn read_labeled(path: &Path) -> Result<Vec<LabeledRow>, DataError> {
             let value: f64 = text.parse().map_err(|_| {
                 malformed(path, line, COLUMNS[c], format!("`{text}` is not a number"))
             })?;
-            check_numeric(COLUMNS[c], value).map_err(|e| malformed(path, line, COLUMNS[c], e))?;
+            check_numeric(COLUMNS[c], value)
+                .map_err(|e| malformed(path, line, COLUMNS[c], e.to_string()))?;
             Ok(value)
         };
         let text = |c: usize| field(c).map(str::to_owned);

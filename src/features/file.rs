@@ -14,12 +14,20 @@ pub enum ProcessorFileError {
     BadMagic,
     #[error("processor format version {found}; this build reads version {expected}")]
     Version { found: u32, expected: u32 },
-    #[error("corrupted processor payload: {0}")]
-    Decode(String),
+    #[error("corrupted processor payload")]
+    Decode(#[source] bincode::error::DecodeError),
     #[error("processor payload has {0} trailing bytes")]
     Trailing(usize),
-    #[error("invalid processor: {0}")]
-    Invalid(String),
+    #[error(
+        "feature schema mismatch: {found:?} numeric, categorical and crossed columns; \
+         expected {expected:?}"
+    )]
+    Schema {
+        found: [usize; 3],
+        expected: [usize; 3],
+    },
+    #[error("a numeric scaler has an invalid range")]
+    ScalerRange,
 }
 
 fn config() -> bincode::config::Configuration {
@@ -55,13 +63,11 @@ impl FeatureProcessor {
         }
         let (processor, used): (FeatureProcessor, usize) =
             bincode::serde::decode_from_slice(payload, config())
-                .map_err(|e| ProcessorFileError::Decode(e.to_string()))?;
+                .map_err(ProcessorFileError::Decode)?;
         if used != payload.len() {
             return Err(ProcessorFileError::Trailing(payload.len() - used));
         }
-        processor
-            .check_shape()
-            .map_err(ProcessorFileError::Invalid)?;
+        processor.check_shape()?;
         Ok(processor)
     }
 }

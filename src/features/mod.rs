@@ -210,28 +210,22 @@ impl FeatureProcessor {
     }
 
     /// Checks that a deserialized processor has the shape this build expects.
-    fn check_shape(&self) -> Result<(), String> {
+    fn check_shape(&self) -> Result<(), ProcessorFileError> {
         if self.scalers.len() != NUMERIC.len()
             || self.encoders.len() != CATEGORICAL.len()
             || self.crosses.len() != CROSSED.len()
         {
-            return Err(format!(
-                "feature schema mismatch: {} numeric, {} categorical, {} crossed columns; \
-                 expected {}, {}, {}",
-                self.scalers.len(),
-                self.encoders.len(),
-                self.crosses.len(),
-                NUMERIC.len(),
-                CATEGORICAL.len(),
-                CROSSED.len()
-            ));
+            return Err(ProcessorFileError::Schema {
+                found: [self.scalers.len(), self.encoders.len(), self.crosses.len()],
+                expected: [NUMERIC.len(), CATEGORICAL.len(), CROSSED.len()],
+            });
         }
         if self
             .scalers
             .iter()
             .any(|s| !(s.min.is_finite() && s.max.is_finite() && s.min <= s.max))
         {
-            return Err("a numeric scaler has an invalid range".into());
+            return Err(ProcessorFileError::ScalerRange);
         }
         Ok(())
     }

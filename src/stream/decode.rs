@@ -14,6 +14,8 @@ pub enum Fault {
     MissingField,
     WrongType,
     ImpossibleValue,
+    /// The record decoded, but the model failed to score it.
+    ScoringFailed,
 }
 
 impl Fault {
@@ -25,6 +27,7 @@ impl Fault {
             Fault::MissingField => "missing_field",
             Fault::WrongType => "wrong_type",
             Fault::ImpossibleValue => "impossible_value",
+            Fault::ScoringFailed => "scoring_failed",
         }
     }
 }
@@ -36,7 +39,7 @@ pub struct Rejection {
     pub detail: String,
 }
 
-fn reject(fault: Fault, detail: impl Into<String>) -> Rejection {
+pub(crate) fn reject(fault: Fault, detail: impl Into<String>) -> Rejection {
     Rejection {
         fault,
         detail: detail.into(),
@@ -64,7 +67,7 @@ pub fn decode_request(payload: Option<&[u8]>) -> Result<Request, Rejection> {
     request
         .record
         .validate()
-        .map_err(|e| reject(Fault::ImpossibleValue, e))?;
+        .map_err(|e| reject(Fault::ImpossibleValue, e.to_string()))?;
     if let Some(label) = &request.income_bracket {
         if parse_label(label).is_none() {
             return Err(reject(

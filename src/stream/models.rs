@@ -12,8 +12,32 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::messages::{ModelMessage, MODEL_KEY};
-use super::{KafkaSettings, StreamError};
-use crate::bundle::{Bundle, BundleFiles};
+use crate::bundle::{Bundle, BundleError, BundleFiles};
+use crate::kafka::{BrokerError, KafkaSettings};
+
+/// Why a bundle could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the model text of v{version} is not UTF-8")]
+    NotUtf8 {
+        version: u32,
+        #[source]
+        source: std::str::Utf8Error,
+    },
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// Why a `census.models` record was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RefusedBundle {
+    #[error("not a model message")]
+    NotAModelMessage(#[source] serde_json::Error),
+    #[error("the processor is not base64")]
+    NotBase64(#[source] base64::DecodeError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+}
 
 /// The bundle in use, swapped whole.
 pub type CurrentBundle = Arc<ArcSwapOption<Bundle>>;
@@ -28,9 +52,11 @@ pub async fn publish(
     producer: &FutureProducer,
     topic: &str,
     files: &BundleFiles,
-) -> Result<(), StreamError> {
-    let msg = ModelMessage::from_files(files)
-        .map_err(|e| StreamError::Setup(format!("model text is not UTF-8: {e}")))?;
+) -> Result<(), PublishError> {
+    let msg = ModelMessage::from_files(files).map_err(|source| PublishError::NotUtf8 {
+        version: files.manifest.version,
+        source,
+    })?;
     let payload = serde_json::to_vec(&msg).expect("model message serializes");
     producer
         .send(
@@ -38,9 +64,9 @@ pub async fn publish(
             Duration::from_secs(30),
         )
         .await
-        .map_err(|(e, _)| StreamError::Delivery {
+        .map_err(|(source, _)| BrokerError::Delivery {
             topic: topic.to_owned(),
-            reason: e.to_string(),
+            source,
         })?;
     tracing::info!(
         "published bundle v{} on {topic} ({} bytes before compression)",
@@ -51,13 +77,11 @@ pub async fn publish(
 }
 
 /// Verifies and loads a `census.models` payload (CPU work: call off the runtime).
-pub fn load_model_message(payload: &[u8]) -> Result<Bundle, String> {
+pub fn load_model_message(payload: &[u8]) -> Result<Bundle, RefusedBundle> {
     let msg: ModelMessage =
-        serde_json::from_slice(payload).map_err(|e| format!("not a model message: {e}"))?;
-    let files = msg
-        .into_files()
-        .map_err(|e| format!("processor is not base64: {e}"))?;
-    files.load().map_err(|e| e.to_string())
+        serde_json::from_slice(payload).map_err(RefusedBundle::NotAModelMessage)?;
+    let files = msg.into_files().map_err(RefusedBundle::NotBase64)?;
+    Ok(files.load()?)
 }
 
 /// Installs `bundle` if it is newer than the one in use; returns whether it did.
@@ -80,9 +104,11 @@ pub async fn follow(
     loaded: watch::Sender<Option<u32>>,
     who: String,
     shutdown: CancellationToken,
-) -> Result<(), StreamError> {
+) -> Result<(), BrokerError> {
     let consumer: StreamConsumer = settings.reader()?;
-    settings.assign_all(&consumer, &settings.topics.models, false)?;
+    settings
+        .assign_all(&consumer, &settings.topics.models, false)
+        .await?;
     loop {
         let msg = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -103,8 +129,9 @@ pub async fn follow(
                 }
             }
             Err(reason) => tracing::warn!(
-                "{who}: refused a bundle from {}: {reason}; keeping v{}",
+                "{who}: refused a bundle from {}: {}; keeping v{}",
                 settings.topics.models,
+                crate::error_chain(&reason),
                 current_version(&current).map_or("none".into(), |v| v.to_string())
             ),
         }

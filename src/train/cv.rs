@@ -6,8 +6,8 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::lgbm::{LgbmError, TrainSet, Trainer};
-use super::params::Hyperparams;
 use crate::features::N_FEATURES;
+use crate::hyper::Hyperparams;
 
 /// Rounds without improvement of the mean validation loss before a run stops.
 pub const EARLY_STOPPING_ROUNDS: usize = 20;

@@ -3,20 +3,18 @@
 
 mod cv;
 mod lgbm;
-mod metrics;
-mod params;
 mod search;
 
 use std::time::Instant;
 
 pub use cv::{cross_validate, stratified_folds, CvScore, Matrix, EARLY_STOPPING_ROUNDS};
 pub use lgbm::LgbmError;
-pub use metrics::{log_loss, Metrics};
-pub use params::{bounds, Hyperparams, SPACE};
 pub use search::{search, SearchConfig, SearchOutcome, Trial};
 
 use crate::data::LabeledRow;
 use crate::features::FeatureProcessor;
+use crate::hyper::Hyperparams;
+use crate::metrics::Metrics;
 use crate::model::{Model, ModelError};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,10 +23,14 @@ pub enum TrainError {
     Lgbm(#[from] LgbmError),
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error("hyperparameter search failed: {0}")]
-    Search(String),
-    #[error("invalid training settings: {0}")]
-    Config(String),
+    #[error("hyperparameter search failed")]
+    Search(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("hyperparameter search finished no evaluation")]
+    NoEvaluation,
+    #[error("cannot start the search's worker threads")]
+    ThreadPool(#[from] rayon::ThreadPoolBuildError),
+    #[error("{rows} training rows are too few for {folds}-fold cross-validation")]
+    TooFewRows { rows: usize, folds: usize },
 }
 
 /// A freshly trained processor + model, not yet stored.
@@ -75,19 +77,16 @@ pub fn fit(
     test: Option<&[LabeledRow]>,
     config: &SearchConfig,
 ) -> Result<Trained, TrainError> {
-    if config.folds < 2 {
-        return Err(TrainError::Config("--folds must be at least 2".into()));
-    }
-    if train.len() < config.folds * 10 {
-        return Err(TrainError::Config(format!(
-            "{} training rows are too few for {} folds",
-            train.len(),
-            config.folds
-        )));
+    let k = config.folds.get();
+    if train.len() < k * 10 {
+        return Err(TrainError::TooFewRows {
+            rows: train.len(),
+            folds: k,
+        });
     }
     let processor = FeatureProcessor::fit(train.iter().map(|r| &r.row));
     let data = matrix(&processor, train);
-    let folds = stratified_folds(&data.labels, config.folds, config.seed);
+    let folds = stratified_folds(&data.labels, k, config.seed);
     let outcome = search(&data, &folds, config)?;
     let best = outcome.best;
     tracing::info!(
@@ -118,47 +117,4 @@ pub fn fit(
         search: outcome,
         test_metrics,
     })
-}
-
-impl Trained {
-    /// The files of a new bundle version for this training run. The store fills in the version,
-    /// file names and sha256s when it saves them.
-    pub fn into_files(
-        self,
-        config: &SearchConfig,
-        parent_version: Option<u32>,
-        training_data: crate::bundle::TrainingData,
-    ) -> crate::bundle::BundleFiles {
-        use crate::bundle::{CvSummary, Manifest, MANIFEST_FORMAT};
-        let best = self.search.best;
-        let manifest = Manifest {
-            format: MANIFEST_FORMAT,
-            version: 0,
-            parent_version,
-            created_at: chrono::Utc::now(),
-            model_file: String::new(),
-            model_sha256: String::new(),
-            processor_file: String::new(),
-            processor_sha256: String::new(),
-            processor_format_version: crate::features::PROCESSOR_FORMAT_VERSION,
-            feature_names: crate::features::feature_names(),
-            hyperparams: best.params,
-            cv: CvSummary {
-                folds: config.folds,
-                log_loss: best.score.logloss,
-                best_rounds: best.score.rounds,
-                evaluations: self.search.evaluations,
-                seed: config.seed,
-                search_seconds: self.search.elapsed.as_secs_f64(),
-            },
-            test_metrics: self.test_metrics,
-            training_data,
-            promoted: true,
-        };
-        crate::bundle::BundleFiles {
-            manifest,
-            model_text: self.model_text.into_bytes(),
-            processor: self.processor.to_bytes(),
-        }
-    }
 }

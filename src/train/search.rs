@@ -3,6 +3,7 @@
 //! a pool of `threads` workers; every evaluation is deterministic, so the search is
 //! reproducible whatever the thread timing.
 
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -13,20 +14,38 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::cv::{cross_validate, CvScore, Matrix};
-use super::params::{bounds, Hyperparams};
 use super::TrainError;
+use crate::hyper::{bounds, Hyperparams};
+use crate::settings::Folds;
 
 /// Swarm size: ten particles, as few generations as the budget allows.
 const MAX_PARTICLES: usize = 10;
 
-/// Settings of a search.
+/// Settings of a search, valid by construction.
 #[derive(Debug, Clone)]
 pub struct SearchConfig {
-    pub max_evals: usize,
-    pub folds: usize,
+    /// Evaluations, each a full cross-validation.
+    pub max_evals: NonZeroUsize,
+    pub folds: Folds,
+    /// Seed of the folds, the search and LightGBM.
     pub seed: u64,
-    pub threads: usize,
+    /// Evaluations run in parallel.
+    pub threads: NonZeroUsize,
+    /// Show a progress bar on stderr.
     pub progress: bool,
+}
+
+impl SearchConfig {
+    /// A search of `max_evals` evaluations with the default folds and seed, on every core.
+    pub fn with_budget(max_evals: NonZeroUsize) -> Self {
+        SearchConfig {
+            max_evals,
+            folds: Folds::default(),
+            seed: crate::defaults::SEED,
+            threads: crate::defaults::threads(),
+            progress: false,
+        }
+    }
 }
 
 /// One evaluated point.
@@ -88,7 +107,8 @@ impl CvObjective<'_> {
 }
 
 /// The swarm shape for a budget: (particles, generations after the first).
-fn swarm_shape(max_evals: usize) -> (usize, u64) {
+fn swarm_shape(max_evals: NonZeroUsize) -> (usize, u64) {
+    let max_evals = max_evals.get();
     let particles = max_evals.clamp(1, MAX_PARTICLES);
     (particles, ((max_evals / particles).max(1) - 1) as u64)
 }
@@ -99,9 +119,6 @@ pub fn search(
     folds: &[usize],
     config: &SearchConfig,
 ) -> Result<SearchOutcome, TrainError> {
-    if config.max_evals == 0 {
-        return Err(TrainError::Config("--max-evals must be at least 1".into()));
-    }
     let (particles, generations) = swarm_shape(config.max_evals);
     let planned = particles * (generations as usize + 1);
     let bar = if config.progress {
@@ -120,16 +137,15 @@ pub fn search(
     let objective = CvObjective {
         data,
         folds,
-        k: config.folds,
+        k: config.folds.get(),
         seed: config.seed,
         trials: Mutex::new(Vec::with_capacity(planned)),
         bar: bar.clone(),
     };
     let start = std::time::Instant::now();
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(config.threads.max(1))
-        .build()
-        .map_err(|e| TrainError::Config(format!("thread pool: {e}")))?;
+        .num_threads(config.threads.get())
+        .build()?;
     let solver = ParticleSwarm::new(bounds(), particles)
         .with_rng_generator(StdRng::seed_from_u64(config.seed));
     pool.install(|| {
@@ -137,7 +153,7 @@ pub fn search(
             .configure(|state| state.max_iters(generations))
             .run()
     })
-    .map_err(|e| TrainError::Search(e.to_string()))?;
+    .map_err(|e| TrainError::Search(e.into()))?;
     bar.finish_and_clear();
 
     let trials = objective.trials.into_inner().expect("trial list poisoned");
@@ -153,7 +169,7 @@ pub fn search(
                 .then(a.score.rounds.cmp(&b.score.rounds))
                 .then(a.params.learning_rate.total_cmp(&b.params.learning_rate))
         })
-        .ok_or_else(|| TrainError::Search("no evaluation finished".into()))?;
+        .ok_or(TrainError::NoEvaluation)?;
     Ok(SearchOutcome {
         best,
         evaluations: trials.len(),
@@ -164,14 +180,19 @@ pub fn search(
 #[cfg(test)]
 mod tests {
     use super::swarm_shape;
+    use std::num::NonZeroUsize;
+
+    fn nz(n: usize) -> NonZeroUsize {
+        NonZeroUsize::new(n).unwrap()
+    }
 
     #[test]
     fn the_budget_is_never_exceeded() {
         for budget in 1..120 {
-            let (p, g) = swarm_shape(budget);
+            let (p, g) = swarm_shape(nz(budget));
             assert!(p * (g as usize + 1) <= budget, "budget {budget}");
         }
-        assert_eq!(swarm_shape(50), (10, 4));
-        assert_eq!(swarm_shape(5), (5, 0));
+        assert_eq!(swarm_shape(nz(50)), (10, 4));
+        assert_eq!(swarm_shape(nz(5)), (5, 0));
     }
 }

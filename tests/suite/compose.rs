@@ -4,10 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use census_stream::cli::{
-    DEFAULT_BROKERS, DEFAULT_DATA_DIR, DEFAULT_MODELS_DIR, DEFAULT_PROCESSORS_DIR,
+use census_stream::defaults::{
+    BROKERS as DEFAULT_BROKERS, DATA_DIR as DEFAULT_DATA_DIR, MODELS_DIR as DEFAULT_MODELS_DIR,
+    PROCESSORS_DIR as DEFAULT_PROCESSORS_DIR,
 };
-use census_stream::stream::MAX_MESSAGE_BYTES;
+use census_stream::kafka::MAX_MESSAGE_BYTES;
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// The services that run a pipeline binary, and the binary.

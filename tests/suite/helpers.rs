@@ -5,7 +5,8 @@ use std::sync::OnceLock;
 
 use census_stream::bundle::BundleStore;
 use census_stream::data::{ensure_file, load_adult, AdultData, Fetch};
-use census_stream::initialize::{run, InitConfig};
+use census_stream::initialize::{self as init, run, InitConfig};
+use census_stream::settings::Folds;
 use census_stream::train::SearchConfig;
 
 /// The project's data folder, with adult.data and adult.test in it. Outside CI, missing files are
@@ -45,10 +46,10 @@ pub fn temp_store() -> (tempfile::TempDir, BundleStore) {
 /// The search settings of the suite: a small budget, both cores.
 pub fn small_search(max_evals: usize) -> SearchConfig {
     SearchConfig {
-        max_evals,
-        folds: 3,
+        max_evals: std::num::NonZeroUsize::new(max_evals).expect("a budget of at least 1"),
+        folds: Folds::new(3).unwrap(),
         seed: 1,
-        threads: 2,
+        threads: std::num::NonZeroUsize::new(2).unwrap(),
         progress: false,
     }
 }
@@ -65,13 +66,12 @@ pub fn initialized() -> Option<&'static Initialized> {
     INIT.get_or_init(|| {
         let data_dir = adult_dir()?;
         let (dir, store) = temp_store();
-        let config = InitConfig {
-            data_dir,
-            fetch: Fetch::Never,
-            store: store.clone(),
-            search: small_search(5),
+        let mut config = InitConfig::new(store.clone(), small_search(5));
+        config.data_dir = data_dir;
+        config.fetch = Fetch::Never;
+        let init::Initialized::Trained(manifest) = run(&config).expect("initialize runs") else {
+            unreachable!("a new store has no bundle")
         };
-        let manifest = run(&config).expect("initialize runs");
         Some(Initialized {
             _dir: dir,
             store,
@@ -81,8 +81,7 @@ pub fn initialized() -> Option<&'static Initialized> {
     .as_ref()
 }
 
-use census_stream::stream::embedded::EmbeddedBroker;
-use census_stream::stream::{KafkaSettings, Topics};
+use census_stream::kafka::{EmbeddedBroker, KafkaSettings, Topics};
 
 /// A Kafka for one test: the real broker named by `KAFKA_BROKERS` (with topics of the test's
 /// own), or else a new embedded broker.

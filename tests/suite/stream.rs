@@ -7,6 +7,7 @@ use std::time::Duration;
 use census_stream::predictor::{self, PredictorConfig};
 use census_stream::producer::{self, Input, ProducerConfig};
 use census_stream::retrainer::{self, RetrainEvent, RetrainerConfig};
+use census_stream::settings::Rate;
 use census_stream::stream::models::publish;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Headers, Message};
@@ -36,7 +37,7 @@ async fn five_thousand_rows_all_predicted_with_a_retrain_and_swap_mid_stream() {
     rconf.rows_file = dir.path().join("rows.jsonl");
     // The stream (5,200 rows at 500/s, 10 s) must outlast a retrain started after 1,000 rows,
     // even while the other tests of the suite train on the same 2 cores.
-    rconf.retrain_every = 1000;
+    rconf.retrain_every = 1000.try_into().unwrap();
     rconf.search = small_search(2);
     let seen = events.clone();
     let retrainer = tokio::spawn(retrainer::run(rconf, stop.clone(), move |e| {
@@ -45,7 +46,7 @@ async fn five_thousand_rows_all_predicted_with_a_retrain_and_swap_mid_stream() {
 
     let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::Uci(test_file));
     prod.limit = Some(5200);
-    prod.rate = 500.0;
+    prod.rate = Rate::new(500.0).unwrap();
     prod.show_per_sec = 0;
     prod.wait = Duration::from_secs(60);
     let summary = producer::run(prod, CancellationToken::new()).await.unwrap();
@@ -160,7 +161,7 @@ async fn every_bad_record_lands_in_the_dlq_with_its_reason_and_bytes() {
     .unwrap();
 
     let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::JsonLines(input));
-    prod.rate = 0.0;
+    prod.rate = Rate::UNLIMITED;
     prod.show_per_sec = 0;
     let summary = producer::run(prod, CancellationToken::new()).await.unwrap();
     assert_eq!(summary.sent, lines.len());
@@ -174,6 +175,7 @@ async fn every_bad_record_lands_in_the_dlq_with_its_reason_and_bytes() {
     kafka
         .settings
         .assign_all(&reader, &kafka.settings.topics.dlq, false)
+        .await
         .unwrap();
     let mut letters = Vec::new();
     while letters.len() < bad.len() + 1 {
@@ -250,7 +252,7 @@ async fn two_predictors_split_the_partitions_and_both_switch_versions() {
 
     let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::Uci(test_file));
     prod.limit = Some(4000);
-    prod.rate = 500.0;
+    prod.rate = Rate::new(500.0).unwrap();
     prod.show_per_sec = 0;
     prod.wait = Duration::from_secs(60);
     let producing = tokio::spawn(producer::run(prod, CancellationToken::new()));
@@ -304,7 +306,7 @@ async fn a_predictor_killed_mid_stream_and_restarted_leaves_no_request_unanswere
 
     let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::Uci(test_file));
     prod.limit = Some(3000);
-    prod.rate = 500.0;
+    prod.rate = Rate::new(500.0).unwrap();
     prod.show_per_sec = 0;
     prod.wait = Duration::from_secs(60);
     let producing = tokio::spawn(producer::run(prod, CancellationToken::new()));
@@ -337,7 +339,7 @@ async fn a_retrainer_restarted_after_storing_rows_trains_on_all_of_them() {
     let mut rconf = RetrainerConfig::new(kafka.settings.clone(), store.clone());
     rconf.data_dir = adult_dir().unwrap();
     rconf.rows_file = dir.path().join("rows.jsonl");
-    rconf.retrain_every = 500;
+    rconf.retrain_every = 500.try_into().unwrap();
     rconf.search = small_search(2);
 
     let send = |skip: usize| {
@@ -352,7 +354,7 @@ async fn a_retrainer_restarted_after_storing_rows_trains_on_all_of_them() {
             .collect();
         std::fs::write(&file, lines.join("\n")).unwrap();
         let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::JsonLines(file));
-        prod.rate = 0.0;
+        prod.rate = Rate::UNLIMITED;
         prod.wait = Duration::from_millis(10);
         prod.show_per_sec = 0;
         producer::run(prod, CancellationToken::new())
@@ -400,7 +402,8 @@ async fn a_retrainer_restarted_after_storing_rows_trains_on_all_of_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_predictor_with_no_bundle_waits_then_loads_a_multi_megabyte_bundle_from_the_topic() {
     use census_stream::bundle::BundleFiles;
-    use census_stream::train::{matrix, train_final, Hyperparams};
+    use census_stream::hyper::Hyperparams;
+    use census_stream::train::{matrix, train_final};
 
     let (Some(data), Some((_dir, store))) = (crate::helpers::adult(), store_with_v1()) else {
         return;
@@ -449,7 +452,7 @@ async fn a_predictor_with_no_bundle_waits_then_loads_a_multi_megabyte_bundle_fro
     let test_file = adult_test().unwrap();
     let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::Uci(test_file));
     prod.limit = Some(200);
-    prod.rate = 0.0;
+    prod.rate = Rate::UNLIMITED;
     prod.show_per_sec = 0;
     prod.wait = Duration::from_secs(60);
     let summary = producer::run(prod, CancellationToken::new()).await.unwrap();
@@ -518,7 +521,7 @@ async fn missing_topics_are_created_with_their_settings() {
     assert_eq!(value("cleanup.policy").as_deref(), Some("compact"));
     let max: usize = value("max.message.bytes").unwrap().parse().unwrap();
     assert!(
-        max >= census_stream::stream::MAX_MESSAGE_BYTES,
+        max >= census_stream::kafka::MAX_MESSAGE_BYTES,
         "max.message.bytes {max}"
     );
 }

@@ -22,6 +22,24 @@ pub struct StoredRow {
     pub row: CensusRow,
 }
 
+/// Why the rows file cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum RowLogError {
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}:{line}: not a stored row")]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 pub struct RowLog {
     path: PathBuf,
     file: File,
@@ -33,33 +51,41 @@ impl RowLog {
     /// Opens (or creates) the log, reading the rows already in it. A torn last line, left by a
     /// crash in the middle of a write, is cut off: its offsets were never committed, so the row
     /// comes back from Kafka.
-    pub fn open(path: &Path) -> io::Result<Self> {
+    pub fn open(path: &Path) -> Result<Self, RowLogError> {
+        let io_err = |source| RowLogError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
+            fs::create_dir_all(dir).map_err(io_err)?;
         }
         let text = match fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(e),
+            Err(e) => return Err(io_err(e)),
         };
         let complete = text.rfind('\n').map_or(0, |i| i + 1);
         let mut rows = Vec::new();
         let mut seen = HashSet::new();
         for (n, line) in text[..complete].lines().enumerate() {
-            let row: StoredRow = serde_json::from_str(line).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}:{}: {e}", path.display(), n + 1),
-                )
-            })?;
+            let row: StoredRow =
+                serde_json::from_str(line).map_err(|source| RowLogError::Corrupt {
+                    path: path.to_path_buf(),
+                    line: n + 1,
+                    source,
+                })?;
             if seen.insert((row.topic.clone(), row.partition, row.offset)) {
                 rows.push(row);
             }
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io_err)?;
         if complete < text.len() {
             tracing::warn!("{}: dropping a torn last line", path.display());
-            file.set_len(complete as u64)?;
+            file.set_len(complete as u64).map_err(io_err)?;
         }
         Ok(RowLog {
             path: path.to_path_buf(),
@@ -70,7 +96,14 @@ impl RowLog {
     }
 
     /// Appends the rows not stored yet and makes them durable. Returns how many were new.
-    pub fn append(&mut self, rows: Vec<StoredRow>) -> io::Result<usize> {
+    pub fn append(&mut self, rows: Vec<StoredRow>) -> Result<usize, RowLogError> {
+        self.write_new(rows).map_err(|source| RowLogError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn write_new(&mut self, rows: Vec<StoredRow>) -> io::Result<usize> {
         let mut buf = Vec::new();
         let mut added = 0;
         for row in rows {

@@ -1,5 +1,6 @@
 //! Test-set metrics of a binary classifier: ROC AUC, accuracy and F1 from smartcore, and the
-//! binary log loss (which smartcore does not have).
+//! binary log loss (which smartcore does not have), and the summary of a cross-validated
+//! search. Plain data: training computes them, a bundle's manifest records them.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +12,17 @@ pub struct Metrics {
     pub log_loss: f64,
     pub accuracy: f64,
     pub f1: f64,
+}
+
+/// What a cross-validated search found, as a manifest records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CvSummary {
+    pub folds: usize,
+    pub log_loss: f64,
+    pub best_rounds: usize,
+    pub evaluations: usize,
+    pub seed: u64,
+    pub search_seconds: f64,
 }
 
 /// Mean binary log loss, with probabilities clipped away from 0 and 1 as LightGBM does.

@@ -1,5 +1,5 @@
-//! The hyperparameter search space (the original's) and the validated hyperparameters a point
-//! of it decodes to.
+//! The hyperparameter search space (the original's) and the hyperparameters a point of it
+//! decodes to. Plain data: training searches it, a bundle's manifest records the choice.
 
 use serde::{Deserialize, Serialize};
 

@@ -5,8 +5,7 @@
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
-use super::kafka::{KafkaSettings, Topics};
-use super::StreamError;
+use super::{BrokerError, KafkaSettings, Topics};
 
 pub struct EmbeddedBroker {
     cluster: MockCluster<'static, DefaultProducerContext>,
@@ -14,7 +13,7 @@ pub struct EmbeddedBroker {
 
 impl EmbeddedBroker {
     /// Starts a one-broker cluster with the four topics.
-    pub fn start(topics: &Topics, partitions: i32) -> Result<Self, StreamError> {
+    pub fn start(topics: &Topics, partitions: i32) -> Result<Self, BrokerError> {
         let cluster = MockCluster::new(1)?;
         for (topic, n) in [
             (&topics.requests, partitions),
@@ -45,25 +44,22 @@ impl EmbeddedBroker {
     }
 }
 
-/// The Kafka to use: the brokers given (their missing topics created), or else a new embedded
-/// broker, returned too so that the caller keeps it alive.
+/// The Kafka to use: with `embedded`, a new embedded broker holding `settings`' topics (its
+/// address replaces `settings.brokers`; the broker is returned so that the caller keeps it
+/// alive); otherwise the brokers of `settings`, their missing topics created.
 pub async fn kafka_or_embedded(
-    brokers: Option<&str>,
-    partitions: i32,
-) -> Result<(Option<EmbeddedBroker>, KafkaSettings), StreamError> {
-    let topics = Topics::default();
-    match brokers {
-        None => {
-            let broker = EmbeddedBroker::start(&topics, partitions)?;
-            tracing::info!("embedded Kafka broker at {}", broker.bootstrap_servers());
-            let settings = broker.settings(&topics, partitions);
-            Ok((Some(broker), settings))
-        }
-        Some(b) => {
-            let mut s = KafkaSettings::new(b);
-            s.partitions = partitions;
-            s.ensure_topics().await?;
-            Ok((None, s))
-        }
+    settings: KafkaSettings,
+    embedded: bool,
+) -> Result<(Option<EmbeddedBroker>, KafkaSettings), BrokerError> {
+    if embedded {
+        let broker = EmbeddedBroker::start(&settings.topics, settings.partitions)?;
+        tracing::info!("embedded Kafka broker at {}", broker.bootstrap_servers());
+        let mut s = broker.settings(&settings.topics, settings.partitions);
+        s.extra = settings.extra;
+        s.consumer_extra.extend(settings.consumer_extra);
+        Ok((Some(broker), s))
+    } else {
+        settings.ensure_topics().await?;
+        Ok((None, settings))
     }
 }

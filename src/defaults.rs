@@ -1,0 +1,81 @@
+//! Every default in one place: the flags show them, the library's configs start from them, and
+//! docker-compose.yml is checked against them.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+const fn nz(n: usize) -> NonZeroUsize {
+    match NonZeroUsize::new(n) {
+        Some(n) => n,
+        None => panic!("a default count is never zero"),
+    }
+}
+
+/// Kafka bootstrap servers when neither `--brokers` nor `KAFKA_BROKERS` is given.
+pub const BROKERS: &str = "localhost:9092";
+/// Partitions of `census.requests` and `census.predictions` when a component creates them.
+pub const PARTITIONS: i32 = 6;
+pub const REQUESTS_TOPIC: &str = "census.requests";
+pub const PREDICTIONS_TOPIC: &str = "census.predictions";
+pub const DLQ_TOPIC: &str = "census.dlq";
+pub const MODELS_TOPIC: &str = "census.models";
+/// Consumer group of the predictors.
+pub const PREDICTOR_GROUP: &str = "census-predictor";
+/// Consumer group of the retrainer.
+pub const RETRAINER_GROUP: &str = "census-retrainer";
+
+/// Folder of model files, manifests and `CURRENT`, relative to the working directory.
+pub const MODELS_DIR: &str = "models";
+/// Folder of feature processor files, relative to the working directory.
+pub const PROCESSORS_DIR: &str = "dataprocessors";
+/// Folder of the Adult data files, relative to the working directory.
+pub const DATA_DIR: &str = "data";
+/// The retrainer's rows file, in the models folder unless given.
+pub const ROWS_FILE: &str = "stream_rows.jsonl";
+
+/// Most records a service handles in one batch.
+pub const MAX_BATCH: NonZeroUsize = nz(1024);
+/// How long a predictor's batch waits for more records after its first: none, batches still
+/// grow under load while the previous batch is scored and sent.
+pub const PREDICTOR_LINGER: Duration = Duration::ZERO;
+/// The retrainer's linger: it is not latency-bound, and fewer fsyncs are cheaper.
+pub const RETRAINER_LINGER: Duration = Duration::from_millis(20);
+
+/// Labeled rows between two retrains.
+pub const RETRAIN_EVERY: NonZeroUsize = nz(1000);
+/// Hyperparameter evaluations of `initialize` and of a retrain.
+pub const INIT_MAX_EVALS: NonZeroUsize = nz(50);
+pub const RETRAIN_MAX_EVALS: NonZeroUsize = nz(10);
+/// Cross-validation folds and the seed of folds, search and LightGBM.
+pub const FOLDS: usize = 3;
+pub const SEED: u64 = 1;
+
+/// The producer's pace and patience.
+pub const PRODUCER_RATE: f64 = 100.0;
+pub const PRODUCER_WAIT: Duration = Duration::from_secs(30);
+pub const SHOW_PER_SEC: u32 = 20;
+
+/// The demo: rows of adult.test streamed, their rate, its retrain cadence and budget.
+pub mod demo {
+    use super::{nz, NonZeroUsize};
+    pub const ROWS: usize = 6000;
+    pub const RATE: f64 = 500.0;
+    pub const RETRAIN_EVERY: NonZeroUsize = nz(2000);
+    pub const MAX_EVALS: NonZeroUsize = nz(5);
+}
+
+/// The load test.
+pub mod loadtest {
+    use super::{nz, NonZeroUsize};
+    pub const RECORDS: usize = 100_000;
+    pub const WARMUP: usize = 1000;
+    pub const PREDICTORS: usize = 1;
+    pub const WAIT_SECS: u64 = 60;
+    /// Budget of the bootstrap `initialize` when there is no bundle yet.
+    pub const MAX_EVALS: NonZeroUsize = nz(5);
+}
+
+/// The machine's core count, the default number of worker threads.
+pub fn threads() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(nz(1))
+}

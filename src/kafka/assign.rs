@@ -1,0 +1,94 @@
+//! Reading a whole topic outside any consumer group: every partition assigned from its
+//! beginning or from its current end. Offset look-ups block, so they run on tokio's blocking
+//! threads; the assignment itself is local.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{BrokerError, KafkaSettings};
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a partition may be without a leader (just created, or an election) at start.
+const LEADER_PATIENCE: Duration = Duration::from_secs(15);
+
+impl KafkaSettings {
+    /// Assigns `consumer` every partition of `topic`, from its beginning or (`from_end`) from
+    /// its end as of now, so that nothing produced after this call is missed. Returns the
+    /// partition count.
+    pub async fn assign_all(
+        &self,
+        consumer: &StreamConsumer,
+        topic: &str,
+        from_end: bool,
+    ) -> Result<usize, BrokerError> {
+        let probe: BaseConsumer = self.client(&[]).create()?;
+        let name = topic.to_owned();
+        let starts =
+            tokio::task::spawn_blocking(move || start_offsets(&probe, &name, from_end)).await??;
+        let mut tpl = TopicPartitionList::new();
+        for &(p, offset) in &starts {
+            tpl.add_partition_offset(topic, p, offset)?;
+        }
+        consumer.assign(&tpl)?;
+        Ok(starts.len())
+    }
+}
+
+/// Each partition of `topic` with the offset to start from (blocking).
+fn start_offsets(
+    probe: &BaseConsumer,
+    topic: &str,
+    from_end: bool,
+) -> Result<Vec<(i32, Offset)>, BrokerError> {
+    let md = probe.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(BrokerError::NoPartitions(topic.to_owned()));
+    }
+    partitions
+        .into_iter()
+        .map(|p| {
+            let offset = if from_end {
+                Offset::Offset(high_watermark(probe, topic, p)?)
+            } else {
+                Offset::Beginning
+            };
+            Ok((p, offset))
+        })
+        .collect()
+}
+
+/// The high watermark of a partition, retried for a while when the partition has no leader
+/// yet (blocking: sleeps between tries).
+fn high_watermark(probe: &BaseConsumer, topic: &str, partition: i32) -> Result<i64, BrokerError> {
+    let mut wait = Duration::from_millis(50);
+    let deadline = Instant::now() + LEADER_PATIENCE;
+    loop {
+        match probe.fetch_watermarks(topic, partition, REQUEST_TIMEOUT) {
+            Ok((_, high)) => return Ok(high),
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::NotLeaderForPartition
+                            | RDKafkaErrorCode::LeaderNotAvailable
+                            | RDKafkaErrorCode::UnknownTopicOrPartition
+                    )
+                ) && Instant::now() < deadline =>
+            {
+                tracing::debug!("{topic}/{partition}: {e}; retrying");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Kafka plumbing shared by every component: client settings, topic administration, partition
+//! assignment, the owned copy of a consumed message, and the embedded broker. Nothing here knows
+//! what the messages mean.
+
+mod admin;
+mod assign;
+pub mod embedded;
+mod message;
+mod settings;
+
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+pub use embedded::{kafka_or_embedded, EmbeddedBroker};
+pub use message::{next_offsets, InMessage};
+pub use settings::{KafkaSettings, Topics, MAX_MESSAGE_BYTES};
+
+/// What can go wrong talking to Kafka.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("Kafka client error")]
+    Client(#[from] KafkaError),
+    #[error("cannot create topic {topic}: {code}")]
+    CreateTopic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("topics {topics:?} have no leader after {waited:?}")]
+    NoLeader {
+        topics: Vec<String>,
+        waited: Duration,
+    },
+    #[error("topic {0} has no partitions (does it exist?)")]
+    NoPartitions(String),
+    #[error("delivery to {topic} failed")]
+    Delivery {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("the producer was dropped before {topic} acknowledged a record")]
+    Canceled { topic: String },
+    #[error("a Kafka metadata request's thread failed")]
+    Join(#[from] tokio::task::JoinError),
+}

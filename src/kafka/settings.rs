@@ -1,0 +1,145 @@
+//! How to reach Kafka: bootstrap servers, topic names, and the client configurations of the
+//! components. Each client starts from its own defaults; the user's `--kafka-config` settings
+//! come last and win.
+
+use std::collections::BTreeMap;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::producer::FutureProducer;
+
+use super::BrokerError;
+use crate::defaults;
+
+/// Largest message the components produce or fetch (a bundle on `census.models`).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Topic names (all overridable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    pub requests: String,
+    pub predictions: String,
+    pub dlq: String,
+    pub models: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            requests: defaults::REQUESTS_TOPIC.into(),
+            predictions: defaults::PREDICTIONS_TOPIC.into(),
+            dlq: defaults::DLQ_TOPIC.into(),
+            models: defaults::MODELS_TOPIC.into(),
+        }
+    }
+}
+
+/// How to reach Kafka, and the topics.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub topics: Topics,
+    /// Partitions of `census.requests` and `census.predictions` when they are created.
+    pub partitions: i32,
+    /// Extra librdkafka settings for every client (the user's `--kafka-config`).
+    pub extra: BTreeMap<String, String>,
+    /// Extra librdkafka settings for consumers only (e.g. a shorter `session.timeout.ms`).
+    pub consumer_extra: BTreeMap<String, String>,
+}
+
+impl KafkaSettings {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaSettings {
+            brokers: brokers.into(),
+            topics: Topics::default(),
+            partitions: defaults::PARTITIONS,
+            extra: BTreeMap::new(),
+            consumer_extra: BTreeMap::new(),
+        }
+    }
+
+    /// A client configuration: the bootstrap servers, then `defaults`, then the user's extras.
+    pub(super) fn client(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// An idempotent producer: every message acknowledged by all in-sync replicas, no duplicates
+    /// from retries, sent at once (no linger: latency matters more than batching here).
+    pub fn producer(&self) -> Result<FutureProducer, BrokerError> {
+        let max = MAX_MESSAGE_BYTES.to_string();
+        Ok(self
+            .client(&[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("linger.ms", "0"),
+                ("message.max.bytes", &max),
+            ])
+            .create()?)
+    }
+
+    /// The producer of `census.models`: bundles are large text, compressed with lz4.
+    pub fn model_producer(&self) -> Result<FutureProducer, BrokerError> {
+        let max = MAX_MESSAGE_BYTES.to_string();
+        Ok(self
+            .client(&[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("compression.type", "lz4"),
+                ("message.max.bytes", &max),
+            ])
+            .create()?)
+    }
+
+    /// A consumer with manual offset commits, starting from the earliest offset when its group
+    /// has none.
+    pub fn consumer(&self, group: &str) -> Result<StreamConsumer, BrokerError> {
+        let fetch_max = (MAX_MESSAGE_BYTES + (1 << 20)).to_string();
+        let mut c = self.client(&[
+            ("group.id", group),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            // The broker answers a fetch as soon as data arrives, in principle; measured on
+            // Kafka 4.1 it sometimes holds it the whole wait (500 ms by default), which set the
+            // p99 latency. Asking again every 10 ms costs an idle consumer 100 small requests/s.
+            ("fetch.wait.max.ms", "10"),
+            ("fetch.max.bytes", &fetch_max),
+            ("max.partition.fetch.bytes", &fetch_max),
+        ]);
+        for (k, v) in &self.consumer_extra {
+            c.set(k, v);
+        }
+        Ok(c.create()?)
+    }
+
+    /// A consumer outside any group's partition assignment, for reading a whole topic (each
+    /// instance its own reader): the caller assigns partitions itself.
+    pub fn reader(&self) -> Result<StreamConsumer, BrokerError> {
+        let group = format!("census-reader-{:016x}", rand::random::<u64>());
+        self.consumer(&group)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_users_settings_win_over_every_clients_defaults() {
+        let mut s = KafkaSettings::new("b:1");
+        s.extra.insert("linger.ms".into(), "5".into());
+        s.extra.insert("compression.type".into(), "zstd".into());
+        let c = s.client(&[("linger.ms", "0"), ("compression.type", "lz4")]);
+        assert_eq!(c.get("linger.ms"), Some("5"));
+        assert_eq!(c.get("compression.type"), Some("zstd"));
+        assert_eq!(c.get("bootstrap.servers"), Some("b:1"));
+    }
+}

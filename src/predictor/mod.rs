@@ -1,0 +1,183 @@
+//! The predictor: a consumer group on `census.requests`. Each batch is decoded, validated,
+//! transformed and scored with the bundle in use ([`Predictor::step`]); one prediction per
+//! request goes to `census.predictions`, each record that cannot be scored to `census.dlq`
+//! ([`deliver`]). The stream's worker loop commits offsets only after every output of a batch is
+//! acknowledged (at-least-once). The bundle is swapped between batches when a newer one arrives
+//! on `census.models`.
+
+mod deliver;
+mod step;
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use deliver::deliver;
+pub use step::{score_batch, Outcome, Predictor};
+
+use crate::bundle::BundleStore;
+use crate::defaults;
+use crate::kafka::{BrokerError, InMessage, KafkaSettings, Topics};
+use crate::stream::models::{self, current_version, CurrentBundle};
+use crate::stream::worker::{self, Batching, Worker};
+
+/// Settings of one predictor instance.
+#[derive(Debug, Clone)]
+pub struct PredictorConfig {
+    pub kafka: KafkaSettings,
+    /// Consumer group shared by all predictor instances.
+    pub group: String,
+    /// Local bundles to start from, if any (the newest on `census.models` wins when newer).
+    pub store: Option<BundleStore>,
+    pub max_batch: NonZeroUsize,
+    /// How long a batch waits for more records after its first.
+    pub linger: Duration,
+    /// Name in logs.
+    pub name: String,
+}
+
+impl PredictorConfig {
+    pub fn new(kafka: KafkaSettings) -> Self {
+        PredictorConfig {
+            kafka,
+            group: defaults::PREDICTOR_GROUP.into(),
+            store: None,
+            max_batch: defaults::MAX_BATCH,
+            linger: defaults::PREDICTOR_LINGER,
+            name: "predictor".into(),
+        }
+    }
+}
+
+/// What a predictor did, returned when it stops.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PredictorStats {
+    pub predicted: u64,
+    pub dead_lettered: u64,
+    pub batches: u64,
+    /// Versions used, in the order they were first used.
+    pub versions: Vec<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PredictorError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("the models follower stopped")]
+    FollowerStopped(#[source] Option<BrokerError>),
+    #[error("loading the local bundle failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// The predictor as the worker loop runs it: score, then send and await acknowledgements.
+struct Service {
+    predictor: Predictor,
+    producer: FutureProducer,
+    topics: Topics,
+    stats: PredictorStats,
+}
+
+impl Worker for Service {
+    type Output = Vec<Outcome>;
+    type Error = PredictorError;
+
+    fn step(&mut self, batch: &[InMessage]) -> Result<Vec<Outcome>, PredictorError> {
+        Ok(self.predictor.step(batch))
+    }
+
+    async fn deliver(&mut self, outcomes: Vec<Outcome>) -> Result<(), PredictorError> {
+        deliver(&self.producer, &self.topics, &outcomes).await?;
+        for o in &outcomes {
+            match o {
+                Outcome::Prediction { .. } => self.stats.predicted += 1,
+                Outcome::DeadLetter { .. } => self.stats.dead_lettered += 1,
+            }
+        }
+        self.stats.batches += 1;
+        Ok(())
+    }
+}
+
+/// Runs a predictor until `shutdown`: creates missing topics, loads a bundle (local, or the
+/// newest on `census.models`, waiting for one), then serves; on shutdown it finishes the batch
+/// in hand, commits and leaves the group.
+pub async fn run(
+    config: PredictorConfig,
+    shutdown: CancellationToken,
+) -> Result<PredictorStats, PredictorError> {
+    let name = config.name.clone();
+    config.kafka.ensure_topics().await?;
+    let current = CurrentBundle::default();
+    if let Some(store) = config.store.clone() {
+        match tokio::task::spawn_blocking(move || store.load_current()).await? {
+            Ok(bundle) => {
+                models::install(&current, bundle, &name);
+            }
+            Err(e) => tracing::info!("{name}: no local bundle ({})", crate::error_chain(&e)),
+        }
+    }
+    let (loaded_tx, mut loaded) = watch::channel(current_version(&current));
+    let follower_stop = shutdown.child_token();
+    let mut follower = tokio::spawn(models::follow(
+        config.kafka.clone(),
+        current.clone(),
+        loaded_tx,
+        name.clone(),
+        follower_stop.clone(),
+    ));
+    if current_version(&current).is_none() {
+        tracing::info!(
+            "{name}: no bundle yet (none locally, none on {}): waiting for one; run `initialize` \
+             and the retrainer to publish it",
+            config.kafka.topics.models
+        );
+        while current_version(&current).is_none() {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    follower_stop.cancel();
+                    let _ = follower.await;
+                    return Ok(PredictorStats::default());
+                }
+                changed = loaded.changed() => if changed.is_err() {
+                    let cause = (&mut follower).await?.err();
+                    return Err(PredictorError::FollowerStopped(cause));
+                },
+            }
+        }
+    }
+
+    let consumer: StreamConsumer = config.kafka.consumer(&config.group)?;
+    consumer
+        .subscribe(&[&config.kafka.topics.requests])
+        .map_err(BrokerError::from)?;
+    let service = Service {
+        predictor: Predictor::new(current),
+        producer: config.kafka.producer()?,
+        topics: config.kafka.topics.clone(),
+        stats: PredictorStats::default(),
+    };
+    let batching = Batching {
+        name: name.clone(),
+        max_batch: config.max_batch,
+        linger: config.linger,
+    };
+    let result = worker::run(&consumer, &batching, service, &shutdown).await;
+    consumer.unsubscribe();
+    follower_stop.cancel();
+    let _ = follower.await;
+    let service = result?;
+    let stats = PredictorStats {
+        versions: service.predictor.versions().to_vec(),
+        ..service.stats
+    };
+    tracing::info!(
+        "{name}: stopped after {} predictions and {} dead letters",
+        stats.predicted,
+        stats.dead_lettered
+    );
+    Ok(stats)
+}

@@ -1,0 +1,130 @@
+//! The predictor's work on one batch, without a broker: decode, validate, transform and score
+//! with the bundle in use; one outcome per message, in input order.
+
+use crate::bundle::Bundle;
+use crate::data::label_text;
+use crate::kafka::InMessage;
+use crate::stream::decode::{decode_request, Fault, Rejection};
+use crate::stream::messages::{now_ms, Prediction};
+use crate::stream::models::CurrentBundle;
+
+/// The result of one consumed record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Prediction {
+        key: String,
+        payload: Vec<u8>,
+    },
+    DeadLetter {
+        key: Option<Vec<u8>>,
+        payload: Option<Vec<u8>>,
+        fault: Fault,
+        detail: String,
+        source: (String, i32, i64),
+    },
+}
+
+impl Outcome {
+    fn dead_letter(m: &InMessage, rejection: Rejection) -> Self {
+        Outcome::DeadLetter {
+            key: m.key.clone(),
+            payload: m.payload.clone(),
+            fault: rejection.fault,
+            detail: rejection.detail,
+            source: (m.topic.clone(), m.partition, m.offset),
+        }
+    }
+}
+
+/// Scores batches with whatever bundle is current when each batch starts.
+pub struct Predictor {
+    current: CurrentBundle,
+    /// Versions used, in the order they were first used.
+    versions: Vec<u32>,
+}
+
+impl Predictor {
+    pub fn new(current: CurrentBundle) -> Self {
+        Predictor {
+            current,
+            versions: Vec::new(),
+        }
+    }
+
+    /// One outcome per message of `batch`, in order. The whole batch is scored with one bundle,
+    /// the current one (the service installs one before it reads any batch).
+    pub fn step(&mut self, batch: &[InMessage]) -> Vec<Outcome> {
+        let bundle = self
+            .current
+            .load_full()
+            .expect("a bundle is installed before the first batch");
+        let version = bundle.manifest.version;
+        if self.versions.last() != Some(&version) {
+            self.versions.push(version);
+        }
+        score_batch(&bundle, batch)
+    }
+
+    pub fn versions(&self) -> &[u32] {
+        &self.versions
+    }
+}
+
+/// Scores a batch with `bundle`: one outcome per message, in order. A batch the model fails to
+/// score dead-letters its scorable records with the reason, rather than stopping the service.
+pub fn score_batch(bundle: &Bundle, batch: &[InMessage]) -> Vec<Outcome> {
+    let decoded: Vec<_> = batch
+        .iter()
+        .map(|m| decode_request(m.payload.as_deref()))
+        .collect();
+    let rows = decoded
+        .iter()
+        .filter_map(|d| d.as_ref().ok().map(|r| &r.record));
+    let probabilities = match bundle.predict(rows.collect::<Vec<_>>().into_iter()) {
+        Ok(p) => p,
+        Err(e) => {
+            let detail = crate::error_chain(&e);
+            tracing::error!("scoring a batch failed: {detail}");
+            return batch
+                .iter()
+                .zip(decoded)
+                .map(|(m, d)| {
+                    let rejection = d.err().unwrap_or_else(|| Rejection {
+                        fault: Fault::ScoringFailed,
+                        detail: detail.clone(),
+                    });
+                    Outcome::dead_letter(m, rejection)
+                })
+                .collect();
+        }
+    };
+    let mut probabilities = probabilities.into_iter();
+    let predicted_at_ms = now_ms();
+    let bundle_sha256 = bundle.manifest.bundle_sha256();
+    batch
+        .iter()
+        .zip(decoded)
+        .map(|(m, d)| match d {
+            Ok(request) => {
+                let probability = probabilities.next().expect("one probability per request");
+                let prediction = Prediction {
+                    probability,
+                    predicted: label_text(probability >= 0.5).to_owned(),
+                    income_bracket: request.income_bracket,
+                    model_version: bundle.manifest.version,
+                    bundle_sha256: bundle_sha256.clone(),
+                    sent_at_ms: request.sent_at_ms,
+                    predicted_at_ms,
+                    partition: m.partition,
+                    offset: m.offset,
+                    request_id: request.request_id,
+                };
+                Outcome::Prediction {
+                    key: prediction.request_id.clone(),
+                    payload: serde_json::to_vec(&prediction).expect("prediction serializes"),
+                }
+            }
+            Err(rejection) => Outcome::dead_letter(m, rejection),
+        })
+        .collect()
+}

@@ -1,0 +1,188 @@
+//! The producer: streams census rows into `census.requests` at a chosen rate ([`send`]), reads
+//! `census.predictions` and `census.dlq` ([`collect`]), shows each prediction beside its request
+//! on a [`Sink`] ([`view`]), and ends with a [`Summary`]: sent, predicted, missing, duplicates,
+//! dead-lettered, accuracy per model version and latency percentiles.
+
+mod collect;
+mod input;
+mod send;
+mod summary;
+mod view;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::FutureProducer;
+use tokio_util::sync::CancellationToken;
+
+pub use input::Input;
+pub use summary::{quantiles, Summary, VersionTally};
+pub use view::Sink;
+
+use crate::defaults;
+use crate::kafka::{BrokerError, KafkaSettings};
+use crate::settings::Rate;
+use collect::{collect, Collector, Tally};
+use send::{send_all, Plan, SendTimes};
+use view::View;
+
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub kafka: KafkaSettings,
+    pub input: Input,
+    pub rate: Rate,
+    /// Records to send; the input is repeated when it has fewer (load tests). `None`: the input
+    /// once.
+    pub limit: Option<usize>,
+    /// How long to wait for the last predictions after the last send.
+    pub wait: Duration,
+    /// Where prediction lines go (none: no lines).
+    pub sink: Option<Sink>,
+    /// At most this many prediction lines a second.
+    pub show_per_sec: u32,
+    /// Prefix of this run's request ids.
+    pub run_id: String,
+}
+
+impl ProducerConfig {
+    pub fn new(kafka: KafkaSettings, input: Input) -> Self {
+        ProducerConfig {
+            kafka,
+            input,
+            rate: Rate::new(defaults::PRODUCER_RATE).expect("the default rate is valid"),
+            limit: None,
+            wait: defaults::PRODUCER_WAIT,
+            sink: None,
+            show_per_sec: defaults::SHOW_PER_SEC,
+            run_id: format!("{:08x}", rand::random::<u32>()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error("{path}: cannot read the input")]
+    Input {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the input failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Creates missing topics, streams the input and reports what came back.
+pub async fn run(
+    config: ProducerConfig,
+    shutdown: CancellationToken,
+) -> Result<Summary, ProducerError> {
+    config.kafka.ensure_topics().await?;
+    let producer = config.kafka.producer()?;
+    run_with(&producer, config, shutdown).await
+}
+
+/// [`run`] with a producer the caller keeps: a load test sends its warm-up and its measured
+/// records through one producer, so that the measured run does not include a new idempotent
+/// producer's start (connection, metadata, producer id: up to half a second).
+pub async fn run_with(
+    producer: &FutureProducer,
+    config: ProducerConfig,
+    shutdown: CancellationToken,
+) -> Result<Summary, ProducerError> {
+    let input = config.input.clone();
+    let outgoing = tokio::task::spawn_blocking(move || input::load_input(&input)).await??;
+    let total = if outgoing.is_empty() {
+        0
+    } else {
+        config.limit.unwrap_or(outgoing.len())
+    };
+    let sent = Arc::new(SendTimes::new(total));
+    let topics = &config.kafka.topics;
+    let predictions = config.kafka.reader()?;
+    config
+        .kafka
+        .assign_all(&predictions, &topics.predictions, true)
+        .await?;
+    let dlq = config.kafka.reader()?;
+    config.kafka.assign_all(&dlq, &topics.dlq, true).await?;
+    let tally = Arc::new(Mutex::new(Tally::new(View::new(
+        config.sink.clone(),
+        config.show_per_sec,
+    ))));
+    let stop_collector = CancellationToken::new();
+    let collector = tokio::spawn(collect(
+        Collector {
+            predictions,
+            dlq,
+            run_id: config.run_id.clone(),
+            sent: sent.clone(),
+            tally: tally.clone(),
+        },
+        stop_collector.clone(),
+    ));
+
+    let start = Instant::now();
+    let plan = Plan {
+        topic: &topics.requests,
+        run_id: &config.run_id,
+        outgoing: &outgoing,
+        total,
+        rate: config.rate,
+    };
+    let sending = send_all(producer, plan, &sent, &shutdown).await;
+    let ids = match sending {
+        Ok(ids) => ids,
+        Err(e) => {
+            stop_collector.cancel();
+            let _ = collector.await;
+            return Err(e.into());
+        }
+    };
+
+    let deadline = Instant::now() + config.wait;
+    while tally.lock().expect("tally").answered() < ids.len() && Instant::now() < deadline {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    // A short grace period to see duplicates that trail the last first answer.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop_collector.cancel();
+    let _ = collector.await;
+    let t = Arc::try_unwrap(tally)
+        .ok()
+        .expect("collector stopped")
+        .into_inner()
+        .expect("tally");
+    Ok(summarize(t, ids, start))
+}
+
+fn summarize(t: Tally, ids: Vec<String>, start: Instant) -> Summary {
+    let missing: Vec<String> = ids
+        .iter()
+        .filter(|id| !t.first.contains_key(*id) && !t.dead.contains_key(*id))
+        .cloned()
+        .collect();
+    let end = t.last_at.unwrap_or_else(Instant::now);
+    let elapsed = end.saturating_duration_since(start);
+    let answered = t.answered();
+    Summary {
+        sent: ids.len(),
+        predicted: t.first.len(),
+        dead_lettered: t.dead.len(),
+        duplicates: t.duplicates + t.dead.values().map(|n| n - 1).sum::<usize>(),
+        missing,
+        per_version: t.per_version,
+        throughput: answered as f64 / elapsed.as_secs_f64().max(1e-9),
+        elapsed,
+        predictions: t.predictions,
+        latencies_ms: t.latencies_ms,
+        scored_ms: t.scored_ms,
+    }
+}

@@ -1,0 +1,143 @@
+//! Sending the requests at the chosen rate, each with this run's id, and remembering when each
+//! was sent on one monotonic clock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+
+use super::input::{Envelope, Outgoing};
+use crate::kafka::BrokerError;
+use crate::settings::Rate;
+use crate::stream::messages::now_ms;
+
+/// When each request was sent, in microseconds since `clock`, indexed by the number in its id:
+/// latencies are measured on one monotonic clock, not from the millisecond `sent_at_ms`.
+pub(super) struct SendTimes {
+    clock: Instant,
+    micros: Vec<AtomicU64>,
+}
+
+impl SendTimes {
+    const UNSENT: u64 = u64::MAX;
+
+    pub(super) fn new(n: usize) -> Self {
+        SendTimes {
+            clock: Instant::now(),
+            micros: (0..n).map(|_| AtomicU64::new(Self::UNSENT)).collect(),
+        }
+    }
+
+    fn mark_sent(&self, i: usize) {
+        self.micros[i].store(self.clock.elapsed().as_micros() as u64, Ordering::Release);
+    }
+
+    /// Milliseconds from the send of request `i` to now.
+    pub(super) fn latency_ms(&self, i: usize) -> Option<f64> {
+        let sent = self.micros.get(i)?.load(Ordering::Acquire);
+        (sent != Self::UNSENT)
+            .then(|| (self.clock.elapsed().as_micros() as u64).saturating_sub(sent) as f64 / 1e3)
+    }
+}
+
+/// What to send and how.
+pub(super) struct Plan<'a> {
+    pub topic: &'a str,
+    pub run_id: &'a str,
+    pub outgoing: &'a [Outgoing],
+    /// Records to send, cycling through `outgoing`.
+    pub total: usize,
+    pub rate: Rate,
+}
+
+/// Sends the plan's records (stopping early on `shutdown`) and waits for their
+/// acknowledgements; returns the ids sent, in order.
+pub(super) async fn send_all(
+    producer: &FutureProducer,
+    plan: Plan<'_>,
+    sent: &SendTimes,
+    shutdown: &CancellationToken,
+) -> Result<Vec<String>, BrokerError> {
+    let delivery_error = |source| BrokerError::Delivery {
+        topic: plan.topic.to_owned(),
+        source,
+    };
+    let start = Instant::now();
+    let mut ids = Vec::with_capacity(plan.total);
+    let mut deliveries = Vec::with_capacity(plan.total);
+    for (i, out) in plan.outgoing.iter().cycle().take(plan.total).enumerate() {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        if let Some(rate) = plan.rate.per_sec() {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let id = format!("{}-{i:06}", plan.run_id);
+        let envelope;
+        let payload = match out {
+            Outgoing::Json(body) => {
+                envelope = serde_json::to_vec(&Envelope {
+                    request_id: &id,
+                    sent_at_ms: now_ms(),
+                    body,
+                })
+                .expect("request serializes");
+                envelope.as_slice()
+            }
+            Outgoing::Raw(bytes) => bytes.as_slice(),
+        };
+        sent.mark_sent(i);
+        loop {
+            let record = FutureRecord::to(plan.topic)
+                .key(id.as_bytes())
+                .payload(payload);
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    deliveries.push(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((e, _)) => return Err(delivery_error(e)),
+            }
+        }
+        ids.push(id);
+    }
+    for d in deliveries {
+        match d.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(delivery_error(e)),
+            Err(_) => {
+                return Err(BrokerError::Canceled {
+                    topic: plan.topic.to_owned(),
+                })
+            }
+        }
+    }
+    tracing::info!(
+        "sent {} records in {:.1} s",
+        ids.len(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_is_measured_from_the_send_of_that_request() {
+        let sent = SendTimes::new(3);
+        assert_eq!(sent.latency_ms(0), None, "not sent yet");
+        assert_eq!(sent.latency_ms(7), None, "no such request");
+        sent.mark_sent(1);
+        std::thread::sleep(Duration::from_millis(20));
+        let l = sent.latency_ms(1).unwrap();
+        assert!((20.0..2000.0).contains(&l), "{l}");
+    }
+}

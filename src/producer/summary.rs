@@ -1,0 +1,107 @@
+//! The end-of-run summary: sent, predicted, missing, duplicates, dead-lettered, accuracy per
+//! model version, latency percentiles.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::stream::messages::Prediction;
+
+/// Accuracy of one model version on the labeled requests it scored.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct VersionTally {
+    pub predictions: u64,
+    pub labeled: u64,
+    pub correct: u64,
+}
+
+impl VersionTally {
+    pub fn accuracy(&self) -> Option<f64> {
+        (self.labeled > 0).then(|| self.correct as f64 / self.labeled as f64)
+    }
+}
+
+/// The end-of-run summary.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub sent: usize,
+    pub predicted: usize,
+    pub dead_lettered: usize,
+    pub duplicates: usize,
+    /// Request ids that got neither a prediction nor a dead letter.
+    pub missing: Vec<String>,
+    pub per_version: BTreeMap<u32, VersionTally>,
+    /// First prediction of each request, in arrival order.
+    pub predictions: Vec<Prediction>,
+    /// Send-to-receive latency of each first prediction, milliseconds.
+    pub latencies_ms: Vec<f64>,
+    /// Of that, send to scored (the prediction's `predicted_at_ms - sent_at_ms`, wall clocks at
+    /// millisecond resolution): what the inbound path and the predictor take.
+    pub scored_ms: Vec<f64>,
+    pub elapsed: Duration,
+    /// First send to last prediction or dead letter.
+    pub throughput: f64,
+}
+
+impl Summary {
+    pub fn report(&self) -> String {
+        let mut s = format!(
+            "sent {}, predicted {}, dead-lettered {}, missing {}, duplicates {}\n\
+             throughput {:.0} records/s over {:.1} s\n",
+            self.sent,
+            self.predicted,
+            self.dead_lettered,
+            self.missing.len(),
+            self.duplicates,
+            self.throughput,
+            self.elapsed.as_secs_f64()
+        );
+        for (name, values) in [
+            ("latency ms", &self.latencies_ms),
+            ("  of which send to scored", &self.scored_ms),
+        ] {
+            if let Some([p50, p95, p99, max]) = quantiles(values, [0.5, 0.95, 0.99, 1.0]) {
+                s += &format!("{name}: p50 {p50:.1}, p95 {p95:.1}, p99 {p99:.1}, max {max:.1}\n");
+            }
+        }
+        for (v, t) in &self.per_version {
+            let acc = t.accuracy().map_or("n/a".into(), |a| format!("{:.4}", a));
+            s += &format!(
+                "model v{v}: {} predictions, accuracy {acc} on {} labeled\n",
+                t.predictions, t.labeled
+            );
+        }
+        if !self.missing.is_empty() {
+            let shown: Vec<&str> = self.missing.iter().take(20).map(String::as_str).collect();
+            s += &format!("never answered: {}", shown.join(", "));
+            if self.missing.len() > shown.len() {
+                s += &format!(" and {} more", self.missing.len() - shown.len());
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// The quantiles `qs` (each 0..=1) of `values` (nearest rank), sorting them once.
+pub fn quantiles<const N: usize>(values: &[f64], qs: [f64; N]) -> Option<[f64; N]> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    Some(qs.map(|q| v[((v.len() - 1) as f64 * q).round() as usize]))
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_ranks_of_one_sort() {
+        let values: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(
+            quantiles(&values, [0.0, 0.5, 0.99, 1.0]),
+            Some([1.0, 51.0, 99.0, 100.0])
+        );
+        assert_eq!(quantiles(&[], [0.5]), None);
+    }
+}

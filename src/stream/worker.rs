@@ -1,0 +1,127 @@
+//! The one consume loop of the services: next batch → step (off the async runtime) → deliver
+//! its outputs and await their acknowledgements → store the batch's offsets → commit; on
+//! shutdown the batch in hand is finished and a last synchronous commit made. Offsets are
+//! stored only after a batch's outputs are acknowledged: at-least-once.
+//!
+//! Each service's per-batch work is a [`Worker`], whose `step` a test can call on in-memory
+//! messages without a broker.
+
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::{next_offsets, BrokerError, InMessage};
+
+/// A service's work on each batch.
+pub trait Worker: Send + 'static {
+    /// What a step makes of a batch, to be delivered.
+    type Output: Send + 'static;
+    type Error: From<BrokerError> + Send + 'static;
+
+    /// The batch's work: CPU or blocking I/O, so the loop runs it on a blocking thread.
+    fn step(&mut self, batch: &[InMessage]) -> Result<Self::Output, Self::Error>;
+
+    /// Makes the step's outputs durable elsewhere (sent and acknowledged). The batch's offsets
+    /// are stored only after this succeeds.
+    fn deliver(
+        &mut self,
+        output: Self::Output,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Work after the batch's offsets are stored and committed.
+    fn after_commit(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// How the loop reads batches.
+#[derive(Debug, Clone)]
+pub struct Batching {
+    /// Name in logs.
+    pub name: String,
+    /// Most records in one batch.
+    pub max_batch: NonZeroUsize,
+    /// How long a batch waits for more records after its first.
+    pub linger: Duration,
+}
+
+/// Runs `worker` on `consumer`'s batches until `shutdown`, or until a step or a delivery fails.
+/// Returns the worker, whose state says what it did.
+pub async fn run<W: Worker>(
+    consumer: &StreamConsumer,
+    batching: &Batching,
+    worker: W,
+    shutdown: &CancellationToken,
+) -> Result<W, W::Error> {
+    let result = serve(consumer, batching, worker, shutdown).await;
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        // Nothing stored since the last commit is the common case.
+        tracing::debug!("{}: final commit: {e}", batching.name);
+    }
+    result
+}
+
+async fn serve<W: Worker>(
+    consumer: &StreamConsumer,
+    batching: &Batching,
+    mut worker: W,
+    shutdown: &CancellationToken,
+) -> Result<W, W::Error> {
+    while let Some(batch) = next_batch(consumer, batching, shutdown).await {
+        let (w, batch, output) = tokio::task::spawn_blocking(move || {
+            let output = worker.step(&batch);
+            (worker, batch, output)
+        })
+        .await
+        .map_err(BrokerError::from)?;
+        worker = w;
+        worker.deliver(output?).await?;
+        let offsets = next_offsets(&batch).map_err(BrokerError::from)?;
+        consumer
+            .store_offsets(&offsets)
+            .map_err(BrokerError::from)?;
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
+            tracing::debug!("{}: commit: {e}", batching.name);
+        }
+        worker.after_commit().await?;
+    }
+    Ok(worker)
+}
+
+/// The next batch: wait for one message (or shutdown), then take whatever else arrives within
+/// the linger, up to the maximum. `None` once `shutdown` is cancelled.
+async fn next_batch(
+    consumer: &StreamConsumer,
+    batching: &Batching,
+    shutdown: &CancellationToken,
+) -> Option<Vec<InMessage>> {
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return None,
+            m = consumer.recv() => match m {
+                Ok(m) => {
+                    batch.push(InMessage::from_borrowed(&m));
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("{}: consumer error: {e}", batching.name);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    let deadline = tokio::time::Instant::now() + batching.linger;
+    while batch.len() < batching.max_batch.get() {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => batch.push(InMessage::from_borrowed(&m)),
+            Ok(Err(e)) => tracing::warn!("{}: consumer error: {e}", batching.name),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
