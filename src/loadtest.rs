@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::bundle::BundleStore;
-use crate::data::{ensure_file, Fetch, TEST_FILE};
 use crate::defaults;
 use crate::initialize::{self, InitConfig};
 use crate::kafka::{kafka_or_embedded, BrokerError, KafkaSettings};
@@ -48,8 +47,6 @@ pub enum LoadError {
     Broker(#[from] BrokerError),
     #[error("bootstrapping a bundle failed")]
     Init(#[from] crate::initialize::InitError),
-    #[error(transparent)]
-    Data(#[from] crate::data::DataError),
     #[error("a predictor failed")]
     Predictor(#[from] predictor::PredictorError),
     #[error("the producer failed")]
@@ -112,7 +109,7 @@ pub async fn run(config: LoadConfig, shutdown: CancellationToken) -> Result<Load
         })
         .collect();
 
-    let input = Input::Uci(ensure_file(&config.data_dir, TEST_FILE, &Fetch::default())?);
+    let input = Input::AdultTest(config.data_dir.clone());
     let producer_config = |records: usize, rate: Rate| {
         let mut c = ProducerConfig::new(kafka.clone(), input.clone());
         c.limit = Some(records);

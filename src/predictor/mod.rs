@@ -9,6 +9,7 @@ mod deliver;
 mod step;
 
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -150,7 +151,7 @@ pub async fn run(
         }
     }
 
-    let consumer: StreamConsumer = config.kafka.consumer(&config.group)?;
+    let consumer: Arc<StreamConsumer> = Arc::new(config.kafka.consumer(&config.group)?);
     consumer
         .subscribe(&[&config.kafka.topics.requests])
         .map_err(BrokerError::from)?;

@@ -188,7 +188,7 @@ pub async fn run(
         config.retrain_every
     );
 
-    let consumer: StreamConsumer = config.kafka.consumer(&config.group)?;
+    let consumer: Arc<StreamConsumer> = Arc::new(config.kafka.consumer(&config.group)?);
     consumer
         .subscribe(&[&config.kafka.topics.requests])
         .map_err(BrokerError::from)?;

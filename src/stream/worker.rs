@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -48,19 +49,25 @@ pub struct Batching {
     pub linger: Duration,
 }
 
-/// Runs `worker` on `consumer`'s batches until `shutdown`, or until a step or a delivery fails.
-/// Returns the worker, whose state says what it did.
+/// Runs `worker` on `consumer`'s batches until `shutdown`, or until a step or a delivery fails,
+/// then commits what was stored. Returns the worker, whose state says what it did.
 pub async fn run<W: Worker>(
-    consumer: &StreamConsumer,
+    consumer: &Arc<StreamConsumer>,
     batching: &Batching,
     worker: W,
     shutdown: &CancellationToken,
 ) -> Result<W, W::Error> {
     let result = serve(consumer, batching, worker, shutdown).await;
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-        // Nothing stored since the last commit is the common case.
-        tracing::debug!("{}: final commit: {e}", batching.name);
-    }
+    // A synchronous commit waits for the broker: on a blocking thread.
+    let c = consumer.clone();
+    let name = batching.name.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Err(e) = c.commit_consumer_state(CommitMode::Sync) {
+            // Nothing stored since the last commit is the common case.
+            tracing::debug!("{name}: final commit: {e}");
+        }
+    })
+    .await;
     result
 }
 

@@ -1,6 +1,9 @@
 //! The integration suite: one test binary, shared helpers.
 
 mod compose;
+mod flags;
 mod helpers;
 mod initialize;
+mod layers;
+mod steps;
 mod stream;

@@ -1,0 +1,175 @@
+//! The services' per-batch steps, driven on in-memory messages: no broker.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use census_stream::kafka::InMessage;
+use census_stream::predictor::{Outcome, Predictor};
+use census_stream::retrainer::{Retrainer, RowLog, StepReport};
+use census_stream::stream::messages::Prediction;
+use census_stream::stream::models::CurrentBundle;
+
+use crate::helpers::initialized;
+
+const GOOD: &str = r#"{"request_id": "good", "sent_at_ms": 1, "income_bracket": ">50K", "record": {"age": 52, "workclass": "Self-emp-inc", "fnlwgt": 287927, "education": "HS-grad", "education_num": 9, "marital_status": "Married-civ-spouse", "occupation": "Exec-managerial", "relationship": "Wife", "race": "White", "sex": "Female", "capital_gain": 15024, "capital_loss": 0, "hours_per_week": 40, "native_country": "United-States"}}"#;
+
+fn message(offset: i64, payload: Option<String>) -> InMessage {
+    InMessage {
+        topic: "census.requests".into(),
+        partition: (offset % 3) as i32,
+        offset,
+        key: Some(format!("k{offset}").into_bytes()),
+        payload: payload.map(String::into_bytes),
+    }
+}
+
+/// The good request with its id changed and `from` replaced by `to`.
+fn variant(id: &str, from: &str, to: &str) -> String {
+    assert!(GOOD.contains(from), "{from}");
+    GOOD.replace(
+        r#""request_id": "good""#,
+        &format!(r#""request_id": "{id}""#),
+    )
+    .replace(from, to)
+}
+
+#[test]
+fn the_predictors_step_answers_a_mixed_batch_in_input_order_with_the_right_reasons() {
+    let Some(init) = initialized() else {
+        return;
+    };
+    let current = CurrentBundle::default();
+    current.store(Some(Arc::new(init.store.load(init.version).unwrap())));
+    let mut predictor = Predictor::new(current);
+
+    // (payload, expected: Ok(request id) for a prediction, Err(reason) for a dead letter)
+    let cases: Vec<(Option<String>, Result<&str, &str>)> = vec![
+        (Some(variant("a", "", "")), Ok("a")),
+        (
+            Some(
+                variant("unknowns", r#""Self-emp-inc""#, r#""?""#)
+                    .replace(r#""Exec-managerial""#, r#""?""#),
+            ),
+            Ok("unknowns"),
+        ),
+        (
+            Some(variant("unseen", r#""United-States""#, r#""Atlantis""#)),
+            Ok("unseen"),
+        ),
+        (None, Err("empty_payload")),
+        (Some(String::new()), Err("empty_payload")),
+        (Some("{\"record\": oops".into()), Err("not_json")),
+        (
+            Some(variant("m", r#""age": 52, "#, "")),
+            Err("missing_field"),
+        ),
+        (
+            Some(variant("w", r#""age": 52"#, r#""age": "fifty""#)),
+            Err("wrong_type"),
+        ),
+        (
+            Some(variant("i", r#""age": 52"#, r#""age": -1"#)),
+            Err("impossible_value"),
+        ),
+        (
+            Some(variant(
+                "h",
+                r#""hours_per_week": 40"#,
+                r#""hours_per_week": 169"#,
+            )),
+            Err("impossible_value"),
+        ),
+        (
+            Some(variant("l", r#"">50K""#, r#""rich""#)),
+            Err("impossible_value"),
+        ),
+        (Some(variant("z", "", "")), Ok("z")),
+    ];
+    let batch: Vec<InMessage> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (p, _))| message(100 + i as i64, p.clone()))
+        .collect();
+    let outcomes = predictor.step(&batch);
+    assert_eq!(outcomes.len(), batch.len());
+    for ((outcome, (_, expected)), m) in outcomes.iter().zip(&cases).zip(&batch) {
+        match (outcome, expected) {
+            (Outcome::Prediction { key, payload }, Ok(id)) => {
+                let p: Prediction = serde_json::from_slice(payload).unwrap();
+                assert_eq!((key.as_str(), p.request_id.as_str()), (*id, *id));
+                assert_eq!((p.partition, p.offset), (m.partition, m.offset));
+                assert_eq!(p.model_version, init.version);
+                assert!((0.0..=1.0).contains(&p.probability));
+            }
+            (
+                Outcome::DeadLetter {
+                    key,
+                    payload,
+                    fault,
+                    detail,
+                    source,
+                },
+                Err(reason),
+            ) => {
+                assert_eq!(fault.as_str(), *reason, "offset {}", m.offset);
+                assert!(!detail.is_empty());
+                assert_eq!((key, payload), (&m.key, &m.payload), "original bytes kept");
+                assert_eq!(source, &(m.topic.clone(), m.partition, m.offset));
+            }
+            (o, e) => panic!("offset {}: expected {e:?}, got {o:?}", m.offset),
+        }
+    }
+    assert_eq!(predictor.versions(), &[init.version]);
+}
+
+#[test]
+fn the_retrainers_step_keeps_labeled_rows_once_skips_the_rest_and_says_when_a_retrain_is_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rows.jsonl");
+    let every = NonZeroUsize::new(4).unwrap();
+    let mut retrainer = Retrainer::new(RowLog::open(&path).unwrap(), 0, every);
+    let unlabeled = GOOD.replace(r#""income_bracket": ">50K", "#, "");
+
+    let first = [
+        message(0, Some(GOOD.into())),
+        message(1, Some(unlabeled.clone())),
+        message(2, Some(GOOD.replace(r#"">50K""#, r#""<=50K.""#))),
+        message(3, Some("not json".into())),
+        message(4, None),
+    ];
+    assert_eq!(
+        retrainer.step(&first).unwrap(),
+        StepReport {
+            appended: 2,
+            replayed: 0,
+            skipped: 3,
+            retrain_due: false
+        }
+    );
+    // A replay of offsets 0 and 2 (a crash between store and commit), and one new row.
+    let second = [
+        message(0, Some(GOOD.into())),
+        message(2, Some(GOOD.into())),
+        message(5, Some(GOOD.into())),
+    ];
+    assert_eq!(
+        retrainer.step(&second).unwrap(),
+        StepReport {
+            appended: 1,
+            replayed: 2,
+            skipped: 0,
+            retrain_due: false
+        }
+    );
+    let third = [message(6, Some(GOOD.into()))];
+    assert!(retrainer.step(&third).unwrap().retrain_due, "4 rows: due");
+    assert_eq!(retrainer.log().len(), 4);
+    retrainer.trained_on_all();
+    assert!(!retrainer.retrain_due());
+
+    // Durable: the rows are in the file, once each, labels as sent.
+    let reopened = RowLog::open(&path).unwrap();
+    assert_eq!(reopened.len(), 4);
+    let labels: Vec<bool> = reopened.labeled().map(|r| r.label).collect();
+    assert_eq!(labels, [true, false, true, true]);
+}
