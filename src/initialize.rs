@@ -49,7 +49,7 @@ pub enum InitError {
 #[derive(Debug, Clone)]
 pub enum Initialized {
     /// It trained and stored this version.
-    Trained(Manifest),
+    Trained(Box<Manifest>),
     /// `if_missing` was set and the store already had this current version.
     AlreadyThere(u32),
 }
@@ -79,5 +79,7 @@ pub fn run(config: &InitConfig) -> Result<Initialized, InitError> {
         None,
         TrainingData::adult_data(&data.train_sha256, data.train.len()),
     );
-    Ok(Initialized::Trained(config.store.save(files, true)?))
+    Ok(Initialized::Trained(Box::new(
+        config.store.save(files, true)?,
+    )))
 }

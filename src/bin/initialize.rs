@@ -56,7 +56,7 @@ fn main() -> anyhow::Result<()> {
             );
             return Ok(());
         }
-        Initialized::Trained(m) => m,
+        Initialized::Trained(m) => *m,
     };
     println!(
         "bundle v{} written to {} (CV log loss {:.5}, {} rounds, {} evaluations, {:.1} s in all; {})",

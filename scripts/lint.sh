@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Formatting and clippy on every target, warnings as errors (CI runs this).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+cargo fmt --all -- --check
+cargo clippy --release --all-targets -- -D warnings
