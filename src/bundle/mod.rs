@@ -24,13 +24,13 @@ pub enum BundleError {
         expected: String,
         actual: String,
     },
-    #[error("{file}: {source}")]
+    #[error("{file}: not a valid processor file")]
     Processor {
         file: String,
         #[source]
         source: ProcessorFileError,
     },
-    #[error("{file}: {source}")]
+    #[error("{file}: not a valid model")]
     Model {
         file: String,
         #[source]
@@ -38,7 +38,7 @@ pub enum BundleError {
     },
     #[error("{file}: invalid manifest: {reason}")]
     Manifest { file: String, reason: String },
-    #[error("{file}: {source}")]
+    #[error("{file}")]
     Io {
         file: PathBuf,
         #[source]
@@ -101,7 +101,7 @@ impl BundleFiles {
         })?;
         let text = std::str::from_utf8(&self.model_text).map_err(|e| BundleError::Model {
             file: model_name.to_owned(),
-            source: ModelError::Load(e.to_string()),
+            source: ModelError::NotUtf8(e),
         })?;
         let model = Model::from_text(text).map_err(|source| BundleError::Model {
             file: model_name.to_owned(),

@@ -36,7 +36,7 @@ pub enum DataError {
     Csv(PathBuf, String),
     #[error("{0}: no data rows")]
     Empty(PathBuf),
-    #[error("{0}: {1}")]
+    #[error("{0}")]
     Io(PathBuf, #[source] std::io::Error),
 }
 

@@ -7,15 +7,17 @@ use crate::features::{feature_names, N_FEATURES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("cannot load LightGBM model: {0}")]
-    Load(String),
+    #[error("cannot load the LightGBM model")]
+    Load(#[source] lightgbm3::Error),
+    #[error("the LightGBM model text is not UTF-8")]
+    NotUtf8(#[source] std::str::Utf8Error),
     #[error("model expects features {found:?}, this build produces {expected:?}")]
     Schema {
         found: Vec<String>,
         expected: Vec<String>,
     },
-    #[error("LightGBM prediction failed: {0}")]
-    Predict(String),
+    #[error("LightGBM prediction failed")]
+    Predict(#[source] lightgbm3::Error),
 }
 
 /// A loaded model.
@@ -33,10 +35,8 @@ unsafe impl Sync for Model {}
 impl Model {
     /// Parses LightGBM's text format and checks the feature names.
     pub fn from_text(text: &str) -> Result<Self, ModelError> {
-        let booster = Booster::from_string(text).map_err(|e| ModelError::Load(e.to_string()))?;
-        let found = booster
-            .feature_name()
-            .map_err(|e| ModelError::Load(e.to_string()))?;
+        let booster = Booster::from_string(text).map_err(ModelError::Load)?;
+        let found = booster.feature_name().map_err(ModelError::Load)?;
         let expected = feature_names();
         if found != expected || booster.num_features() as usize != N_FEATURES {
             return Err(ModelError::Schema { found, expected });
@@ -51,7 +51,7 @@ impl Model {
         }
         self.booster
             .predict(features, N_FEATURES as i32, true)
-            .map_err(|e| ModelError::Predict(e.to_string()))
+            .map_err(ModelError::Predict)
     }
 }
 
