@@ -18,13 +18,14 @@ use census_stream::data::{label_text, read_labeled, CensusRow, Fetch};
 use census_stream::initialize::{self, InitConfig};
 use census_stream::kafka::InMessage;
 use census_stream::predictor::score_batch;
+use census_stream::registry::Serving;
 use census_stream::stream::decode::decode_request;
 use census_stream::train::SearchConfig;
 
 const BATCHES: [usize; 3] = [1, 64, 1024];
 
 struct Fixture {
-    bundle: Bundle,
+    bundle: std::sync::Arc<Bundle>,
     payloads: Vec<Vec<u8>>,
     rows: Vec<CensusRow>,
     _temp: Option<tempfile::TempDir>,
@@ -78,7 +79,7 @@ fn fixture() -> Fixture {
         .collect();
     let rows = test.into_iter().take(1024).map(|r| r.row).collect();
     Fixture {
-        bundle,
+        bundle: std::sync::Arc::new(bundle),
         payloads,
         rows,
         _temp: temp,
@@ -117,6 +118,10 @@ fn scoring(c: &mut Criterion) {
     }
     g.finish();
 
+    let serving = Serving {
+        champion: f.bundle.clone(),
+        challenger: None,
+    };
     let messages: Vec<InMessage> = f
         .payloads
         .iter()
@@ -133,7 +138,7 @@ fn scoring(c: &mut Criterion) {
     for n in BATCHES {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
-            b.iter(|| score_batch(&f.bundle, black_box(&messages[..n])))
+            b.iter(|| score_batch(&serving, black_box(&messages[..n])))
         });
     }
     g.finish();

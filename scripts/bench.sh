@@ -82,11 +82,11 @@ retrainer=$!
 pids+=($retrainer)
 # The retrainer's group starts at the earliest offset: the records above are its stream rows.
 for _ in $(seq 1 600); do
-    grep -q "stored and announced" "$work/retrainer.log" && break
+    grep -q "stored and published" "$work/retrainer.log" && break
     kill -0 "$retrainer" 2>/dev/null || break
     sleep 0.5
 done
-grep "retraining v\|stored and announced" "$work/retrainer.log" | sed 's/^.*retrainer: /retrainer: /'
+grep "retraining after v\|stored and published" "$work/retrainer.log" | sed 's/^.*retrainer: /retrainer: /'
 
 stop_services
 echo "predictor (own process): $(tail -n 1 "$work/predictor.log")"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# README's test command: the whole suite on the embedded broker, then the end-to-end stream tests
-# again on a real Apache Kafka broker, either the one KAFKA_BROKERS names or a local one that this
+# README's test command: the whole suite on the embedded broker, then the end-to-end stream and
+# registry tests again on a real Apache Kafka broker, either the one KAFKA_BROKERS names or a local one that this
 # script starts (scripts/kafka-local.sh, with its own ports and a fresh data folder) and always
 # stops, also when a test fails. Release build: training in debug mode is too slow to test.
 # Installs the build prerequisites it can, see scripts/env.sh.
@@ -33,5 +33,5 @@ if [ -z "$brokers" ]; then
     cs_start_test_broker "${CENSUS_TEST_KAFKA_PORT:-19092}"
     brokers="$CS_TEST_BROKERS"
 fi
-echo "== end-to-end stream tests on the real Kafka broker at $brokers"
-KAFKA_BROKERS="$brokers" cargo test --release --test suite stream::
+echo "== end-to-end stream and registry tests on the real Kafka broker at $brokers"
+KAFKA_BROKERS="$brokers" cargo test --release --test suite -- stream:: registry::

@@ -141,6 +141,7 @@ impl SearchArgs {
             seed: self.seed,
             threads: self.threads,
             progress: false,
+            cancel: Default::default(),
         }
     }
 }

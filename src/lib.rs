@@ -4,7 +4,7 @@
 //!
 //! Layers, lowest first (a module uses only those above it in this list):
 //! `defaults`, `settings`, `atomic`, `memory`, `logging` · `data` · `features` · `model` ·
-//! `hyper`, `metrics` · `train` · `bundle` · `bundling` · `initialize` · `kafka` · `stream` ·
+//! `hyper`, `metrics` · `train` · `bundle` · `bundling` · `initialize` · `kafka` · `stream` · `registry` ·
 //! `predictor`, `retrainer`, `producer` · `demo`, `loadtest` · `cli`.
 
 pub mod atomic;
@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod model;
 pub mod predictor;
 pub mod producer;
+pub mod registry;
 pub mod retrainer;
 pub mod settings;
 pub mod stream;

@@ -44,6 +44,12 @@ pub enum BundleError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{}: version {version} is stored here with other files than the registry's; move the \
+         local folders aside (they are a cache of the registry)",
+        file.display()
+    )]
+    Conflict { file: PathBuf, version: u32 },
     #[error("no bundle in {0}: run `initialize` first")]
     NoCurrent(PathBuf),
 }
@@ -64,6 +70,16 @@ pub struct Bundle {
 }
 
 impl BundleFiles {
+    /// Makes these the files of `version`: its number, file names and both sha256s.
+    pub fn stamp(&mut self, version: u32) {
+        let m = &mut self.manifest;
+        m.version = version;
+        m.model_file = model_file(version);
+        m.processor_file = processor_file(version);
+        m.model_sha256 = sha256_hex(&self.model_text);
+        m.processor_sha256 = sha256_hex(&self.processor);
+    }
+
     /// Verifies both files against the manifest and loads them.
     pub fn load(&self) -> Result<Bundle, BundleError> {
         self.load_named(&self.manifest.model_file, &self.manifest.processor_file)

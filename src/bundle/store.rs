@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::{
     manifest_file, model_file, processor_file, Bundle, BundleError, BundleFiles, Manifest,
 };
-use crate::atomic::{create_atomic, sha256_hex, write_atomic};
+use crate::atomic::{create_atomic, write_atomic};
 
 const CURRENT: &str = "CURRENT";
 
@@ -70,7 +70,7 @@ impl BundleStore {
     }
 
     /// The highest version any file uses, complete or not: a new version goes above it.
-    fn highest_used(&self) -> Result<u32, BundleError> {
+    pub fn highest_used(&self) -> Result<u32, BundleError> {
         let models = Self::names_in(&self.models)?;
         let procs = Self::names_in(&self.processors)?;
         Ok(models
@@ -153,12 +153,8 @@ impl BundleStore {
     pub fn save(&self, mut files: BundleFiles, promote: bool) -> Result<Manifest, BundleError> {
         loop {
             let version = self.highest_used()? + 1;
+            files.stamp(version);
             let m = &mut files.manifest;
-            m.version = version;
-            m.model_file = model_file(version);
-            m.processor_file = processor_file(version);
-            m.model_sha256 = sha256_hex(&files.model_text);
-            m.processor_sha256 = sha256_hex(&files.processor);
             m.promoted = promote;
             let proc_path = self.processors.join(&m.processor_file);
             let model_path = self.models.join(&m.model_file);
@@ -183,6 +179,45 @@ impl BundleStore {
             }
             return Ok(files.manifest);
         }
+    }
+
+    /// Stores `files` as the version its manifest names (a bundle from the registry, whose
+    /// number is already given). A version already stored with the same files is left as it is;
+    /// one with other files is a conflict, never overwritten.
+    pub fn put(&self, files: &BundleFiles) -> Result<(), BundleError> {
+        let m = &files.manifest;
+        let version = m.version;
+        let manifest_path = self.models.join(manifest_file(version));
+        if manifest_path.exists() {
+            let stored = self.read_files(version)?.manifest;
+            if stored.model_sha256 != m.model_sha256
+                || stored.processor_sha256 != m.processor_sha256
+            {
+                return Err(BundleError::Conflict {
+                    file: manifest_path,
+                    version,
+                });
+            }
+            return Ok(());
+        }
+        files.load()?;
+        for (path, bytes) in [
+            (
+                self.processors.join(processor_file(version)),
+                &files.processor,
+            ),
+            (self.models.join(model_file(version)), &files.model_text),
+        ] {
+            match create_atomic(&path, bytes) {
+                // Left by an interrupted put or save: the manifest, written last, is not there.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    write_atomic(&path, bytes).map_err(io_err(&path))?
+                }
+                r => r.map_err(io_err(&path))?,
+            }
+        }
+        let json = serde_json::to_vec_pretty(m).expect("manifest serializes");
+        create_atomic(&manifest_path, &json).map_err(io_err(&manifest_path))
     }
 
     /// Points `models/CURRENT` at `version`.

@@ -37,6 +37,23 @@ impl KafkaSettings {
     }
 }
 
+impl KafkaSettings {
+    /// Each partition of `topic` with its end offset (high watermark) as of now.
+    pub async fn end_offsets(&self, topic: &str) -> Result<Vec<(i32, i64)>, BrokerError> {
+        let probe: BaseConsumer = self.client(&[]).create()?;
+        let name = topic.to_owned();
+        let ends =
+            tokio::task::spawn_blocking(move || start_offsets(&probe, &name, true)).await??;
+        Ok(ends
+            .into_iter()
+            .map(|(p, o)| match o {
+                Offset::Offset(o) => (p, o),
+                _ => (p, 0),
+            })
+            .collect())
+    }
+}
+
 /// Each partition of `topic` with the offset to start from (blocking).
 fn start_offsets(
     probe: &BaseConsumer,

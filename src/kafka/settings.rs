@@ -85,17 +85,23 @@ impl KafkaSettings {
             .create()?)
     }
 
-    /// The producer of `census.models`: bundles are large text, compressed with lz4.
-    pub fn model_producer(&self) -> Result<FutureProducer, BrokerError> {
+    /// The producer of `census.models`: bundles are large text, compressed with lz4. With a
+    /// `transactional_id` it writes in transactions (see `registry::Publisher`).
+    pub fn model_producer(
+        &self,
+        transactional_id: Option<&str>,
+    ) -> Result<FutureProducer, BrokerError> {
         let max = MAX_MESSAGE_BYTES.to_string();
-        Ok(self
-            .client(&[
-                ("enable.idempotence", "true"),
-                ("acks", "all"),
-                ("compression.type", "lz4"),
-                ("message.max.bytes", &max),
-            ])
-            .create()?)
+        let mut c = self.client(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("compression.type", "lz4"),
+            ("message.max.bytes", &max),
+        ]);
+        if let Some(id) = transactional_id {
+            c.set("transactional.id", id);
+        }
+        Ok(c.create()?)
     }
 
     /// A consumer with manual offset commits, starting from the earliest offset when its group

@@ -2,8 +2,9 @@
 //! transformed and scored with the bundle in use ([`Predictor::step`]); one prediction per
 //! request goes to `census.predictions`, each record that cannot be scored to `census.dlq`
 //! ([`deliver`]). The stream's worker loop commits offsets only after every output of a batch is
-//! acknowledged (at-least-once). The bundle is swapped between batches when a newer one arrives
-//! on `census.models`.
+//! acknowledged (at-least-once). It serves the champion that the registry on `census.models`
+//! names and scores the challenger, when there is one, in shadow; both are swapped between
+//! batches.
 
 mod deliver;
 mod step;
@@ -23,7 +24,7 @@ pub use step::{score_batch, Outcome, Predictor};
 use crate::bundle::BundleStore;
 use crate::defaults;
 use crate::kafka::{BrokerError, InMessage, KafkaSettings, Topics};
-use crate::stream::models::{self, current_version, CurrentBundle};
+use crate::registry::{self, champion_version, serve_alone, CurrentServing};
 use crate::stream::worker::{self, Batching, Worker};
 
 /// Settings of one predictor instance.
@@ -112,31 +113,36 @@ pub async fn run(
 ) -> Result<PredictorStats, PredictorError> {
     let name = config.name.clone();
     config.kafka.ensure_topics().await?;
-    let current = CurrentBundle::default();
+    let current = CurrentServing::default();
     if let Some(store) = config.store.clone() {
         match tokio::task::spawn_blocking(move || store.load_current()).await? {
             Ok(bundle) => {
-                models::install(&current, bundle, &name);
+                tracing::info!(
+                    "{name}: serving local v{} until {} names a champion",
+                    bundle.manifest.version,
+                    config.kafka.topics.models
+                );
+                serve_alone(&current, bundle);
             }
             Err(e) => tracing::info!("{name}: no local bundle ({})", crate::error_chain(&e)),
         }
     }
-    let (loaded_tx, mut loaded) = watch::channel(current_version(&current));
+    let (loaded_tx, mut loaded) = watch::channel(champion_version(&current));
     let follower_stop = shutdown.child_token();
-    let mut follower = tokio::spawn(models::follow(
+    let mut follower = tokio::spawn(registry::follow(
         config.kafka.clone(),
         current.clone(),
         loaded_tx,
         name.clone(),
         follower_stop.clone(),
     ));
-    if current_version(&current).is_none() {
+    if champion_version(&current).is_none() {
         tracing::info!(
-            "{name}: no bundle yet (none locally, none on {}): waiting for one; run `initialize` \
-             and the retrainer to publish it",
+            "{name}: no bundle yet (none locally, no champion on {}): waiting for one; run \
+             `initialize` and the retrainer to publish it",
             config.kafka.topics.models
         );
-        while current_version(&current).is_none() {
+        while champion_version(&current).is_none() {
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     follower_stop.cancel();

@@ -1,12 +1,11 @@
 //! The predictor's work on one batch, without a broker: decode, validate, transform and score
 //! with the bundle in use; one outcome per message, in input order.
 
-use crate::bundle::Bundle;
 use crate::data::label_text;
 use crate::kafka::InMessage;
+use crate::registry::{CurrentServing, Serving};
 use crate::stream::decode::{decode_request, Fault, Rejection};
 use crate::stream::messages::{now_ms, Prediction};
-use crate::stream::models::CurrentBundle;
 
 /// The result of one consumed record.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,33 +35,33 @@ impl Outcome {
     }
 }
 
-/// Scores batches with whatever bundle is current when each batch starts.
+/// Scores batches with whatever bundles serve when each batch starts.
 pub struct Predictor {
-    current: CurrentBundle,
+    current: CurrentServing,
     /// Versions used, in the order they were first used.
     versions: Vec<u32>,
 }
 
 impl Predictor {
-    pub fn new(current: CurrentBundle) -> Self {
+    pub fn new(current: CurrentServing) -> Self {
         Predictor {
             current,
             versions: Vec::new(),
         }
     }
 
-    /// One outcome per message of `batch`, in order. The whole batch is scored with one bundle,
-    /// the current one (the service installs one before it reads any batch).
+    /// One outcome per message of `batch`, in order. The whole batch is scored with the bundles
+    /// serving when it starts (the service installs a champion before it reads any batch).
     pub fn step(&mut self, batch: &[InMessage]) -> Vec<Outcome> {
-        let bundle = self
+        let serving = self
             .current
             .load_full()
-            .expect("a bundle is installed before the first batch");
-        let version = bundle.manifest.version;
+            .expect("a champion is installed before the first batch");
+        let version = serving.champion.manifest.version;
         if self.versions.last() != Some(&version) {
             self.versions.push(version);
         }
-        score_batch(&bundle, batch)
+        score_batch(&serving, batch)
     }
 
     pub fn versions(&self) -> &[u32] {
@@ -70,17 +69,35 @@ impl Predictor {
     }
 }
 
-/// Scores a batch with `bundle`: one outcome per message, in order. A batch the model fails to
-/// score dead-letters its scorable records with the reason, rather than stopping the service.
-pub fn score_batch(bundle: &Bundle, batch: &[InMessage]) -> Vec<Outcome> {
+/// Scores a batch with the champion (and the challenger in shadow): one outcome per message, in
+/// order. A batch the champion fails to score dead-letters its scorable records with the reason,
+/// rather than stopping the service; a challenger that fails only loses its shadow scores.
+pub fn score_batch(serving: &Serving, batch: &[InMessage]) -> Vec<Outcome> {
+    let bundle = &serving.champion;
     let decoded: Vec<_> = batch
         .iter()
         .map(|m| decode_request(m.payload.as_deref()))
         .collect();
-    let rows = decoded
+    let rows: Vec<_> = decoded
         .iter()
-        .filter_map(|d| d.as_ref().ok().map(|r| &r.record));
-    let probabilities = match bundle.predict(rows.collect::<Vec<_>>().into_iter()) {
+        .filter_map(|d| d.as_ref().ok().map(|r| &r.record))
+        .collect();
+    let shadow: Option<(u32, Vec<f64>)> =
+        serving
+            .challenger
+            .as_ref()
+            .and_then(|c| match c.predict(rows.iter().copied()) {
+                Ok(p) => Some((c.manifest.version, p)),
+                Err(e) => {
+                    tracing::warn!(
+                        "shadow scoring with v{} failed: {}",
+                        c.manifest.version,
+                        crate::error_chain(&e)
+                    );
+                    None
+                }
+            });
+    let probabilities = match bundle.predict(rows.into_iter()) {
         Ok(p) => p,
         Err(e) => {
             let detail = crate::error_chain(&e);
@@ -99,6 +116,10 @@ pub fn score_batch(bundle: &Bundle, batch: &[InMessage]) -> Vec<Outcome> {
         }
     };
     let mut probabilities = probabilities.into_iter();
+    let (challenger_version, mut shadow) = match shadow {
+        Some((v, p)) => (Some(v), Some(p.into_iter())),
+        None => (None, None),
+    };
     let predicted_at_ms = now_ms();
     let bundle_sha256 = bundle.manifest.bundle_sha256();
     batch
@@ -107,12 +128,15 @@ pub fn score_batch(bundle: &Bundle, batch: &[InMessage]) -> Vec<Outcome> {
         .map(|(m, d)| match d {
             Ok(request) => {
                 let probability = probabilities.next().expect("one probability per request");
+                let challenger_probability = shadow.as_mut().and_then(Iterator::next);
                 let prediction = Prediction {
                     probability,
                     predicted: label_text(probability >= 0.5).to_owned(),
                     income_bracket: request.income_bracket,
                     model_version: bundle.manifest.version,
                     bundle_sha256: bundle_sha256.clone(),
+                    challenger_version,
+                    challenger_probability,
                     sent_at_ms: request.sent_at_ms,
                     predicted_at_ms,
                     partition: m.partition,

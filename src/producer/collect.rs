@@ -144,6 +144,8 @@ mod tests {
             income_bracket: Some(truth.into()),
             model_version: version,
             bundle_sha256: String::new(),
+            challenger_version: None,
+            challenger_probability: None,
             sent_at_ms: now_ms(),
             predicted_at_ms: now_ms(),
             partition: 0,

@@ -144,6 +144,25 @@ impl RowLog {
         })
     }
 
+    /// Whether a row from the same topic, partition and offset is stored.
+    pub fn contains(&self, row: &StoredRow) -> bool {
+        self.seen
+            .contains(&(row.topic.clone(), row.partition, row.offset))
+    }
+
+    /// Rows whose offset is below `offsets` (per `topic/partition`; none where a partition is
+    /// missing).
+    pub fn count_below(&self, offsets: &BTreeMap<String, i64>) -> usize {
+        self.rows
+            .iter()
+            .filter(|r| {
+                offsets
+                    .get(&format!("{}/{}", r.topic, r.partition))
+                    .is_some_and(|&end| r.offset < end)
+            })
+            .count()
+    }
+
     /// Per `topic/partition`, one past the highest stored offset.
     pub fn offsets(&self) -> BTreeMap<String, i64> {
         let mut out = BTreeMap::new();

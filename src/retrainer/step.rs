@@ -1,6 +1,7 @@
 //! The retrainer's work on one batch, without a broker: keep the labeled, valid rows durably
 //! (once each, however often a record is replayed) and say when a retrain is due.
 
+use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 
 use super::rowlog::{RowLog, RowLogError, StoredRow};
@@ -24,18 +25,28 @@ pub struct StepReport {
 /// Keeps labeled rows and counts them towards the next retrain.
 pub struct Retrainer {
     log: RowLog,
-    /// Rows of the log the model in use was trained on.
-    trained_rows: usize,
+    /// Per `topic/partition`, the offset from which rows are new to the last model trained.
+    trained_offsets: BTreeMap<String, i64>,
+    /// Rows of the log at or above `trained_offsets`.
+    new_rows: usize,
     retrain_every: NonZeroUsize,
 }
 
 impl Retrainer {
-    /// `trained_rows`: how many of the log's rows the model in use was trained on (a log that
-    /// was reset restarts the count from zero).
-    pub fn new(log: RowLog, trained_rows: usize, retrain_every: NonZeroUsize) -> Self {
+    /// `trained_offsets`: per `topic/partition`, the next offset after the last stream row the
+    /// champion was trained on (its manifest's `stream_offsets`). Rows of the log below them
+    /// count as trained on, so a new log that re-reads the topic does not retrain on the same
+    /// rows again.
+    pub fn new(
+        log: RowLog,
+        trained_offsets: &BTreeMap<String, i64>,
+        retrain_every: NonZeroUsize,
+    ) -> Self {
+        let new_rows = log.len() - log.count_below(trained_offsets);
         Retrainer {
-            trained_rows: trained_rows.min(log.len()),
             log,
+            trained_offsets: trained_offsets.clone(),
+            new_rows,
             retrain_every,
         }
     }
@@ -59,23 +70,36 @@ impl Retrainer {
             .collect();
         report.skipped = batch.len() - rows.len();
         let labeled = rows.len();
+        let new = rows
+            .iter()
+            .filter(|r| !self.log.contains(r) && self.is_new(r))
+            .count();
         report.appended = self.log.append(rows)?;
+        self.new_rows += new;
         report.replayed = labeled - report.appended;
         report.retrain_due = self.retrain_due();
         Ok(report)
     }
 
+    fn is_new(&self, row: &StoredRow) -> bool {
+        self.trained_offsets
+            .get(&format!("{}/{}", row.topic, row.partition))
+            .is_none_or(|&from| row.offset >= from)
+    }
+
     pub fn retrain_due(&self) -> bool {
-        self.log.len() >= self.trained_rows + self.retrain_every.get()
+        self.new_rows >= self.retrain_every.get()
     }
 
-    /// Records that a model was trained on every row of the log.
+    /// Records that a model is being trained on every row of the log.
     pub fn trained_on_all(&mut self) {
-        self.trained_rows = self.log.len();
+        self.trained_offsets = self.log.offsets();
+        self.new_rows = 0;
     }
 
+    /// Rows of the log the last model was trained on.
     pub fn trained_rows(&self) -> usize {
-        self.trained_rows
+        self.log.len() - self.new_rows
     }
 
     pub fn log(&self) -> &RowLog {

@@ -28,8 +28,15 @@ pub struct Prediction {
     pub predicted: String,
     /// The request's true label, echoed when it had one.
     pub income_bracket: Option<String>,
+    /// The champion's version: the model that made this prediction.
     pub model_version: u32,
     pub bundle_sha256: String,
+    /// The challenger scored in shadow, when there is one: its version and probability. Never
+    /// the served prediction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenger_version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenger_probability: Option<f64>,
     pub sent_at_ms: i64,
     pub predicted_at_ms: i64,
     /// Where the request was read: partition and offset in `census.requests`.
@@ -37,9 +44,8 @@ pub struct Prediction {
     pub offset: i64,
 }
 
-/// `census.models`: a whole bundle, so that a predictor anywhere needs only the broker. Keyed by
-/// [`MODEL_KEY`] (the topic is compacted: the newest bundle is what stays). Compressed by the
-/// producer (lz4).
+/// A bundle record of `census.models` (see `registry::records`): a whole bundle, so that a
+/// predictor anywhere needs only the broker. Compressed by the producer (lz4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMessage {
     pub manifest: Manifest,
@@ -48,9 +54,6 @@ pub struct ModelMessage {
     /// The processor file, base64.
     pub processor_base64: String,
 }
-
-/// The key of every `census.models` message.
-pub const MODEL_KEY: &str = "bundle";
 
 impl ModelMessage {
     pub fn from_files(files: &BundleFiles) -> Result<Self, std::str::Utf8Error> {

@@ -1,8 +1,6 @@
 //! What flows on the topics and the machinery around it: the JSON messages, the decoding of a
-//! request into a dead letter's reason, model distribution on `census.models`, and the one
-//! consume loop the services run.
+//! request into a dead letter's reason, and the one consume loop the services run.
 
 pub mod decode;
 pub mod messages;
-pub mod models;
 pub mod worker;

@@ -36,6 +36,12 @@ pub trait Worker: Send + 'static {
     fn after_commit(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
         async { Ok(()) }
     }
+
+    /// Work of the worker's own that the loop waits for between batches (a task finishing),
+    /// racing the next batch's first record: it must be cancel-safe. By default, none.
+    fn background(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        std::future::pending()
+    }
 }
 
 /// How the loop reads batches.
@@ -77,7 +83,24 @@ async fn serve<W: Worker>(
     mut worker: W,
     shutdown: &CancellationToken,
 ) -> Result<W, W::Error> {
-    while let Some(batch) = next_batch(consumer, batching, shutdown).await {
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            done = worker.background() => {
+                done?;
+                continue;
+            }
+            m = consumer.recv() => match m {
+                Ok(m) => InMessage::from_borrowed(&m),
+                Err(e) => {
+                    tracing::warn!("{}: consumer error: {e}", batching.name);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let batch = fill_batch(consumer, batching, first).await;
         let (w, batch, output) = tokio::task::spawn_blocking(move || {
             let output = worker.step(&batch);
             (worker, batch, output)
@@ -98,30 +121,14 @@ async fn serve<W: Worker>(
     Ok(worker)
 }
 
-/// The next batch: wait for one message (or shutdown), then take whatever else arrives within
-/// the linger, up to the maximum. `None` once `shutdown` is cancelled.
-async fn next_batch(
+/// A batch from its first message: whatever else arrives within the linger, up to the maximum.
+/// Nothing interrupts it, so no consumed message is dropped.
+async fn fill_batch(
     consumer: &StreamConsumer,
     batching: &Batching,
-    shutdown: &CancellationToken,
-) -> Option<Vec<InMessage>> {
-    let mut batch = Vec::new();
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return None,
-            m = consumer.recv() => match m {
-                Ok(m) => {
-                    batch.push(InMessage::from_borrowed(&m));
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!("{}: consumer error: {e}", batching.name);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
+    first: InMessage,
+) -> Vec<InMessage> {
+    let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + batching.linger;
     while batch.len() < batching.max_batch.get() {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
@@ -130,5 +137,5 @@ async fn next_batch(
             Err(_) => break,
         }
     }
-    Some(batch)
+    batch
 }

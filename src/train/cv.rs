@@ -5,7 +5,10 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use super::lgbm::{LgbmError, TrainSet, Trainer};
+use tokio_util::sync::CancellationToken;
+
+use super::lgbm::{TrainSet, Trainer};
+use super::TrainError;
 use crate::features::N_FEATURES;
 use crate::hyper::Hyperparams;
 
@@ -65,14 +68,16 @@ pub struct CvScore {
     pub rounds: usize,
 }
 
-/// Cross-validates `params` on `data` split by `folds` (values in `0..k`).
+/// Cross-validates `params` on `data` split by `folds` (values in `0..k`). Stops between two
+/// rounds once `cancel` is cancelled.
 pub fn cross_validate(
     data: &Matrix,
     folds: &[usize],
     k: usize,
     params: &Hyperparams,
     seed: u64,
-) -> Result<CvScore, LgbmError> {
+    cancel: &CancellationToken,
+) -> Result<CvScore, TrainError> {
     let lgbm_params = params.lightgbm_params(seed);
     let mut trainers = (0..k)
         .map(|fold| {
@@ -89,6 +94,9 @@ pub fn cross_validate(
         rounds: 0,
     };
     for round in 1..=params.num_boost_round as usize {
+        if cancel.is_cancelled() {
+            return Err(TrainError::Cancelled);
+        }
         let mut sum = 0.0;
         let mut all_finished = true;
         for t in &mut trainers {

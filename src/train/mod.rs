@@ -29,6 +29,8 @@ pub enum TrainError {
     NoEvaluation,
     #[error("cannot start the search's worker threads")]
     ThreadPool(#[from] rayon::ThreadPoolBuildError),
+    #[error("training was cancelled")]
+    Cancelled,
     #[error("{rows} training rows are too few for {folds}-fold cross-validation")]
     TooFewRows { rows: usize, folds: usize },
 }

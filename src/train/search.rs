@@ -12,6 +12,7 @@ use argmin::solver::particleswarm::ParticleSwarm;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use tokio_util::sync::CancellationToken;
 
 use super::cv::{cross_validate, CvScore, Matrix};
 use super::TrainError;
@@ -33,6 +34,9 @@ pub struct SearchConfig {
     pub threads: NonZeroUsize,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Cancelled: the search stops within one boosting round and fails with
+    /// [`TrainError::Cancelled`].
+    pub cancel: CancellationToken,
 }
 
 impl SearchConfig {
@@ -44,6 +48,7 @@ impl SearchConfig {
             seed: crate::defaults::SEED,
             threads: crate::defaults::threads(),
             progress: false,
+            cancel: CancellationToken::new(),
         }
     }
 }
@@ -64,6 +69,7 @@ pub struct SearchOutcome {
 }
 
 struct CvObjective<'a> {
+    cancel: &'a CancellationToken,
     data: &'a Matrix,
     folds: &'a [usize],
     k: usize,
@@ -87,7 +93,14 @@ impl CostFunction for Shared<'_, '_> {
 impl CvObjective<'_> {
     fn evaluate(&self, point: &[f64]) -> Result<f64, ArgminError> {
         let params = Hyperparams::from_point(point);
-        let score = cross_validate(self.data, self.folds, self.k, &params, self.seed)?;
+        let score = cross_validate(
+            self.data,
+            self.folds,
+            self.k,
+            &params,
+            self.seed,
+            self.cancel,
+        )?;
         let mut trials = self.trials.lock().expect("trial list poisoned");
         trials.push(Trial { params, score });
         let best = trials
@@ -135,6 +148,7 @@ pub fn search(
     );
     bar.enable_steady_tick(Duration::from_millis(250));
     let objective = CvObjective {
+        cancel: &config.cancel,
         data,
         folds,
         k: config.folds.get(),
@@ -153,7 +167,13 @@ pub fn search(
             .configure(|state| state.max_iters(generations))
             .run()
     })
-    .map_err(|e| TrainError::Search(e.into()))?;
+    .map_err(|e| {
+        if config.cancel.is_cancelled() {
+            TrainError::Cancelled
+        } else {
+            TrainError::Search(e.into())
+        }
+    })?;
     bar.finish_and_clear();
 
     let trials = objective.trials.into_inner().expect("trial list poisoned");

@@ -51,6 +51,7 @@ pub fn small_search(max_evals: usize) -> SearchConfig {
         seed: 1,
         threads: std::num::NonZeroUsize::new(2).unwrap(),
         progress: false,
+        cancel: Default::default(),
     }
 }
 
@@ -130,6 +131,21 @@ impl TestKafka {
     pub fn is_embedded(&self) -> bool {
         self.embedded.is_some()
     }
+}
+
+/// Publishes `files` in the registry as the champion, as an operator's tool would.
+pub async fn publish_champion(
+    settings: &KafkaSettings,
+    files: &census_stream::bundle::BundleFiles,
+) {
+    use census_stream::registry::{Alias, AliasRecord, Publisher};
+    let id = format!("test-publisher-{:08x}", rand::random::<u32>());
+    let publisher = Publisher::start(settings, &id).await.expect("publisher");
+    let alias = AliasRecord::new(Alias::Champion, Some(files.manifest.version), None, "test");
+    publisher
+        .publish(Some(files), &[alias])
+        .await
+        .expect("published");
 }
 
 /// A store holding a copy of the suite's bundle v1.

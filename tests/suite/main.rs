@@ -5,5 +5,6 @@ mod flags;
 mod helpers;
 mod initialize;
 mod layers;
+mod registry;
 mod steps;
 mod stream;

@@ -1,13 +1,12 @@
 //! The services' per-batch steps, driven on in-memory messages: no broker.
 
 use std::num::NonZeroUsize;
-use std::sync::Arc;
 
 use census_stream::kafka::InMessage;
 use census_stream::predictor::{Outcome, Predictor};
+use census_stream::registry::{serve_alone, CurrentServing};
 use census_stream::retrainer::{Retrainer, RowLog, StepReport};
 use census_stream::stream::messages::Prediction;
-use census_stream::stream::models::CurrentBundle;
 
 use crate::helpers::initialized;
 
@@ -38,8 +37,8 @@ fn the_predictors_step_answers_a_mixed_batch_in_input_order_with_the_right_reaso
     let Some(init) = initialized() else {
         return;
     };
-    let current = CurrentBundle::default();
-    current.store(Some(Arc::new(init.store.load(init.version).unwrap())));
+    let current = CurrentServing::default();
+    serve_alone(&current, init.store.load(init.version).unwrap());
     let mut predictor = Predictor::new(current);
 
     // (payload, expected: Ok(request id) for a prediction, Err(reason) for a dead letter)
@@ -127,7 +126,7 @@ fn the_retrainers_step_keeps_labeled_rows_once_skips_the_rest_and_says_when_a_re
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rows.jsonl");
     let every = NonZeroUsize::new(4).unwrap();
-    let mut retrainer = Retrainer::new(RowLog::open(&path).unwrap(), 0, every);
+    let mut retrainer = Retrainer::new(RowLog::open(&path).unwrap(), &Default::default(), every);
     let unlabeled = GOOD.replace(r#""income_bracket": ">50K", "#, "");
 
     let first = [
@@ -172,4 +171,13 @@ fn the_retrainers_step_keeps_labeled_rows_once_skips_the_rest_and_says_when_a_re
     assert_eq!(reopened.len(), 4);
     let labels: Vec<bool> = reopened.labeled().map(|r| r.label).collect();
     assert_eq!(labels, [true, false, true, true]);
+
+    // A new log over the same rows counts those the champion was trained on (below its
+    // offsets) as trained: offsets 0 and 6 of partition 0, 2 of partition 2, not 5.
+    let champion_offsets = [("census.requests/0", 7), ("census.requests/2", 3)]
+        .map(|(k, v)| (k.to_string(), v))
+        .into();
+    let retrainer = Retrainer::new(reopened, &champion_offsets, every);
+    assert_eq!(retrainer.trained_rows(), 3);
+    assert!(!retrainer.retrain_due());
 }

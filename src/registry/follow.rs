@@ -1,0 +1,169 @@
+//! Following the registry: a predictor reads `census.models` from its beginning and keeps the
+//! bundles of the champion and the challenger loaded, in an [`ArcSwapOption`] that its batches
+//! read. A bundle that cannot be verified or loaded is refused with a log line, and the part it
+//! was meant for keeps its current bundle.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::Message;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::records::{parse, Alias};
+use super::state::Registry;
+use crate::bundle::{Bundle, BundleError};
+use crate::kafka::{BrokerError, KafkaSettings};
+use crate::stream::messages::ModelMessage;
+
+/// What a predictor scores with: the champion serves, the challenger is scored in shadow.
+pub struct Serving {
+    pub champion: Arc<Bundle>,
+    pub challenger: Option<Arc<Bundle>>,
+}
+
+/// The bundles in use, swapped whole between batches.
+pub type CurrentServing = Arc<ArcSwapOption<Serving>>;
+
+/// The champion's version in use, if any.
+pub fn champion_version(current: &CurrentServing) -> Option<u32> {
+    current.load().as_ref().map(|s| s.champion.manifest.version)
+}
+
+/// Why a bundle record was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RefusedBundle {
+    #[error("not a model message")]
+    NotAModelMessage(#[source] serde_json::Error),
+    #[error("the processor is not base64")]
+    NotBase64(#[source] base64::DecodeError),
+    #[error("record of v{key} holds the bundle of v{inside}")]
+    WrongVersion { key: u32, inside: u32 },
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+}
+
+/// Verifies and loads the bundle record of `version` (CPU work: call off the runtime).
+pub fn load_bundle(version: u32, payload: &[u8]) -> Result<Bundle, RefusedBundle> {
+    let msg: ModelMessage =
+        serde_json::from_slice(payload).map_err(RefusedBundle::NotAModelMessage)?;
+    if msg.manifest.version != version {
+        return Err(RefusedBundle::WrongVersion {
+            key: version,
+            inside: msg.manifest.version,
+        });
+    }
+    let files = msg.into_files().map_err(RefusedBundle::NotBase64)?;
+    Ok(files.load()?)
+}
+
+/// Serves `bundle` as champion with no challenger (a predictor's local bundle at start).
+pub fn serve_alone(current: &CurrentServing, bundle: Bundle) {
+    current.store(Some(Arc::new(Serving {
+        champion: Arc::new(bundle),
+        challenger: None,
+    })));
+}
+
+/// Follows the registry from its beginning until `shutdown`, keeping `current` on the champion
+/// and challenger it names, and announcing the champion's version on `loaded`.
+pub async fn follow(
+    settings: KafkaSettings,
+    current: CurrentServing,
+    loaded: watch::Sender<Option<u32>>,
+    who: String,
+    shutdown: CancellationToken,
+) -> Result<(), BrokerError> {
+    let topic = settings.topics.models.clone();
+    let consumer: StreamConsumer = settings.reader()?;
+    settings.assign_all(&consumer, &topic, false).await?;
+    let mut registry = Registry::default();
+    // Loaded bundles by version: those in use, and those refused (`None`) so that a bad record is
+    // not loaded again and again.
+    let mut cache: BTreeMap<u32, Option<Arc<Bundle>>> = BTreeMap::new();
+    if let Some(s) = current.load_full() {
+        cache.insert(s.champion.manifest.version, Some(s.champion.clone()));
+    }
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            m = consumer.recv() => m,
+        };
+        match msg {
+            Ok(m) => match parse(m.key(), m.payload()) {
+                Ok(record) => registry.apply(record),
+                Err(e) => {
+                    tracing::warn!("{who}: {topic}: skipped: {}", crate::error_chain(&e));
+                    continue;
+                }
+            },
+            Err(e) => {
+                tracing::warn!("{who}: {topic}: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        }
+        let champion = registry.version_of(Alias::Champion);
+        let challenger = registry
+            .version_of(Alias::Challenger)
+            .filter(|&c| Some(c) != champion);
+        for v in champion.into_iter().chain(challenger) {
+            if cache.contains_key(&v) {
+                continue;
+            }
+            let Some(payload) = registry.bundle(v).map(<[u8]>::to_vec) else {
+                continue; // its bundle record has not arrived yet
+            };
+            let loaded = tokio::task::spawn_blocking(move || load_bundle(v, &payload)).await?;
+            match loaded {
+                Ok(b) => {
+                    cache.insert(v, Some(Arc::new(b)));
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "{who}: refused bundle v{v} from {topic}: {}",
+                        crate::error_chain(&e)
+                    );
+                    cache.insert(v, None);
+                }
+            }
+        }
+        let get = |v: Option<u32>| v.and_then(|v| cache.get(&v).cloned().flatten());
+        let in_use = current.load_full();
+        let new_champion = get(champion).or_else(|| in_use.as_ref().map(|s| s.champion.clone()));
+        let Some(new_champion) = new_champion else {
+            continue;
+        };
+        let new_challenger = get(challenger);
+        let same = in_use.as_ref().is_some_and(|s| {
+            Arc::ptr_eq(&s.champion, &new_champion)
+                && match (&s.challenger, &new_challenger) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+        });
+        if same {
+            continue;
+        }
+        tracing::info!(
+            "{who}: serving v{}{}",
+            new_champion.manifest.version,
+            new_challenger.as_ref().map_or(String::new(), |c| format!(
+                ", shadowing v{}",
+                c.manifest.version
+            ))
+        );
+        let version = new_champion.manifest.version;
+        current.store(Some(Arc::new(Serving {
+            champion: new_champion,
+            challenger: new_challenger,
+        })));
+        // Keep only what is in use (and what was refused).
+        cache.retain(|v, b| b.is_none() || Some(*v) == champion || Some(*v) == challenger);
+        loaded.send_replace(Some(version));
+    }
+}

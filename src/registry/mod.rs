@@ -1,0 +1,36 @@
+//! The model registry is the compacted `census.models` topic ([`records`]): immutable bundle
+//! records, one per version, and alias records naming the champion (which serves) and the
+//! challenger (scored in shadow). Local `models/` and `dataprocessors/` folders are a cache of
+//! it. One [`Publisher`] writes at a time (Kafka transactions fence the others); predictors
+//! [`follow`] it; the retrainer reads it whole at start ([`read_registry`]).
+
+pub mod follow;
+mod publish;
+mod read;
+pub mod records;
+mod state;
+
+pub use follow::{champion_version, follow, load_bundle, serve_alone, CurrentServing, Serving};
+pub use publish::Publisher;
+pub use read::read_registry;
+pub use records::{Alias, AliasRecord, Evidence};
+pub use state::Registry;
+
+use crate::kafka::BrokerError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(
+        "fenced: another publisher with transactional id `{transactional_id}` took over the \
+         registry; this one publishes nothing more"
+    )]
+    Fenced { transactional_id: String },
+    #[error("the model text of v{version} is not UTF-8")]
+    NotUtf8 {
+        version: u32,
+        #[source]
+        source: std::str::Utf8Error,
+    },
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}

@@ -1,0 +1,142 @@
+//! Writing to the registry: bundle and alias records go out together in one Kafka transaction,
+//! so a reader (`read_committed`, librdkafka's default) sees a new champion and its bundle at
+//! once or not at all. The producer's `transactional.id` makes one publisher at a time: a new
+//! publisher with the same id fences the older one, whose next publish fails with
+//! [`RegistryError::Fenced`].
+
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use super::records::{bundle_key, bundle_payload, AliasRecord};
+use super::RegistryError;
+use crate::bundle::BundleFiles;
+use crate::kafka::{BrokerError, KafkaSettings};
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The one writer of `census.models`.
+pub struct Publisher {
+    producer: FutureProducer,
+    topic: String,
+    transactional_id: String,
+}
+
+impl Publisher {
+    /// A transactional producer with `transactional_id`; its start fences any older publisher
+    /// with the same id.
+    pub async fn start(
+        settings: &KafkaSettings,
+        transactional_id: &str,
+    ) -> Result<Self, RegistryError> {
+        let producer = settings.model_producer(Some(transactional_id))?;
+        let p = producer.clone();
+        let id = transactional_id.to_owned();
+        tokio::task::spawn_blocking(move || p.init_transactions(TXN_TIMEOUT))
+            .await
+            .map_err(BrokerError::from)?
+            .map_err(|e| fenced_or(e, None, &id))?;
+        tracing::info!(
+            "publishing to {} as transactional id {transactional_id}",
+            settings.topics.models
+        );
+        Ok(Publisher {
+            producer,
+            topic: settings.topics.models.clone(),
+            transactional_id: transactional_id.to_owned(),
+        })
+    }
+
+    pub fn transactional_id(&self) -> &str {
+        &self.transactional_id
+    }
+
+    /// Publishes `bundle` (if any) and `aliases` in one transaction.
+    pub async fn publish(
+        &self,
+        bundle: Option<&BundleFiles>,
+        aliases: &[AliasRecord],
+    ) -> Result<(), RegistryError> {
+        let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+        if let Some(files) = bundle {
+            let payload = bundle_payload(files).map_err(|source| RegistryError::NotUtf8 {
+                version: files.manifest.version,
+                source,
+            })?;
+            records.push((bundle_key(files.manifest.version), payload));
+        }
+        for a in aliases {
+            let payload = serde_json::to_vec(a).expect("alias record serializes");
+            records.push((a.alias.key(), payload));
+        }
+        let id = self.transactional_id.clone();
+        let p = self.producer.clone();
+        tokio::task::spawn_blocking(move || p.begin_transaction())
+            .await
+            .map_err(BrokerError::from)?
+            .map_err(|e| fenced_or(e, Some(&self.producer), &id))?;
+        let sends = records.iter().map(|(key, payload)| {
+            self.producer.send(
+                FutureRecord::to(&self.topic).key(key).payload(payload),
+                TXN_TIMEOUT,
+            )
+        });
+        let mut failure = None;
+        for r in futures::future::join_all(sends).await {
+            if let Err((e, _)) = r {
+                failure.get_or_insert(e);
+            }
+        }
+        let p = self.producer.clone();
+        let outcome = tokio::task::spawn_blocking(move || match failure {
+            None => p.commit_transaction(TXN_TIMEOUT),
+            Some(e) => {
+                let _ = p.abort_transaction(TXN_TIMEOUT);
+                Err(e)
+            }
+        })
+        .await
+        .map_err(BrokerError::from)?;
+        outcome.map_err(|e| fenced_or(e, Some(&self.producer), &self.transactional_id))?;
+        for (key, payload) in &records {
+            tracing::info!(
+                "published {key} on {} ({} bytes)",
+                self.topic,
+                payload.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A fencing error as [`RegistryError::Fenced`], anything else as it is. A fenced producer
+/// fails its sends with whatever error purged them; its fatal error says why.
+fn fenced_or(
+    e: KafkaError,
+    producer: Option<&FutureProducer>,
+    transactional_id: &str,
+) -> RegistryError {
+    let is_fencing = |code: Option<RDKafkaErrorCode>| {
+        matches!(
+            code,
+            Some(
+                RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+            )
+        )
+    };
+    let fatal = producer.and_then(|p| p.client().fatal_error());
+    let fenced = is_fencing(e.rdkafka_error_code())
+        || fatal
+            .as_ref()
+            .is_some_and(|(code, _)| is_fencing(Some(*code)));
+    if fenced {
+        RegistryError::Fenced {
+            transactional_id: transactional_id.to_owned(),
+        }
+    } else {
+        RegistryError::Broker(BrokerError::Client(e))
+    }
+}
