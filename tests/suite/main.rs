@@ -5,6 +5,7 @@ mod flags;
 mod helpers;
 mod initialize;
 mod layers;
+mod process;
 mod registry;
 mod steps;
 mod stream;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::helpers::{adult_dir, small_search, store_with_v1, temp_store, test_kafka};
 
 /// Sends `n` labeled rows of adult.test, from row `skip`, as JSON lines.
-async fn send_rows(settings: &KafkaSettings, work: &Path, skip: usize, n: usize) {
+pub async fn send_rows(settings: &KafkaSettings, work: &Path, skip: usize, n: usize) {
     let test = adult_dir().unwrap().join("adult.test");
     let rows = census_stream::data::read_labeled(&test).unwrap();
     let file = work.join(format!("rows-{skip}.jsonl"));

@@ -1,0 +1,157 @@
+//! The services as a user runs them: the real binaries as child processes, stopped with
+//! signals (on the embedded broker, which child processes reach over TCP, or on the Kafka named
+//! by `KAFKA_BROKERS`).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+
+use crate::helpers::{adult_dir, store_with_v1, test_kafka, TestKafka};
+use crate::registry::send_rows;
+
+fn lines_in(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn kafka_flags(kafka: &TestKafka) -> Vec<String> {
+    let s = &kafka.settings;
+    let mut flags = vec![
+        format!("--brokers={}", s.brokers),
+        format!("--requests-topic={}", s.topics.requests),
+        format!("--predictions-topic={}", s.topics.predictions),
+        format!("--dlq-topic={}", s.topics.dlq),
+        format!("--models-topic={}", s.topics.models),
+    ];
+    // A consumer that stops polling for 6 s leaves its group: the test below would see it.
+    for kv in [
+        "session.timeout.ms=6000",
+        "heartbeat.interval.ms=500",
+        "max.poll.interval.ms=6000",
+    ] {
+        flags.push(format!("--kafka-config={kv}"));
+    }
+    flags
+}
+
+/// The members of `group`, if the broker answers (the embedded broker does not).
+fn members(brokers: &str, group: &str) -> Option<(String, Vec<String>)> {
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .ok()?;
+    let list = probe
+        .fetch_group_list(Some(group), Duration::from_secs(5))
+        .ok()?;
+    let g = list.groups().first()?;
+    Some((
+        g.state().to_owned(),
+        g.members().iter().map(|m| m.id().to_owned()).collect(),
+    ))
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: kill with a child's pid and SIGTERM has no memory effects.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0, "SIGTERM sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_retrainer_mid_search_within_5_s_and_keeps_the_rows_of_the_search() {
+    let (Some(data), Some((dir, _store))) = (adult_dir(), store_with_v1()) else {
+        return;
+    };
+    let kafka = test_kafka(2).await;
+    let rows_file = dir.path().join("rows.jsonl");
+    let log_file = dir.path().join("retrainer.log");
+    let group = format!("retrainer-{:08x}", rand::random::<u32>());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_retrainer"))
+        .args(kafka_flags(&kafka))
+        .arg(format!("--group={group}"))
+        .arg(format!(
+            "--models-dir={}",
+            dir.path().join("models").display()
+        ))
+        .arg(format!(
+            "--processors-dir={}",
+            dir.path().join("dataprocessors").display()
+        ))
+        .arg(format!("--data-dir={}", data.display()))
+        .arg(format!("--rows-file={}", rows_file.display()))
+        .args(["--retrain-every=300", "--max-evals=5000", "--threads=1"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_file).unwrap())
+        .spawn()
+        .expect("retrainer starts");
+    let log = || std::fs::read_to_string(&log_file).unwrap_or_default();
+
+    send_rows(&kafka.settings, dir.path(), 0, 300).await;
+    wait_until("the search to start", 60, || {
+        log().contains("retraining after v1")
+    });
+    let searching_since = Instant::now();
+    let before = members(&kafka.settings.brokers, &group);
+
+    // Rows sent during the search are consumed and stored during the search.
+    send_rows(&kafka.settings, dir.path(), 300, 200).await;
+    wait_until("the rows sent during the search", 30, || {
+        lines_in(&rows_file) >= 500
+    });
+    // Longer than max.poll.interval.ms: a retrainer that stopped polling would be out of its
+    // group by now.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        !log().contains("stored and published"),
+        "the search was still running: {}",
+        log()
+    );
+    let after = members(&kafka.settings.brokers, &group);
+    if kafka.is_embedded() {
+        eprintln!("the embedded broker does not list groups: membership checked on the real one");
+    } else {
+        let (state, ids) = after.expect("the real broker lists the group");
+        assert_eq!(state, "Stable");
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        assert_eq!(before.map(|b| b.1), Some(ids), "the same member all along");
+    }
+
+    let stop_sent = Instant::now();
+    sigterm(&child);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            stop_sent.elapsed() < Duration::from_secs(5),
+            "still running 5 s after SIGTERM:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stopped_in = stop_sent.elapsed();
+    eprintln!(
+        "searched {:.1} s, stopped {:.2} s after SIGTERM",
+        searching_since.elapsed().as_secs_f64(),
+        stopped_in.as_secs_f64()
+    );
+    assert!(status.success(), "{status}\n{}", log());
+    assert!(
+        log().contains("stopping the retrain in progress"),
+        "{}",
+        log()
+    );
+    assert_eq!(lines_in(&rows_file), 500, "every row stored once");
+}
