@@ -4,7 +4,7 @@
 //!
 //! Layers, lowest first (a module uses only those above it in this list):
 //! `defaults`, `settings`, `atomic`, `memory`, `logging` · `data` · `features` · `model` ·
-//! `hyper`, `metrics` · `train` · `bundle` · `bundling` · `initialize` · `kafka` · `stream` · `registry` ·
+//! `hyper`, `metrics` · `train` · `bundle` · `bundling` · `initialize` · `kafka` · `stream` · `registry` · `gate` ·
 //! `predictor`, `retrainer`, `producer` · `demo`, `loadtest` · `cli`.
 
 pub mod atomic;
@@ -15,6 +15,7 @@ pub mod data;
 pub mod defaults;
 pub mod demo;
 pub mod features;
+pub mod gate;
 pub mod hyper;
 pub mod initialize;
 pub mod kafka;
