@@ -33,5 +33,5 @@ if [ -z "$brokers" ]; then
     cs_start_test_broker "${CENSUS_TEST_KAFKA_PORT:-19092}"
     brokers="$CS_TEST_BROKERS"
 fi
-echo "== end-to-end stream, registry and process tests on the real Kafka broker at $brokers"
-KAFKA_BROKERS="$brokers" cargo test --release --test suite -- stream:: registry:: process::
+echo "== end-to-end stream, registry, gate and process tests on the real Kafka broker at $brokers"
+KAFKA_BROKERS="$brokers" cargo test --release --test suite -- stream:: registry:: process:: gate::

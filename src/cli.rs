@@ -9,7 +9,9 @@ use clap::Args;
 
 use crate::bundle::BundleStore;
 use crate::defaults;
+use crate::gate::GateSettings;
 use crate::kafka::{KafkaSettings, Topics};
+use crate::retrainer::Promotion;
 use crate::settings::{self, Folds};
 use crate::train::SearchConfig;
 
@@ -143,6 +145,45 @@ impl SearchArgs {
             progress: false,
             cancel: Default::default(),
         }
+    }
+}
+
+/// How new versions become the champion.
+#[derive(Debug, Clone, Args)]
+pub struct PromotionArgs {
+    /// `gate`: a new version is a challenger until the sequential gate promotes or rejects it;
+    /// `always`: every retrain becomes the champion at once.
+    #[arg(long, default_value = "gate", value_parser = ["gate", "always"])]
+    pub promotion: String,
+    /// The gate's error rate per decision, however often it looks.
+    #[arg(long, default_value_t = GateSettings::default().alpha, value_parser = settings::probability)]
+    pub gate_alpha: f64,
+    /// The gate's margin δ: promote only a challenger better by more than this mean log loss.
+    #[arg(long, default_value_t = GateSettings::default().delta, value_parser = settings::non_negative)]
+    pub gate_delta: f64,
+    /// Labeled requests before the gate decides anything.
+    #[arg(long, default_value_t = GateSettings::default().min_labels)]
+    pub gate_min_labels: u64,
+    /// Labeled requests after which an undecided challenger is rejected.
+    #[arg(long, default_value_t = GateSettings::default().max_labels)]
+    pub gate_max_labels: u64,
+    /// Train retrains on shuffled labels: deliberately bad challengers (demos, tests).
+    #[arg(long)]
+    pub shuffle_labels: bool,
+}
+
+impl PromotionArgs {
+    pub fn promotion(&self) -> Promotion {
+        if self.promotion == "always" {
+            return Promotion::Always;
+        }
+        Promotion::Gate(GateSettings {
+            alpha: self.gate_alpha,
+            delta: self.gate_delta,
+            min_labels: self.gate_min_labels,
+            max_labels: self.gate_max_labels.max(self.gate_min_labels),
+            ..GateSettings::default()
+        })
     }
 }
 

@@ -1,5 +1,5 @@
 //! The demo: the whole pipeline in one process. An embedded broker unless a real one is given;
-//! `initialize` with a small budget if there is no bundle; then a predictor, the retrainer and
+//! `initialize` with a small budget into a temporary store; then a predictor, the retrainer and
 //! the producer streaming adult.test (with a few malformed records, to show the dead-letter
 //! topic). Ends by itself with a summary, written to the sink it is given.
 
@@ -26,12 +26,14 @@ pub struct DemoConfig {
     /// Start an embedded broker instead of using `kafka.brokers`.
     pub embedded: bool,
     pub data_dir: PathBuf,
-    pub store: BundleStore,
     pub rows: usize,
     pub rate: Rate,
     pub retrain_every: std::num::NonZeroUsize,
     /// The search of the bootstrap bundle and of each retrain.
     pub search: SearchConfig,
+    pub promotion: retrainer::Promotion,
+    /// Retrains train on shuffled labels: bad challengers, which the gate must reject.
+    pub shuffle_labels: bool,
     /// Where the prediction lines, retrains and summary go.
     pub sink: Sink,
 }
@@ -93,6 +95,41 @@ fn demo_input(data_dir: &Path, rows: usize, out: &Path) -> Result<(), DemoError>
     f.flush().map_err(io_err)
 }
 
+/// A retrainer event as the demo shows it.
+fn event_line(e: &retrainer::Event) -> String {
+    match e {
+        retrainer::Event::Retrained(e) => format!(
+            ">>> retrain: v{} trained on {} stream rows, CV log loss {:.4}, in {:.1} s: {}",
+            e.version,
+            e.rows,
+            e.cv_log_loss,
+            (e.finished_at_ms - e.started_at_ms) as f64 / 1000.0,
+            e.outcome
+        ),
+        retrainer::Event::Gate(g) => {
+            let ev = &g.evidence;
+            let what = g.decision.as_deref().unwrap_or("running");
+            format!(
+                ">>> gate: v{} {} v{}: n {}, mean d {:+.4}, {:.0}% interval [{:+.4}, {:+.4}], \
+                 margin {}: {what}",
+                g.challenger,
+                if g.probation {
+                    "(on probation) vs"
+                } else {
+                    "vs"
+                },
+                g.champion,
+                ev.n,
+                ev.mean_d,
+                100.0 * (1.0 - ev.alpha),
+                ev.interval[0],
+                ev.interval[1],
+                ev.delta
+            )
+        }
+    }
+}
+
 /// Runs the demo; returns the producer's summary.
 pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summary, DemoError> {
     let out = config.sink.clone();
@@ -101,7 +138,12 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
         source,
     })?;
     let (_broker, kafka) = kafka_or_embedded(config.kafka.clone(), config.embedded).await?;
-    let mut init = InitConfig::new(config.store.clone(), config.search.clone());
+    // A store of its own: the demo tells the same story every time, from v1.
+    let store = BundleStore::new(
+        work.path().join("models"),
+        work.path().join("dataprocessors"),
+    );
+    let mut init = InitConfig::new(store.clone(), config.search.clone());
     init.data_dir = config.data_dir.clone();
     init.if_missing = true;
     if let Initialized::Trained(m) =
@@ -112,24 +154,20 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
 
     let services = shutdown.child_token();
     let mut pconf = PredictorConfig::new(kafka.clone());
-    pconf.store = Some(config.store.clone());
+    pconf.store = Some(store.clone());
     let predictor = tokio::spawn(predictor::run(pconf, services.clone()));
 
-    let mut rconf = RetrainerConfig::new(kafka.clone(), config.store.clone());
+    let mut rconf = RetrainerConfig::new(kafka.clone(), store.clone());
     rconf.data_dir = config.data_dir.clone();
     rconf.retrain_every = config.retrain_every;
     rconf.search = config.search.clone();
     // A new broker starts its offsets at zero: keep this run's rows apart.
     rconf.rows_file = work.path().join("stream_rows.jsonl");
-    let retrain_out = out.clone();
+    rconf.promotion = config.promotion;
+    rconf.shuffle_labels = config.shuffle_labels;
+    let events_out = out.clone();
     let retrainer = tokio::spawn(retrainer::run(rconf, services.clone(), move |e| {
-        retrain_out.line(&format!(
-            ">>> retrain: v{} trained on {} stream rows, CV log loss {:.4}, in {:.1} s",
-            e.version,
-            e.rows,
-            e.cv_log_loss,
-            (e.finished_at_ms - e.started_at_ms) as f64 / 1000.0
-        ))
+        events_out.line(&event_line(e))
     }));
 
     let input = work.path().join("requests.jsonl");
@@ -149,8 +187,17 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     let summary = summary?;
     out.line(&format!("\n=== demo summary ===\n{}", summary.report()));
     out.line(&format!(
-        "predictor: {} predictions, {} dead letters, versions used {:?}; retrainer: {} labeled rows, versions made {:?}",
-        pstats.predicted, pstats.dead_lettered, pstats.versions, rstats.rows, rstats.versions
+        "predictor: {} predictions, {} dead letters, versions used {:?}; retrainer: {} labeled rows, versions made {:?}; gate: {}",
+        pstats.predicted,
+        pstats.dead_lettered,
+        pstats.versions,
+        rstats.rows,
+        rstats.versions,
+        if rstats.decisions.is_empty() {
+            "no decision".to_owned()
+        } else {
+            rstats.decisions.join("; ")
+        }
     ));
     Ok(summary)
 }

@@ -116,6 +116,26 @@ pub fn brokers(s: &str) -> Result<String, InvalidSetting> {
     Ok(s.trim().to_owned())
 }
 
+/// A probability strictly between 0 and 1 (the gate's α).
+pub fn probability(s: &str) -> Result<f64, InvalidSetting> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if p > 0.0 && p < 1.0 => Ok(p),
+        _ => Err(InvalidSetting(format!(
+            "`{s}` is not a probability strictly between 0 and 1"
+        ))),
+    }
+}
+
+/// A finite number, 0 or more (the gate's margin).
+pub fn non_negative(s: &str) -> Result<f64, InvalidSetting> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(InvalidSetting(format!(
+            "`{s}` is not a number of 0 or more"
+        ))),
+    }
+}
+
 fn parse_count(s: &str) -> Result<usize, InvalidSetting> {
     s.trim()
         .parse()
@@ -142,5 +162,8 @@ mod tests {
         assert!(brokers("").is_err());
         assert!(brokers(" , ").is_err());
         assert_eq!(brokers(" a:1,b:2 ").unwrap(), "a:1,b:2");
+        assert!(probability("0").is_err() && probability("1").is_err());
+        assert_eq!(probability("0.05").unwrap(), 0.05);
+        assert!(non_negative("-0.1").is_err() && non_negative("inf").is_err());
     }
 }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use census_stream::cli::{
-    shutdown_on_signals, DataArgs, EmbeddedOrKafkaArgs, SearchArgs, StoreArgs,
+    shutdown_on_signals, DataArgs, EmbeddedOrKafkaArgs, PromotionArgs, SearchArgs,
 };
 use census_stream::defaults::demo;
 use census_stream::demo::{run, DemoConfig};
@@ -18,8 +18,6 @@ use census_stream::settings::{positive, Rate};
 struct Flags {
     #[command(flatten)]
     kafka: EmbeddedOrKafkaArgs,
-    #[command(flatten)]
-    store: StoreArgs,
     #[command(flatten)]
     data: DataArgs,
     /// Rows streamed (from adult.test).
@@ -36,6 +34,8 @@ struct Flags {
     max_evals: NonZeroUsize,
     #[command(flatten)]
     search: SearchArgs,
+    #[command(flatten)]
+    promotion: PromotionArgs,
 }
 
 #[tokio::main]
@@ -47,11 +47,12 @@ async fn main() -> anyhow::Result<()> {
         kafka,
         embedded,
         data_dir: flags.data.data_dir,
-        store: flags.store.store(),
         rows: flags.rows,
         rate: flags.rate,
         retrain_every: flags.retrain_every,
         search: flags.search.config(flags.max_evals),
+        promotion: flags.promotion.promotion(),
+        shuffle_labels: flags.promotion.shuffle_labels,
         sink: Sink::stdout(),
     };
     let summary = run(config, shutdown_on_signals())

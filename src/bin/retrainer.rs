@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{shutdown_on_signals, DataArgs, KafkaArgs, SearchArgs, StoreArgs};
+use census_stream::cli::{
+    shutdown_on_signals, DataArgs, KafkaArgs, PromotionArgs, SearchArgs, StoreArgs,
+};
 use census_stream::defaults;
 use census_stream::retrainer::{run, RetrainerConfig};
 use census_stream::settings::positive;
@@ -32,6 +34,8 @@ struct Flags {
     max_evals: NonZeroUsize,
     #[command(flatten)]
     search: SearchArgs,
+    #[command(flatten)]
+    promotion: PromotionArgs,
     #[arg(long, default_value = defaults::RETRAINER_GROUP)]
     group: String,
     /// Most records stored in one batch.
@@ -52,14 +56,17 @@ async fn main() -> anyhow::Result<()> {
     config.retrain_every = flags.retrain_every;
     config.search = flags.search.config(flags.max_evals);
     config.max_batch = flags.max_batch;
+    config.promotion = flags.promotion.promotion();
+    config.shuffle_labels = flags.promotion.shuffle_labels;
     let stats = run(config, shutdown_on_signals(), |_| {})
         .await
         .context("retrainer failed")?;
     println!(
-        "{} labeled rows stored, {} records skipped, versions made {:?}; {}",
+        "{} labeled rows stored, {} records skipped, versions made {:?}, gate decisions {:?}; {}",
         stats.rows,
         stats.skipped,
         stats.versions,
+        stats.decisions,
         census_stream::memory::peak_rss_line()
     );
     Ok(())

@@ -33,6 +33,12 @@ pub struct TrainingData {
     pub stream_rows: usize,
     /// Per `topic/partition`: the next offset after the last stream row used.
     pub stream_offsets: BTreeMap<String, i64>,
+    /// Stream rows below those offsets kept out of training for the challenger's offline check.
+    #[serde(default)]
+    pub held_back_rows: usize,
+    /// Trained on shuffled labels (a deliberately bad model, for demos and tests).
+    #[serde(default)]
+    pub shuffled_labels: bool,
 }
 
 impl TrainingData {
@@ -44,6 +50,8 @@ impl TrainingData {
             base_rows: rows,
             stream_rows: 0,
             stream_offsets: BTreeMap::new(),
+            held_back_rows: 0,
+            shuffled_labels: false,
         }
     }
 }

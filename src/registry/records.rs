@@ -3,6 +3,8 @@
 //! version plays which part, since when, why, and on what evidence. The topic is compacted: the
 //! newest record of each key is what stays.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::BundleFiles;
@@ -58,6 +60,14 @@ pub struct AliasRecord {
     /// Why, in words: "bootstrap", "retrain", "promoted by the gate", "promote command: …".
     pub reason: String,
     pub evidence: Option<Evidence>,
+    /// For a challenger: per `topic/partition`, the offsets from which labeled requests count
+    /// for the gate (after its training cut-off, or after the promotion it is on probation for).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub from_offsets: BTreeMap<String, i64>,
+    /// For a challenger: the former champion, shadowed after a promotion; the gate rolls back to
+    /// it if it proves better.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub probation: bool,
 }
 
 impl AliasRecord {
@@ -69,6 +79,8 @@ impl AliasRecord {
             set_at_ms: crate::stream::messages::now_ms(),
             reason: reason.to_owned(),
             evidence: None,
+            from_offsets: BTreeMap::new(),
+            probation: false,
         }
     }
 }

@@ -3,11 +3,17 @@
 //! locally. It keeps every labeled row in a durable log ([`Retrainer::step`]; offsets are
 //! committed only once the rows are fsynced), and every `retrain_every` new rows refits processor
 //! and model on the base training rows plus all stream rows in a task of its own, while rows keep
-//! being stored; the new version is stored and published in the registry.
+//! being stored. With the gate ([`Promotion::Gate`], the default) a new version that passes an
+//! offline check becomes the challenger; the gate then promotes or rejects it on the paired log
+//! losses of the labeled rows that follow, and after a promotion it keeps the former champion on
+//! probation and rolls back to it if it proves better.
 
+mod gating;
+mod offline;
 mod registry_sync;
 mod retrain;
 mod rowlog;
+mod service;
 mod step;
 
 use std::num::NonZeroUsize;
@@ -16,26 +22,36 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use rowlog::{RowLog, RowLogError, StoredRow};
 pub use step::{Retrainer, StepReport};
 
-use crate::bundle::{BundleError, BundleStore, Manifest};
-use crate::data::{load_training_rows, Fetch};
+use crate::bundle::{BundleError, BundleStore};
+use crate::data::{load_adult, Fetch};
 use crate::defaults;
-use crate::kafka::{BrokerError, InMessage, KafkaSettings};
-use crate::registry::{read_registry, Publisher, RegistryError};
-use crate::stream::worker::{self, Batching, Worker};
-use crate::train::{SearchConfig, TrainError};
-use retrain::{retrain, StreamRows, Trainer};
+use crate::gate::GateSettings;
+use crate::kafka::{BrokerError, KafkaSettings};
+use crate::registry::{read_registry, Evidence, Publisher, RegistryError};
+use crate::stream::worker::{self, Batching};
+use crate::train::SearchConfig;
+use retrain::Trainer;
+use service::Service;
+
+/// How a new version becomes the champion.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Promotion {
+    /// Every retrain becomes the champion at once.
+    Always,
+    /// Through the offline check and the sequential gate.
+    Gate(GateSettings),
+}
 
 #[derive(Debug, Clone)]
 pub struct RetrainerConfig {
     pub kafka: KafkaSettings,
     pub group: String,
-    /// Folder with adult.data, the base training rows.
+    /// Folder with adult.data (the base training rows) and adult.test (the offline check).
     pub data_dir: PathBuf,
     pub fetch: Fetch,
     pub store: BundleStore,
@@ -43,6 +59,9 @@ pub struct RetrainerConfig {
     pub rows_file: PathBuf,
     pub retrain_every: NonZeroUsize,
     pub search: SearchConfig,
+    pub promotion: Promotion,
+    /// Train on shuffled labels: a deliberately bad challenger, for demos and tests.
+    pub shuffle_labels: bool,
     pub max_batch: NonZeroUsize,
     pub linger: Duration,
     /// The registry publisher's Kafka transactional id: one retrainer publishes at a time, a
@@ -60,6 +79,8 @@ impl RetrainerConfig {
             store,
             retrain_every: defaults::RETRAIN_EVERY,
             search: SearchConfig::with_budget(defaults::RETRAIN_MAX_EVALS),
+            promotion: Promotion::Gate(GateSettings::default()),
+            shuffle_labels: false,
             max_batch: defaults::MAX_BATCH,
             linger: defaults::RETRAINER_LINGER,
             transactional_id: format!("census-registry.{}", kafka.topics.models),
@@ -77,6 +98,8 @@ pub struct RetrainerStats {
     pub skipped: u64,
     /// Versions it made.
     pub versions: Vec<u32>,
+    /// The gate's decisions, in words.
+    pub decisions: Vec<String>,
 }
 
 /// One retrain, as seen by the logs and the demo.
@@ -87,6 +110,27 @@ pub struct RetrainEvent {
     pub started_at_ms: i64,
     pub finished_at_ms: i64,
     pub cv_log_loss: f64,
+    /// "champion", "challenger", or why it was rejected offline.
+    pub outcome: String,
+}
+
+/// The gate's progress or decision.
+#[derive(Debug, Clone)]
+pub struct GateEvent {
+    pub challenger: u32,
+    pub champion: u32,
+    /// The challenger is the former champion, on probation.
+    pub probation: bool,
+    pub evidence: Evidence,
+    /// The decision, in words, when one was made.
+    pub decision: Option<String>,
+}
+
+/// What the retrainer tells its caller as it happens.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Retrained(RetrainEvent),
+    Gate(GateEvent),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,106 +151,14 @@ pub enum RetrainerError {
     Join(#[from] tokio::task::JoinError),
 }
 
-/// A retrain in progress.
-struct Training {
-    task: JoinHandle<Result<(RetrainEvent, Manifest), RetrainerError>>,
-}
-
-/// The retrainer as the worker loop runs it: keep rows, start a retrain when one is due and
-/// none runs, and take in a finished one's result.
-struct Service<F> {
-    trainer: Arc<Trainer>,
-    retrainer: Retrainer,
-    /// The champion, parent of the next version.
-    parent: Manifest,
-    training: Option<Training>,
-    /// Cancels every retrain when the service stops.
-    stop_training: CancellationToken,
-    stats: RetrainerStats,
-    on_retrain: F,
-}
-
-impl<F: Fn(&RetrainEvent) + Send + Sync + 'static> Service<F> {
-    /// Takes in the result of a retrain that finished.
-    fn take_result(
-        &mut self,
-        result: Result<(RetrainEvent, Manifest), RetrainerError>,
-    ) -> Result<(), RetrainerError> {
-        match result {
-            Ok((event, manifest)) => {
-                (self.on_retrain)(&event);
-                self.stats.versions.push(manifest.version);
-                self.parent = manifest;
-                Ok(())
-            }
-            Err(RetrainerError::Train(TrainError::Cancelled)) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn start_retrain(&mut self) {
-        let log = self.retrainer.log();
-        let stream = StreamRows {
-            rows: log.labeled().collect(),
-            offsets: log.offsets(),
-        };
-        self.retrainer.trained_on_all();
-        let task = tokio::spawn(retrain(
-            self.trainer.clone(),
-            stream,
-            self.parent.clone(),
-            self.stop_training.child_token(),
-        ));
-        self.training = Some(Training { task });
-    }
-}
-
-impl<F: Fn(&RetrainEvent) + Send + Sync + 'static> Worker for Service<F> {
-    type Output = StepReport;
-    type Error = RetrainerError;
-
-    fn step(&mut self, batch: &[InMessage]) -> Result<StepReport, RetrainerError> {
-        Ok(self.retrainer.step(batch)?)
-    }
-
-    /// Nothing to send: the rows are durable once the step returns.
-    async fn deliver(&mut self, report: StepReport) -> Result<(), RetrainerError> {
-        self.stats.skipped += report.skipped as u64;
-        Ok(())
-    }
-
-    async fn after_commit(&mut self) -> Result<(), RetrainerError> {
-        if self.training.is_none() && self.retrainer.retrain_due() {
-            self.start_retrain();
-        }
-        Ok(())
-    }
-
-    /// A retrain finishing, taken in as soon as it does.
-    async fn background(&mut self) -> Result<(), RetrainerError> {
-        let Some(training) = self.training.as_mut() else {
-            return std::future::pending().await;
-        };
-        // Awaiting a `&mut JoinHandle` is cancel-safe: a batch may win the race and this is
-        // called again.
-        let result = (&mut training.task).await;
-        self.training = None;
-        self.take_result(result?)?;
-        // Rows that came during the retrain may already make the next one due.
-        if self.retrainer.retrain_due() {
-            self.start_retrain();
-        }
-        Ok(())
-    }
-}
-
 /// Runs the retrainer until `shutdown`: takes over the registry (fencing any older retrainer),
-/// brings the local cache up to it, then keeps rows and retrains. `on_retrain` is told of each
-/// new version. On shutdown a retrain in progress is cancelled.
+/// brings the local cache up to it, then keeps rows, retrains and gates. `on_event` is told of
+/// each new version and of the gate's progress and decisions. On shutdown a retrain in progress
+/// is cancelled.
 pub async fn run(
     config: RetrainerConfig,
     shutdown: CancellationToken,
-    on_retrain: impl Fn(&RetrainEvent) + Send + Sync + 'static,
+    on_event: impl Fn(&Event) + Send + Sync + 'static,
 ) -> Result<RetrainerStats, RetrainerError> {
     config.kafka.ensure_topics().await?;
     let publisher = Publisher::start(&config.kafka, &config.transactional_id).await?;
@@ -214,8 +166,7 @@ pub async fn run(
     let champion = registry_sync::sync(&config.store, &registry, &publisher).await?;
 
     let (data_dir, fetch) = (config.data_dir.clone(), config.fetch.clone());
-    let (base, base_sha256) =
-        tokio::task::spawn_blocking(move || load_training_rows(&data_dir, &fetch)).await??;
+    let adult = tokio::task::spawn_blocking(move || load_adult(&data_dir, &fetch)).await??;
     let rows_file = config.rows_file.clone();
     let log = tokio::task::spawn_blocking(move || RowLog::open(&rows_file)).await??;
     let retrainer = Retrainer::new(
@@ -241,31 +192,25 @@ pub async fn run(
         linger: config.linger,
     };
     let stop_training = CancellationToken::new();
-    let service = Service {
-        trainer: Arc::new(Trainer {
-            config,
-            base: Arc::new(base),
-            base_sha256,
-            publisher,
-            registry_highest: registry.highest().unwrap_or(0),
-        }),
+    let trainer = Arc::new(Trainer {
+        registry_highest: registry.highest().unwrap_or(0),
+        config,
+        base: Arc::new(adult.train),
+        base_sha256: adult.train_sha256,
+        test: Arc::new(adult.test),
+        publisher,
+    });
+    let mut service = Service::start(
+        trainer,
         retrainer,
-        parent: champion.manifest,
-        training: None,
-        stop_training: stop_training.clone(),
-        stats: RetrainerStats::default(),
-        on_retrain,
-    };
+        champion,
+        &registry,
+        stop_training.clone(),
+        on_event,
+    )
+    .await?;
+    service.apply_gate().await?;
     let result = worker::run(&consumer, &batching, service, &shutdown).await;
     stop_training.cancel();
-    let mut service = result?;
-    if let Some(t) = service.training.take() {
-        tracing::info!("retrainer: stopping the retrain in progress");
-        let result = t.task.await?;
-        service.take_result(result)?;
-    }
-    Ok(RetrainerStats {
-        rows: service.retrainer.log().len(),
-        ..service.stats
-    })
+    result?.stop().await
 }

@@ -40,6 +40,20 @@ pub enum RowLogError {
     },
 }
 
+impl StoredRow {
+    pub fn into_labeled(self) -> LabeledRow {
+        LabeledRow {
+            row: self.row,
+            label: self.label,
+        }
+    }
+
+    /// Its `topic/partition`, as offsets maps are keyed.
+    pub fn partition_key(&self) -> String {
+        format!("{}/{}", self.topic, self.partition)
+    }
+}
+
 pub struct RowLog {
     path: PathBuf,
     file: File,
@@ -122,6 +136,11 @@ impl RowLog {
             self.file.sync_data()?;
         }
         Ok(added)
+    }
+
+    /// The stored rows, in the order they were stored.
+    pub fn rows(&self) -> &[StoredRow] {
+        &self.rows
     }
 
     pub fn len(&self) -> usize {

@@ -37,10 +37,16 @@ pub trait Worker: Send + 'static {
         async { Ok(()) }
     }
 
-    /// Work of the worker's own that the loop waits for between batches (a task finishing),
-    /// racing the next batch's first record: it must be cancel-safe. By default, none.
-    fn background(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+    /// Waits for work of the worker's own between batches (a task finishing), racing the next
+    /// batch's first record, so it must be cancel-safe: it only waits and keeps what it got.
+    /// By default, nothing ever comes.
+    fn background(&mut self) -> impl Future<Output = ()> + Send {
         std::future::pending()
+    }
+
+    /// Handles what [`Self::background`] got; runs to completion, never raced.
+    fn on_background(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
     }
 }
 
@@ -87,8 +93,8 @@ async fn serve<W: Worker>(
         let first = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            done = worker.background() => {
-                done?;
+            () = worker.background() => {
+                worker.on_background().await?;
                 continue;
             }
             m = consumer.recv() => match m {

@@ -2,6 +2,7 @@
 
 mod compose;
 mod flags;
+mod gate;
 mod helpers;
 mod initialize;
 mod layers;

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use census_stream::kafka::KafkaSettings;
 use census_stream::producer::{self, Input, ProducerConfig};
 use census_stream::registry::{read_registry, Alias, RegistryError};
-use census_stream::retrainer::{self, RetrainEvent, RetrainerConfig, RetrainerError};
+use census_stream::retrainer::{
+    self, Event, Promotion, RetrainEvent, RetrainerConfig, RetrainerError,
+};
 use census_stream::settings::Rate;
 use tokio_util::sync::CancellationToken;
 
@@ -62,16 +64,20 @@ fn retrainer_config(
     c.group = group.into();
     c.retrain_every = every.try_into().unwrap();
     c.search = small_search(2);
+    // Every retrain becomes the champion: these tests are about numbering and fencing.
+    c.promotion = Promotion::Always;
     c
 }
 
 type Events = Arc<Mutex<Vec<RetrainEvent>>>;
 
-fn recorder() -> (Events, impl Fn(&RetrainEvent) + Send + Sync + 'static) {
+fn recorder() -> (Events, impl Fn(&Event) + Send + Sync + 'static) {
     let events: Events = Arc::default();
     let seen = events.clone();
-    (events, move |e: &RetrainEvent| {
-        seen.lock().unwrap().push(e.clone())
+    (events, move |e: &Event| {
+        if let Event::Retrained(e) = e {
+            seen.lock().unwrap().push(e.clone())
+        }
     })
 }
 

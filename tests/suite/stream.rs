@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use census_stream::predictor::{self, PredictorConfig};
 use census_stream::producer::{self, Input, ProducerConfig};
-use census_stream::retrainer::{self, RetrainEvent, RetrainerConfig};
+use census_stream::retrainer::{self, Event, Promotion, RetrainEvent, RetrainerConfig};
 use census_stream::settings::Rate;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Headers, Message};
@@ -32,6 +32,8 @@ async fn five_thousand_rows_all_predicted_with_a_retrain_and_swap_mid_stream() {
 
     let events: Arc<Mutex<Vec<RetrainEvent>>> = Arc::default();
     let mut rconf = RetrainerConfig::new(kafka.settings.clone(), store.clone());
+    // Every retrain becomes the champion: this test is about the swap (the gate has its own).
+    rconf.promotion = Promotion::Always;
     rconf.data_dir = adult_dir().unwrap();
     rconf.rows_file = dir.path().join("rows.jsonl");
     // The stream (5,200 rows at 500/s, 10 s) must outlast a retrain started after 1,000 rows,
@@ -40,7 +42,9 @@ async fn five_thousand_rows_all_predicted_with_a_retrain_and_swap_mid_stream() {
     rconf.search = small_search(2);
     let seen = events.clone();
     let retrainer = tokio::spawn(retrainer::run(rconf, stop.clone(), move |e| {
-        seen.lock().unwrap().push(e.clone())
+        if let Event::Retrained(e) = e {
+            seen.lock().unwrap().push(e.clone())
+        }
     }));
 
     let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::Uci(test_file));
@@ -330,6 +334,8 @@ async fn a_retrainer_restarted_after_storing_rows_trains_on_all_of_them() {
     };
     let kafka = test_kafka(2).await;
     let mut rconf = RetrainerConfig::new(kafka.settings.clone(), store.clone());
+    // Every retrain becomes the champion: this test is about the swap (the gate has its own).
+    rconf.promotion = Promotion::Always;
     rconf.data_dir = adult_dir().unwrap();
     rconf.rows_file = dir.path().join("rows.jsonl");
     rconf.retrain_every = 500.try_into().unwrap();
@@ -374,7 +380,9 @@ async fn a_retrainer_restarted_after_storing_rows_trains_on_all_of_them() {
     let seen = events.clone();
     let stop = CancellationToken::new();
     let second = tokio::spawn(retrainer::run(rconf, stop.clone(), move |e| {
-        seen.lock().unwrap().push(e.clone())
+        if let Event::Retrained(e) = e {
+            seen.lock().unwrap().push(e.clone())
+        }
     }));
     send(300).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);

@@ -1,0 +1,322 @@
+//! The retrainer as the worker loop runs it: keep rows (and feed the gate with them), start a
+//! retrain when one is due and neither a retrain nor a gate is running, take in a finished
+//! retrain, and publish the gate's decisions.
+
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::gating::GateRun;
+use super::retrain::{retrain, Retrained, StreamRows, Trainer, Verdict};
+use super::{Event, GateEvent, Promotion, Retrainer, RetrainerError, RetrainerStats, StepReport};
+use crate::bundle::{Bundle, BundleFiles, Manifest};
+use crate::gate::Decision;
+use crate::kafka::InMessage;
+use crate::registry::{Alias, AliasRecord, Registry};
+use crate::stream::worker::Worker;
+use crate::train::TrainError;
+
+/// Labels between two progress reports of the gate.
+const PROGRESS_EVERY: u64 = 200;
+
+pub struct Service<F> {
+    trainer: Arc<Trainer>,
+    retrainer: Retrainer,
+    /// The champion, parent of the next version.
+    parent: Manifest,
+    champion: Arc<Bundle>,
+    gate: Option<GateRun>,
+    training: Option<JoinHandle<Result<Retrained, RetrainerError>>>,
+    /// A retrain that finished, not taken in yet.
+    finished: Option<Result<Result<Retrained, RetrainerError>, tokio::task::JoinError>>,
+    /// Cancels every retrain when the service stops.
+    stop_training: CancellationToken,
+    stats: RetrainerStats,
+    on_event: F,
+}
+
+impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
+    /// The service over `champion`, with the gate the registry's challenger record describes
+    /// rebuilt by replaying the rows file.
+    pub async fn start(
+        trainer: Arc<Trainer>,
+        retrainer: Retrainer,
+        champion: BundleFiles,
+        registry: &Registry,
+        stop_training: CancellationToken,
+        on_event: F,
+    ) -> Result<Self, RetrainerError> {
+        let parent = champion.manifest.clone();
+        let champion = Arc::new(tokio::task::spawn_blocking(move || champion.load()).await??);
+        let mut gate = None;
+        if let (Promotion::Gate(settings), Some(record)) =
+            (trainer.config.promotion, registry.alias(Alias::Challenger))
+        {
+            if let Some(v) = record.version.filter(|&v| v != parent.version) {
+                let store = trainer.config.store.clone();
+                let challenger = tokio::task::spawn_blocking(move || store.load(v)).await??;
+                let mut run = GateRun::new(
+                    Arc::new(challenger),
+                    champion.clone(),
+                    record.probation,
+                    record.from_offsets.clone(),
+                    settings,
+                );
+                let rows = retrainer.log().rows().to_vec();
+                let run = tokio::task::spawn_blocking(move || {
+                    run.feed(&rows);
+                    run
+                })
+                .await?;
+                tracing::info!(
+                    "retrainer: gate of v{} against v{} resumed from the rows file: {} labels",
+                    v,
+                    parent.version,
+                    run.gate.labels()
+                );
+                gate = Some(run);
+            }
+        }
+        Ok(Service {
+            trainer,
+            retrainer,
+            parent,
+            champion,
+            gate,
+            training: None,
+            finished: None,
+            stop_training,
+            stats: RetrainerStats::default(),
+            on_event,
+        })
+    }
+
+    /// Takes in the result of a retrain that finished.
+    fn take_result(
+        &mut self,
+        result: Result<Retrained, RetrainerError>,
+    ) -> Result<(), RetrainerError> {
+        let done = match result {
+            Ok(done) => done,
+            Err(RetrainerError::Train(TrainError::Cancelled)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        (self.on_event)(&Event::Retrained(done.event.clone()));
+        self.stats.versions.push(done.manifest.version);
+        match done.verdict {
+            Verdict::Champion(bundle) => {
+                self.champion = bundle;
+                self.parent = done.manifest;
+            }
+            Verdict::Challenger(bundle) => {
+                let Promotion::Gate(settings) = self.trainer.config.promotion else {
+                    unreachable!("a challenger only comes from the gate")
+                };
+                let mut run = GateRun::new(
+                    bundle,
+                    self.champion.clone(),
+                    false,
+                    done.from_offsets,
+                    settings,
+                );
+                // Rows stored during the retrain, after its cut-off, count already.
+                run.feed(self.retrainer.log().rows());
+                self.gate = Some(run);
+            }
+            Verdict::RejectedOffline => self.stats.decisions.push(done.event.outcome),
+        }
+        Ok(())
+    }
+
+    fn start_retrain(&mut self) {
+        let log = self.retrainer.log();
+        let stream = StreamRows {
+            rows: log.rows().to_vec(),
+            offsets: log.offsets(),
+        };
+        self.retrainer.trained_on_all();
+        self.training = Some(tokio::spawn(retrain(
+            self.trainer.clone(),
+            stream,
+            self.parent.clone(),
+            self.champion.clone(),
+            self.stop_training.child_token(),
+        )));
+    }
+
+    /// Reports the gate's progress, and publishes its decision once it makes one.
+    pub async fn apply_gate(&mut self) -> Result<(), RetrainerError> {
+        let Some(run) = self.gate.as_mut() else {
+            return Ok(());
+        };
+        let decision = run.decision();
+        let (c, p) = (run.challenger_version(), run.champion_version());
+        let event = |decision: Option<String>, run: &GateRun| GateEvent {
+            challenger: c,
+            champion: p,
+            probation: run.probation,
+            evidence: run.gate.evidence(),
+            decision,
+        };
+        if decision == Decision::Continue {
+            if run.gate.labels() >= run.reported + PROGRESS_EVERY {
+                run.reported = run.gate.labels();
+                (self.on_event)(&Event::Gate(event(None, run)));
+            }
+            return Ok(());
+        }
+        let run = self.gate.take().expect("a gate is running");
+        let evidence = run.gate.evidence();
+        let alias = |alias, version, previous, reason: &str| AliasRecord {
+            evidence: Some(evidence.clone()),
+            ..AliasRecord::new(alias, version, previous, reason)
+        };
+        let promote = decision == Decision::Promote;
+        let (records, words, new_champion) = match (run.probation, promote) {
+            (false, true) => {
+                let words = format!("v{c} promoted over v{p} by the gate");
+                let mut probation = alias(
+                    Alias::Challenger,
+                    Some(p),
+                    Some(c),
+                    &format!("probation after promoting v{c}"),
+                );
+                probation.probation = true;
+                probation.from_offsets = self.retrainer.log().offsets();
+                (
+                    vec![alias(Alias::Champion, Some(c), Some(p), &words), probation],
+                    words,
+                    Some(run.challenger.clone()),
+                )
+            }
+            (false, false) => {
+                let words = match run.decision() {
+                    Decision::Reject { undecided: true } => {
+                        format!("v{c} rejected by the gate: not better than v{p} within the labels allowed")
+                    }
+                    _ => format!(
+                        "v{c} rejected by the gate: it cannot be better than v{p} by the margin"
+                    ),
+                };
+                (
+                    vec![alias(Alias::Challenger, None, Some(c), &words)],
+                    words,
+                    None,
+                )
+            }
+            (true, true) => {
+                let words = format!("rolled back to v{c}: it proved better than v{p} on probation");
+                (
+                    vec![
+                        alias(Alias::Champion, Some(c), Some(p), &words),
+                        alias(Alias::Challenger, None, Some(c), &words),
+                    ],
+                    words,
+                    Some(run.challenger.clone()),
+                )
+            }
+            (true, false) => {
+                let words = format!("v{p} passed probation against v{c}");
+                (
+                    vec![alias(Alias::Challenger, None, Some(c), &words)],
+                    words,
+                    None,
+                )
+            }
+        };
+        self.trainer.publisher.publish(None, &records).await?;
+        tracing::info!("retrainer: {words}");
+        if let Some(bundle) = new_champion {
+            let v = bundle.manifest.version;
+            let store = self.trainer.config.store.clone();
+            tokio::task::spawn_blocking(move || store.promote(v)).await??;
+            self.parent = bundle.manifest.clone();
+            self.champion = bundle;
+            // The promoted challenger's former champion goes on probation.
+            if let (false, Some(probation)) = (run.probation, records.get(1)) {
+                let Promotion::Gate(settings) = self.trainer.config.promotion else {
+                    unreachable!("decisions only come from the gate")
+                };
+                self.gate = Some(GateRun::new(
+                    run.champion.clone(),
+                    self.champion.clone(),
+                    true,
+                    probation.from_offsets.clone(),
+                    settings,
+                ));
+            }
+        }
+        (self.on_event)(&Event::Gate(event(Some(words.clone()), &run)));
+        self.stats.decisions.push(words);
+        Ok(())
+    }
+
+    /// Stops: waits for a cancelled retrain to end, and says what was done.
+    pub async fn stop(mut self) -> Result<RetrainerStats, RetrainerError> {
+        if let Some(result) = self.finished.take() {
+            self.take_result(result?)?;
+        }
+        if let Some(task) = self.training.take() {
+            tracing::info!("retrainer: stopping the retrain in progress");
+            let result = task.await?;
+            self.take_result(result)?;
+        }
+        Ok(RetrainerStats {
+            rows: self.retrainer.log().len(),
+            ..self.stats
+        })
+    }
+}
+
+impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
+    type Output = StepReport;
+    type Error = RetrainerError;
+
+    fn step(&mut self, batch: &[InMessage]) -> Result<StepReport, RetrainerError> {
+        let before = self.retrainer.log().len();
+        let report = self.retrainer.step(batch)?;
+        if let Some(run) = self.gate.as_mut() {
+            run.feed(&self.retrainer.log().rows()[before..]);
+        }
+        Ok(report)
+    }
+
+    /// Nothing to send: the rows are durable once the step returns.
+    async fn deliver(&mut self, report: StepReport) -> Result<(), RetrainerError> {
+        self.stats.skipped += report.skipped as u64;
+        Ok(())
+    }
+
+    async fn after_commit(&mut self) -> Result<(), RetrainerError> {
+        self.apply_gate().await?;
+        if self.training.is_none() && self.gate.is_none() && self.retrainer.retrain_due() {
+            self.start_retrain();
+        }
+        Ok(())
+    }
+
+    /// Waits for the retrain in progress to finish (cancel-safe: awaiting a `&mut JoinHandle`
+    /// loses nothing, and the result is kept with no await after it).
+    async fn background(&mut self) {
+        let Some(task) = self.training.as_mut() else {
+            return std::future::pending().await;
+        };
+        let result = task.await;
+        self.training = None;
+        self.finished = Some(result);
+    }
+
+    /// Takes in the finished retrain.
+    async fn on_background(&mut self) -> Result<(), RetrainerError> {
+        let Some(result) = self.finished.take() else {
+            return Ok(());
+        };
+        self.take_result(result?)?;
+        self.apply_gate().await?;
+        if self.gate.is_none() && self.retrainer.retrain_due() {
+            self.start_retrain();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+//! Champion and challenger end to end: the gate keeps a bad challenger from ever serving, and
+//! promotes a clearly better one, which every predictor then serves (on the embedded broker, or
+//! on the Kafka named by `KAFKA_BROKERS`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use census_stream::bundle::{BundleStore, TrainingData};
+use census_stream::bundling::bundle_files;
+use census_stream::predictor::{self, PredictorConfig, PredictorStats};
+use census_stream::producer::{self, Input, ProducerConfig, Summary};
+use census_stream::registry::{read_registry, Alias};
+use census_stream::retrainer::{self, Event, RetrainerConfig, RetrainerStats};
+use census_stream::settings::Rate;
+use census_stream::train::fit;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{
+    adult, adult_dir, small_search, store_with_v1, temp_store, test_kafka, TestKafka,
+};
+
+struct Run {
+    summary: Summary,
+    predictors: Vec<PredictorStats>,
+    retrainer: RetrainerStats,
+    events: Vec<Event>,
+}
+
+/// Two predictors and a gated retrainer (`shuffle` for bad challengers) over `store`, while
+/// `rows` rows of adult.test stream at 500/s.
+async fn run_pipeline(kafka: &TestKafka, store: &BundleStore, rows: usize, shuffle: bool) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let predictors: Vec<_> = ["p1", "p2"]
+        .iter()
+        .map(|name| {
+            let mut c = PredictorConfig::new(kafka.settings.clone());
+            c.store = Some(store.clone());
+            c.name = name.to_string();
+            tokio::spawn(predictor::run(c, stop.clone()))
+        })
+        .collect();
+    let events: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let seen = events.clone();
+    let mut rconf = RetrainerConfig::new(kafka.settings.clone(), store.clone());
+    rconf.data_dir = adult_dir().unwrap();
+    rconf.rows_file = dir.path().join("rows.jsonl");
+    rconf.retrain_every = 500.try_into().unwrap();
+    rconf.search = small_search(2);
+    rconf.shuffle_labels = shuffle;
+    let retrainer = tokio::spawn(retrainer::run(rconf, stop.clone(), move |e| {
+        seen.lock().unwrap().push(e.clone())
+    }));
+    let mut prod = ProducerConfig::new(
+        kafka.settings.clone(),
+        Input::Uci(adult_dir().unwrap().join("adult.test")),
+    );
+    prod.limit = Some(rows);
+    prod.rate = Rate::new(500.0).unwrap();
+    prod.wait = Duration::from_secs(60);
+    let summary = producer::run(prod, CancellationToken::new()).await.unwrap();
+    // The last labels reach the gate.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let mut stats = Vec::new();
+    for p in predictors {
+        stats.push(p.await.unwrap().unwrap());
+    }
+    let retrainer = retrainer.await.unwrap().unwrap();
+    let events = events.lock().unwrap().clone();
+    Run {
+        summary,
+        predictors: stats,
+        retrainer,
+        events,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenger_trained_on_shuffled_labels_is_never_shadowed_promoted_or_served() {
+    let Some((_dir, store)) = store_with_v1() else {
+        return;
+    };
+    let kafka = test_kafka(3).await;
+    let run = run_pipeline(&kafka, &store, 2000, true).await;
+
+    assert!(run.summary.missing.is_empty());
+    let retrains: Vec<_> = run
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Retrained(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert!(!retrains.is_empty(), "a bad challenger was trained");
+    for r in &retrains {
+        assert!(r.outcome.contains("rejected offline"), "{}", r.outcome);
+    }
+    assert!(
+        !run.events.iter().any(|e| matches!(e, Event::Gate(_))),
+        "never shadowed, so never gated"
+    );
+    assert!(run
+        .summary
+        .predictions
+        .iter()
+        .all(|p| p.model_version == 1 && p.challenger_version.is_none()));
+    for p in &run.predictors {
+        assert_eq!(p.versions, vec![1]);
+    }
+    let registry = read_registry(&kafka.settings).await.unwrap();
+    assert_eq!(registry.version_of(Alias::Champion), Some(1));
+    assert_eq!(registry.version_of(Alias::Challenger), None);
+    let rejected = registry.alias(Alias::Challenger).unwrap();
+    assert!(rejected.reason.contains("rejected offline"), "{rejected:?}");
+    assert_eq!(store.current().unwrap(), Some(1));
+    let bad = store.read_files(2).unwrap().manifest;
+    assert!(bad.training_data.shuffled_labels && !bad.promoted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clearly_better_challenger_is_promoted_and_every_predictor_switches() {
+    let Some(data) = adult() else {
+        return;
+    };
+    let kafka = test_kafka(3).await;
+    // A weak champion: trained on 300 rows of adult.data.
+    let (_dir, store) = temp_store();
+    let weak = fit(&data.train[..300], None, &small_search(2)).unwrap();
+    let files = bundle_files(
+        weak,
+        &small_search(2),
+        None,
+        TrainingData::adult_data(&data.train_sha256, 300),
+    );
+    assert_eq!(store.save(files, true).unwrap().version, 1);
+
+    let run = run_pipeline(&kafka, &store, 4000, false).await;
+    assert!(run.summary.missing.is_empty());
+
+    let decision = run
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Gate(g) if g.decision.is_some() => Some(g.clone()),
+            _ => None,
+        })
+        .expect("the gate decided");
+    assert_eq!(
+        decision.decision.as_deref(),
+        Some("v2 promoted over v1 by the gate"),
+        "{decision:?}"
+    );
+    let settings = census_stream::gate::GateSettings::default();
+    assert!(decision.evidence.n <= settings.max_labels);
+    assert!(
+        decision.evidence.interval[1] < -settings.delta,
+        "{decision:?}"
+    );
+    eprintln!(
+        "promoted after {} labeled requests: mean d {:.4}, interval {:?}",
+        decision.evidence.n, decision.evidence.mean_d, decision.evidence.interval
+    );
+    // v2 was scored in shadow before it served.
+    assert!(run
+        .summary
+        .predictions
+        .iter()
+        .any(|p| p.model_version == 1 && p.challenger_version == Some(2)));
+    for p in &run.predictors {
+        assert_eq!(p.versions, vec![1, 2], "{p:?}");
+    }
+    let registry = read_registry(&kafka.settings).await.unwrap();
+    assert_eq!(registry.version_of(Alias::Champion), Some(2));
+    let champion = registry.alias(Alias::Champion).unwrap();
+    assert_eq!(champion.evidence.as_ref().unwrap().n, decision.evidence.n);
+    assert_eq!(store.current().unwrap(), Some(2));
+    // Then the former champion went on probation, in shadow, and v2 passed it (v1 is far worse).
+    let d = &run.retrainer.decisions;
+    let promoted = d
+        .iter()
+        .position(|x| x == "v2 promoted over v1 by the gate");
+    let passed = d.iter().position(|x| x == "v2 passed probation against v1");
+    assert!(
+        matches!((promoted, passed), (Some(a), Some(b)) if a < b),
+        "{d:?}"
+    );
+}
