@@ -115,16 +115,45 @@ async fn serve<W: Worker>(
         .map_err(BrokerError::from)?;
         worker = w;
         worker.deliver(output?).await?;
-        let offsets = next_offsets(&batch).map_err(BrokerError::from)?;
-        consumer
-            .store_offsets(&offsets)
-            .map_err(BrokerError::from)?;
+        store_offsets(consumer, &batch, &batching.name)?;
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
             tracing::debug!("{}: commit: {e}", batching.name);
         }
         worker.after_commit().await?;
     }
     Ok(worker)
+}
+
+/// Stores the offsets after `batch` for the partitions this consumer still owns. A partition
+/// revoked while the batch was in hand is skipped: its new owner reads the batch again from
+/// the last commit (at-least-once), and this service goes on.
+fn store_offsets(
+    consumer: &StreamConsumer,
+    batch: &[InMessage],
+    name: &str,
+) -> Result<(), BrokerError> {
+    let offsets = next_offsets(batch)?;
+    let owned = consumer.assignment()?;
+    let mut keep = rdkafka::TopicPartitionList::new();
+    for e in offsets.elements() {
+        if owned.find_partition(e.topic(), e.partition()).is_some() {
+            keep.add_partition_offset(e.topic(), e.partition(), e.offset())?;
+        } else {
+            tracing::info!(
+                "{name}: {}/{} was revoked while its batch was in hand; its new owner takes it over",
+                e.topic(),
+                e.partition()
+            );
+        }
+    }
+    if keep.count() == 0 {
+        return Ok(());
+    }
+    if let Err(e) = consumer.store_offsets(&keep) {
+        // Revoked between the look and the store: the same as above.
+        tracing::warn!("{name}: storing offsets: {e}; the partitions' new owners take over");
+    }
+    Ok(())
 }
 
 /// A batch from its first message: whatever else arrives within the linger, up to the maximum.

@@ -40,6 +40,8 @@ async fn five_thousand_rows_all_predicted_with_a_retrain_and_swap_mid_stream() {
     // even while the other tests of the suite train on the same 2 cores.
     rconf.retrain_every = 1000.try_into().unwrap();
     rconf.search = small_search(2);
+    // One core for the search, one for the predictor: the suite runs other pipelines meanwhile.
+    rconf.search.threads = 1.try_into().unwrap();
     let seen = events.clone();
     let retrainer = tokio::spawn(retrainer::run(rconf, stop.clone(), move |e| {
         if let Event::Retrained(e) = e {
