@@ -1,6 +1,7 @@
 //! Scoring micro-benchmarks: decoding a request's JSON, the feature transform, transform +
 //! predict, and the predictor's whole per-batch CPU path (decode, transform, predict, encode the
-//! predictions), for one record and batches of 64 and 1,024 records, on one thread.
+//! predictions), alone and with a challenger scored in shadow, for one record and batches of 64
+//! and 1,024 records, on one thread.
 //!
 //! The bundle is the one in `models/` (as `initialize` leaves it) or, when there is none, one
 //! trained here with a small budget; which one is printed first.
@@ -139,6 +140,21 @@ fn scoring(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
             b.iter(|| score_batch(&serving, black_box(&messages[..n])))
+        });
+    }
+    g.finish();
+
+    // The same with a challenger scored in shadow (here the same bundle: the cost is the same
+    // for any bundle of that size).
+    let shadowed = Serving {
+        champion: f.bundle.clone(),
+        challenger: Some(f.bundle.clone()),
+    };
+    let mut g = c.benchmark_group("score_batch_with_shadow");
+    for n in BATCHES {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter(|| score_batch(&shadowed, black_box(&messages[..n])))
         });
     }
     g.finish();

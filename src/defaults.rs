@@ -59,6 +59,8 @@ pub const SHOW_PER_SEC: u32 = 20;
 pub mod demo {
     use super::{nz, NonZeroUsize};
     pub const ROWS: usize = 6000;
+    /// v1 is trained on this many rows of adult.data: a weak champion the gate can replace.
+    pub const BOOTSTRAP_ROWS: usize = 1000;
     pub const RATE: f64 = 500.0;
     pub const RETRAIN_EVERY: NonZeroUsize = nz(2000);
     pub const MAX_EVALS: NonZeroUsize = nz(5);

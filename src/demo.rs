@@ -9,14 +9,16 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::bundle::BundleStore;
-use crate::data::{ensure_file, read_labeled, Fetch, TEST_FILE};
-use crate::initialize::{self, InitConfig, Initialized};
+use crate::bundle::{BundleStore, Manifest, TrainingData};
+use crate::bundling::bundle_files;
+use crate::data::{ensure_file, load_training_rows, read_labeled, Fetch, TEST_FILE};
+use crate::initialize::{self, InitConfig, InitError, Initialized};
 use crate::kafka::{kafka_or_embedded, BrokerError, KafkaSettings};
 use crate::predictor::{self, PredictorConfig};
 use crate::producer::{self, Input, ProducerConfig, Sink, Summary};
 use crate::retrainer::{self, RetrainerConfig};
 use crate::settings::Rate;
+use crate::train::fit;
 use crate::train::SearchConfig;
 
 #[derive(Debug, Clone)]
@@ -31,6 +33,9 @@ pub struct DemoConfig {
     pub retrain_every: std::num::NonZeroUsize,
     /// The search of the bootstrap bundle and of each retrain.
     pub search: SearchConfig,
+    /// Train v1 on this many rows of adult.data only (a weak champion the first retrain beats);
+    /// `None`: `initialize` on all of them.
+    pub bootstrap_rows: Option<usize>,
     pub promotion: retrainer::Promotion,
     /// Retrains train on shuffled labels: bad challengers, which the gate must reject.
     pub shuffle_labels: bool,
@@ -95,6 +100,26 @@ fn demo_input(data_dir: &Path, rows: usize, out: &Path) -> Result<(), DemoError>
     f.flush().map_err(io_err)
 }
 
+/// Version 1 trained on the first `rows` rows of adult.data only: a deliberately weak champion,
+/// so that the first retrain is clearly better and the gate has something to promote.
+fn weak_bootstrap(
+    store: &BundleStore,
+    data_dir: &Path,
+    rows: usize,
+    search: &SearchConfig,
+) -> Result<Manifest, DemoError> {
+    let (train, sha256) = load_training_rows(data_dir, &Fetch::default())?;
+    let rows = rows.clamp(search.folds.get() * 10, train.len());
+    let trained = fit(&train[..rows], None, search).map_err(InitError::from)?;
+    let files = bundle_files(
+        trained,
+        search,
+        None,
+        TrainingData::adult_data(&sha256, rows),
+    );
+    Ok(store.save(files, true).map_err(InitError::from)?)
+}
+
 /// A retrainer event as the demo shows it.
 fn event_line(e: &retrainer::Event) -> String {
     match e {
@@ -143,14 +168,28 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
         work.path().join("models"),
         work.path().join("dataprocessors"),
     );
-    let mut init = InitConfig::new(store.clone(), config.search.clone());
-    init.data_dir = config.data_dir.clone();
-    init.if_missing = true;
-    if let Initialized::Trained(m) =
-        tokio::task::spawn_blocking(move || initialize::run(&init)).await??
-    {
-        out.line(&format!("bundle v{} ready", m.version));
-    }
+    let v1 = match config.bootstrap_rows {
+        None => {
+            let mut init = InitConfig::new(store.clone(), config.search.clone());
+            init.data_dir = config.data_dir.clone();
+            match tokio::task::spawn_blocking(move || initialize::run(&init)).await?? {
+                Initialized::Trained(m) => *m,
+                Initialized::AlreadyThere(_) => unreachable!("a new store has no bundle"),
+            }
+        }
+        Some(n) => {
+            let (s, dir, search) = (
+                store.clone(),
+                config.data_dir.clone(),
+                config.search.clone(),
+            );
+            tokio::task::spawn_blocking(move || weak_bootstrap(&s, &dir, n, &search)).await??
+        }
+    };
+    out.line(&format!(
+        "bundle v{} ready: champion, trained on {} rows of adult.data, CV log loss {:.4}",
+        v1.version, v1.training_data.base_rows, v1.cv.log_loss
+    ));
 
     let services = shutdown.child_token();
     let mut pconf = PredictorConfig::new(kafka.clone());

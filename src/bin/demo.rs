@@ -32,6 +32,10 @@ struct Flags {
     /// Hyperparameter evaluations of the bootstrap and of each retrain.
     #[arg(long, default_value_t = demo::MAX_EVALS, value_parser = positive)]
     max_evals: NonZeroUsize,
+    /// Rows of adult.data that v1 is trained on: a weak champion, so that the first retrain is
+    /// clearly better and the gate promotes it (0: all of them, with initialize).
+    #[arg(long, default_value_t = demo::BOOTSTRAP_ROWS)]
+    bootstrap_rows: usize,
     #[command(flatten)]
     search: SearchArgs,
     #[command(flatten)]
@@ -51,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         rate: flags.rate,
         retrain_every: flags.retrain_every,
         search: flags.search.config(flags.max_evals),
+        bootstrap_rows: (flags.bootstrap_rows > 0).then_some(flags.bootstrap_rows),
         promotion: flags.promotion.promotion(),
         shuffle_labels: flags.promotion.shuffle_labels,
         sink: Sink::stdout(),
