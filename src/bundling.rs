@@ -37,6 +37,7 @@ pub fn bundle_files(
         test_metrics: trained.test_metrics,
         training_data,
         promoted: true,
+        trigger: None,
     };
     BundleFiles {
         manifest,

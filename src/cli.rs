@@ -4,6 +4,7 @@
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -14,6 +15,7 @@ use crate::kafka::{KafkaSettings, Topics};
 use crate::retrainer::Promotion;
 use crate::settings::{self, Folds};
 use crate::train::SearchConfig;
+use crate::triggers::{PageHinkleySettings, Triggers};
 
 /// Where bundles are stored.
 #[derive(Debug, Clone, Args)]
@@ -184,6 +186,49 @@ impl PromotionArgs {
             max_labels: self.gate_max_labels.max(self.gate_min_labels),
             ..GateSettings::default()
         })
+    }
+}
+
+/// The retrain triggers besides `--retrain-every` rows.
+#[derive(Debug, Clone, Args)]
+pub struct TriggerArgs {
+    /// Retrain every this many seconds when at least --retrain-min-rows new labeled rows came
+    /// (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub retrain_every_secs: u64,
+    #[arg(long, default_value_t = Triggers::default().min_rows)]
+    pub retrain_min_rows: usize,
+    /// Retrain when a feature's population stability index over the last --drift-window
+    /// requests exceeds this (0: off).
+    #[arg(long, default_value_t = Triggers::default().psi.unwrap_or(0.0),
+          value_parser = settings::non_negative)]
+    pub drift_psi: f64,
+    #[arg(long, default_value_t = NonZeroUsize::new(Triggers::default().psi_window).unwrap(),
+          value_parser = settings::positive)]
+    pub drift_window: NonZeroUsize,
+    /// Retrain when the Page-Hinkley statistic of the champion's log loss exceeds this (0: off).
+    #[arg(long, default_value_t = PageHinkleySettings::default().lambda,
+          value_parser = settings::non_negative)]
+    pub drift_loss_lambda: f64,
+    /// Seconds at least between two retrains.
+    #[arg(long, default_value_t = Triggers::default().min_gap.as_secs())]
+    pub retrain_min_gap_secs: u64,
+}
+
+impl TriggerArgs {
+    pub fn triggers(&self) -> Triggers {
+        Triggers {
+            every: (self.retrain_every_secs > 0)
+                .then(|| Duration::from_secs(self.retrain_every_secs)),
+            min_rows: self.retrain_min_rows,
+            psi: (self.drift_psi > 0.0).then_some(self.drift_psi),
+            psi_window: self.drift_window.get(),
+            loss_drift: (self.drift_loss_lambda > 0.0).then(|| PageHinkleySettings {
+                lambda: self.drift_loss_lambda,
+                ..PageHinkleySettings::default()
+            }),
+            min_gap: Duration::from_secs(self.retrain_min_gap_secs),
+        }
     }
 }
 

@@ -39,6 +39,7 @@ pub struct DemoConfig {
     pub promotion: retrainer::Promotion,
     /// Retrains train on shuffled labels: bad challengers, which the gate must reject.
     pub shuffle_labels: bool,
+    pub triggers: crate::triggers::Triggers,
     /// Where the prediction lines, retrains and summary go.
     pub sink: Sink,
 }
@@ -124,7 +125,9 @@ fn weak_bootstrap(
 fn event_line(e: &retrainer::Event) -> String {
     match e {
         retrainer::Event::Retrained(e) => format!(
-            ">>> retrain: v{} trained on {} stream rows, CV log loss {:.4}, in {:.1} s: {}",
+            ">>> retrain ({}: {}): v{} trained on {} stream rows, CV log loss {:.4}, in {:.1} s: {}",
+            e.trigger.kind,
+            e.trigger.figures,
             e.version,
             e.rows,
             e.cv_log_loss,
@@ -204,6 +207,7 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     rconf.rows_file = work.path().join("stream_rows.jsonl");
     rconf.promotion = config.promotion;
     rconf.shuffle_labels = config.shuffle_labels;
+    rconf.triggers = config.triggers;
     let events_out = out.clone();
     let retrainer = tokio::spawn(retrainer::run(rconf, services.clone(), move |e| {
         events_out.line(&event_line(e))

@@ -4,7 +4,7 @@
 //!
 //! Layers, lowest first (a module uses only those above it in this list):
 //! `defaults`, `settings`, `atomic`, `memory`, `logging` · `data` · `features` · `model` ·
-//! `hyper`, `metrics` · `train` · `bundle` · `bundling` · `initialize` · `kafka` · `stream` · `registry` · `gate` ·
+//! `hyper`, `metrics`, `triggers` · `train` · `bundle` · `bundling` · `initialize` · `kafka` · `stream` · `registry` · `gate` ·
 //! `predictor`, `retrainer`, `producer` · `demo`, `loadtest` · `cli`.
 
 pub mod atomic;
@@ -31,6 +31,7 @@ pub mod retrainer;
 pub mod settings;
 pub mod stream;
 pub mod train;
+pub mod triggers;
 
 /// An error and its causes on one line, `outer: inner: innermost`, for log lines (which, unlike
 /// a binary's exit, do not print the chain).

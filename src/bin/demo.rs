@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use census_stream::cli::{
-    shutdown_on_signals, DataArgs, EmbeddedOrKafkaArgs, PromotionArgs, SearchArgs,
+    shutdown_on_signals, DataArgs, EmbeddedOrKafkaArgs, PromotionArgs, SearchArgs, TriggerArgs,
 };
 use census_stream::defaults::demo;
 use census_stream::demo::{run, DemoConfig};
@@ -40,6 +40,8 @@ struct Flags {
     search: SearchArgs,
     #[command(flatten)]
     promotion: PromotionArgs,
+    #[command(flatten)]
+    triggers: TriggerArgs,
 }
 
 #[tokio::main]
@@ -58,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         bootstrap_rows: (flags.bootstrap_rows > 0).then_some(flags.bootstrap_rows),
         promotion: flags.promotion.promotion(),
         shuffle_labels: flags.promotion.shuffle_labels,
+        triggers: flags.triggers.triggers(),
         sink: Sink::stdout(),
     };
     let summary = run(config, shutdown_on_signals())

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use census_stream::cli::{
-    shutdown_on_signals, DataArgs, KafkaArgs, PromotionArgs, SearchArgs, StoreArgs,
+    shutdown_on_signals, DataArgs, KafkaArgs, PromotionArgs, SearchArgs, StoreArgs, TriggerArgs,
 };
 use census_stream::defaults;
 use census_stream::retrainer::{run, RetrainerConfig};
@@ -36,6 +36,8 @@ struct Flags {
     search: SearchArgs,
     #[command(flatten)]
     promotion: PromotionArgs,
+    #[command(flatten)]
+    triggers: TriggerArgs,
     #[arg(long, default_value = defaults::RETRAINER_GROUP)]
     group: String,
     /// Most records stored in one batch.
@@ -58,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
     config.max_batch = flags.max_batch;
     config.promotion = flags.promotion.promotion();
     config.shuffle_labels = flags.promotion.shuffle_labels;
+    config.triggers = flags.triggers.triggers();
     let stats = run(config, shutdown_on_signals(), |_| {})
         .await
         .context("retrainer failed")?;

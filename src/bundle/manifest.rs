@@ -73,6 +73,9 @@ pub struct Manifest {
     pub test_metrics: Option<Metrics>,
     pub training_data: TrainingData,
     pub promoted: bool,
+    /// What started the retrain that made this version (none for `initialize`).
+    #[serde(default)]
+    pub trigger: Option<crate::triggers::Fired>,
 }
 
 impl Manifest {

@@ -6,7 +6,7 @@ use super::FeatureProcessor;
 const MAGIC: &[u8; 8] = b"CSFPROC\0";
 
 /// Bump when the serialized layout of [`FeatureProcessor`] changes.
-pub const PROCESSOR_FORMAT_VERSION: u32 = 1;
+pub const PROCESSOR_FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessorFileError {
@@ -28,6 +28,8 @@ pub enum ProcessorFileError {
     },
     #[error("a numeric scaler has an invalid range")]
     ScalerRange,
+    #[error("the drift histograms do not match the features")]
+    DriftShape,
 }
 
 fn config() -> bincode::config::Configuration {

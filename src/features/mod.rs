@@ -2,11 +2,13 @@
 //! crossed columns), fitted on the training rows. One code path, [`FeatureProcessor::transform_into`],
 //! serves a single record and a batch, so the stream scores exactly what training saw.
 
+mod drift;
 mod encoder;
 mod file;
 
 use serde::{Deserialize, Serialize};
 
+pub use drift::{DriftReference, DriftWindow};
 pub use encoder::{CrossEncoder, Encoder, UNKNOWN_CODE, UNKNOWN_TEXT};
 pub use file::{ProcessorFileError, PROCESSOR_FORMAT_VERSION};
 
@@ -104,6 +106,8 @@ pub struct FeatureProcessor {
     scalers: Vec<MinMax>,
     encoders: Vec<Encoder>,
     crosses: Vec<CrossEncoder>,
+    /// The training rows' histogram of every feature, for drift.
+    drift: DriftReference,
 }
 
 impl FeatureProcessor {
@@ -144,11 +148,20 @@ impl FeatureProcessor {
                 }))
             })
             .collect();
-        FeatureProcessor {
+        let mut processor = FeatureProcessor {
             scalers,
             encoders,
             crosses,
-        }
+            drift: DriftReference::empty(),
+        };
+        let features = processor.transform_batch(rows.clone().collect::<Vec<_>>().into_iter());
+        processor.drift = DriftReference::fit(&features, &processor.cardinalities());
+        processor
+    }
+
+    /// The training rows' histograms, against which recent requests' drift is measured.
+    pub fn drift_reference(&self) -> &DriftReference {
+        &self.drift
     }
 
     /// Writes the features of one record into `out` (length [`N_FEATURES`]).
@@ -226,6 +239,9 @@ impl FeatureProcessor {
             .any(|s| !(s.min.is_finite() && s.max.is_finite() && s.min <= s.max))
         {
             return Err(ProcessorFileError::ScalerRange);
+        }
+        if !self.drift.fits(&self.cardinalities()) {
+            return Err(ProcessorFileError::DriftShape);
         }
         Ok(())
     }

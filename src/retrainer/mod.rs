@@ -35,6 +35,7 @@ use crate::kafka::{BrokerError, KafkaSettings};
 use crate::registry::{read_registry, Evidence, Publisher, RegistryError};
 use crate::stream::worker::{self, Batching};
 use crate::train::SearchConfig;
+use crate::triggers::{Fired, Triggers};
 use retrain::Trainer;
 use service::Service;
 
@@ -57,7 +58,10 @@ pub struct RetrainerConfig {
     pub store: BundleStore,
     /// Where the labeled stream rows are kept.
     pub rows_file: PathBuf,
+    /// The rows trigger: retrain after this many new labeled rows.
     pub retrain_every: NonZeroUsize,
+    /// The other triggers: time, feature drift, loss drift, and the minimum gap.
+    pub triggers: Triggers,
     pub search: SearchConfig,
     pub promotion: Promotion,
     /// Train on shuffled labels: a deliberately bad challenger, for demos and tests.
@@ -78,6 +82,7 @@ impl RetrainerConfig {
             rows_file: store.models_dir().join(defaults::ROWS_FILE),
             store,
             retrain_every: defaults::RETRAIN_EVERY,
+            triggers: Triggers::default(),
             search: SearchConfig::with_budget(defaults::RETRAIN_MAX_EVALS),
             promotion: Promotion::Gate(GateSettings::default()),
             shuffle_labels: false,
@@ -112,6 +117,8 @@ pub struct RetrainEvent {
     pub cv_log_loss: f64,
     /// "champion", "challenger", or why it was rejected offline.
     pub outcome: String,
+    /// What started it.
+    pub trigger: Fired,
 }
 
 /// The gate's progress or decision.

@@ -21,6 +21,7 @@ use crate::data::LabeledRow;
 use crate::registry::{Alias, AliasRecord, Publisher};
 use crate::stream::messages::now_ms;
 use crate::train::fit;
+use crate::triggers::Fired;
 
 /// What every retrain shares: settings, the base and test rows, the registry's publisher.
 pub struct Trainer {
@@ -78,6 +79,7 @@ pub async fn retrain(
     stream: StreamRows,
     parent: Manifest,
     champion: Arc<Bundle>,
+    trigger: Fired,
     cancel: CancellationToken,
 ) -> Result<Retrained, RetrainerError> {
     let config = &trainer.config;
@@ -95,9 +97,11 @@ pub async fn retrain(
     let used: Vec<LabeledRow> = used.into_iter().map(StoredRow::into_labeled).collect();
     let held: Vec<LabeledRow> = held.into_iter().map(StoredRow::into_labeled).collect();
     tracing::info!(
-        "retrainer: retraining after v{} on {} base + {} stream rows ({} held back, {} \
+        "retrainer: retraining after v{} ({}: {}) on {} base + {} stream rows ({} held back, {} \
          evaluations{})",
         parent.version,
+        trigger.kind,
+        trigger.figures,
         trainer.base.len(),
         used.len(),
         held.len(),
@@ -146,6 +150,7 @@ pub async fn retrain(
         + 1;
     files.stamp(version);
     files.manifest.promoted = gate.is_none();
+    files.manifest.trigger = Some(trigger.clone());
 
     let (verdict, alias, outcome) = match gate {
         None => {
@@ -215,6 +220,7 @@ pub async fn retrain(
         finished_at_ms: now_ms(),
         cv_log_loss: manifest.cv.log_loss,
         outcome,
+        trigger,
     };
     tracing::info!(
         "retrainer: v{version} stored and published ({}; CV log loss {:.5}) in {:.1} s",

@@ -3,6 +3,7 @@
 //! retrain, and publish the gate's decisions.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -11,11 +12,15 @@ use super::gating::GateRun;
 use super::retrain::{retrain, Retrained, StreamRows, Trainer, Verdict};
 use super::{Event, GateEvent, Promotion, Retrainer, RetrainerError, RetrainerStats, StepReport};
 use crate::bundle::{Bundle, BundleFiles, Manifest};
+use crate::features::DriftWindow;
+use crate::gate::log_loss;
 use crate::gate::Decision;
 use crate::kafka::InMessage;
 use crate::registry::{Alias, AliasRecord, Registry};
+use crate::stream::decode::decode_request;
 use crate::stream::worker::Worker;
 use crate::train::TrainError;
+use crate::triggers::{Fired, PageHinkley};
 
 /// Labels between two progress reports of the gate.
 const PROGRESS_EVERY: u64 = 200;
@@ -34,6 +39,15 @@ pub struct Service<F> {
     stop_training: CancellationToken,
     stats: RetrainerStats,
     on_event: F,
+    /// When the last retrain started (or the service, for the time trigger).
+    last_start: Instant,
+    started_any: bool,
+    /// Recent requests' histogram against the champion's training one.
+    drift: Option<DriftWindow>,
+    /// The champion's log loss on new labeled rows.
+    loss: Option<PageHinkley>,
+    /// A drift trigger that fired, waiting for its retrain to start.
+    fired: Option<Fired>,
 }
 
 impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
@@ -89,7 +103,112 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
             stop_training,
             stats: RetrainerStats::default(),
             on_event,
-        })
+            last_start: Instant::now(),
+            started_any: false,
+            drift: None,
+            loss: None,
+            fired: None,
+        }
+        .with_fresh_monitors())
+    }
+
+    /// Drift monitors started anew against the champion.
+    fn with_fresh_monitors(mut self) -> Self {
+        self.reset_monitors();
+        self
+    }
+
+    fn reset_monitors(&mut self) {
+        let t = &self.trainer.config.triggers;
+        self.drift = t
+            .psi
+            .map(|_| DriftWindow::new(self.champion.processor.drift_reference()));
+        self.loss = t.loss_drift.map(PageHinkley::new);
+    }
+
+    /// Feeds the drift monitors with a batch and the labeled rows it added (CPU work).
+    fn monitor(&mut self, batch: &[InMessage], new_rows: &[crate::retrainer::StoredRow]) {
+        let triggers = self.trainer.config.triggers;
+        if let (Some(window), Some(threshold)) = (self.drift.as_mut(), triggers.psi) {
+            let records: Vec<_> = batch
+                .iter()
+                .filter_map(|m| decode_request(m.payload.as_deref()).ok())
+                .map(|r| r.record)
+                .collect();
+            window.add(&self.champion.processor.transform_batch(records.iter()));
+            if window.rows() as usize >= triggers.psi_window {
+                let reference = self.champion.processor.drift_reference();
+                let psi = reference.psi(window);
+                let names = crate::features::feature_names();
+                let (worst, value) = psi
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(j, &v)| (names[j].clone(), v))
+                    .unwrap_or_default();
+                if value > threshold && self.fired.is_none() {
+                    self.fired = Some(Fired {
+                        kind: "feature_drift".into(),
+                        figures: format!(
+                            "PSI of {worst} {value:.3} > {threshold} over the last {} requests",
+                            window.rows()
+                        ),
+                    });
+                }
+                *window = DriftWindow::new(reference);
+            }
+        }
+        if let Some(ph) = self.loss.as_mut() {
+            let records = new_rows.iter().map(|r| &r.row).collect::<Vec<_>>();
+            if let Ok(probs) = self.champion.predict(records.into_iter()) {
+                for (r, p) in new_rows.iter().zip(probs) {
+                    if ph.observe(log_loss(p, r.label)) && self.fired.is_none() {
+                        self.fired = Some(Fired {
+                            kind: "loss_drift".into(),
+                            figures: format!(
+                                "Page-Hinkley statistic {:.1} of the champion's log loss over {} \
+                                 labeled rows",
+                                ph.statistic(),
+                                ph.observations()
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The trigger that calls for a retrain now, if any: none while a retrain or a gate runs,
+    /// or within the minimum gap of the last retrain.
+    fn due(&self) -> Option<Fired> {
+        let t = &self.trainer.config.triggers;
+        if self.training.is_some() || self.gate.is_some() {
+            return None;
+        }
+        let since = self.last_start.elapsed();
+        if self.started_any && since < t.min_gap {
+            return None;
+        }
+        if let Some(f) = &self.fired {
+            return Some(f.clone());
+        }
+        let new_rows = self.retrainer.new_rows();
+        if self.retrainer.retrain_due() {
+            return Some(Fired {
+                kind: "rows".into(),
+                figures: format!("{new_rows} new labeled rows"),
+            });
+        }
+        match t.every {
+            Some(every) if since >= every && new_rows >= t.min_rows.max(1) => Some(Fired {
+                kind: "time".into(),
+                figures: format!(
+                    "{:.0} s since the last retrain, {new_rows} new labeled rows",
+                    since.as_secs_f64()
+                ),
+            }),
+            _ => None,
+        }
     }
 
     /// Takes in the result of a retrain that finished.
@@ -107,6 +226,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         match done.verdict {
             Verdict::Champion(bundle) => {
                 self.champion = bundle;
+                self.reset_monitors();
                 self.parent = done.manifest;
             }
             Verdict::Challenger(bundle) => {
@@ -129,7 +249,16 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         Ok(())
     }
 
-    fn start_retrain(&mut self) {
+    fn start_retrain(&mut self, trigger: Fired) {
+        self.fired = None;
+        self.last_start = Instant::now();
+        self.started_any = true;
+        self.loss = self
+            .trainer
+            .config
+            .triggers
+            .loss_drift
+            .map(PageHinkley::new);
         let log = self.retrainer.log();
         let stream = StreamRows {
             rows: log.rows().to_vec(),
@@ -141,6 +270,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
             stream,
             self.parent.clone(),
             self.champion.clone(),
+            trigger,
             self.stop_training.child_token(),
         )));
     }
@@ -233,6 +363,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
             tokio::task::spawn_blocking(move || store.promote(v)).await??;
             self.parent = bundle.manifest.clone();
             self.champion = bundle;
+            self.reset_monitors();
             // The promoted challenger's former champion goes on probation.
             if let (false, Some(probation)) = (run.probation, records.get(1)) {
                 let Promotion::Gate(settings) = self.trainer.config.promotion else {
@@ -276,9 +407,11 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
     fn step(&mut self, batch: &[InMessage]) -> Result<StepReport, RetrainerError> {
         let before = self.retrainer.log().len();
         let report = self.retrainer.step(batch)?;
+        let new_rows = self.retrainer.log().rows()[before..].to_vec();
         if let Some(run) = self.gate.as_mut() {
-            run.feed(&self.retrainer.log().rows()[before..]);
+            run.feed(&new_rows);
         }
+        self.monitor(batch, &new_rows);
         Ok(report)
     }
 
@@ -290,8 +423,8 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
 
     async fn after_commit(&mut self) -> Result<(), RetrainerError> {
         self.apply_gate().await?;
-        if self.training.is_none() && self.gate.is_none() && self.retrainer.retrain_due() {
-            self.start_retrain();
+        if let Some(trigger) = self.due() {
+            self.start_retrain(trigger);
         }
         Ok(())
     }
@@ -314,8 +447,8 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
         };
         self.take_result(result?)?;
         self.apply_gate().await?;
-        if self.gate.is_none() && self.retrainer.retrain_due() {
-            self.start_retrain();
+        if let Some(trigger) = self.due() {
+            self.start_retrain(trigger);
         }
         Ok(())
     }

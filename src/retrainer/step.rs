@@ -97,6 +97,11 @@ impl Retrainer {
         self.new_rows = 0;
     }
 
+    /// Labeled rows stored since the last model was trained.
+    pub fn new_rows(&self) -> usize {
+        self.new_rows
+    }
+
     /// Rows of the log the last model was trained on.
     pub fn trained_rows(&self) -> usize {
         self.log.len() - self.new_rows

@@ -113,6 +113,10 @@ async fn five_thousand_rows_all_predicted_with_a_retrain_and_swap_mid_stream() {
     let m = store.read_files(2).unwrap().manifest;
     assert_eq!(m.parent_version, Some(1));
     assert!(m.training_data.stream_rows >= 1000);
+    // And what started it.
+    let trigger = m.trigger.as_ref().expect("the trigger is recorded");
+    assert_eq!(trigger.kind, "rows");
+    assert!(trigger.figures.contains("new labeled rows"), "{trigger:?}");
     assert_eq!(
         m.training_data.stream_offsets.values().sum::<i64>() as usize,
         m.training_data.stream_rows
