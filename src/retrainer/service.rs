@@ -89,6 +89,13 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
                     parent.version,
                     run.gate.labels()
                 );
+                on_event(&Event::Gate(GateEvent {
+                    challenger: v,
+                    champion: parent.version,
+                    probation: run.probation,
+                    evidence: run.gate.evidence(),
+                    decision: None,
+                }));
                 gate = Some(run);
             }
         }

@@ -194,3 +194,98 @@ async fn a_clearly_better_challenger_is_promoted_and_every_predictor_switches() 
         "{d:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_retrainer_resumes_the_gate_from_the_rows_file() {
+    let Some((dir, store)) = store_with_v1() else {
+        return;
+    };
+    let kafka = test_kafka(2).await;
+    let rows_file = dir.path().join("rows.jsonl");
+    let config = || {
+        let mut c = RetrainerConfig::new(kafka.settings.clone(), store.clone());
+        c.data_dir = adult_dir().unwrap();
+        c.rows_file = rows_file.clone();
+        c.retrain_every = 300.try_into().unwrap();
+        c.search = small_search(2);
+        c
+    };
+    // `n` rows of adult.test, as fast as possible.
+    let send = |n: usize| {
+        let mut prod = ProducerConfig::new(
+            kafka.settings.clone(),
+            Input::Uci(adult_dir().unwrap().join("adult.test")),
+        );
+        prod.limit = Some(n);
+        prod.rate = Rate::UNLIMITED;
+        prod.wait = Duration::from_millis(10);
+        producer::run(prod, CancellationToken::new())
+    };
+    // The first run: a retrain makes v2 the challenger, then labels reach its gate.
+    let events: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let seen = events.clone();
+    let stop = CancellationToken::new();
+    let first = tokio::spawn(retrainer::run(config(), stop.clone(), move |e| {
+        seen.lock().unwrap().push(e.clone())
+    }));
+    send(300).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, Event::Retrained(r) if r.outcome == "challenger"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "v2 became the challenger"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    send(600).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let stats = first.await.unwrap().unwrap();
+    assert!(stats.decisions.is_empty(), "still undecided: {stats:?}");
+
+    // What the gate has seen is derivable: the rows stored at or after the challenger's
+    // cut-off.
+    let registry = read_registry(&kafka.settings).await.unwrap();
+    let challenger = registry.alias(Alias::Challenger).unwrap().clone();
+    assert_eq!(challenger.version, Some(2));
+    let log = census_stream::retrainer::RowLog::open(&rows_file).unwrap();
+    let counted = log
+        .rows()
+        .iter()
+        .filter(|r| {
+            challenger
+                .from_offsets
+                .get(&r.partition_key())
+                .is_none_or(|&from| r.offset >= from)
+        })
+        .count() as u64;
+    assert!(counted > 0, "labels reached the gate");
+
+    let events: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let seen = events.clone();
+    let stop = CancellationToken::new();
+    let second = tokio::spawn(retrainer::run(config(), stop.clone(), move |e| {
+        seen.lock().unwrap().push(e.clone())
+    }));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let resumed = loop {
+        let found = events.lock().unwrap().iter().find_map(|e| match e {
+            Event::Gate(g) => Some(g.clone()),
+            _ => None,
+        });
+        if let Some(g) = found {
+            break g;
+        }
+        assert!(std::time::Instant::now() < deadline, "the gate resumed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stop.cancel();
+    second.await.unwrap().unwrap();
+    assert_eq!((resumed.challenger, resumed.champion), (2, 1));
+    assert_eq!(resumed.evidence.n, counted, "{resumed:?}");
+}
