@@ -162,8 +162,10 @@ pub async fn follow(
             champion: new_champion,
             challenger: new_challenger,
         })));
-        // Keep only what is in use (and what was refused).
+        // Keep only what is in use (and what was refused), and of the records' bytes only those
+        // that may still be named: the champion's, the challenger's and newer versions'.
         cache.retain(|v, b| b.is_none() || Some(*v) == champion || Some(*v) == challenger);
+        registry.retain_bundles(|v| Some(v) == challenger || champion.is_none_or(|c| v >= c));
         loaded.send_replace(Some(version));
     }
 }

@@ -25,6 +25,12 @@ impl Registry {
         }
     }
 
+    /// Drops the bytes of the bundles `keep` says no to (a follower keeps only what it may
+    /// still be asked to serve).
+    pub fn retain_bundles(&mut self, keep: impl Fn(u32) -> bool) {
+        self.bundles.retain(|&v, _| keep(v));
+    }
+
     /// The highest version with a bundle on the topic.
     pub fn highest(&self) -> Option<u32> {
         self.bundles.keys().next_back().copied()
