@@ -194,9 +194,8 @@ impl Gate {
             } else {
                 0.0
             },
-            interval: self
-                .interval()
-                .unwrap_or([f64::NEG_INFINITY, f64::INFINITY]),
+            // Before two batches nothing is known; JSON has no infinities.
+            interval: self.interval().unwrap_or([f64::MIN, f64::MAX]),
             statistic: self.statistic().unwrap_or(0.0),
             alpha: self.settings.alpha,
             delta: self.settings.delta,

@@ -41,6 +41,8 @@ pub enum BrokerError {
     },
     #[error("the producer was dropped before {topic} acknowledged a record")]
     Canceled { topic: String },
+    #[error("reading {topic} to its end made no progress for {waited:?}")]
+    Stalled { topic: String, waited: Duration },
     #[error("a Kafka metadata request's thread failed")]
     Join(#[from] tokio::task::JoinError),
 }

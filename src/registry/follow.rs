@@ -13,6 +13,7 @@ use rdkafka::message::Message;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::read::catch_up;
 use super::records::{parse, Alias};
 use super::state::Registry;
 use crate::bundle::{Bundle, BundleError};
@@ -68,8 +69,10 @@ pub fn serve_alone(current: &CurrentServing, bundle: Bundle) {
     })));
 }
 
-/// Follows the registry from its beginning until `shutdown`, keeping `current` on the champion
-/// and challenger it names, and announcing the champion's version on `loaded`.
+/// Follows the registry until `shutdown`, keeping `current` on the champion and challenger it
+/// names and announcing the champion's version on `loaded`. The topic is first read to its end
+/// and only its final state served (never the champions of the past, one after another); then
+/// each new record is applied as it comes.
 pub async fn follow(
     settings: KafkaSettings,
     current: CurrentServing,
@@ -79,14 +82,24 @@ pub async fn follow(
 ) -> Result<(), BrokerError> {
     let topic = settings.topics.models.clone();
     let consumer: StreamConsumer = settings.reader()?;
-    settings.assign_all(&consumer, &topic, false).await?;
-    let mut registry = Registry::default();
-    // Loaded bundles by version: those in use, and those refused (`None`) so that a bad record is
-    // not loaded again and again.
-    let mut cache: BTreeMap<u32, Option<Arc<Bundle>>> = BTreeMap::new();
-    if let Some(s) = current.load_full() {
-        cache.insert(s.champion.manifest.version, Some(s.champion.clone()));
+    let mut follower = Follower {
+        registry: Registry::default(),
+        cache: BTreeMap::new(),
+        current,
+        loaded,
+        who,
+        topic: topic.clone(),
+    };
+    if let Some(s) = follower.current.load_full() {
+        follower
+            .cache
+            .insert(s.champion.manifest.version, Some(s.champion.clone()));
     }
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        r = catch_up(&settings, &consumer, &mut follower.registry) => r?,
+    }
+    follower.reconcile().await?;
     loop {
         let msg = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -94,48 +107,73 @@ pub async fn follow(
         };
         match msg {
             Ok(m) => match parse(m.key(), m.payload()) {
-                Ok(record) => registry.apply(record),
+                Ok(record) => follower.registry.apply(record),
                 Err(e) => {
-                    tracing::warn!("{who}: {topic}: skipped: {}", crate::error_chain(&e));
+                    tracing::warn!(
+                        "{}: {topic}: skipped: {}",
+                        follower.who,
+                        crate::error_chain(&e)
+                    );
                     continue;
                 }
             },
             Err(e) => {
-                tracing::warn!("{who}: {topic}: {e}");
+                tracing::warn!("{}: {topic}: {e}", follower.who);
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         }
-        let champion = registry.version_of(Alias::Champion);
-        let challenger = registry
+        follower.reconcile().await?;
+    }
+}
+
+/// A predictor's view of the registry and the bundles it loaded.
+struct Follower {
+    registry: Registry,
+    /// Loaded bundles by version: those in use, and those refused (`None`) so that a bad record
+    /// is not loaded again and again.
+    cache: BTreeMap<u32, Option<Arc<Bundle>>>,
+    current: CurrentServing,
+    loaded: watch::Sender<Option<u32>>,
+    who: String,
+    topic: String,
+}
+
+impl Follower {
+    /// Serves the champion and challenger the registry names now, loading what it must.
+    async fn reconcile(&mut self) -> Result<(), BrokerError> {
+        let (who, topic) = (&self.who, &self.topic);
+        let champion = self.registry.version_of(Alias::Champion);
+        let challenger = self
+            .registry
             .version_of(Alias::Challenger)
             .filter(|&c| Some(c) != champion);
         for v in champion.into_iter().chain(challenger) {
-            if cache.contains_key(&v) {
+            if self.cache.contains_key(&v) {
                 continue;
             }
-            let Some(payload) = registry.bundle(v).map(<[u8]>::to_vec) else {
+            let Some(payload) = self.registry.bundle(v).map(<[u8]>::to_vec) else {
                 continue; // its bundle record has not arrived yet
             };
             let loaded = tokio::task::spawn_blocking(move || load_bundle(v, &payload)).await?;
             match loaded {
                 Ok(b) => {
-                    cache.insert(v, Some(Arc::new(b)));
+                    self.cache.insert(v, Some(Arc::new(b)));
                 }
                 Err(e) => {
                     tracing::error!(
                         "{who}: refused bundle v{v} from {topic}: {}",
                         crate::error_chain(&e)
                     );
-                    cache.insert(v, None);
+                    self.cache.insert(v, None);
                 }
             }
         }
-        let get = |v: Option<u32>| v.and_then(|v| cache.get(&v).cloned().flatten());
-        let in_use = current.load_full();
+        let get = |v: Option<u32>| v.and_then(|v| self.cache.get(&v).cloned().flatten());
+        let in_use = self.current.load_full();
         let new_champion = get(champion).or_else(|| in_use.as_ref().map(|s| s.champion.clone()));
         let Some(new_champion) = new_champion else {
-            continue;
+            return Ok(());
         };
         let new_challenger = get(challenger);
         let same = in_use.as_ref().is_some_and(|s| {
@@ -147,7 +185,7 @@ pub async fn follow(
                 }
         });
         if same {
-            continue;
+            return Ok(());
         }
         tracing::info!(
             "{who}: serving v{}{}",
@@ -158,14 +196,17 @@ pub async fn follow(
             ))
         );
         let version = new_champion.manifest.version;
-        current.store(Some(Arc::new(Serving {
+        self.current.store(Some(Arc::new(Serving {
             champion: new_champion,
             challenger: new_challenger,
         })));
         // Keep only what is in use (and what was refused), and of the records' bytes only those
         // that may still be named: the champion's, the challenger's and newer versions'.
-        cache.retain(|v, b| b.is_none() || Some(*v) == champion || Some(*v) == challenger);
-        registry.retain_bundles(|v| Some(v) == challenger || champion.is_none_or(|c| v >= c));
-        loaded.send_replace(Some(version));
+        self.cache
+            .retain(|v, b| b.is_none() || Some(*v) == champion || Some(*v) == challenger);
+        self.registry
+            .retain_bundles(|v| Some(v) == challenger || champion.is_none_or(|c| v >= c));
+        self.loaded.send_replace(Some(version));
+        Ok(())
     }
 }

@@ -89,12 +89,16 @@ impl Publisher {
             }
         }
         let p = self.producer.clone();
-        let outcome = tokio::task::spawn_blocking(move || match failure {
-            None => p.commit_transaction(TXN_TIMEOUT),
-            Some(e) => {
+        let outcome = tokio::task::spawn_blocking(move || {
+            let result = match failure {
+                None => p.commit_transaction(TXN_TIMEOUT),
+                Some(e) => Err(e),
+            };
+            if result.is_err() {
+                // Never leave a transaction open: readers (read_committed) would stall behind it.
                 let _ = p.abort_transaction(TXN_TIMEOUT);
-                Err(e)
             }
+            result
         })
         .await
         .map_err(BrokerError::from)?;

@@ -11,36 +11,20 @@ use super::records::parse;
 use super::state::Registry;
 use crate::kafka::{BrokerError, KafkaSettings};
 
-/// How long the read waits for a record before it takes the topic's end as reached (the last
-/// offsets of a topic written in transactions are commit markers, never delivered).
+/// How long the read waits for a record before it looks again at where it stands.
 const IDLE: Duration = Duration::from_millis(500);
+/// Offsets at the end of a partition that may be transaction markers, never delivered.
+const MARKERS: i64 = 3;
+/// How long the read may make no progress before it gives up.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The registry as the topic holds it now.
 pub async fn read_registry(settings: &KafkaSettings) -> Result<Registry, BrokerError> {
     let topic = &settings.topics.models;
-    let ends = settings.end_offsets(topic).await?;
     let consumer: StreamConsumer = settings.reader()?;
-    settings.assign_all(&consumer, topic, false).await?;
     let mut registry = Registry::default();
     let started = Instant::now();
-    let mut idle = 0;
-    while !reached(&consumer, topic, &ends)? && idle < 2 {
-        match tokio::time::timeout(IDLE, consumer.recv()).await {
-            Ok(Ok(m)) => {
-                idle = 0;
-                match parse(m.key(), m.payload()) {
-                    Ok(record) => registry.apply(record),
-                    Err(e) => tracing::warn!(
-                        "{topic} offset {}: skipped: {}",
-                        m.offset(),
-                        crate::error_chain(&e)
-                    ),
-                }
-            }
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => idle += 1,
-        }
-    }
+    catch_up(settings, &consumer, &mut registry).await?;
     tracing::info!(
         "read {topic} in {:.1} s: versions {:?}, champion {:?}, challenger {:?}",
         started.elapsed().as_secs_f64(),
@@ -51,18 +35,63 @@ pub async fn read_registry(settings: &KafkaSettings) -> Result<Registry, BrokerE
     Ok(registry)
 }
 
-/// Whether `consumer` has read every partition up to its end offset.
-fn reached(
+/// Assigns `consumer` the whole models topic from its beginning and applies every record up to
+/// the topic's end as of now to `registry`; the consumer goes on from there.
+pub(super) async fn catch_up(
+    settings: &KafkaSettings,
+    consumer: &StreamConsumer,
+    registry: &mut Registry,
+) -> Result<(), BrokerError> {
+    let topic = &settings.topics.models;
+    let ends = settings.end_offsets(topic).await?;
+    settings.assign_all(consumer, topic, false).await?;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (reached, near) = position_vs(consumer, topic, &ends)?;
+        if reached {
+            return Ok(());
+        }
+        match tokio::time::timeout(IDLE, consumer.recv()).await {
+            Ok(Ok(m)) => match parse(m.key(), m.payload()) {
+                Ok(record) => registry.apply(record),
+                Err(e) => tracing::warn!(
+                    "{topic} offset {}: skipped: {}",
+                    m.offset(),
+                    crate::error_chain(&e)
+                ),
+            },
+            Ok(Err(e)) => return Err(e.into()),
+            // Nothing more comes while the position is a few offsets short of the end: those
+            // are transaction markers, never delivered.
+            Err(_) if near => return Ok(()),
+            Err(_) if Instant::now() > deadline => {
+                return Err(BrokerError::Stalled {
+                    topic: topic.clone(),
+                    waited: PATIENCE,
+                })
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Whether `consumer` has read every partition up to its end offset, and whether it is within
+/// a few (marker) offsets of it everywhere.
+fn position_vs(
     consumer: &StreamConsumer,
     topic: &str,
     ends: &[(i32, i64)],
-) -> Result<bool, BrokerError> {
+) -> Result<(bool, bool), BrokerError> {
     let positions = consumer.position()?;
-    Ok(ends.iter().all(|&(p, end)| {
-        end == 0
-            || matches!(
-                positions.find_partition(topic, p).map(|e| e.offset()),
-                Some(Offset::Offset(o)) if o >= end
-            )
-    }))
+    let at = |p: i32| match positions.find_partition(topic, p).map(|e| e.offset()) {
+        Some(Offset::Offset(o)) => Some(o),
+        _ => None,
+    };
+    let reached = ends
+        .iter()
+        .all(|&(p, end)| end == 0 || at(p).is_some_and(|o| o >= end));
+    let near = ends
+        .iter()
+        .all(|&(p, end)| end == 0 || at(p).is_some_and(|o| o >= end - MARKERS));
+    Ok((reached, near))
 }

@@ -176,11 +176,20 @@ pub async fn run(
     let adult = tokio::task::spawn_blocking(move || load_adult(&data_dir, &fetch)).await??;
     let rows_file = config.rows_file.clone();
     let log = tokio::task::spawn_blocking(move || RowLog::open(&rows_file)).await??;
-    let retrainer = Retrainer::new(
-        log,
-        &champion.manifest.training_data.stream_offsets,
-        config.retrain_every,
-    );
+    // New rows are counted from the cut-off of the newest version, not the champion's: a
+    // version that was rejected, or rolled back from, has used the rows before its cut-off.
+    let newest = registry
+        .highest()
+        .filter(|&h| h != champion.manifest.version);
+    let store = config.store.clone();
+    let cutoff = match newest {
+        Some(h) => tokio::task::spawn_blocking(move || store.read_files(h))
+            .await?
+            .map(|f| f.manifest.training_data.stream_offsets)
+            .unwrap_or_else(|_| champion.manifest.training_data.stream_offsets.clone()),
+        None => champion.manifest.training_data.stream_offsets.clone(),
+    };
+    let retrainer = Retrainer::new(log, &cutoff, config.retrain_every);
     tracing::info!(
         "retrainer: {} labeled rows stored, champion v{} trained on {}; retraining every {}",
         retrainer.log().len(),

@@ -73,17 +73,22 @@ impl RowLog {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io_err)?;
         }
-        let text = match fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        // Bytes, not text: a torn last line may end in the middle of a character.
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io_err(e)),
         };
-        let complete = text.rfind('\n').map_or(0, |i| i + 1);
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let mut rows = Vec::new();
         let mut seen = HashSet::new();
-        for (n, line) in text[..complete].lines().enumerate() {
+        for (n, line) in bytes[..complete]
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
             let row: StoredRow =
-                serde_json::from_str(line).map_err(|source| RowLogError::Corrupt {
+                serde_json::from_slice(line).map_err(|source| RowLogError::Corrupt {
                     path: path.to_path_buf(),
                     line: n + 1,
                     source,
@@ -97,7 +102,7 @@ impl RowLog {
             .append(true)
             .open(path)
             .map_err(io_err)?;
-        if complete < text.len() {
+        if complete < bytes.len() {
             tracing::warn!("{}: dropping a torn last line", path.display());
             file.set_len(complete as u64).map_err(io_err)?;
         }
@@ -245,5 +250,25 @@ mod tests {
         let log = RowLog::open(&path).unwrap();
         assert_eq!(log.len(), 3);
         assert_eq!(log.offsets().get("t/0"), Some(&3));
+    }
+
+    #[test]
+    fn a_last_line_torn_inside_a_multibyte_character_is_dropped_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.jsonl");
+        let mut row = stored(0);
+        row.row.native_country = "Curaçao".into();
+        let mut log = RowLog::open(&path).unwrap();
+        log.append(vec![row.clone()]).unwrap();
+        drop(log);
+        // The same row again, cut inside the two bytes of "ç".
+        let line = serde_json::to_vec(&StoredRow { offset: 1, ..row }).unwrap();
+        let cut = line.iter().position(|&b| b == 0xC3).unwrap() + 1;
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&line[..cut]).unwrap();
+        drop(f);
+        let log = RowLog::open(&path).expect("a torn character does not stop the start");
+        assert_eq!(log.len(), 1);
+        assert_eq!(log.rows()[0].row.native_country, "Curaçao");
     }
 }

@@ -67,9 +67,26 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         if let (Promotion::Gate(settings), Some(record)) =
             (trainer.config.promotion, registry.alias(Alias::Challenger))
         {
-            if let Some(v) = record.version.filter(|&v| v != parent.version) {
-                let store = trainer.config.store.clone();
-                let challenger = tokio::task::spawn_blocking(move || store.load(v)).await??;
+            let to_resume = record.version.filter(|&v| v != parent.version);
+            let loaded = match to_resume {
+                Some(v) => {
+                    let store = trainer.config.store.clone();
+                    match tokio::task::spawn_blocking(move || store.load(v)).await? {
+                        Ok(c) => Some((v, c)),
+                        Err(e) => {
+                            // Its gate cannot go on; the next retrain brings a new challenger.
+                            tracing::error!(
+                                "retrainer: challenger v{v} cannot be loaded, its gate is \
+                                 dropped: {}",
+                                crate::error_chain(&e)
+                            );
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
+            if let Some((v, challenger)) = loaded {
                 let mut run = GateRun::new(
                     Arc::new(challenger),
                     champion.clone(),
@@ -131,6 +148,8 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
             .psi
             .map(|_| DriftWindow::new(self.champion.processor.drift_reference()));
         self.loss = t.loss_drift.map(PageHinkley::new);
+        // An alarm raised against the former champion says nothing about this one.
+        self.fired = None;
     }
 
     /// Feeds the drift monitors with a batch and the labeled rows it added (CPU work).
@@ -196,10 +215,16 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         if self.started_any && since < t.min_gap {
             return None;
         }
-        if let Some(f) = &self.fired {
+        let new_rows = self.retrainer.new_rows();
+        // A drift alarm retrains only with new rows to learn from: a shift that no model can
+        // undo would otherwise retrain again and again on the same rows.
+        if let Some(f) = self
+            .fired
+            .as_ref()
+            .filter(|_| new_rows >= t.min_rows.max(1))
+        {
             return Some(f.clone());
         }
-        let new_rows = self.retrainer.new_rows();
         if self.retrainer.retrain_due() {
             return Some(Fired {
                 kind: "rows".into(),
@@ -219,7 +244,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
     }
 
     /// Takes in the result of a retrain that finished.
-    fn take_result(
+    async fn take_result(
         &mut self,
         result: Result<Retrained, RetrainerError>,
     ) -> Result<(), RetrainerError> {
@@ -247,8 +272,14 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
                     done.from_offsets,
                     settings,
                 );
-                // Rows stored during the retrain, after its cut-off, count already.
-                run.feed(self.retrainer.log().rows());
+                // Rows stored during the retrain, after its cut-off, count already (scored on a
+                // blocking thread: they may be many).
+                let rows = self.retrainer.log().rows().to_vec();
+                let run = tokio::task::spawn_blocking(move || {
+                    run.feed(&rows);
+                    run
+                })
+                .await?;
                 self.gate = Some(run);
             }
             Verdict::RejectedOffline => self.stats.decisions.push(done.event.outcome),
@@ -266,6 +297,9 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
             .triggers
             .loss_drift
             .map(PageHinkley::new);
+        if let Some(w) = self.drift.as_mut() {
+            *w = DriftWindow::new(self.champion.processor.drift_reference());
+        }
         let log = self.retrainer.log();
         let stream = StreamRows {
             rows: log.rows().to_vec(),
@@ -393,12 +427,12 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
     /// Stops: waits for a cancelled retrain to end, and says what was done.
     pub async fn stop(mut self) -> Result<RetrainerStats, RetrainerError> {
         if let Some(result) = self.finished.take() {
-            self.take_result(result?)?;
+            self.take_result(result?).await?;
         }
         if let Some(task) = self.training.take() {
             tracing::info!("retrainer: stopping the retrain in progress");
             let result = task.await?;
-            self.take_result(result)?;
+            self.take_result(result).await?;
         }
         Ok(RetrainerStats {
             rows: self.retrainer.log().len(),
@@ -452,7 +486,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
         let Some(result) = self.finished.take() else {
             return Ok(());
         };
-        self.take_result(result?)?;
+        self.take_result(result?).await?;
         self.apply_gate().await?;
         if let Some(trigger) = self.due() {
             self.start_retrain(trigger);

@@ -70,12 +70,12 @@ impl Retrainer {
             .collect();
         report.skipped = batch.len() - rows.len();
         let labeled = rows.len();
-        let new = rows
-            .iter()
-            .filter(|r| !self.log.contains(r) && self.is_new(r))
-            .count();
+        let before = self.log.len();
         report.appended = self.log.append(rows)?;
-        self.new_rows += new;
+        self.new_rows += self.log.rows()[before..]
+            .iter()
+            .filter(|r| self.is_new(r))
+            .count();
         report.replayed = labeled - report.appended;
         report.retrain_due = self.retrain_due();
         Ok(report)
