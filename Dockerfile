@@ -18,7 +18,8 @@ ENV CENSUS_STREAM_CACHE=/opt/census-stream-cache CARGO_TARGET_DIR=/src/target
 RUN bash -c 'source scripts/env.sh && cargo build --release --locked --bins' \
     && mkdir -p /out \
     && cp target/release/initialize target/release/predictor target/release/retrainer \
-        target/release/producer target/release/demo target/release/loadtest /out/
+        target/release/producer target/release/demo target/release/loadtest \
+        target/release/registry /out/
 
 # --- run ---------------------------------------------------------------------
 FROM debian:bookworm-slim

@@ -83,6 +83,7 @@ pub async fn follow(
     let topic = settings.topics.models.clone();
     let consumer: StreamConsumer = settings.reader()?;
     let mut follower = Follower {
+        settings: settings.clone(),
         registry: Registry::default(),
         cache: BTreeMap::new(),
         current,
@@ -129,6 +130,7 @@ pub async fn follow(
 
 /// A predictor's view of the registry and the bundles it loaded.
 struct Follower {
+    settings: KafkaSettings,
     registry: Registry,
     /// Loaded bundles by version: those in use, and those refused (`None`) so that a bad record
     /// is not loaded again and again.
@@ -152,8 +154,14 @@ impl Follower {
             if self.cache.contains_key(&v) {
                 continue;
             }
-            let Some(payload) = self.registry.bundle(v).map(<[u8]>::to_vec) else {
-                continue; // its bundle record has not arrived yet
+            let payload = match self.registry.bundle(v) {
+                Some(p) => p.to_vec(),
+                // An older version named again (a rollback, an operator's promote): its bytes
+                // were let go, so the topic is read once more for them.
+                None => match super::read_registry(&self.settings).await?.bundle(v) {
+                    Some(p) => p.to_vec(),
+                    None => continue, // its bundle record has not arrived yet
+                },
             };
             let loaded = tokio::task::spawn_blocking(move || load_bundle(v, &payload)).await?;
             match loaded {

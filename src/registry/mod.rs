@@ -4,6 +4,7 @@
 //! it. One [`Publisher`] writes at a time (Kafka transactions fence the others); predictors
 //! [`follow`] it; the retrainer reads it whole at start ([`read_registry`]).
 
+pub mod admin;
 pub mod follow;
 mod publish;
 mod read;
@@ -17,6 +18,12 @@ pub use records::{Alias, AliasRecord, Evidence};
 pub use state::Registry;
 
 use crate::kafka::BrokerError;
+
+/// The Kafka transactional id of the registry's one writer (the retrainer, or an operator's
+/// command that takes over from it).
+pub fn publisher_id(models_topic: &str) -> String {
+    format!("census-registry.{models_topic}")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {

@@ -88,7 +88,7 @@ impl RetrainerConfig {
             shuffle_labels: false,
             max_batch: defaults::MAX_BATCH,
             linger: defaults::RETRAINER_LINGER,
-            transactional_id: format!("census-registry.{}", kafka.topics.models),
+            transactional_id: crate::registry::publisher_id(&kafka.topics.models),
             kafka,
         }
     }

@@ -24,7 +24,7 @@ fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn kafka_flags(kafka: &TestKafka) -> Vec<String> {
+pub fn kafka_flags(kafka: &TestKafka) -> Vec<String> {
     let s = &kafka.settings;
     let mut flags = vec![
         format!("--brokers={}", s.brokers),

@@ -202,3 +202,98 @@ async fn a_newer_retrainer_fences_the_older_which_publishes_nothing_more() {
         600
     );
 }
+
+/// Runs the `registry` binary against the test's Kafka.
+fn registry_command(kafka: &crate::helpers::TestKafka, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_registry"))
+        .args(crate::process::kafka_flags(kafka))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("registry runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The versions of the predictions of `n` requests.
+async fn versions_served(settings: &KafkaSettings, n: usize) -> Vec<u32> {
+    let mut prod = ProducerConfig::new(
+        settings.clone(),
+        Input::Uci(adult_dir().unwrap().join("adult.test")),
+    );
+    prod.limit = Some(n);
+    prod.rate = Rate::UNLIMITED;
+    prod.wait = Duration::from_secs(30);
+    let summary = producer::run(prod, CancellationToken::new()).await.unwrap();
+    assert!(summary.missing.is_empty());
+    let mut v: Vec<u32> = summary
+        .predictions
+        .iter()
+        .map(|p| p.model_version)
+        .collect();
+    v.dedup();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_roll_back_and_promote_by_hand_and_predictors_follow() {
+    use census_stream::predictor::{self, PredictorConfig};
+    use census_stream::registry::{publisher_id, AliasRecord, Publisher};
+
+    let Some((_dir, store)) = store_with_v1() else {
+        return;
+    };
+    let kafka = test_kafka(2).await;
+    let s = &kafka.settings;
+    // v1, then v2 as champion over it.
+    let v2 = store
+        .save(store.read_files(1).unwrap(), true)
+        .unwrap()
+        .version;
+    let publisher = Publisher::start(s, &publisher_id(&s.topics.models))
+        .await
+        .unwrap();
+    let alias = |v, previous| AliasRecord::new(Alias::Champion, Some(v), previous, "test");
+    publisher
+        .publish(Some(&store.read_files(1).unwrap()), &[alias(1, None)])
+        .await
+        .unwrap();
+    publisher
+        .publish(Some(&store.read_files(v2).unwrap()), &[alias(v2, Some(1))])
+        .await
+        .unwrap();
+    drop(publisher);
+
+    let stop = CancellationToken::new();
+    let mut pconf = PredictorConfig::new(s.clone());
+    pconf.store = None;
+    let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
+    assert_eq!(versions_served(s, 50).await, vec![2]);
+
+    let (ok, stdout, stderr) = registry_command(&kafka, &["rollback", "--reason", "v2 misbehaves"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("\"version\":1"), "{stdout}");
+    let registry = read_registry(s).await.unwrap();
+    let champion = registry.alias(Alias::Champion).unwrap();
+    assert_eq!((champion.version, champion.previous), (Some(1), Some(2)));
+    assert_eq!(champion.reason, "rollback command: v2 misbehaves");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(versions_served(s, 50).await, vec![1]);
+
+    let (ok, _, stderr) = registry_command(&kafka, &["promote", "2", "--reason", "fixed"]);
+    assert!(ok, "{stderr}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(versions_served(s, 50).await, vec![2]);
+
+    let (ok, _, stderr) = registry_command(&kafka, &["promote", "9", "--reason", "typo"]);
+    assert!(!ok);
+    assert!(stderr.contains("v9 is not in the registry"), "{stderr}");
+    let (ok, stdout, _) = registry_command(&kafka, &["status"]);
+    assert!(ok && stdout.contains("promote command: fixed"), "{stdout}");
+
+    stop.cancel();
+    assert_eq!(predictor.await.unwrap().unwrap().versions, vec![2, 1, 2]);
+}
