@@ -134,6 +134,7 @@ fn event_line(e: &retrainer::Event) -> String {
             (e.finished_at_ms - e.started_at_ms) as f64 / 1000.0,
             e.outcome
         ),
+        retrainer::Event::Drift(f) => format!(">>> drift ({}): {}", f.kind, f.figures),
         retrainer::Event::Gate(g) => {
             let ev = &g.evidence;
             let what = g.decision.as_deref().unwrap_or("running");

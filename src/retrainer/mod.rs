@@ -138,6 +138,8 @@ pub struct GateEvent {
 pub enum Event {
     Retrained(RetrainEvent),
     Gate(GateEvent),
+    /// A drift trigger fired (its retrain starts when no retrain or gate runs).
+    Drift(Fired),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -173,13 +173,16 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
                     .map(|(j, &v)| (names[j].clone(), v))
                     .unwrap_or_default();
                 if value > threshold && self.fired.is_none() {
-                    self.fired = Some(Fired {
+                    let fired = Fired {
                         kind: "feature_drift".into(),
                         figures: format!(
                             "PSI of {worst} {value:.3} > {threshold} over the last {} requests",
                             window.rows()
                         ),
-                    });
+                    };
+                    tracing::info!("retrainer: drift: {}", fired.figures);
+                    (self.on_event)(&Event::Drift(fired.clone()));
+                    self.fired = Some(fired);
                 }
                 *window = DriftWindow::new(reference);
             }
@@ -189,7 +192,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
             if let Ok(probs) = self.champion.predict(records.into_iter()) {
                 for (r, p) in new_rows.iter().zip(probs) {
                     if ph.observe(log_loss(p, r.label)) && self.fired.is_none() {
-                        self.fired = Some(Fired {
+                        let fired = Fired {
                             kind: "loss_drift".into(),
                             figures: format!(
                                 "Page-Hinkley statistic {:.1} of the champion's log loss over {} \
@@ -197,7 +200,10 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
                                 ph.statistic(),
                                 ph.observations()
                             ),
-                        });
+                        };
+                        tracing::info!("retrainer: drift: {}", fired.figures);
+                        (self.on_event)(&Event::Drift(fired.clone()));
+                        self.fired = Some(fired);
                     }
                 }
             }
