@@ -142,14 +142,25 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         self
     }
 
+    /// The feature-drift window starts anew against the (new) champion's histograms, and a
+    /// feature-drift alarm raised against the former one is dropped. The loss-drift test goes on:
+    /// it watches the level of the stream's losses, and restarting it on already-drifted rows
+    /// would learn the drift as normal.
     fn reset_monitors(&mut self) {
         let t = &self.trainer.config.triggers;
         self.drift = t
             .psi
             .map(|_| DriftWindow::new(self.champion.processor.drift_reference()));
-        self.loss = t.loss_drift.map(PageHinkley::new);
-        // An alarm raised against the former champion says nothing about this one.
-        self.fired = None;
+        if self.loss.is_none() {
+            self.loss = t.loss_drift.map(PageHinkley::new);
+        }
+        if self
+            .fired
+            .as_ref()
+            .is_some_and(|f| f.kind == "feature_drift")
+        {
+            self.fired = None;
+        }
     }
 
     /// Feeds the drift monitors with a batch and the labeled rows it added (CPU work).

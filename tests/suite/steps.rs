@@ -1,6 +1,7 @@
 //! The services' per-batch steps, driven on in-memory messages: no broker.
 
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 
 use census_stream::kafka::InMessage;
 use census_stream::predictor::{Outcome, Predictor};
@@ -119,6 +120,46 @@ fn the_predictors_step_answers_a_mixed_batch_in_input_order_with_the_right_reaso
         }
     }
     assert_eq!(predictor.versions(), &[init.version]);
+}
+
+#[test]
+fn a_challenger_is_scored_in_shadow_and_never_changes_the_served_prediction() {
+    use census_stream::registry::Serving;
+    let Some(init) = initialized() else {
+        return;
+    };
+    let bundle = Arc::new(init.store.load(init.version).unwrap());
+    let alone = CurrentServing::default();
+    serve_alone(&alone, init.store.load(init.version).unwrap());
+    let shadowed = CurrentServing::default();
+    shadowed.store(Some(Arc::new(Serving {
+        champion: bundle.clone(),
+        challenger: Some(bundle),
+    })));
+    let batch: Vec<InMessage> = (0..5)
+        .map(|i| message(i, Some(variant(&format!("r{i}"), "", ""))))
+        .collect();
+    let decode = |o: &Outcome| match o {
+        Outcome::Prediction { payload, .. } => {
+            serde_json::from_slice::<Prediction>(payload).unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    let plain = Predictor::new(alone).step(&batch);
+    let shadow = Predictor::new(shadowed).step(&batch);
+    for (a, b) in plain.iter().map(decode).zip(shadow.iter().map(decode)) {
+        assert_eq!(
+            (a.challenger_version, a.challenger_probability),
+            (None, None)
+        );
+        assert_eq!(b.challenger_version, Some(init.version));
+        // The served prediction is the champion's, the same with or without a shadow.
+        assert_eq!(
+            (a.probability, a.model_version),
+            (b.probability, b.model_version)
+        );
+        assert_eq!(b.challenger_probability, Some(b.probability));
+    }
 }
 
 #[test]
