@@ -152,7 +152,8 @@ async fn a_clearly_better_challenger_is_promoted_and_every_predictor_switches() 
     };
     let kafka = test_kafka(3).await;
 
-    let run = run_pipeline(&kafka, &store, 6000, false).await;
+    // 20 s of stream: under the suite's parallel load the promotion can come 10 s in.
+    let run = run_pipeline(&kafka, &store, 10_000, false).await;
     assert!(run.summary.missing.is_empty());
 
     let decision = run
