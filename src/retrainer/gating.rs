@@ -53,11 +53,7 @@ impl GateRun {
     pub fn feed(&mut self, rows: &[StoredRow]) {
         let counted: Vec<&StoredRow> = rows
             .iter()
-            .filter(|r| {
-                self.from_offsets
-                    .get(&r.partition_key())
-                    .is_none_or(|&from| r.offset >= from)
-            })
+            .filter(|r| r.at_or_after(&self.from_offsets))
             .collect();
         if counted.is_empty() {
             return;

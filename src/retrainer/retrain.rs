@@ -66,10 +66,7 @@ pub struct Retrained {
 /// Held back from training for the offline check: one in ten, by offset, of the stream rows
 /// the champion was not trained on (at or after its `cutoff`), so neither model has seen them.
 fn held_back(row: &StoredRow, cutoff: &BTreeMap<String, i64>) -> bool {
-    row.offset % 10 == 0
-        && cutoff
-            .get(&row.partition_key())
-            .is_none_or(|&c| row.offset >= c)
+    row.offset % 10 == 0 && row.at_or_after(cutoff)
 }
 
 /// Trains, publishes and caches the version after `parent` (the champion, `champion` its

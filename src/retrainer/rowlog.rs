@@ -52,6 +52,14 @@ impl StoredRow {
     pub fn partition_key(&self) -> String {
         format!("{}/{}", self.topic, self.partition)
     }
+
+    /// Whether it is at or after a cut-off (per `topic/partition`; a partition the cut-off does
+    /// not name has not been cut at all).
+    pub fn at_or_after(&self, cutoff: &BTreeMap<String, i64>) -> bool {
+        cutoff
+            .get(&self.partition_key())
+            .is_none_or(|&from| self.offset >= from)
+    }
 }
 
 pub struct RowLog {
@@ -166,25 +174,6 @@ impl RowLog {
             row: r.row.clone(),
             label: r.label,
         })
-    }
-
-    /// Whether a row from the same topic, partition and offset is stored.
-    pub fn contains(&self, row: &StoredRow) -> bool {
-        self.seen
-            .contains(&(row.topic.clone(), row.partition, row.offset))
-    }
-
-    /// Rows whose offset is below `offsets` (per `topic/partition`; none where a partition is
-    /// missing).
-    pub fn count_below(&self, offsets: &BTreeMap<String, i64>) -> usize {
-        self.rows
-            .iter()
-            .filter(|r| {
-                offsets
-                    .get(&format!("{}/{}", r.topic, r.partition))
-                    .is_some_and(|&end| r.offset < end)
-            })
-            .count()
     }
 
     /// Per `topic/partition`, one past the highest stored offset.

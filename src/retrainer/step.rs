@@ -42,7 +42,11 @@ impl Retrainer {
         trained_offsets: &BTreeMap<String, i64>,
         retrain_every: NonZeroUsize,
     ) -> Self {
-        let new_rows = log.len() - log.count_below(trained_offsets);
+        let new_rows = log
+            .rows()
+            .iter()
+            .filter(|r| r.at_or_after(trained_offsets))
+            .count();
         Retrainer {
             log,
             trained_offsets: trained_offsets.clone(),
@@ -74,17 +78,11 @@ impl Retrainer {
         report.appended = self.log.append(rows)?;
         self.new_rows += self.log.rows()[before..]
             .iter()
-            .filter(|r| self.is_new(r))
+            .filter(|r| r.at_or_after(&self.trained_offsets))
             .count();
         report.replayed = labeled - report.appended;
         report.retrain_due = self.retrain_due();
         Ok(report)
-    }
-
-    fn is_new(&self, row: &StoredRow) -> bool {
-        self.trained_offsets
-            .get(&format!("{}/{}", row.topic, row.partition))
-            .is_none_or(|&from| row.offset >= from)
     }
 
     pub fn retrain_due(&self) -> bool {
