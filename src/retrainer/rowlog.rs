@@ -1,9 +1,11 @@
 //! The retrainer's durable store of labeled stream rows: a JSON-lines file, appended and
 //! fsynced before the offsets that produced the rows are committed. Rows are keyed by their
 //! source partition and offset, so a record consumed twice (after a crash between store and
-//! commit) is kept once.
+//! commit) is kept once. Each row also keeps a fingerprint of the record's bytes: a different
+//! record at an offset already stored means the topic was deleted and created again, and the
+//! partition's rows start a new generation instead of being dropped as replays.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -18,8 +20,25 @@ pub struct StoredRow {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    /// How many times the partition was found recreated before this row was read (0: never).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
+    /// The first 8 bytes of the record payload's SHA-256 (0 in rows stored without one).
+    #[serde(default)]
+    pub fingerprint: u64,
     pub label: bool,
     pub row: CensusRow,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The fingerprint of a record's payload, as [`StoredRow::fingerprint`] keeps it.
+pub fn fingerprint(payload: &[u8]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(payload);
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
 /// Why the rows file cannot be read or written.
@@ -31,13 +50,6 @@ pub enum RowLogError {
         #[source]
         source: io::Error,
     },
-    #[error("{path}:{line}: not a stored row")]
-    Corrupt {
-        path: PathBuf,
-        line: usize,
-        #[source]
-        source: serde_json::Error,
-    },
 }
 
 impl StoredRow {
@@ -48,9 +60,22 @@ impl StoredRow {
         }
     }
 
-    /// Its `topic/partition`, as offsets maps are keyed.
+    /// Its `topic/partition` (`topic@generation/partition` after a recreation), as offsets
+    /// maps are keyed.
     pub fn partition_key(&self) -> String {
-        format!("{}/{}", self.topic, self.partition)
+        match self.generation {
+            0 => format!("{}/{}", self.topic, self.partition),
+            g => format!("{}@{g}/{}", self.topic, self.partition),
+        }
+    }
+
+    fn key(&self) -> RowKey {
+        (
+            self.topic.clone(),
+            self.partition,
+            self.generation,
+            self.offset,
+        )
     }
 
     /// Whether it is at or after a cut-off (per `topic/partition`; a partition the cut-off does
@@ -62,17 +87,24 @@ impl StoredRow {
     }
 }
 
+/// Topic, partition, generation, offset.
+type RowKey = (String, i32, u32, i64);
+
 pub struct RowLog {
     path: PathBuf,
     file: File,
     rows: Vec<StoredRow>,
-    seen: HashSet<(String, i32, i64)>,
+    /// Each stored row's fingerprint.
+    seen: HashMap<RowKey, u64>,
+    /// Per topic and partition, the generation new records belong to.
+    generations: HashMap<(String, i32), u32>,
 }
 
 impl RowLog {
     /// Opens (or creates) the log, reading the rows already in it. A torn last line, left by a
     /// crash in the middle of a write, is cut off: its offsets were never committed, so the row
-    /// comes back from Kafka.
+    /// comes back from Kafka. A damaged line elsewhere is moved to `<file>.corrupt` with a
+    /// warning that names it, and the rest is kept: one bad line never stops the retrainer.
     pub fn open(path: &Path) -> Result<Self, RowLogError> {
         let io_err = |source| RowLogError::Io {
             path: path.to_path_buf(),
@@ -88,38 +120,79 @@ impl RowLog {
             Err(e) => return Err(io_err(e)),
         };
         let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let mut rows = Vec::new();
-        let mut seen = HashSet::new();
-        for (n, line) in bytes[..complete]
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .enumerate()
-        {
-            let row: StoredRow =
-                serde_json::from_slice(line).map_err(|source| RowLogError::Corrupt {
-                    path: path.to_path_buf(),
-                    line: n + 1,
-                    source,
-                })?;
-            if seen.insert((row.topic.clone(), row.partition, row.offset)) {
-                rows.push(row);
+        let mut log = RowLog {
+            path: path.to_path_buf(),
+            file: OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(io_err)?,
+            rows: Vec::new(),
+            seen: HashMap::new(),
+            generations: HashMap::new(),
+        };
+        let mut corrupt: Vec<&[u8]> = Vec::new();
+        for (n, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<StoredRow>(line) {
+                Ok(row) => {
+                    let generation = log
+                        .generations
+                        .entry((row.topic.clone(), row.partition))
+                        .or_default();
+                    *generation = (*generation).max(row.generation);
+                    if let std::collections::hash_map::Entry::Vacant(e) = log.seen.entry(row.key())
+                    {
+                        e.insert(row.fingerprint);
+                        log.rows.push(row);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "{}:{}: not a stored row ({e}); moved to {}",
+                        path.display(),
+                        n + 1,
+                        corrupt_path(path).display()
+                    );
+                    corrupt.push(line);
+                }
             }
         }
-        let file = OpenOptions::new()
+        if !corrupt.is_empty() {
+            log.set_aside(&corrupt).map_err(io_err)?;
+        } else if complete < bytes.len() {
+            tracing::warn!("{}: dropping a torn last line", path.display());
+            log.file.set_len(complete as u64).map_err(io_err)?;
+        }
+        Ok(log)
+    }
+
+    /// Appends the damaged lines to `<file>.corrupt`, then replaces the file with its good rows
+    /// (written beside it, fsynced, renamed over it).
+    fn set_aside(&mut self, corrupt: &[&[u8]]) -> io::Result<()> {
+        let mut aside = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(path)
-            .map_err(io_err)?;
-        if complete < bytes.len() {
-            tracing::warn!("{}: dropping a torn last line", path.display());
-            file.set_len(complete as u64).map_err(io_err)?;
+            .open(corrupt_path(&self.path))?;
+        for line in corrupt {
+            aside.write_all(line)?;
+            aside.write_all(b"\n")?;
         }
-        Ok(RowLog {
-            path: path.to_path_buf(),
-            file,
-            rows,
-            seen,
-        })
+        aside.sync_data()?;
+        let fresh = self.path.with_extension("rewrite");
+        let mut out = File::create(&fresh)?;
+        let mut buf = Vec::new();
+        for row in &self.rows {
+            serde_json::to_writer(&mut buf, row)?;
+            buf.push(b'\n');
+        }
+        out.write_all(&buf)?;
+        out.sync_data()?;
+        fs::rename(&fresh, &self.path)?;
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        Ok(())
     }
 
     /// Appends the rows not stored yet and makes them durable. Returns how many were new.
@@ -134,10 +207,7 @@ impl RowLog {
         let mut buf = Vec::new();
         let mut added = 0;
         for row in rows {
-            if self
-                .seen
-                .insert((row.topic.clone(), row.partition, row.offset))
-            {
+            if let Some(row) = self.offer(row) {
                 serde_json::to_writer(&mut buf, &row)?;
                 buf.push(b'\n');
                 self.rows.push(row);
@@ -149,6 +219,32 @@ impl RowLog {
             self.file.sync_data()?;
         }
         Ok(added)
+    }
+
+    /// Places a row read from Kafka in its partition's current generation; a replay of a
+    /// stored record is refused (`None`), a different record at a stored offset starts a new
+    /// generation.
+    fn offer(&mut self, mut row: StoredRow) -> Option<StoredRow> {
+        let part = (row.topic.clone(), row.partition);
+        row.generation = self.generations.get(&part).copied().unwrap_or(0);
+        if let Some(&stored) = self.seen.get(&row.key()) {
+            let unknown = stored == 0 || row.fingerprint == 0;
+            if unknown || stored == row.fingerprint {
+                return None;
+            }
+            row.generation += 1;
+            tracing::warn!(
+                "{}/{} offset {} holds a different record than the one stored: the topic was \
+                 created again; its rows start generation {}",
+                row.topic,
+                row.partition,
+                row.offset,
+                row.generation
+            );
+            self.generations.insert(part, row.generation);
+        }
+        self.seen.insert(row.key(), row.fingerprint);
+        Some(row)
     }
 
     /// The stored rows, in the order they were stored.
@@ -180,13 +276,17 @@ impl RowLog {
     pub fn offsets(&self) -> BTreeMap<String, i64> {
         let mut out = BTreeMap::new();
         for r in &self.rows {
-            let e = out
-                .entry(format!("{}/{}", r.topic, r.partition))
-                .or_insert(0);
+            let e = out.entry(r.partition_key()).or_insert(0);
             *e = (*e).max(r.offset + 1);
         }
         out
     }
+}
+
+fn corrupt_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".corrupt");
+    PathBuf::from(name)
 }
 
 #[cfg(test)]
@@ -198,6 +298,8 @@ mod tests {
             topic: "t".into(),
             partition: 0,
             offset,
+            generation: 0,
+            fingerprint: offset as u64 + 1,
             label: offset % 2 == 0,
             row: CensusRow {
                 age: 30.0,
@@ -259,5 +361,58 @@ mod tests {
         let log = RowLog::open(&path).expect("a torn character does not stop the start");
         assert_eq!(log.len(), 1);
         assert_eq!(log.rows()[0].row.native_country, "Curaçao");
+    }
+
+    #[test]
+    fn a_damaged_middle_line_is_set_aside_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.jsonl");
+        let mut log = RowLog::open(&path).unwrap();
+        log.append(vec![stored(0)]).unwrap();
+        drop(log);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"topic\":\"t\",\"oops\n\xff\xfe not json\n")
+            .unwrap();
+        drop(f);
+        let mut log = RowLog::open(&path).unwrap();
+        log.append(vec![stored(1)]).unwrap();
+        drop(log);
+        let log = RowLog::open(&path).expect("damaged lines never stop the start");
+        assert_eq!(log.len(), 2);
+        assert_eq!(log.offsets().get("t/0"), Some(&2));
+        let aside = fs::read(dir.path().join("rows.jsonl.corrupt")).unwrap();
+        assert_eq!(aside, b"{\"topic\":\"t\",\"oops\n\xff\xfe not json\n");
+        let kept = fs::read_to_string(&path).unwrap();
+        assert_eq!(kept.lines().count(), 2, "the file holds only good rows now");
+    }
+
+    #[test]
+    fn a_different_record_at_a_stored_offset_starts_a_new_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.jsonl");
+        let mut log = RowLog::open(&path).unwrap();
+        assert_eq!(log.append((0..3).map(stored).collect()).unwrap(), 3);
+        let cutoff = log.offsets();
+        // The topic is deleted and created again: offsets start at 0 with other records.
+        let recreated = |offset| StoredRow {
+            fingerprint: 1000 + offset as u64,
+            ..stored(offset)
+        };
+        assert_eq!(log.append(vec![recreated(0), recreated(1)]).unwrap(), 2);
+        // Their replays are still replays.
+        assert_eq!(log.append(vec![recreated(1)]).unwrap(), 0);
+        assert_eq!(log.len(), 5);
+        let new: Vec<_> = log
+            .rows()
+            .iter()
+            .filter(|r| r.at_or_after(&cutoff))
+            .collect();
+        assert_eq!(new.len(), 2, "rows of the new topic count as new");
+        drop(log);
+        let mut log = RowLog::open(&path).unwrap();
+        assert_eq!(log.len(), 5);
+        assert_eq!(log.offsets().get("t@1/0"), Some(&2));
+        assert_eq!(log.append(vec![recreated(2), recreated(2)]).unwrap(), 1);
+        assert_eq!(log.rows().last().unwrap().generation, 1);
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 
-use super::rowlog::{RowLog, RowLogError, StoredRow};
+use super::rowlog::{fingerprint, RowLog, RowLogError, StoredRow};
 use crate::data::parse_label;
 use crate::kafka::InMessage;
 use crate::stream::decode::decode_request;
@@ -14,7 +14,7 @@ use crate::stream::decode::decode_request;
 pub struct StepReport {
     /// Labeled rows new to the log, now fsynced.
     pub appended: usize,
-    /// Labeled rows already in the log (a replayed record).
+    /// Labeled rows already in the log (a replayed record): counted, never silently lost.
     pub replayed: usize,
     /// Records without a label, or invalid (the predictor dead-letters those).
     pub skipped: usize,
@@ -67,6 +67,8 @@ impl Retrainer {
                     topic: m.topic.clone(),
                     partition: m.partition,
                     offset: m.offset,
+                    generation: 0,
+                    fingerprint: fingerprint(m.payload.as_deref().unwrap_or_default()),
                     label,
                     row: request.record,
                 })

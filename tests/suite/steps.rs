@@ -169,11 +169,12 @@ fn the_retrainers_step_keeps_labeled_rows_once_skips_the_rest_and_says_when_a_re
     let every = NonZeroUsize::new(4).unwrap();
     let mut retrainer = Retrainer::new(RowLog::open(&path).unwrap(), &Default::default(), every);
     let unlabeled = GOOD.replace(r#""income_bracket": ">50K", "#, "");
+    let poor = GOOD.replace(r#"">50K""#, r#""<=50K.""#);
 
     let first = [
         message(0, Some(GOOD.into())),
         message(1, Some(unlabeled.clone())),
-        message(2, Some(GOOD.replace(r#"">50K""#, r#""<=50K.""#))),
+        message(2, Some(poor.clone())),
         message(3, Some("not json".into())),
         message(4, None),
     ];
@@ -189,7 +190,7 @@ fn the_retrainers_step_keeps_labeled_rows_once_skips_the_rest_and_says_when_a_re
     // A replay of offsets 0 and 2 (a crash between store and commit), and one new row.
     let second = [
         message(0, Some(GOOD.into())),
-        message(2, Some(GOOD.into())),
+        message(2, Some(poor.clone())),
         message(5, Some(GOOD.into())),
     ];
     assert_eq!(
@@ -212,6 +213,21 @@ fn the_retrainers_step_keeps_labeled_rows_once_skips_the_rest_and_says_when_a_re
     assert_eq!(reopened.len(), 4);
     let labels: Vec<bool> = reopened.labeled().map(|r| r.label).collect();
     assert_eq!(labels, [true, false, true, true]);
+    drop(reopened);
+
+    // The topic is deleted and created again: a different record at a stored offset is a new
+    // row, not a replay, and counts towards the next retrain.
+    let mut retrainer = Retrainer::new(RowLog::open(&path).unwrap(), &Default::default(), every);
+    retrainer.trained_on_all();
+    let recreated = [message(
+        0,
+        Some(GOOD.replace(r#""sent_at_ms": 1"#, r#""sent_at_ms": 2"#)),
+    )];
+    assert_eq!(retrainer.step(&recreated).unwrap().appended, 1);
+    assert_eq!(retrainer.new_rows(), 1);
+    assert_eq!(retrainer.log().len(), 5);
+    let reopened = RowLog::open(&path).unwrap();
+    assert_eq!(reopened.len(), 5);
 
     // A new log over the same rows counts those the champion was trained on (below its
     // offsets) as trained: offsets 0 and 6 of partition 0, 2 of partition 2, not 5.
@@ -219,6 +235,10 @@ fn the_retrainers_step_keeps_labeled_rows_once_skips_the_rest_and_says_when_a_re
         .map(|(k, v)| (k.to_string(), v))
         .into();
     let retrainer = Retrainer::new(reopened, &champion_offsets, every);
-    assert_eq!(retrainer.trained_rows(), 3);
+    assert_eq!(
+        retrainer.trained_rows(),
+        3,
+        "the recreated topic's row is new"
+    );
     assert!(!retrainer.retrain_due());
 }
