@@ -4,12 +4,19 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 
 use super::{BrokerError, KafkaSettings, MAX_MESSAGE_BYTES};
+
+/// Kafka's default `max.message.bytes`, assumed for a topic whose setting cannot be read.
+pub const KAFKA_DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+
+/// `max.message.bytes` of the dead-letter topic when it is created: a request up to Kafka's
+/// default limit fits whole, with its headers.
+pub const DLQ_MAX_MESSAGE_BYTES: usize = 2 << 20;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 const LEADER_WAIT: Duration = Duration::from_secs(30);
@@ -54,17 +61,60 @@ impl KafkaSettings {
             .collect())
     }
 
+    /// Each topic's `max.message.bytes`, in order. A topic whose configuration cannot be read
+    /// (the embedded broker has no DescribeConfigs) counts as Kafka's default, with a warning.
+    pub async fn max_message_bytes(&self, topics: &[&str]) -> Vec<usize> {
+        let read = async {
+            let admin: AdminClient<DefaultClientContext> = self.client(&[]).create()?;
+            let specs: Vec<_> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+            let opts = AdminOptions::new().request_timeout(Some(METADATA_TIMEOUT));
+            let results = admin.describe_configs(specs.iter(), &opts).await?;
+            Ok::<_, BrokerError>(
+                results
+                    .into_iter()
+                    .map(|r| {
+                        let value = r.ok()?.get("max.message.bytes")?.value.clone()?;
+                        value.parse::<usize>().ok()
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let found = match read.await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("reading the topics' max.message.bytes: {e}");
+                Vec::new()
+            }
+        };
+        topics
+            .iter()
+            .enumerate()
+            .map(|(i, topic)| match found.get(i).copied().flatten() {
+                Some(n) => n,
+                None => {
+                    tracing::warn!(
+                        "{topic}: max.message.bytes unknown; assuming Kafka's default \
+                         {KAFKA_DEFAULT_MAX_MESSAGE_BYTES}"
+                    );
+                    KAFKA_DEFAULT_MAX_MESSAGE_BYTES
+                }
+            })
+            .collect()
+    }
+
     /// Creates whichever of the four topics is missing: requests and predictions with
-    /// `partitions` partitions, models compacted and allowed to hold 64 MiB bundles (plus room
-    /// for the record batch's own header), and waits for their leaders.
+    /// `partitions` partitions, the dead letters allowed 2 MiB records, models compacted and
+    /// allowed to hold 64 MiB bundles (plus room for the record batch's own header), and waits
+    /// for their leaders.
     pub async fn ensure_topics(&self) -> Result<(), BrokerError> {
         let existing = self.existing_topics().await?;
         let t = &self.topics;
         let big = (MAX_MESSAGE_BYTES + (1 << 20)).to_string();
+        let dlq_max = DLQ_MAX_MESSAGE_BYTES.to_string();
         let wanted = [
             NewTopic::new(&t.requests, self.partitions, TopicReplication::Fixed(1)),
             NewTopic::new(&t.predictions, self.partitions, TopicReplication::Fixed(1)),
-            NewTopic::new(&t.dlq, 1, TopicReplication::Fixed(1)),
+            NewTopic::new(&t.dlq, 1, TopicReplication::Fixed(1)).set("max.message.bytes", &dlq_max),
             NewTopic::new(&t.models, 1, TopicReplication::Fixed(1))
                 .set("cleanup.policy", "compact")
                 .set("max.message.bytes", &big),

@@ -85,6 +85,27 @@ impl KafkaSettings {
             .create()?)
     }
 
+    /// An idempotent producer as [`Self::producer`] for topics with these `max.message.bytes`
+    /// limits: its batches stay within the smallest, so small records batched together never
+    /// exceed a topic's limit, and a record over the largest fails at once, locally.
+    pub fn producer_within(&self, limits: &[usize]) -> Result<FutureProducer, BrokerError> {
+        let (Some(&smallest), Some(&largest)) = (limits.iter().min(), limits.iter().max()) else {
+            return self.producer();
+        };
+        // Room for the record batch's own header in each produce request.
+        let batch = smallest.saturating_sub(128).clamp(1, 1_000_000).to_string();
+        let max = largest.max(1000).to_string();
+        Ok(self
+            .client(&[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("linger.ms", "0"),
+                ("message.max.bytes", &max),
+                ("batch.size", &batch),
+            ])
+            .create()?)
+    }
+
     /// The producer of `census.models`: bundles are large text, compressed with lz4. With a
     /// `transactional_id` it writes in transactions (see `registry::Publisher`).
     pub fn model_producer(

@@ -1,29 +1,127 @@
-//! Sending a batch's outcomes: predictions to `census.predictions`, dead letters (original
+//! Sending a batch's outcomes: predictions to `census.predictions`, dead letters (the request's
 //! bytes, reason in headers) to `census.dlq`, and waiting until the broker acknowledged all.
+//!
+//! Every request ends as a prediction or a dead letter, and a dead letter always fits its
+//! topic: the detail is cut to [`MAX_DETAIL_BYTES`], the copied key and payload to what the
+//! topic's `max.message.bytes` leaves, with headers saying how long they were. A prediction the
+//! broker refuses for itself (too large, invalid) becomes an `undeliverable` dead letter rather
+//! than an error that would bring the same batch back forever.
 
 use std::time::Duration;
 
 use futures::future::join_all;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::Outcome;
 use crate::kafka::{BrokerError, Topics};
+use crate::stream::decode::Fault;
 
 /// How long a record may wait in the producer for its acknowledgement.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Sends every outcome and waits until the broker acknowledged all of them.
+/// Longest `dlq.error` detail, in bytes.
+pub const MAX_DETAIL_BYTES: usize = 1024;
+
+/// Longest copied key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Room left in a record for the batch's and the record's own framing.
+const FRAMING_BYTES: usize = 512;
+
+/// A dead letter as it goes on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterRecord {
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl DeadLetterRecord {
+    /// Bytes it takes in a record batch (without the framing).
+    pub fn size(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.key.as_ref().map_or(0, Vec::len) + self.payload.as_ref().map_or(0, Vec::len) + headers
+    }
+}
+
+/// Builds the dead letter of a request that fits in `max_bytes` (the dead-letter topic's
+/// `max.message.bytes`): the detail cut to [`MAX_DETAIL_BYTES`], the key to [`MAX_KEY_BYTES`],
+/// the payload to whatever room is left; `dlq.key.bytes` / `dlq.payload.bytes` give the
+/// original length of whichever was cut.
+pub fn dead_letter_record(
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    fault: Fault,
+    detail: &str,
+    source: &(String, i32, i64),
+    max_bytes: usize,
+) -> DeadLetterRecord {
+    let (topic, partition, offset) = source;
+    let mut headers = vec![
+        ("dlq.reason", fault.as_str().to_owned()),
+        ("dlq.error", cut_text(detail, MAX_DETAIL_BYTES)),
+        ("dlq.source.topic", topic.clone()),
+        ("dlq.source.partition", partition.to_string()),
+        ("dlq.source.offset", offset.to_string()),
+    ];
+    let key = key.map(|k| {
+        if k.len() > MAX_KEY_BYTES {
+            headers.push(("dlq.key.bytes", k.len().to_string()));
+        }
+        k[..k.len().min(MAX_KEY_BYTES)].to_vec()
+    });
+    let mut record = DeadLetterRecord {
+        key,
+        payload: None,
+        headers,
+    };
+    if let Some(p) = payload {
+        // The header saying the payload was cut takes room too: count it in before cutting.
+        let note = ("dlq.payload.bytes", p.len().to_string());
+        let room = max_bytes.saturating_sub(FRAMING_BYTES + record.size());
+        if p.len() <= room {
+            record.payload = Some(p.to_vec());
+        } else {
+            let room = room.saturating_sub(note.0.len() + note.1.len());
+            record.payload = Some(p[..room].to_vec());
+            record.headers.push(note);
+        }
+    }
+    record
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, marked when cut.
+fn cut_text(text: &str, max: usize) -> String {
+    const MARK: &str = "… (cut)";
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max - MARK.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &text[..end])
+}
+
+/// Sends every outcome and waits until the broker acknowledged all of them. `dlq_max_bytes`:
+/// the dead-letter topic's `max.message.bytes`.
 pub async fn deliver(
     producer: &FutureProducer,
     topics: &Topics,
     outcomes: &[Outcome],
-) -> Result<(), BrokerError> {
-    let sends = outcomes.iter().map(|o| {
-        let record = match o {
-            Outcome::Prediction { key, payload } => FutureRecord::to(&topics.predictions)
-                .key(key.as_bytes())
-                .payload(payload.as_slice()),
+    dlq_max_bytes: usize,
+) -> Result<Delivered, BrokerError> {
+    let sends = outcomes.iter().map(|o| async move {
+        match o {
+            Outcome::Prediction { key, payload, .. } => {
+                let record = FutureRecord::to(&topics.predictions)
+                    .key(key.as_bytes())
+                    .payload(payload.as_slice());
+                producer.send(record, DELIVERY_TIMEOUT).await
+            }
             Outcome::DeadLetter {
                 key,
                 payload,
@@ -31,40 +129,177 @@ pub async fn deliver(
                 detail,
                 source,
             } => {
-                let (topic, partition, offset) = source;
-                let headers = OwnedHeaders::new()
-                    .insert(header("dlq.reason", fault.as_str()))
-                    .insert(header("dlq.error", detail))
-                    .insert(header("dlq.source.topic", topic))
-                    .insert(header("dlq.source.partition", &partition.to_string()))
-                    .insert(header("dlq.source.offset", &offset.to_string()));
-                let mut r: FutureRecord<'_, [u8], [u8]> =
-                    FutureRecord::to(&topics.dlq).headers(headers);
-                if let Some(k) = key {
-                    r = r.key(k.as_slice());
-                }
-                if let Some(p) = payload {
-                    r = r.payload(p.as_slice());
-                }
-                r
+                let record = dead_letter_record(
+                    key.as_deref(),
+                    payload.as_deref(),
+                    *fault,
+                    detail,
+                    source,
+                    dlq_max_bytes,
+                );
+                send_dead_letter(producer, &topics.dlq, record).await
             }
-        };
-        producer.send(record, DELIVERY_TIMEOUT)
+        }
     });
-    for result in join_all(sends).await {
-        if let Err((source, m)) = result {
-            return Err(BrokerError::Delivery {
-                topic: rdkafka::Message::topic(&m).to_owned(),
-                source,
-            });
+    let mut delivered = Delivered::default();
+    let mut stand_ins = Vec::new();
+    for (result, outcome) in join_all(sends).await.into_iter().zip(outcomes) {
+        match (result, outcome) {
+            (Ok(_), Outcome::Prediction { .. }) => delivered.predictions += 1,
+            (Ok(_), Outcome::DeadLetter { .. }) => delivered.dead_letters += 1,
+            (Err((e, _)), Outcome::Prediction { key, source, .. }) if refused_for_itself(&e) => {
+                tracing::warn!(
+                    "the prediction of {}/{} offset {} was refused ({e}); dead-lettering it",
+                    source.0,
+                    source.1,
+                    source.2
+                );
+                let record = dead_letter_record(
+                    Some(key.as_bytes()),
+                    None,
+                    Fault::Undeliverable,
+                    &format!("the prediction was refused: {e}"),
+                    source,
+                    dlq_max_bytes,
+                );
+                stand_ins.push(send_dead_letter(producer, &topics.dlq, record));
+            }
+            (Err((source, m)), _) => return Err(delivery_error(source, &m)),
         }
     }
-    Ok(())
+    for result in join_all(stand_ins).await {
+        result.map_err(|(source, m)| delivery_error(source, &m))?;
+        delivered.dead_letters += 1;
+    }
+    Ok(delivered)
 }
 
-fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
-    Header {
-        key,
-        value: Some(value),
+/// What a delivery put on the topics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivered {
+    pub predictions: u64,
+    pub dead_letters: u64,
+}
+
+async fn send_dead_letter(
+    producer: &FutureProducer,
+    topic: &str,
+    record: DeadLetterRecord,
+) -> Result<Delivery, (KafkaError, OwnedMessage)> {
+    let headers = record
+        .headers
+        .iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value.as_str()),
+            })
+        });
+    let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+    if let Some(k) = &record.key {
+        r = r.key(k.as_slice());
+    }
+    if let Some(p) = &record.payload {
+        r = r.payload(p.as_slice());
+    }
+    producer.send(r, DELIVERY_TIMEOUT).await
+}
+
+/// Whether the broker (or the client) refused a record for what it is rather than for the
+/// state of the cluster: sending it again would fail again.
+fn refused_for_itself(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::MessageBatchTooLarge
+        )
+    )
+}
+
+fn delivery_error(source: KafkaError, m: &OwnedMessage) -> BrokerError {
+    BrokerError::Delivery {
+        topic: rdkafka::Message::topic(m).to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> (String, i32, i64) {
+        ("census.requests".into(), 3, 1207)
+    }
+
+    fn header<'a>(r: &'a DeadLetterRecord, key: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_small_dead_letter_keeps_the_request_untouched() {
+        let r = dead_letter_record(
+            Some(b"k1"),
+            Some(b"not json"),
+            Fault::NotJson,
+            "expected value",
+            &source(),
+            1 << 20,
+        );
+        assert_eq!(r.key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(r.payload.as_deref(), Some(&b"not json"[..]));
+        assert_eq!(header(&r, "dlq.reason"), Some("not_json"));
+        assert_eq!(header(&r, "dlq.source.offset"), Some("1207"));
+        assert_eq!(header(&r, "dlq.payload.bytes"), None);
+    }
+
+    #[test]
+    fn a_huge_request_is_cut_to_fit_the_topic_and_says_so() {
+        // A wrong-typed megabyte string: serde's message quotes it, the payload holds it.
+        let payload = format!(
+            r#"{{"request_id":"r","record":{{"age":"{}"}}}}"#,
+            "é".repeat(600_000)
+        );
+        let detail = format!("invalid type: string \"{}\"", "é".repeat(600_000));
+        let key = vec![b'k'; 5000];
+        let limit = 1_048_588;
+        let r = dead_letter_record(
+            Some(&key),
+            Some(payload.as_bytes()),
+            Fault::WrongType,
+            &detail,
+            &source(),
+            limit,
+        );
+        assert!(r.size() + FRAMING_BYTES <= limit, "{} bytes", r.size());
+        let error = header(&r, "dlq.error").unwrap();
+        assert!(
+            error.len() <= MAX_DETAIL_BYTES && error.ends_with("(cut)"),
+            "{error}"
+        );
+        assert_eq!(r.key.as_ref().unwrap().len(), MAX_KEY_BYTES);
+        assert_eq!(header(&r, "dlq.key.bytes"), Some("5000"));
+        let expected_len = payload.len().to_string();
+        assert_eq!(header(&r, "dlq.payload.bytes"), Some(expected_len.as_str()));
+        let kept = r.payload.as_ref().unwrap();
+        assert!(payload.as_bytes().starts_with(kept) && kept.len() > 1_000_000);
+
+        // A topic too small for any of the payload still gets the dead letter, without it.
+        let r = dead_letter_record(
+            None,
+            Some(payload.as_bytes()),
+            Fault::WrongType,
+            &detail,
+            &source(),
+            1000,
+        );
+        assert_eq!(r.payload.as_deref(), Some(&b""[..]));
+        assert_eq!(header(&r, "dlq.reason"), Some("wrong_type"));
     }
 }

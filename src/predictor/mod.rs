@@ -18,7 +18,7 @@ use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use deliver::deliver;
+pub use deliver::{dead_letter_record, deliver, DeadLetterRecord, Delivered};
 pub use step::{score_batch, Outcome, Predictor};
 
 use crate::bundle::BundleStore;
@@ -80,6 +80,8 @@ struct Service {
     predictor: Predictor,
     producer: FutureProducer,
     topics: Topics,
+    /// The dead-letter topic's `max.message.bytes`.
+    dlq_max_bytes: usize,
     stats: PredictorStats,
 }
 
@@ -92,13 +94,9 @@ impl Worker for Service {
     }
 
     async fn deliver(&mut self, outcomes: Vec<Outcome>) -> Result<(), PredictorError> {
-        deliver(&self.producer, &self.topics, &outcomes).await?;
-        for o in &outcomes {
-            match o {
-                Outcome::Prediction { .. } => self.stats.predicted += 1,
-                Outcome::DeadLetter { .. } => self.stats.dead_lettered += 1,
-            }
-        }
+        let done = deliver(&self.producer, &self.topics, &outcomes, self.dlq_max_bytes).await?;
+        self.stats.predicted += done.predictions;
+        self.stats.dead_lettered += done.dead_letters;
         self.stats.batches += 1;
         Ok(())
     }
@@ -161,10 +159,16 @@ pub async fn run(
     consumer
         .subscribe(&[&config.kafka.topics.requests])
         .map_err(BrokerError::from)?;
+    let topics = &config.kafka.topics;
+    let limits = config
+        .kafka
+        .max_message_bytes(&[&topics.predictions, &topics.dlq])
+        .await;
     let service = Service {
         predictor: Predictor::new(current),
-        producer: config.kafka.producer()?,
+        producer: config.kafka.producer_within(&limits)?,
         topics: config.kafka.topics.clone(),
+        dlq_max_bytes: limits[1],
         stats: PredictorStats::default(),
     };
     let batching = Batching {

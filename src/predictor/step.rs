@@ -13,6 +13,8 @@ pub enum Outcome {
     Prediction {
         key: String,
         payload: Vec<u8>,
+        /// Where the request was read: topic, partition, offset.
+        source: (String, i32, i64),
     },
     DeadLetter {
         key: Option<Vec<u8>>,
@@ -146,6 +148,7 @@ pub fn score_batch(serving: &Serving, batch: &[InMessage]) -> Vec<Outcome> {
                 Outcome::Prediction {
                     key: prediction.request_id.clone(),
                     payload: serde_json::to_vec(&prediction).expect("prediction serializes"),
+                    source: (m.topic.clone(), m.partition, m.offset),
                 }
             }
             Err(rejection) => Outcome::dead_letter(m, rejection),

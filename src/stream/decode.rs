@@ -16,6 +16,9 @@ pub enum Fault {
     ImpossibleValue,
     /// The record decoded, but the model failed to score it.
     ScoringFailed,
+    /// The prediction was refused by the broker (e.g. larger than the topic allows); the dead
+    /// letter stands in for it.
+    Undeliverable,
 }
 
 impl Fault {
@@ -28,6 +31,7 @@ impl Fault {
             Fault::WrongType => "wrong_type",
             Fault::ImpossibleValue => "impossible_value",
             Fault::ScoringFailed => "scoring_failed",
+            Fault::Undeliverable => "undeliverable",
         }
     }
 }
@@ -46,6 +50,10 @@ pub(crate) fn reject(fault: Fault, detail: impl Into<String>) -> Rejection {
     }
 }
 
+/// Longest `request_id` accepted, in bytes: it travels twice in a prediction (key and value),
+/// which must fit the predictions topic's limit.
+pub const MAX_REQUEST_ID_BYTES: usize = 256;
+
 /// Decodes and validates one `census.requests` payload.
 pub fn decode_request(payload: Option<&[u8]>) -> Result<Request, Rejection> {
     let bytes = match payload {
@@ -63,6 +71,15 @@ pub fn decode_request(payload: Option<&[u8]>) -> Result<Request, Rejection> {
     })?;
     if request.request_id.is_empty() {
         return Err(reject(Fault::MissingField, "request_id is empty"));
+    }
+    if request.request_id.len() > MAX_REQUEST_ID_BYTES {
+        return Err(reject(
+            Fault::ImpossibleValue,
+            format!(
+                "request_id is {} bytes; at most {MAX_REQUEST_ID_BYTES}",
+                request.request_id.len()
+            ),
+        ));
     }
     request
         .record
@@ -125,5 +142,12 @@ mod tests {
             fault(&GOOD.replace(">50K.", "rich")),
             Fault::ImpossibleValue
         );
+        let long_id = "x".repeat(MAX_REQUEST_ID_BYTES + 1);
+        assert_eq!(
+            fault(&GOOD.replace(r#""r1""#, &format!("\"{long_id}\""))),
+            Fault::ImpossibleValue
+        );
+        let longest = "x".repeat(MAX_REQUEST_ID_BYTES);
+        assert!(decode_request(Some(GOOD.replace("r1", &longest).as_bytes())).is_ok());
     }
 }

@@ -6,6 +6,7 @@ mod gate;
 mod helpers;
 mod initialize;
 mod layers;
+mod poison;
 mod process;
 mod registry;
 mod steps;

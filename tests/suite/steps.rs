@@ -83,6 +83,10 @@ fn the_predictors_step_answers_a_mixed_batch_in_input_order_with_the_right_reaso
             Some(variant("l", r#"">50K""#, r#""rich""#)),
             Err("impossible_value"),
         ),
+        (
+            Some(variant(&"x".repeat(257), "", "")),
+            Err("impossible_value"),
+        ),
         (Some(variant("z", "", "")), Ok("z")),
     ];
     let batch: Vec<InMessage> = cases
@@ -94,9 +98,17 @@ fn the_predictors_step_answers_a_mixed_batch_in_input_order_with_the_right_reaso
     assert_eq!(outcomes.len(), batch.len());
     for ((outcome, (_, expected)), m) in outcomes.iter().zip(&cases).zip(&batch) {
         match (outcome, expected) {
-            (Outcome::Prediction { key, payload }, Ok(id)) => {
+            (
+                Outcome::Prediction {
+                    key,
+                    payload,
+                    source,
+                },
+                Ok(id),
+            ) => {
                 let p: Prediction = serde_json::from_slice(payload).unwrap();
                 assert_eq!((key.as_str(), p.request_id.as_str()), (*id, *id));
+                assert_eq!(source, &(m.topic.clone(), m.partition, m.offset));
                 assert_eq!((p.partition, p.offset), (m.partition, m.offset));
                 assert_eq!(p.model_version, init.version);
                 assert!((0.0..=1.0).contains(&p.probability));

@@ -532,4 +532,7 @@ async fn missing_topics_are_created_with_their_settings() {
         max >= census_stream::kafka::MAX_MESSAGE_BYTES,
         "max.message.bytes {max}"
     );
+    // The dead letters' limit is set, and read back as the predictor reads it.
+    let limits = s.max_message_bytes(&[&s.topics.dlq]).await;
+    assert_eq!(limits, [census_stream::kafka::DLQ_MAX_MESSAGE_BYTES]);
 }

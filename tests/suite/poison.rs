@@ -1,0 +1,189 @@
+//! Records that used to stop the predictor for good (its batch came back to whoever took the
+//! partition): each now ends as a dead letter that fits its topic, and the stream goes on.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use census_stream::kafka::KafkaSettings;
+use census_stream::predictor::{self, PredictorConfig};
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::FutureRecord;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{store_with_v1, test_kafka};
+
+const GOOD: &str = r#"{"request_id": "ID", "sent_at_ms": 1, "income_bracket": ">50K", "record": {"age": 52, "workclass": "Self-emp-inc", "fnlwgt": 287927, "education": "HS-grad", "education_num": 9, "marital_status": "Married-civ-spouse", "occupation": "Exec-managerial", "relationship": "Wife", "race": "White", "sex": "Female", "capital_gain": 15024, "capital_loss": 0, "hours_per_week": 40, "native_country": "United-States"}}"#;
+
+fn request(id: &str) -> String {
+    GOOD.replace("\"ID\"", &format!("\"{id}\""))
+}
+
+async fn set_topic_limit(s: &KafkaSettings, topic: &str, bytes: usize) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .create()
+        .unwrap();
+    let value = bytes.to_string();
+    let change = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", &value);
+    for r in admin
+        .alter_configs([&change], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.expect("max.message.bytes altered");
+    }
+}
+
+/// A received message: key, payload size, headers.
+struct Got {
+    key: String,
+    payload_len: usize,
+    headers: HashMap<String, String>,
+    size: usize,
+}
+
+async fn read(s: &KafkaSettings, topic: &str, n: usize) -> Vec<Got> {
+    let reader: StreamConsumer = s.reader().unwrap();
+    s.assign_all(&reader, topic, false).await.unwrap();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let m = tokio::time::timeout(Duration::from_secs(30), reader.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{topic}: {} of {n} messages arrived", out.len()))
+            .unwrap();
+        let headers: HashMap<String, String> = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let v = String::from_utf8_lossy(h.value.unwrap_or_default());
+                        (h.key.to_string(), v.into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        let payload_len = m.payload().map_or(0, <[u8]>::len);
+        let size = key.len()
+            + payload_len
+            + headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        out.push(Got {
+            key,
+            payload_len,
+            headers,
+            size,
+        });
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_get_dead_letters_that_fit_and_the_stream_goes_on() {
+    let Some((_dir, store)) = store_with_v1() else {
+        return;
+    };
+    let kafka = test_kafka(2).await;
+    let s = &kafka.settings;
+    // On the real broker, small limits make every poison record bite; the embedded broker has
+    // no topic configuration, so there the dead letter is held to Kafka's default limit.
+    let (dlq_limit, huge_len) = if kafka.is_embedded() {
+        (
+            census_stream::kafka::KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
+            1_500_000,
+        )
+    } else {
+        set_topic_limit(s, &s.topics.dlq, 64 << 10).await;
+        set_topic_limit(s, &s.topics.predictions, 700).await;
+        (64 << 10, 200_000)
+    };
+
+    // A wrong-typed huge string (serde quotes it in the error), a request id over the limit,
+    // one at the limit whose prediction the real broker refuses, then good requests.
+    let huge = GOOD.replace(
+        r#""age": 52"#,
+        &format!(r#""age": "{}""#, "é".repeat(huge_len / 2)),
+    );
+    let long_id = "L".repeat(300);
+    let limit_id = "M".repeat(256);
+    let mut sends: Vec<(String, String)> = vec![
+        ("huge".into(), huge.replace("\"ID\"", "\"huge\"")),
+        (long_id.clone(), request(&long_id)),
+        (limit_id.clone(), request(&limit_id)),
+    ];
+    for i in 0..20 {
+        sends.push((format!("good-{i}"), request(&format!("good-{i}"))));
+    }
+    let raw = s.producer().unwrap();
+    for (key, payload) in &sends {
+        raw.send(
+            FutureRecord::to(&s.topics.requests)
+                .key(key.as_str())
+                .payload(payload.as_str()),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    }
+
+    let stop = CancellationToken::new();
+    let mut pconf = PredictorConfig::new(s.clone());
+    pconf.store = Some(store);
+    let running = tokio::spawn(predictor::run(pconf, stop.clone()));
+
+    let embedded = kafka.is_embedded();
+    let expected_dead = if embedded { 2 } else { 3 };
+    let predictions = read(s, &s.topics.predictions, sends.len() - expected_dead).await;
+    let letters = read(s, &s.topics.dlq, expected_dead).await;
+    assert!(!running.is_finished(), "the predictor is still serving");
+    stop.cancel();
+    let stats = running.await.unwrap().expect("the predictor stops cleanly");
+    assert_eq!(
+        stats.predicted + stats.dead_lettered,
+        sends.len() as u64,
+        "every request answered once: {stats:?}"
+    );
+
+    let letter = |key: &str| {
+        letters
+            .iter()
+            .find(|l| l.key == key)
+            .unwrap_or_else(|| panic!("no dead letter for {}…", &key[..key.len().min(8)]))
+    };
+    let h = letter("huge");
+    assert_eq!(h.headers["dlq.reason"], "wrong_type");
+    assert!(
+        h.size < dlq_limit,
+        "{} bytes in a {dlq_limit}-byte topic",
+        h.size
+    );
+    assert!(h.headers["dlq.error"].len() <= 1024);
+    assert_eq!(
+        h.headers["dlq.payload.bytes"],
+        sends[0].1.len().to_string(),
+        "the cut says how long the request was"
+    );
+    assert!(
+        h.payload_len > dlq_limit / 2,
+        "as much of the request as fits"
+    );
+    assert_eq!(letter(&long_id).headers["dlq.reason"], "impossible_value");
+    if !embedded {
+        let refused = letter(&limit_id);
+        assert_eq!(refused.headers["dlq.reason"], "undeliverable");
+        assert!(refused.headers["dlq.error"].contains("refused"));
+    }
+    for i in 0..20 {
+        let id = format!("good-{i}");
+        assert!(
+            predictions.iter().any(|p| p.key == id),
+            "{id} was predicted"
+        );
+    }
+}
