@@ -12,6 +12,11 @@ use crate::metrics::Metrics;
 /// Bump when the manifest's layout changes incompatibly.
 pub const MANIFEST_FORMAT: u32 = 1;
 
+/// Highest version number a bundle may have. A number above it is refused as corrupt: no
+/// deployment retrains a billion times, and the numbers above the highest must stay free for
+/// the next versions.
+pub const MAX_VERSION: u32 = 999_999_999;
+
 /// File names of a version.
 pub fn model_file(version: u32) -> String {
     format!("model_v{version:04}.txt")

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 pub use manifest::{
     manifest_file, model_file, processor_file, CvSummary, Manifest, TrainingData, MANIFEST_FORMAT,
+    MAX_VERSION,
 };
 pub use store::BundleStore;
 
@@ -92,6 +93,12 @@ impl BundleFiles {
         processor_name: &str,
     ) -> Result<Bundle, BundleError> {
         let m = &self.manifest;
+        if m.version == 0 || m.version > MAX_VERSION {
+            return Err(BundleError::Manifest {
+                file: manifest_file(m.version),
+                reason: format!("version {} is outside 1..={MAX_VERSION}", m.version),
+            });
+        }
         if m.format != MANIFEST_FORMAT {
             return Err(BundleError::Manifest {
                 file: manifest_file(m.version),

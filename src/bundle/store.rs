@@ -32,7 +32,11 @@ fn io_err(file: &Path) -> impl FnOnce(io::Error) -> BundleError + '_ {
 fn version_of(name: &str) -> Option<u32> {
     let stem = name.split('.').next()?;
     let (_, digits) = stem.rsplit_once("_v")?;
-    digits.parse().ok()
+    // A number out of range is not a version this store wrote: ignored, never numbered above.
+    digits
+        .parse()
+        .ok()
+        .filter(|v| (1..=super::MAX_VERSION).contains(v))
 }
 
 impl BundleStore {

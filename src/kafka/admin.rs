@@ -62,7 +62,8 @@ impl KafkaSettings {
     }
 
     /// Each topic's `max.message.bytes`, in order. A topic whose configuration cannot be read
-    /// (the embedded broker has no DescribeConfigs) counts as Kafka's default, with a warning.
+    /// counts as Kafka's default, with a warning (without one on the embedded broker, which has
+    /// no DescribeConfigs).
     pub async fn max_message_bytes(&self, topics: &[&str]) -> Vec<usize> {
         let read = async {
             let admin: AdminClient<DefaultClientContext> = self.client(&[]).create()?;
@@ -79,11 +80,15 @@ impl KafkaSettings {
                     .collect::<Vec<_>>(),
             )
         };
-        let found = match read.await {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::warn!("reading the topics' max.message.bytes: {e}");
-                Vec::new()
+        let found = if !self.describes_configs {
+            Vec::new()
+        } else {
+            match read.await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!("reading the topics' max.message.bytes: {e}");
+                    Vec::new()
+                }
             }
         };
         topics
@@ -91,6 +96,7 @@ impl KafkaSettings {
             .enumerate()
             .map(|(i, topic)| match found.get(i).copied().flatten() {
                 Some(n) => n,
+                None if !self.describes_configs => KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
                 None => {
                     tracing::warn!(
                         "{topic}: max.message.bytes unknown; assuming Kafka's default \

@@ -40,6 +40,7 @@ impl EmbeddedBroker {
             .insert("session.timeout.ms".into(), "6000".into());
         s.consumer_extra
             .insert("heartbeat.interval.ms".into(), "500".into());
+        s.describes_configs = false;
         s
     }
 }

@@ -45,6 +45,9 @@ pub struct KafkaSettings {
     pub extra: BTreeMap<String, String>,
     /// Extra librdkafka settings for consumers only (e.g. a shorter `session.timeout.ms`).
     pub consumer_extra: BTreeMap<String, String>,
+    /// Whether the cluster answers DescribeConfigs (the embedded broker does not: asking it
+    /// only waits for a timeout).
+    pub describes_configs: bool,
 }
 
 impl KafkaSettings {
@@ -55,6 +58,7 @@ impl KafkaSettings {
             partitions: defaults::PARTITIONS,
             extra: BTreeMap::new(),
             consumer_extra: BTreeMap::new(),
+            describes_configs: true,
         }
     }
 

@@ -163,15 +163,23 @@ impl Follower {
                     None => continue, // its bundle record has not arrived yet
                 },
             };
-            let loaded = tokio::task::spawn_blocking(move || load_bundle(v, &payload)).await?;
+            // A loader that panics (inside LightGBM) refuses the bundle too: the follower must
+            // keep following, or the predictor would serve a stale bundle forever.
+            let loaded = tokio::task::spawn_blocking(move || load_bundle(v, &payload)).await;
             match loaded {
-                Ok(b) => {
+                Ok(Ok(b)) => {
                     self.cache.insert(v, Some(Arc::new(b)));
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::error!(
                         "{who}: refused bundle v{v} from {topic}: {}",
                         crate::error_chain(&e)
+                    );
+                    self.cache.insert(v, None);
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "{who}: refused bundle v{v} from {topic}: loading it failed: {e}"
                     );
                     self.cache.insert(v, None);
                 }

@@ -118,6 +118,8 @@ pub enum RecordError {
     AliasMismatch { key: String, found: Alias },
     #[error("record `{0}` has no payload")]
     Empty(String),
+    #[error("record `{0}` names a version outside 1..={max}", max = crate::bundle::MAX_VERSION)]
+    VersionOutOfRange(String),
 }
 
 /// Reads one record of the topic.
@@ -127,9 +129,12 @@ pub fn parse(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<Record, Recor
         .filter(|p| !p.is_empty())
         .ok_or_else(|| RecordError::Empty(key.clone()))?;
     if let Some(v) = key.strip_prefix("bundle/v") {
-        let version = v
+        let version: u32 = v
             .parse()
             .map_err(|_| RecordError::UnknownKey(key.clone()))?;
+        if version == 0 || version > crate::bundle::MAX_VERSION {
+            return Err(RecordError::VersionOutOfRange(key));
+        }
         return Ok(Record::Bundle {
             version,
             payload: payload.to_vec(),
@@ -188,5 +193,10 @@ mod tests {
             Err(RecordError::UnknownKey(_))
         ));
         assert!(matches!(parse(None, Some(b"{}")), Err(RecordError::NoKey)));
+        let max = bundle_key(u32::MAX);
+        assert!(matches!(
+            parse(Some(max.as_bytes()), Some(b"{}")),
+            Err(RecordError::VersionOutOfRange(_))
+        ));
     }
 }

@@ -1,5 +1,6 @@
 //! The integration suite: one test binary, shared helpers.
 
+mod bundles;
 mod compose;
 mod flags;
 mod gate;

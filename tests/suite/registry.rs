@@ -297,3 +297,77 @@ async fn operators_roll_back_and_promote_by_hand_and_predictors_follow() {
     stop.cancel();
     assert_eq!(predictor.await.unwrap().unwrap().versions, vec![2, 1, 2]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bundles_on_the_topic_are_refused_and_the_predictor_keeps_following() {
+    use census_stream::predictor::{self, PredictorConfig};
+    use census_stream::registry::{AliasRecord, Publisher};
+
+    let Some((_dir, store)) = store_with_v1() else {
+        return;
+    };
+    let kafka = test_kafka(2).await;
+    let s = &kafka.settings;
+    let publisher = Publisher::start(s, "test-bad-bundles").await.unwrap();
+    let alias = |v, previous| AliasRecord::new(Alias::Champion, Some(v), previous, "test");
+    let good = store.read_files(1).unwrap();
+    publisher
+        .publish(Some(&good), &[alias(1, None)])
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let mut pconf = PredictorConfig::new(s.clone());
+    pconf.store = None;
+    let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
+    assert_eq!(versions_served(s, 20).await, vec![1]);
+
+    // Champions that cannot serve: a NUL byte in the model (it used to panic the loader and
+    // end the follower), then a model without trees; and a bundle numbered u32::MAX.
+    let mut with_nul = good.clone();
+    with_nul.model_text.splice(10..10, [0u8]);
+    with_nul.stamp(2);
+    let mut no_trees = good.clone();
+    let text = String::from_utf8(no_trees.model_text.clone()).unwrap();
+    let (head, rest) = text.split_at(text.find("Tree=0").unwrap());
+    let head: String = head
+        .lines()
+        .filter(|l| !l.starts_with("tree_sizes="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    no_trees.model_text =
+        format!("{head}{}", &rest[rest.find("end of trees").unwrap()..]).into_bytes();
+    no_trees.stamp(3);
+    let mut huge_version = good.clone();
+    huge_version.stamp(u32::MAX);
+    for (files, previous) in [(&with_nul, 1), (&no_trees, 2)] {
+        publisher
+            .publish(
+                Some(files),
+                &[alias(files.manifest.version, Some(previous))],
+            )
+            .await
+            .unwrap();
+    }
+    publisher.publish(Some(&huge_version), &[]).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!predictor.is_finished(), "the predictor is still serving");
+    assert_eq!(
+        versions_served(s, 20).await,
+        vec![1],
+        "the last good champion serves on"
+    );
+
+    // The follower is still following: a good champion after the bad ones is served.
+    let mut v4 = good.clone();
+    v4.stamp(4);
+    publisher
+        .publish(Some(&v4), &[alias(4, Some(3))])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(versions_served(s, 20).await, vec![4]);
+    // And a retrainer numbers after the highest good version, not after u32::MAX.
+    assert_eq!(read_registry(s).await.unwrap().highest(), Some(4));
+    stop.cancel();
+    assert_eq!(predictor.await.unwrap().unwrap().versions, vec![1, 4]);
+}
