@@ -34,4 +34,4 @@ if [ -z "$brokers" ]; then
     brokers="$CS_TEST_BROKERS"
 fi
 echo "== end-to-end stream, registry, gate and process tests on the real Kafka broker at $brokers"
-KAFKA_BROKERS="$brokers" cargo test --release --test suite -- stream:: registry:: process:: gate:: poison:: bundles::
+KAFKA_BROKERS="$brokers" cargo test --release --test suite -- stream:: registry:: process:: gate:: poison::
