@@ -65,7 +65,11 @@ pub struct ClientArgs {
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        Some((k, v)) if !k.trim().is_empty() => {
+            let (k, v) = (k.trim(), v.trim());
+            crate::kafka::check_extra_setting(k, v)?;
+            Ok((k.to_owned(), v.to_owned()))
+        }
         _ => Err(format!("expected KEY=VALUE, got '{s}'")),
     }
 }

@@ -15,7 +15,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 pub use admin::{DLQ_MAX_MESSAGE_BYTES, KAFKA_DEFAULT_MAX_MESSAGE_BYTES};
 pub use embedded::{kafka_or_embedded, EmbeddedBroker};
 pub use message::{next_offsets, InMessage};
-pub use settings::{KafkaSettings, Topics, MAX_MESSAGE_BYTES};
+pub use settings::{check_extra_setting, KafkaSettings, Topics, MAX_MESSAGE_BYTES};
 
 /// What can go wrong talking to Kafka.
 #[derive(Debug, thiserror::Error)]

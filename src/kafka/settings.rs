@@ -14,6 +14,42 @@ use crate::defaults;
 /// Largest message the components produce or fetch (a bundle on `census.models`).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// The client settings the delivery guarantees rest on, with the only values a user may give
+/// them, and the settings a component sets itself. `--kafka-config` refuses anything else for
+/// them: `acks=0` would let an acknowledged prediction be lost, `enable.auto.commit=true` would
+/// commit offsets before their outputs are acknowledged.
+const GUARDED: [(&str, &[&str]); 9] = [
+    ("acks", &["all", "-1"]),
+    ("request.required.acks", &["all", "-1"]),
+    ("enable.idempotence", &["true"]),
+    ("enable.auto.commit", &["false"]),
+    ("enable.auto.offset.store", &["false"]),
+    ("isolation.level", &["read_committed"]),
+    ("bootstrap.servers", &[]),
+    ("group.id", &[]),
+    ("transactional.id", &[]),
+];
+
+/// Checks a user's extra client setting against [`GUARDED`].
+pub fn check_extra_setting(key: &str, value: &str) -> Result<(), String> {
+    let Some((_, allowed)) = GUARDED.iter().find(|(k, _)| *k == key) else {
+        return Ok(());
+    };
+    if allowed.contains(&value) {
+        return Ok(());
+    }
+    Err(match key {
+        "bootstrap.servers" => "set the brokers with --brokers".to_owned(),
+        "group.id" => "set the consumer group with --group".to_owned(),
+        "transactional.id" => "each component sets its own transactional id".to_owned(),
+        _ => format!(
+            "{key}={value} would break the delivery guarantees (at-least-once, nothing \
+             committed before it is answered); allowed: {}",
+            allowed.join(", ")
+        ),
+    })
+}
+
 /// Topic names (all overridable).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
@@ -172,5 +208,17 @@ mod tests {
         assert_eq!(c.get("linger.ms"), Some("5"));
         assert_eq!(c.get("compression.type"), Some("zstd"));
         assert_eq!(c.get("bootstrap.servers"), Some("b:1"));
+    }
+
+    #[test]
+    fn settings_the_guarantees_rest_on_are_refused_unless_harmless() {
+        assert!(check_extra_setting("acks", "0").is_err());
+        assert!(check_extra_setting("acks", "1").is_err());
+        assert!(check_extra_setting("acks", "all").is_ok());
+        assert!(check_extra_setting("enable.idempotence", "false").is_err());
+        assert!(check_extra_setting("enable.auto.commit", "true").is_err());
+        assert!(check_extra_setting("isolation.level", "read_uncommitted").is_err());
+        assert!(check_extra_setting("group.id", "x").is_err());
+        assert!(check_extra_setting("security.protocol", "SASL_SSL").is_ok());
     }
 }

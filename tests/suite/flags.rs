@@ -36,7 +36,17 @@ fn run_bin(path: &str, args: &[&str], data_dir: &std::path::Path) -> (Option<i32
 fn each_bad_setting_fails_at_start_naming_its_flag() {
     let empty = tempfile::tempdir().unwrap();
     let nowhere = "--brokers=127.0.0.1:1";
-    let cases: [(&str, Vec<&str>, &str); 12] = [
+    let cases: [(&str, Vec<&str>, &str); 14] = [
+        (
+            env!("CARGO_BIN_EXE_predictor"),
+            vec![nowhere, "--kafka-config", "acks=0"],
+            "--kafka-config",
+        ),
+        (
+            env!("CARGO_BIN_EXE_retrainer"),
+            vec![nowhere, "--kafka-config", "enable.auto.commit=true"],
+            "--kafka-config",
+        ),
         (
             env!("CARGO_BIN_EXE_predictor"),
             vec![nowhere, "--max-batch", "0"],
