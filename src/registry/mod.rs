@@ -38,6 +38,11 @@ pub enum RegistryError {
         #[source]
         source: std::str::Utf8Error,
     },
+    #[error(
+        "record `{key}` ({bytes} bytes) is larger than the topic accepts: raise its \
+         max.message.bytes"
+    )]
+    TooLarge { key: String, bytes: usize },
     #[error(transparent)]
     Broker(#[from] BrokerError),
 }

@@ -18,7 +18,9 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The one writer of `census.models`.
 pub struct Publisher {
-    producer: FutureProducer,
+    /// Replaced after a failed transaction (see [`Publisher::renew`]).
+    producer: std::sync::Mutex<FutureProducer>,
+    settings: KafkaSettings,
     topic: String,
     transactional_id: String,
 }
@@ -30,22 +32,35 @@ impl Publisher {
         settings: &KafkaSettings,
         transactional_id: &str,
     ) -> Result<Self, RegistryError> {
-        let producer = settings.model_producer(Some(transactional_id))?;
-        let p = producer.clone();
-        let id = transactional_id.to_owned();
-        tokio::task::spawn_blocking(move || p.init_transactions(TXN_TIMEOUT))
-            .await
-            .map_err(BrokerError::from)?
-            .map_err(|e| fenced_or(e, None, &id))?;
+        let producer = transactional_producer(settings, transactional_id).await?;
         tracing::info!(
             "publishing to {} as transactional id {transactional_id}",
             settings.topics.models
         );
         Ok(Publisher {
-            producer,
+            producer: std::sync::Mutex::new(producer),
+            settings: settings.clone(),
             topic: settings.topics.models.clone(),
             transactional_id: transactional_id.to_owned(),
         })
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer.lock().expect("publisher lock").clone()
+    }
+
+    /// Starts a new producer with the same transactional id, which fences the one in use and
+    /// bumps the producer epoch. After a transaction failed on a record (too large, say), the
+    /// old producer's sequence numbers no longer match the broker's, and its next transaction
+    /// would wait on the coordinator indefinitely.
+    async fn renew(&self) -> Result<(), RegistryError> {
+        let fresh = transactional_producer(&self.settings, &self.transactional_id).await?;
+        *self.producer.lock().expect("publisher lock") = fresh;
+        tracing::info!(
+            "publisher {}: producer renewed after a failed transaction",
+            self.transactional_id
+        );
+        Ok(())
     }
 
     pub fn transactional_id(&self) -> &str {
@@ -71,24 +86,32 @@ impl Publisher {
             records.push((a.alias.key(), payload));
         }
         let id = self.transactional_id.clone();
-        let p = self.producer.clone();
+        let producer = self.producer();
+        let p = producer.clone();
         tokio::task::spawn_blocking(move || p.begin_transaction())
             .await
             .map_err(BrokerError::from)?
-            .map_err(|e| fenced_or(e, Some(&self.producer), &id))?;
+            .map_err(|e| fenced_or(e, Some(&producer), &id))?;
         let sends = records.iter().map(|(key, payload)| {
-            self.producer.send(
+            producer.send(
                 FutureRecord::to(&self.topic).key(key).payload(payload),
                 TXN_TIMEOUT,
             )
         });
         let mut failure = None;
-        for r in futures::future::join_all(sends).await {
+        let mut too_large = None;
+        for (r, (key, payload)) in futures::future::join_all(sends).await.iter().zip(&records) {
             if let Err((e, _)) = r {
-                failure.get_or_insert(e);
+                if refused_as_too_large(e) {
+                    too_large.get_or_insert(RegistryError::TooLarge {
+                        key: key.clone(),
+                        bytes: payload.len(),
+                    });
+                }
+                failure.get_or_insert(e.clone());
             }
         }
-        let p = self.producer.clone();
+        let p = producer.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let result = match failure {
                 None => p.commit_transaction(TXN_TIMEOUT),
@@ -102,7 +125,16 @@ impl Publisher {
         })
         .await
         .map_err(BrokerError::from)?;
-        outcome.map_err(|e| fenced_or(e, Some(&self.producer), &self.transactional_id))?;
+        if let Err(e) = outcome {
+            let e = fenced_or(e, Some(&producer), &self.transactional_id);
+            if matches!(e, RegistryError::Fenced { .. }) {
+                return Err(e);
+            }
+            // Aborted above: nothing of the transaction is visible. A new producer takes over,
+            // so that the publisher goes on.
+            self.renew().await?;
+            return Err(too_large.unwrap_or(e));
+        }
         for (key, payload) in &records {
             tracing::info!(
                 "published {key} on {} ({} bytes)",
@@ -112,6 +144,34 @@ impl Publisher {
         }
         Ok(())
     }
+}
+
+/// A transactional producer for the registry, its transactions initialised (which fences any
+/// older producer with the same id).
+async fn transactional_producer(
+    settings: &KafkaSettings,
+    transactional_id: &str,
+) -> Result<FutureProducer, RegistryError> {
+    let producer = settings.model_producer(Some(transactional_id))?;
+    let p = producer.clone();
+    let id = transactional_id.to_owned();
+    tokio::task::spawn_blocking(move || p.init_transactions(TXN_TIMEOUT))
+        .await
+        .map_err(BrokerError::from)?
+        .map_err(|e| fenced_or(e, None, &id))?;
+    Ok(producer)
+}
+
+/// Whether the client or the broker refused a record for its size.
+fn refused_as_too_large(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+        )
+    )
 }
 
 /// A fencing error as [`RegistryError::Fenced`], anything else as it is. A fenced producer

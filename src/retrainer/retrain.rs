@@ -18,7 +18,7 @@ use super::{Promotion, RetrainEvent, RetrainerConfig, RetrainerError};
 use crate::bundle::{Bundle, Manifest, TrainingData};
 use crate::bundling::bundle_files;
 use crate::data::LabeledRow;
-use crate::registry::{Alias, AliasRecord, Publisher};
+use crate::registry::{Alias, AliasRecord, Publisher, RegistryError};
 use crate::stream::messages::now_ms;
 use crate::train::fit;
 use crate::triggers::Fired;
@@ -52,6 +52,9 @@ pub enum Verdict {
     Challenger(Arc<Bundle>),
     /// Failed the offline check: recorded, never shadowed.
     RejectedOffline,
+    /// Larger than the registry's topic accepts: neither published nor cached, and its number
+    /// is free again.
+    TooLarge,
 }
 
 /// A finished retrain.
@@ -196,10 +199,33 @@ pub async fn retrain(
             }
         }
     };
-    trainer
+    let published = trainer
         .publisher
         .publish(Some(&files), std::slice::from_ref(&alias))
-        .await?;
+        .await;
+    if let Err(RegistryError::TooLarge { bytes, .. }) = published {
+        let outcome = format!(
+            "v{version} refused: its bundle record ({bytes} bytes) is larger than {} accepts \
+             (max.message.bytes)",
+            trainer.config.kafka.topics.models
+        );
+        tracing::error!("retrainer: {outcome}; it is neither published nor kept");
+        return Ok(Retrained {
+            event: RetrainEvent {
+                version,
+                rows: total_rows,
+                started_at_ms,
+                finished_at_ms: now_ms(),
+                cv_log_loss: files.manifest.cv.log_loss,
+                outcome,
+                trigger,
+            },
+            manifest: files.manifest,
+            verdict: Verdict::TooLarge,
+            from_offsets: stream.offsets,
+        });
+    }
+    published?;
     let champion_now = matches!(verdict, Verdict::Champion(_));
     let files = tokio::task::spawn_blocking(move || {
         store.put(&files)?;

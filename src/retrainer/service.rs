@@ -221,6 +221,20 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         }
     }
 
+    /// The next moment at which [`Self::due`] may change its answer without a new record: the
+    /// end of the minimum gap after the last retrain, or of the time trigger's period.
+    fn next_look(&self) -> Option<Instant> {
+        let t = &self.trainer.config.triggers;
+        let now = Instant::now();
+        let gap_end = self.started_any.then(|| self.last_start + t.min_gap);
+        let period_end = t.every.map(|every| self.last_start + every);
+        gap_end
+            .into_iter()
+            .chain(period_end)
+            .filter(|&at| at > now)
+            .min()
+    }
+
     /// The trigger that calls for a retrain now, if any: none while a retrain or a gate runs,
     /// or within the minimum gap of the last retrain.
     fn due(&self) -> Option<Fired> {
@@ -271,7 +285,9 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
             Err(e) => return Err(e),
         };
         (self.on_event)(&Event::Retrained(done.event.clone()));
-        self.stats.versions.push(done.manifest.version);
+        if !matches!(done.verdict, Verdict::TooLarge) {
+            self.stats.versions.push(done.manifest.version);
+        }
         match done.verdict {
             Verdict::Champion(bundle) => {
                 self.champion = bundle;
@@ -299,7 +315,9 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
                 .await?;
                 self.gate = Some(run);
             }
-            Verdict::RejectedOffline => self.stats.decisions.push(done.event.outcome),
+            Verdict::RejectedOffline | Verdict::TooLarge => {
+                self.stats.decisions.push(done.event.outcome)
+            }
         }
         Ok(())
     }
@@ -488,22 +506,26 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
     }
 
     /// Waits for the retrain in progress to finish (cancel-safe: awaiting a `&mut JoinHandle`
-    /// loses nothing, and the result is kept with no await after it).
+    /// loses nothing, and the result is kept with no await after it); without one, until the
+    /// minimum gap or the time trigger's period ends, when a retrain held back may be due with
+    /// no new record to say so.
     async fn background(&mut self) {
         let Some(task) = self.training.as_mut() else {
-            return std::future::pending().await;
+            return match self.next_look() {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            };
         };
         let result = task.await;
         self.training = None;
         self.finished = Some(result);
     }
 
-    /// Takes in the finished retrain.
+    /// Takes in the finished retrain, if any, and starts the next one if one is due.
     async fn on_background(&mut self) -> Result<(), RetrainerError> {
-        let Some(result) = self.finished.take() else {
-            return Ok(());
-        };
-        self.take_result(result?).await?;
+        if let Some(result) = self.finished.take() {
+            self.take_result(result?).await?;
+        }
         self.apply_gate().await?;
         if let Some(trigger) = self.due() {
             self.start_retrain(trigger);

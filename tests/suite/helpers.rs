@@ -157,3 +157,22 @@ pub fn store_with_v1() -> Option<(tempfile::TempDir, BundleStore)> {
         .unwrap();
     Some((dir, store))
 }
+
+/// Sets `topic`'s `max.message.bytes` (a real broker only).
+pub async fn set_topic_limit(s: &KafkaSettings, topic: &str, bytes: usize) {
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", &s.brokers)
+            .create()
+            .unwrap();
+    let value = bytes.to_string();
+    let change = rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic(topic))
+        .set("max.message.bytes", &value);
+    for r in admin
+        .alter_configs([&change], &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        r.expect("max.message.bytes altered");
+    }
+}

@@ -6,36 +6,17 @@ use std::time::Duration;
 
 use census_stream::kafka::KafkaSettings;
 use census_stream::predictor::{self, PredictorConfig};
-use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{store_with_v1, test_kafka};
+use crate::helpers::{set_topic_limit, store_with_v1, test_kafka};
 
 const GOOD: &str = r#"{"request_id": "ID", "sent_at_ms": 1, "income_bracket": ">50K", "record": {"age": 52, "workclass": "Self-emp-inc", "fnlwgt": 287927, "education": "HS-grad", "education_num": 9, "marital_status": "Married-civ-spouse", "occupation": "Exec-managerial", "relationship": "Wife", "race": "White", "sex": "Female", "capital_gain": 15024, "capital_loss": 0, "hours_per_week": 40, "native_country": "United-States"}}"#;
 
 fn request(id: &str) -> String {
     GOOD.replace("\"ID\"", &format!("\"{id}\""))
-}
-
-async fn set_topic_limit(s: &KafkaSettings, topic: &str, bytes: usize) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &s.brokers)
-        .create()
-        .unwrap();
-    let value = bytes.to_string();
-    let change = AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", &value);
-    for r in admin
-        .alter_configs([&change], &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        r.expect("max.message.bytes altered");
-    }
 }
 
 /// A received message: key, payload size, headers.

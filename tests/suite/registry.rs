@@ -371,3 +371,53 @@ async fn bad_bundles_on_the_topic_are_refused_and_the_predictor_keeps_following(
     stop.cancel();
     assert_eq!(predictor.await.unwrap().unwrap().versions, vec![1, 4]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_too_large_for_the_topic_is_refused_and_the_retrainer_goes_on() {
+    let (Some(_), Some((dir, store))) = (adult_dir(), store_with_v1()) else {
+        return;
+    };
+    let kafka = test_kafka(2).await;
+    if kafka.is_embedded() {
+        eprintln!("skipping: topic limits need a real broker (KAFKA_BROKERS)");
+        return;
+    }
+    let s = &kafka.settings;
+    let (events, on_retrain) = recorder();
+    let stop = CancellationToken::new();
+    let config = retrainer_config(s, &store, dir.path().join("rows.jsonl"), "rbig", 300);
+    let running = tokio::spawn(retrainer::run(config, stop.clone(), on_retrain));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read_registry(s).await.unwrap().version_of(Alias::Champion) != Some(1) {
+        assert!(Instant::now() < deadline, "v1 bootstrapped as champion");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The topic now takes no bundle: the next version is refused, and nothing else happens.
+    crate::helpers::set_topic_limit(s, &s.topics.models, 10_000).await;
+    send_rows(s, dir.path(), 0, 300).await;
+    wait_for("a retrain", 60, || !events.lock().unwrap().is_empty()).await;
+    let refused = events.lock().unwrap()[0].clone();
+    assert_eq!(refused.version, 2);
+    assert!(
+        refused.outcome.contains("larger than"),
+        "{}",
+        refused.outcome
+    );
+    assert!(!running.is_finished(), "the retrainer goes on");
+    let registry = read_registry(s).await.unwrap();
+    assert_eq!(registry.versions().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(registry.version_of(Alias::Champion), Some(1));
+    assert_eq!(store.versions().unwrap(), vec![1], "nothing kept locally");
+
+    // With room again, the next retrain is published under the number that was refused.
+    let room = census_stream::kafka::MAX_MESSAGE_BYTES + (1 << 20);
+    crate::helpers::set_topic_limit(s, &s.topics.models, room).await;
+    send_rows(s, dir.path(), 300, 300).await;
+    wait_for("a second retrain", 60, || events.lock().unwrap().len() == 2).await;
+    stop.cancel();
+    assert_eq!(running.await.unwrap().unwrap().versions, vec![2]);
+    let registry = read_registry(s).await.unwrap();
+    assert_eq!(registry.versions().collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(registry.version_of(Alias::Champion), Some(2));
+}
