@@ -41,6 +41,13 @@ pub const PREDICTOR_LINGER: Duration = Duration::ZERO;
 /// The retrainer's linger: it is not latency-bound, and fewer fsyncs are cheaper.
 pub const RETRAINER_LINGER: Duration = Duration::from_millis(20);
 
+/// How long a group member that stopped heartbeating keeps its partitions: a dead predictor
+/// that is not restarted is replaced within about this long (plus a rebalance). Kafka's own
+/// default is 45 s; the broker's minimum is 6 s.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a group member heartbeats (a third of the session timeout or less).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Labeled rows between two retrains.
 pub const RETRAIN_EVERY: NonZeroUsize = nz(1000);
 /// Hyperparameter evaluations of `initialize` and of a retrain.

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod data;
 pub mod defaults;
 pub mod demo;
+pub mod fault;
 pub mod features;
 pub mod gate;
 pub mod hyper;

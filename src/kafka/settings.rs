@@ -168,7 +168,20 @@ impl KafkaSettings {
     /// A consumer with manual offset commits, starting from the earliest offset when its group
     /// has none.
     pub fn consumer(&self, group: &str) -> Result<StreamConsumer, BrokerError> {
+        self.member(group, None)
+    }
+
+    /// A consumer of `group` as [`Self::consumer`]; with an `instance_id`, a static member
+    /// (KIP-345): restarted with the same id within the session timeout, it takes its partitions
+    /// back at once, without a rebalance.
+    pub fn member(
+        &self,
+        group: &str,
+        instance_id: Option<&str>,
+    ) -> Result<StreamConsumer, BrokerError> {
         let fetch_max = (MAX_MESSAGE_BYTES + (1 << 20)).to_string();
+        let session = defaults::SESSION_TIMEOUT.as_millis().to_string();
+        let heartbeat = defaults::HEARTBEAT_INTERVAL.as_millis().to_string();
         let mut c = self.client(&[
             ("group.id", group),
             ("enable.auto.commit", "false"),
@@ -180,7 +193,12 @@ impl KafkaSettings {
             ("fetch.wait.max.ms", "10"),
             ("fetch.max.bytes", &fetch_max),
             ("max.partition.fetch.bytes", &fetch_max),
+            ("session.timeout.ms", &session),
+            ("heartbeat.interval.ms", &heartbeat),
         ]);
+        if let Some(id) = instance_id {
+            c.set("group.instance.id", id);
+        }
         for (k, v) in &self.consumer_extra {
             c.set(k, v);
         }

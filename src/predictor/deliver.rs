@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use futures::future::join_all;
+use futures::stream::{FuturesOrdered, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::future_producer::Delivery;
@@ -143,7 +144,16 @@ pub async fn deliver(
     });
     let mut delivered = Delivered::default();
     let mut stand_ins = Vec::new();
-    for (result, outcome) in join_all(sends).await.into_iter().zip(outcomes) {
+    let mut results = Vec::with_capacity(outcomes.len());
+    let mut sends: FuturesOrdered<_> = sends.collect();
+    while let Some(result) = sends.next().await {
+        if results.is_empty() {
+            // Some of the batch is acknowledged, the rest not yet.
+            crate::fault::point("mid_delivery");
+        }
+        results.push(result);
+    }
+    for (result, outcome) in results.into_iter().zip(outcomes) {
         match (result, outcome) {
             (Ok(_), Outcome::Prediction { .. }) => delivered.predictions += 1,
             (Ok(_), Outcome::DeadLetter { .. }) => delivered.dead_letters += 1,

@@ -33,6 +33,9 @@ pub struct PredictorConfig {
     pub kafka: KafkaSettings,
     /// Consumer group shared by all predictor instances.
     pub group: String,
+    /// A stable name for this instance in the group (`group.instance.id`): a static member,
+    /// which takes its partitions back at once when restarted. None: a dynamic member.
+    pub instance_id: Option<String>,
     /// Local bundles to start from, if any (the newest on `census.models` wins when newer).
     pub store: Option<BundleStore>,
     pub max_batch: NonZeroUsize,
@@ -47,6 +50,7 @@ impl PredictorConfig {
         PredictorConfig {
             kafka,
             group: defaults::PREDICTOR_GROUP.into(),
+            instance_id: None,
             store: None,
             max_batch: defaults::MAX_BATCH,
             linger: defaults::PREDICTOR_LINGER,
@@ -155,7 +159,11 @@ pub async fn run(
         }
     }
 
-    let consumer: Arc<StreamConsumer> = Arc::new(config.kafka.consumer(&config.group)?);
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        config
+            .kafka
+            .member(&config.group, config.instance_id.as_deref())?,
+    );
     consumer
         .subscribe(&[&config.kafka.topics.requests])
         .map_err(BrokerError::from)?;

@@ -52,6 +52,9 @@ pub enum Promotion {
 pub struct RetrainerConfig {
     pub kafka: KafkaSettings,
     pub group: String,
+    /// A stable name for this instance in the group (`group.instance.id`): a static member,
+    /// which takes its partitions back at once when restarted. None: a dynamic member.
+    pub instance_id: Option<String>,
     /// Folder with adult.data (the base training rows) and adult.test (the offline check).
     pub data_dir: PathBuf,
     pub fetch: Fetch,
@@ -77,6 +80,7 @@ impl RetrainerConfig {
     pub fn new(kafka: KafkaSettings, store: BundleStore) -> Self {
         RetrainerConfig {
             group: defaults::RETRAINER_GROUP.into(),
+            instance_id: None,
             data_dir: defaults::DATA_DIR.into(),
             fetch: Fetch::default(),
             rows_file: store.models_dir().join(defaults::ROWS_FILE),
@@ -200,7 +204,11 @@ pub async fn run(
         config.retrain_every
     );
 
-    let consumer: Arc<StreamConsumer> = Arc::new(config.kafka.consumer(&config.group)?);
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        config
+            .kafka
+            .member(&config.group, config.instance_id.as_deref())?,
+    );
     consumer
         .subscribe(&[&config.kafka.topics.requests])
         .map_err(BrokerError::from)?;

@@ -215,7 +215,11 @@ impl RowLog {
             }
         }
         if added > 0 {
-            self.file.write_all(&buf)?;
+            // Two writes, so that a crash between them (a fault point) leaves a torn line.
+            let half = buf.len() / 2;
+            self.file.write_all(&buf[..half])?;
+            crate::fault::point("rows_mid_write");
+            self.file.write_all(&buf[half..])?;
             self.file.sync_data()?;
         }
         Ok(added)

@@ -14,6 +14,7 @@ use std::time::Duration;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use tokio_util::sync::CancellationToken;
 
+use crate::fault;
 use crate::kafka::{next_offsets, BrokerError, InMessage};
 
 /// A service's work on each batch.
@@ -107,6 +108,7 @@ async fn serve<W: Worker>(
             },
         };
         let batch = fill_batch(consumer, batching, first).await;
+        fault::point("after_fetch");
         let (w, batch, output) = tokio::task::spawn_blocking(move || {
             let output = worker.step(&batch);
             (worker, batch, output)
@@ -114,8 +116,11 @@ async fn serve<W: Worker>(
         .await
         .map_err(BrokerError::from)?;
         worker = w;
+        fault::point("after_step");
         worker.deliver(output?).await?;
+        fault::point("after_acks");
         store_offsets(consumer, &batch, &batching.name)?;
+        fault::point("after_store");
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
             tracing::debug!("{}: commit: {e}", batching.name);
         }
