@@ -163,7 +163,7 @@ broker_answers() {
     ${limit[@]+"${limit[@]}"} "$JAVA" -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
         -Dlog4j2.configurationFile="$CONF_DIR/tools-log4j2.properties" \
         -cp "$JAR_DIR/*" org.apache.kafka.tools.BrokerApiVersionsCommand \
-        --bootstrap-server "$HOST:$PORT" 2>/dev/null | grep -q "(id: 1 "
+        --bootstrap-server "$HOST:$PORT" 2>/dev/null | grep "(id: 1 " >/dev/null
 }
 
 # "x (commit y)" from the broker's "Kafka version: x" / "Kafka commitId: y"
@@ -318,7 +318,10 @@ cmd_start() {
             tail -n 20 "$console" >&2 || true
             die "the broker exited during start-up; see $LOG_DIR/server.log and $console"
         fi
-        if [ "$started" = 0 ] && new_log "$log_start" | grep -q 'Kafka Server started'; then
+        # grep without -q reads to the end: with -q it would stop at the match, and `tail` in
+        # new_log would die of SIGPIPE, failing the pipeline (pipefail) when a restart on old
+        # data has logged more than a pipe holds after the line.
+        if [ "$started" = 0 ] && new_log "$log_start" | grep 'Kafka Server started' >/dev/null; then
             started=1
         fi
         if [ "$started" = 1 ] && broker_answers; then

@@ -5,3 +5,5 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 cargo fmt --all -- --check
 cargo clippy --release --all-targets -- -D warnings
+# The fault suite is not a default test target (test = false): lint it by name.
+cargo clippy --release --test faults -- -D warnings

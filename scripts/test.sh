@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # README's test command: the whole suite on the embedded broker, then the end-to-end stream and
-# registry tests again on a real Apache Kafka broker, either the one KAFKA_BROKERS names or a local one that this
-# script starts (scripts/kafka-local.sh, with its own ports and a fresh data folder) and always
-# stops, also when a test fails. Release build: training in debug mode is too slow to test.
+# registry tests again on a real Apache Kafka broker, either the one KAFKA_BROKERS names or a local
+# one that this script starts (scripts/kafka-local.sh, with its own ports and a fresh data folder)
+# and always stops, also when a test fails; then, on that local broker only, the fault suite
+# (tests/faults: SIGKILLed services and broker). Release build: training in debug mode is too
+# slow to test.
 # Installs the build prerequisites it can, see scripts/env.sh.
 #
 #   scripts/test.sh [cargo test arguments]    (they apply to the embedded stage)
@@ -29,9 +31,20 @@ fi
 [ "$stages" != embedded ] || exit 0
 
 brokers="${KAFKA_BROKERS:-}"
+own_broker=0
 if [ -z "$brokers" ]; then
     cs_start_test_broker "${CENSUS_TEST_KAFKA_PORT:-19092}"
     brokers="$CS_TEST_BROKERS"
+    own_broker=1
 fi
 echo "== end-to-end stream, registry, gate and process tests on the real Kafka broker at $brokers"
 KAFKA_BROKERS="$brokers" cargo test --release --test suite -- stream:: registry:: process:: gate:: poison::
+
+# The fault suite kills and restarts the broker: only one this script started is its to kill.
+if [ "$own_broker" = 1 ]; then
+    echo "== fault suite on the real Kafka broker: SIGKILLed predictors, a SIGKILLed broker"
+    KAFKA_BROKERS="$brokers" cargo test --release --test faults -- --test-threads=1 --nocapture
+else
+    echo "== fault suite NOT run: it kills and restarts the broker, so it needs the one this" \
+        "script starts (unset KAFKA_BROKERS)"
+fi

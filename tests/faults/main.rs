@@ -1,0 +1,334 @@
+//! The fault suite: the real binaries as child processes on a real Kafka broker, killed with
+//! SIGKILL at named points and at random moments, the broker itself killed and restarted, group
+//! members added and killed under load. The oracle reads every topic to its end: every request
+//! has a prediction or a dead letter, a commit never passes an unanswered request, duplicates
+//! stay within kills × max batch, the group ends at lag 0. Each scenario prints its figures.
+//!
+//! Run by `scripts/test.sh` on its real broker (`cargo test --release --test faults`), one
+//! scenario at a time: they kill processes and the broker.
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::{
+    committed, first_after, now_ms, oracle, predictor, report, scenario_settings, stream,
+    wait_for_lag_zero, wait_until, Broker,
+};
+
+/// The predictor's default batch bound: duplicates after a kill are at most one batch a kill
+/// (the batch in hand, answered but not committed).
+const MAX_BATCH: usize = 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_predictor_killed_at_each_named_point_and_restarted_at_once_loses_nothing() {
+    let broker = Broker::from_env();
+    let work = tempfile::tempdir().unwrap();
+    for point in [
+        "after_fetch",
+        "after_step",
+        "mid_delivery",
+        "after_acks",
+        "after_store",
+    ] {
+        let s = scenario_settings(&broker, 3).await;
+        let group = format!("{}-{point}", s.topics.requests);
+        let fault = format!("{point}:30");
+        let mut first = predictor(&s, work.path(), &group, "p1", Some(&fault));
+        let sending = stream(&s, 4000, 1000.0, Duration::from_secs(60));
+        // The predictor kills itself at the point, on its 30th batch.
+        tokio::task::block_in_place(|| {
+            wait_until(&format!("the kill at {point}"), 60, || first.exited())
+        });
+        let killed_ms = now_ms();
+        let killed_at = Instant::now();
+        let at_kill = committed(&s, &group).await;
+        let mut second = predictor(&s, work.path(), &group, "p1", None);
+        let summary = sending.await.unwrap();
+        wait_for_lag_zero(&s, &group, 60).await.unwrap();
+        second.sigterm_and_wait();
+
+        let v = oracle(&s).await;
+        let recovered =
+            first_after(&v, killed_ms).map(|t| Duration::from_millis((t - killed_ms) as u64));
+        let recovery = recovered.expect("predictions after the kill");
+        report(&format!("predictor SIGKILL {point}"), &v, 1, &[recovery]);
+        assert!(
+            first.log().contains(&format!("fault point {point}")),
+            "{}",
+            first.log()
+        );
+        assert_eq!(v.requests, 4000);
+        assert!(
+            v.lost.is_empty(),
+            "{point}: lost {:?}",
+            &v.lost[..v.lost.len().min(5)]
+        );
+        assert!(
+            v.duplicates <= MAX_BATCH,
+            "{point}: {} duplicates",
+            v.duplicates
+        );
+        assert!(
+            v.unanswered_below(&at_kill).is_empty(),
+            "{point}: committed past unanswered requests: {:?}",
+            v.unanswered_below(&at_kill)
+        );
+        assert!(summary.missing.is_empty());
+        assert!(
+            recovery < Duration::from_secs(5),
+            "{point}: predictions resumed {recovery:?} after the kill ({:?} after the restart)",
+            killed_at.elapsed()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_predictor_killed_at_random_moments_and_restarted_at_once_loses_nothing() {
+    let broker = Broker::from_env();
+    let work = tempfile::tempdir().unwrap();
+    let s = scenario_settings(&broker, 6).await;
+    let group = &format!("{}-group", s.topics.requests);
+    let mut current = predictor(&s, work.path(), group, "p1", None);
+    let sending = stream(&s, 20_000, 2000.0, Duration::from_secs(60));
+    let mut kills = Vec::new();
+    let mut unanswered_committed = Vec::new();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..4 {
+        let pause = Duration::from_millis(800 + rand::random::<u64>() % 1700);
+        tokio::time::sleep(pause).await;
+        current.sigkill();
+        kills.push(now_ms());
+        let at_kill = committed(&s, group).await;
+        current = predictor(&s, work.path(), group, "p1", None);
+        unanswered_committed.push(at_kill);
+    }
+    let summary = sending.await.unwrap();
+    wait_for_lag_zero(&s, group, 60).await.unwrap();
+    current.sigterm_and_wait();
+
+    let v = oracle(&s).await;
+    let recovery: Vec<Duration> = kills
+        .iter()
+        .map(|&k| {
+            let t = first_after(&v, k).expect("predictions after each kill");
+            Duration::from_millis((t - k) as u64)
+        })
+        .collect();
+    report(
+        "predictor SIGKILL at random moments",
+        &v,
+        kills.len(),
+        &recovery,
+    );
+    assert_eq!(v.requests, 20_000);
+    assert!(
+        v.lost.is_empty(),
+        "lost {:?}",
+        &v.lost[..v.lost.len().min(5)]
+    );
+    assert!(v.duplicates <= kills.len() * MAX_BATCH);
+    for at_kill in &unanswered_committed {
+        assert!(v.unanswered_below(at_kill).is_empty());
+    }
+    assert!(summary.missing.is_empty());
+    for r in &recovery {
+        assert!(*r < Duration::from_secs(5), "recovery {recovery:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_killed_and_restarted_on_its_data_loses_nothing() {
+    let broker = Broker::from_env();
+    let work = tempfile::tempdir().unwrap();
+    let s = scenario_settings(&broker, 3).await;
+    let group = &format!("{}-group", s.topics.requests);
+    let mut p = predictor(&s, work.path(), group, "p1", None);
+    let sending = stream(&s, 10_000, 1000.0, Duration::from_secs(120));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let down = Instant::now();
+    tokio::task::block_in_place(|| broker.kill());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| broker.start());
+    let back_ms = now_ms();
+    eprintln!("broker down for {:.1} s", down.elapsed().as_secs_f64());
+    let summary = sending.await.unwrap();
+    if let Err(e) = wait_for_lag_zero(&s, group, 120).await {
+        panic!("{e}; the predictor's log:\n{}", p.log());
+    }
+    assert!(
+        !p.exited(),
+        "the predictor rode out the outage:\n{}",
+        p.log()
+    );
+    p.sigterm_and_wait();
+
+    let v = oracle(&s).await;
+    let recovery = first_after(&v, back_ms)
+        .map(|t| Duration::from_millis((t - back_ms).max(0) as u64))
+        .expect("predictions after the broker came back");
+    report("broker SIGKILL and restart", &v, 1, &[recovery]);
+    assert_eq!(v.requests, 10_000);
+    assert!(
+        v.lost.is_empty(),
+        "lost {:?}",
+        &v.lost[..v.lost.len().min(5)]
+    );
+    assert!(v.duplicates <= MAX_BATCH);
+    assert!(summary.missing.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predictors_added_and_one_killed_for_good_under_load_lose_nothing() {
+    let broker = Broker::from_env();
+    let work = tempfile::tempdir().unwrap();
+    let s = scenario_settings(&broker, 6).await;
+    let group = &format!("{}-group", s.topics.requests);
+    let mut a = predictor(&s, work.path(), group, "a", None);
+    let mut b = predictor(&s, work.path(), group, "b", None);
+    let sending = stream(&s, 24_000, 1500.0, Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut c = predictor(&s, work.path(), group, "c", None);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    b.sigkill();
+    let killed_ms = now_ms();
+    let at_kill = committed(&s, group).await;
+    let summary = sending.await.unwrap();
+    wait_for_lag_zero(&s, group, 60).await.unwrap();
+    a.sigterm_and_wait();
+    c.sigterm_and_wait();
+
+    let v = oracle(&s).await;
+    // The dead member's partitions go to the others when its session times out: the longest
+    // silence of any partition after the kill says how long that took.
+    let recovery = partition_silence_after(&v, killed_ms);
+    report(
+        "predictor added, then one SIGKILLed for good",
+        &v,
+        1,
+        &[recovery],
+    );
+    assert_eq!(v.requests, 24_000);
+    assert!(
+        v.lost.is_empty(),
+        "lost {:?}",
+        &v.lost[..v.lost.len().min(5)]
+    );
+    assert!(v.duplicates <= MAX_BATCH);
+    assert!(v.unanswered_below(&at_kill).is_empty());
+    assert!(summary.missing.is_empty());
+    let bound = census_stream::defaults::SESSION_TIMEOUT + Duration::from_secs(5);
+    assert!(recovery < bound, "the others took over after {recovery:?}");
+}
+
+/// The longest a request waited for its prediction among those sent after `after_ms`: with
+/// a dead member, its partitions' requests wait until the group gives them to the others.
+fn partition_silence_after(v: &harness::Verdict, after_ms: i64) -> Duration {
+    let worst = v
+        .waits_ms()
+        .filter(|&(sent, _)| sent > after_ms)
+        .map(|(_, wait)| wait)
+        .max()
+        .unwrap_or(0);
+    Duration::from_millis(worst.max(0) as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retrainer_killed_mid_write_and_mid_search_keeps_each_row_once() {
+    use census_stream::registry::{load_bundle, read_registry, Alias};
+    use census_stream::retrainer::RowLog;
+
+    let broker = Broker::from_env();
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    harness::store_copy(&store);
+    let s = scenario_settings(&broker, 3).await;
+    let group = &format!("{}-retrainer", s.topics.requests);
+    let rows_file = store.join("rows.jsonl");
+    let mut args = harness::kafka_flags(&s);
+    args.extend([
+        format!("--group={group}"),
+        "--instance-id=r1".to_owned(),
+        format!("--models-dir={}", store.join("models").display()),
+        format!(
+            "--processors-dir={}",
+            store.join("dataprocessors").display()
+        ),
+        format!("--data-dir={}", harness::data_dir().display()),
+        format!("--rows-file={}", rows_file.display()),
+        "--retrain-every=400".to_owned(),
+        "--max-evals=2".to_owned(),
+        "--threads=1".to_owned(),
+    ]);
+    let retrainer = |fault: Option<&str>| {
+        harness::spawn(
+            env!("CARGO_BIN_EXE_retrainer"),
+            &args,
+            work.path(),
+            "retrainer",
+            fault,
+        )
+    };
+    let mut kills = 0;
+    // Killed in the middle of its third write to the rows file: a torn line.
+    let mut r = retrainer(Some("rows_mid_write:3"));
+    let sending = stream(&s, 1500, 500.0, Duration::from_millis(1));
+    tokio::task::block_in_place(|| wait_until("the kill mid-write", 60, || r.exited()));
+    assert!(
+        r.log().contains("fault point rows_mid_write"),
+        "{}",
+        r.log()
+    );
+    kills += 1;
+    let mut r = retrainer(None);
+    // Killed in the middle of a search.
+    tokio::task::block_in_place(|| {
+        wait_until("a search", 120, || r.log().contains("retraining after v"))
+    });
+    r.sigkill();
+    kills += 1;
+    let mut r = retrainer(None);
+    sending.await.unwrap();
+    let expected = harness::labeled_requests(&s).await;
+    tokio::task::block_in_place(|| {
+        wait_until(
+            "every labeled row stored and a version published",
+            180,
+            || {
+                std::fs::read_to_string(&rows_file).map_or(0, |t| t.lines().count())
+                    >= expected.len()
+                    && r.log().contains("stored and published")
+            },
+        )
+    });
+    if let Err(e) = wait_for_lag_zero(&s, group, 60).await {
+        panic!("{e}; the retrainer's log:\n{}", r.log());
+    }
+    r.sigterm_and_wait();
+
+    // The rows file reopens and holds each labeled request once.
+    let log = RowLog::open(&rows_file).expect("the rows file reopens");
+    let stored: Vec<(i32, i64)> = log.rows().iter().map(|r| (r.partition, r.offset)).collect();
+    let unique: std::collections::BTreeSet<_> = stored.iter().copied().collect();
+    assert_eq!(stored.len(), unique.len(), "a row stored twice");
+    assert_eq!(
+        unique, expected,
+        "the rows file holds exactly the labeled requests"
+    );
+    // Versions only increase on the topic, and its champion is a complete bundle.
+    let records = harness::read_registry_records(&s).await;
+    let versions: Vec<u32> = records
+        .iter()
+        .filter_map(|(k, _)| k.strip_prefix("bundle/v")?.parse().ok())
+        .collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+    let registry = read_registry(&s).await.unwrap();
+    let champion = registry.version_of(Alias::Champion).expect("a champion");
+    let payload = registry.bundle(champion).expect("the champion's bundle");
+    load_bundle(champion, payload).expect("the champion loads");
+    eprintln!(
+        "fault suite | retrainer SIGKILL mid-write and mid-search: labeled rows {}, kills {kills}, \
+         lost 0, stored twice 0, versions {versions:?}, champion v{champion}",
+        expected.len()
+    );
+}
