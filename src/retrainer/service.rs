@@ -506,11 +506,16 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
     }
 
     /// Waits for the retrain in progress to finish (cancel-safe: awaiting a `&mut JoinHandle`
-    /// loses nothing, and the result is kept with no await after it); without one, until the
+    /// loses nothing, and the result is kept with no await after it); without one, returns at
+    /// once if a retrain is due (a restart over enough stored rows), else waits until the
     /// minimum gap or the time trigger's period ends, when a retrain held back may be due with
     /// no new record to say so.
     async fn background(&mut self) {
         let Some(task) = self.training.as_mut() else {
+            if self.due().is_some() {
+                // Due already (a restart over enough stored rows): no record needs to come.
+                return;
+            }
             return match self.next_look() {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
                 None => std::future::pending().await,

@@ -287,20 +287,23 @@ async fn the_retrainer_killed_mid_write_and_mid_search_keeps_each_row_once() {
     });
     r.sigkill();
     kills += 1;
-    let mut r = retrainer(None);
+    // Restarted after the stream ended: with every row stored already, a retrain must start
+    // with no new record to prompt it.
     sending.await.unwrap();
+    let mut r = retrainer(None);
     let expected = harness::labeled_requests(&s).await;
-    tokio::task::block_in_place(|| {
-        wait_until(
-            "every labeled row stored and a version published",
-            180,
-            || {
-                std::fs::read_to_string(&rows_file).map_or(0, |t| t.lines().count())
-                    >= expected.len()
-                    && r.log().contains("stored and published")
-            },
-        )
-    });
+    let lines = || std::fs::read_to_string(&rows_file).map_or(0, |t| t.lines().count());
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while lines() < expected.len() || !r.log().contains("stored and published") {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} rows stored; the retrainer's log:\n{}",
+            lines(),
+            expected.len(),
+            r.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     if let Err(e) = wait_for_lag_zero(&s, group, 60).await {
         panic!("{e}; the retrainer's log:\n{}", r.log());
     }

@@ -421,3 +421,35 @@ async fn a_version_too_large_for_the_topic_is_refused_and_the_retrainer_goes_on(
     assert_eq!(registry.versions().collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(registry.version_of(Alias::Champion), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrainer_restarted_over_enough_stored_rows_retrains_without_a_new_record() {
+    let (Some(_), Some((dir, store))) = (adult_dir(), store_with_v1()) else {
+        return;
+    };
+    let kafka = test_kafka(2).await;
+    let s = &kafka.settings;
+    let rows = dir.path().join("rows.jsonl");
+    let (events, on_retrain) = recorder();
+    let stop = CancellationToken::new();
+    let config = retrainer_config(s, &store, rows.clone(), "rdue", 10_000);
+    let first = tokio::spawn(retrainer::run(config, stop.clone(), on_retrain));
+    send_rows(s, dir.path(), 0, 300).await;
+    wait_for("the rows stored", 30, || lines_in(&rows) >= 300).await;
+    stop.cancel();
+    assert!(first.await.unwrap().unwrap().versions.is_empty());
+    assert!(events.lock().unwrap().is_empty());
+
+    // Restarted with a threshold the stored rows already meet, and every record committed:
+    // no record will come to prompt the retrain that is due.
+    let (events, on_retrain) = recorder();
+    let stop = CancellationToken::new();
+    let config = retrainer_config(s, &store, rows.clone(), "rdue", 300);
+    let second = tokio::spawn(retrainer::run(config, stop.clone(), on_retrain));
+    wait_for("a retrain with no new record", 60, || {
+        !events.lock().unwrap().is_empty()
+    })
+    .await;
+    stop.cancel();
+    assert_eq!(second.await.unwrap().unwrap().versions, vec![2]);
+}

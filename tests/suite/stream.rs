@@ -536,3 +536,50 @@ async fn missing_topics_are_created_with_their_settings() {
     let limits = s.max_message_bytes(&[&s.topics.dlq]).await;
     assert_eq!(limits, [census_stream::kafka::DLQ_MAX_MESSAGE_BYTES]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_revoked_while_its_batch_lingers_does_not_stop_the_predictor() {
+    let (Some(test_file), Some((_dir, store))) = (adult_test(), store_with_v1()) else {
+        return;
+    };
+    let kafka = test_kafka(4).await;
+    let stop = CancellationToken::new();
+    // A holds each batch for 4 s: the rebalance that B's arrival starts lands inside one.
+    let mut a = PredictorConfig::new(kafka.settings.clone());
+    a.store = Some(store.clone());
+    a.linger = Duration::from_secs(4);
+    a.max_batch = 100_000.try_into().unwrap();
+    a.name = "lingering".into();
+    let first = tokio::spawn(predictor::run(a, stop.clone()));
+
+    let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::Uci(test_file));
+    prod.limit = Some(1000);
+    prod.rate = Rate::new(100.0).unwrap();
+    prod.show_per_sec = 0;
+    prod.wait = Duration::from_secs(60);
+    let sending = tokio::spawn(producer::run(prod, CancellationToken::new()));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut b = PredictorConfig::new(kafka.settings.clone());
+    b.store = Some(store);
+    b.name = "newcomer".into();
+    let second = tokio::spawn(predictor::run(b, stop.clone()));
+
+    let summary = sending.await.unwrap().unwrap();
+    assert!(
+        !first.is_finished(),
+        "the lingering predictor still serves: {:?}",
+        first.await
+    );
+    stop.cancel();
+    let a = first
+        .await
+        .unwrap()
+        .expect("the lingering predictor stops cleanly");
+    let b = second.await.unwrap().unwrap();
+    assert!(summary.missing.is_empty(), "every request answered");
+    assert_eq!(summary.predicted, 1000);
+    assert!(
+        a.predicted > 0 && b.predicted > 0,
+        "both served: {a:?} {b:?}"
+    );
+}
