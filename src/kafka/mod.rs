@@ -46,4 +46,12 @@ pub enum BrokerError {
     Stalled { topic: String, waited: Duration },
     #[error("a Kafka metadata request's thread failed")]
     Join(#[from] tokio::task::JoinError),
+    #[error(
+        "the consumer hit a fatal error ({code}: {reason}); it can consume no more: restart \
+         the service"
+    )]
+    FatalConsumer {
+        code: RDKafkaErrorCode,
+        reason: String,
+    },
 }

@@ -101,6 +101,12 @@ async fn serve<W: Worker>(
             m = consumer.recv() => match m {
                 Ok(m) => InMessage::from_borrowed(&m),
                 Err(e) => {
+                    // A fatal error (e.g. a static member fenced after its session expired in a
+                    // long broker outage) leaves a consumer that never delivers again: the
+                    // service ends, so that its supervisor restarts it, instead of hanging.
+                    if let Some((code, reason)) = consumer.client().fatal_error() {
+                        return Err(BrokerError::FatalConsumer { code, reason }.into());
+                    }
                     tracing::warn!("{}: consumer error: {e}", batching.name);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;

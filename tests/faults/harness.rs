@@ -410,6 +410,15 @@ pub async fn committed(s: &KafkaSettings, group: &str) -> BTreeMap<i32, i64> {
         .collect()
 }
 
+/// The group's lag on the requests topic: records not committed yet.
+pub async fn lag(s: &KafkaSettings, group: &str) -> i64 {
+    let ends = s.end_offsets(&s.topics.requests).await.unwrap();
+    let c = committed(s, group).await;
+    ends.iter()
+        .map(|(p, e)| e - c.get(p).copied().unwrap_or(0))
+        .sum()
+}
+
 /// Waits until the group has committed every request (lag 0); returns how long it took.
 pub async fn wait_for_lag_zero(
     s: &KafkaSettings,
@@ -417,18 +426,8 @@ pub async fn wait_for_lag_zero(
     secs: u64,
 ) -> Result<Duration, String> {
     let started = Instant::now();
-    let ends: BTreeMap<i32, i64> = s
-        .end_offsets(&s.topics.requests)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
     loop {
-        let c = committed(s, group).await;
-        let lag: i64 = ends
-            .iter()
-            .map(|(p, e)| e - c.get(p).copied().unwrap_or(0))
-            .sum();
+        let lag = lag(s, group).await;
         if lag == 0 {
             return Ok(started.elapsed());
         }

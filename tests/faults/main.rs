@@ -153,14 +153,25 @@ async fn the_broker_killed_and_restarted_on_its_data_loses_nothing() {
     let back_ms = now_ms();
     eprintln!("broker down for {:.1} s", down.elapsed().as_secs_f64());
     let summary = sending.await.unwrap();
-    if let Err(e) = wait_for_lag_zero(&s, group, 120).await {
-        panic!("{e}; the predictor's log:\n{}", p.log());
+    // A static member whose session expired while the broker was down may be fenced: the
+    // predictor then ends with an error instead of hanging, and its supervisor (this test)
+    // restarts it.
+    let mut restarts = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while harness::lag(&s, group).await > 0 {
+        if p.exited() {
+            assert!(p.log().contains("fatal error"), "{}", p.log());
+            p = predictor(&s, work.path(), group, "p1", None);
+            restarts += 1;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lag left; the predictor's log:\n{}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(
-        !p.exited(),
-        "the predictor rode out the outage:\n{}",
-        p.log()
-    );
+    eprintln!("predictor restarts after the outage: {restarts}");
     p.sigterm_and_wait();
 
     let v = oracle(&s).await;
