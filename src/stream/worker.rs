@@ -101,17 +101,17 @@ async fn serve<W: Worker>(
             m = consumer.recv() => match m {
                 Ok(m) => InMessage::from_borrowed(&m),
                 Err(e) => {
-                    // A fatal error (e.g. a static member fenced after its session expired in a
-                    // long broker outage) leaves a consumer that never delivers again: the
-                    // service ends, so that its supervisor restarts it, instead of hanging.
-                    if let Some((code, reason)) = consumer.client().fatal_error() {
-                        return Err(BrokerError::FatalConsumer { code, reason }.into());
-                    }
+                    check_fatal(consumer)?;
                     tracing::warn!("{}: consumer error: {e}", batching.name);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
+            // The consumer may fail for good without a record or an error to say so.
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                check_fatal(consumer)?;
+                continue;
+            }
         };
         let batch = fill_batch(consumer, batching, first).await;
         fault::point("after_fetch");
@@ -131,6 +131,16 @@ async fn serve<W: Worker>(
         worker.after_commit().await?;
     }
     Ok(worker)
+}
+
+/// A fatal error (e.g. a static member fenced after its session expired in a long broker
+/// outage) leaves a consumer that never delivers again: the service ends with it, so that its
+/// supervisor restarts it, instead of hanging.
+fn check_fatal(consumer: &StreamConsumer) -> Result<(), BrokerError> {
+    match consumer.client().fatal_error() {
+        Some((code, reason)) => Err(BrokerError::FatalConsumer { code, reason }),
+        None => Ok(()),
+    }
 }
 
 /// Commits the stored offsets and waits for the broker's answer, on a blocking thread. An
