@@ -96,6 +96,16 @@ pub fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A folder for one scenario's files and service logs, kept under the target folder after the
+/// run (`CARGO_TARGET_TMPDIR/faults`) so that a failure can be read afterwards.
+pub fn work_dir(scenario: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("faults")
+        .join(format!("{scenario}-{}", now_ms()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 pub fn now_ms() -> i64 {
     census_stream::stream::messages::now_ms()
 }

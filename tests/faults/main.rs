@@ -23,7 +23,7 @@ const MAX_BATCH: usize = 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_predictor_killed_at_each_named_point_and_restarted_at_once_loses_nothing() {
     let broker = Broker::from_env();
-    let work = tempfile::tempdir().unwrap();
+    let work = harness::work_dir("named-points");
     for point in [
         "after_fetch",
         "after_step",
@@ -34,7 +34,7 @@ async fn a_predictor_killed_at_each_named_point_and_restarted_at_once_loses_noth
         let s = scenario_settings(&broker, 3).await;
         let group = format!("{}-{point}", s.topics.requests);
         let fault = format!("{point}:30");
-        let mut first = predictor(&s, work.path(), &group, "p1", Some(&fault));
+        let mut first = predictor(&s, work.as_path(), &group, "p1", Some(&fault));
         let sending = stream(&s, 4000, 1000.0, Duration::from_secs(60));
         // The predictor kills itself at the point, on its 30th batch.
         tokio::task::block_in_place(|| {
@@ -43,7 +43,7 @@ async fn a_predictor_killed_at_each_named_point_and_restarted_at_once_loses_noth
         let killed_ms = now_ms();
         let killed_at = Instant::now();
         let at_kill = committed(&s, &group).await;
-        let mut second = predictor(&s, work.path(), &group, "p1", None);
+        let mut second = predictor(&s, work.as_path(), &group, "p1", None);
         let summary = sending.await.unwrap();
         wait_for_lag_zero(&s, &group, 60).await.unwrap();
         second.sigterm_and_wait();
@@ -86,10 +86,10 @@ async fn a_predictor_killed_at_each_named_point_and_restarted_at_once_loses_noth
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_predictor_killed_at_random_moments_and_restarted_at_once_loses_nothing() {
     let broker = Broker::from_env();
-    let work = tempfile::tempdir().unwrap();
+    let work = harness::work_dir("random");
     let s = scenario_settings(&broker, 6).await;
     let group = &format!("{}-group", s.topics.requests);
-    let mut current = predictor(&s, work.path(), group, "p1", None);
+    let mut current = predictor(&s, work.as_path(), group, "p1", None);
     let sending = stream(&s, 20_000, 2000.0, Duration::from_secs(60));
     let mut kills = Vec::new();
     let mut unanswered_committed = Vec::new();
@@ -100,7 +100,7 @@ async fn a_predictor_killed_at_random_moments_and_restarted_at_once_loses_nothin
         current.sigkill();
         kills.push(now_ms());
         let at_kill = committed(&s, group).await;
-        current = predictor(&s, work.path(), group, "p1", None);
+        current = predictor(&s, work.as_path(), group, "p1", None);
         unanswered_committed.push(at_kill);
     }
     let summary = sending.await.unwrap();
@@ -140,11 +140,13 @@ async fn a_predictor_killed_at_random_moments_and_restarted_at_once_loses_nothin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_killed_and_restarted_on_its_data_loses_nothing() {
     let broker = Broker::from_env();
-    let work = tempfile::tempdir().unwrap();
+    let work = harness::work_dir("broker");
     let s = scenario_settings(&broker, 3).await;
     let group = &format!("{}-group", s.topics.requests);
-    let mut p = predictor(&s, work.path(), group, "p1", None);
-    let sending = stream(&s, 10_000, 1000.0, Duration::from_secs(120));
+    let mut p = predictor(&s, work.as_path(), group, "p1", None);
+    // Long enough for a predictor that Kafka fenced during the outage to be restarted (see
+    // README: about two minutes in that case).
+    let sending = stream(&s, 10_000, 1000.0, Duration::from_secs(300));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let down = Instant::now();
     tokio::task::block_in_place(|| broker.kill());
@@ -157,11 +159,11 @@ async fn the_broker_killed_and_restarted_on_its_data_loses_nothing() {
     // predictor then ends with an error instead of hanging, and its supervisor (this test)
     // restarts it.
     let mut restarts = 0;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(300);
     while harness::lag(&s, group).await > 0 {
         if p.exited() {
             assert!(p.log().contains("fatal error"), "{}", p.log());
-            p = predictor(&s, work.path(), group, "p1", None);
+            p = predictor(&s, work.as_path(), group, "p1", None);
             restarts += 1;
         }
         assert!(
@@ -192,14 +194,14 @@ async fn the_broker_killed_and_restarted_on_its_data_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn predictors_added_and_one_killed_for_good_under_load_lose_nothing() {
     let broker = Broker::from_env();
-    let work = tempfile::tempdir().unwrap();
+    let work = harness::work_dir("members");
     let s = scenario_settings(&broker, 6).await;
     let group = &format!("{}-group", s.topics.requests);
-    let mut a = predictor(&s, work.path(), group, "a", None);
-    let mut b = predictor(&s, work.path(), group, "b", None);
+    let mut a = predictor(&s, work.as_path(), group, "a", None);
+    let mut b = predictor(&s, work.as_path(), group, "b", None);
     let sending = stream(&s, 24_000, 1500.0, Duration::from_secs(60));
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut c = predictor(&s, work.path(), group, "c", None);
+    let mut c = predictor(&s, work.as_path(), group, "c", None);
     tokio::time::sleep(Duration::from_secs(4)).await;
     b.sigkill();
     let killed_ms = now_ms();
@@ -250,8 +252,8 @@ async fn the_retrainer_killed_mid_write_and_mid_search_keeps_each_row_once() {
     use census_stream::retrainer::RowLog;
 
     let broker = Broker::from_env();
-    let work = tempfile::tempdir().unwrap();
-    let store = work.path().join("store");
+    let work = harness::work_dir("retrainer");
+    let store = work.as_path().join("store");
     harness::store_copy(&store);
     let s = scenario_settings(&broker, 3).await;
     let group = &format!("{}-retrainer", s.topics.requests);
@@ -275,7 +277,7 @@ async fn the_retrainer_killed_mid_write_and_mid_search_keeps_each_row_once() {
         harness::spawn(
             env!("CARGO_BIN_EXE_retrainer"),
             &args,
-            work.path(),
+            work.as_path(),
             "retrainer",
             fault,
         )
