@@ -65,6 +65,9 @@ impl KafkaSettings {
     /// counts as Kafka's default, with a warning (without one on the embedded broker, which has
     /// no DescribeConfigs).
     pub async fn max_message_bytes(&self, topics: &[&str]) -> Vec<usize> {
+        if !self.describes_configs {
+            return vec![KAFKA_DEFAULT_MAX_MESSAGE_BYTES; topics.len()];
+        }
         let read = async {
             let admin: AdminClient<DefaultClientContext> = self.client(&[]).create()?;
             let specs: Vec<_> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
@@ -80,30 +83,21 @@ impl KafkaSettings {
                     .collect::<Vec<_>>(),
             )
         };
-        let found = if !self.describes_configs {
+        let found = read.await.unwrap_or_else(|e| {
+            tracing::warn!("reading the topics' max.message.bytes: {e}");
             Vec::new()
-        } else {
-            match read.await {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::warn!("reading the topics' max.message.bytes: {e}");
-                    Vec::new()
-                }
-            }
-        };
+        });
         topics
             .iter()
             .enumerate()
-            .map(|(i, topic)| match found.get(i).copied().flatten() {
-                Some(n) => n,
-                None if !self.describes_configs => KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
-                None => {
+            .map(|(i, topic)| {
+                found.get(i).copied().flatten().unwrap_or_else(|| {
                     tracing::warn!(
                         "{topic}: max.message.bytes unknown; assuming Kafka's default \
                          {KAFKA_DEFAULT_MAX_MESSAGE_BYTES}"
                     );
                     KAFKA_DEFAULT_MAX_MESSAGE_BYTES
-                }
+                })
             })
             .collect()
     }

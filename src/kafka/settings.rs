@@ -114,36 +114,40 @@ impl KafkaSettings {
     /// An idempotent producer: every message acknowledged by all in-sync replicas, no duplicates
     /// from retries, sent at once (no linger: latency matters more than batching here).
     pub fn producer(&self) -> Result<FutureProducer, BrokerError> {
-        let max = MAX_MESSAGE_BYTES.to_string();
-        Ok(self
-            .client(&[
-                ("enable.idempotence", "true"),
-                ("acks", "all"),
-                ("linger.ms", "0"),
-                ("message.max.bytes", &max),
-            ])
-            .create()?)
+        self.idempotent_producer(MAX_MESSAGE_BYTES, None)
     }
 
     /// An idempotent producer as [`Self::producer`] for topics with these `max.message.bytes`
     /// limits: its batches stay within the smallest, so small records batched together never
     /// exceed a topic's limit, and a record over the largest fails at once, locally.
     pub fn producer_within(&self, limits: &[usize]) -> Result<FutureProducer, BrokerError> {
-        let (Some(&smallest), Some(&largest)) = (limits.iter().min(), limits.iter().max()) else {
-            return self.producer();
-        };
-        // Room for the record batch's own header in each produce request.
-        let batch = smallest.saturating_sub(128).clamp(1, 1_000_000).to_string();
-        let max = largest.max(1000).to_string();
-        Ok(self
-            .client(&[
-                ("enable.idempotence", "true"),
-                ("acks", "all"),
-                ("linger.ms", "0"),
-                ("message.max.bytes", &max),
-                ("batch.size", &batch),
-            ])
-            .create()?)
+        match (limits.iter().min(), limits.iter().max()) {
+            // Room for the record batch's own header in each produce request.
+            (Some(&smallest), Some(&largest)) => self.idempotent_producer(
+                largest.max(1000),
+                Some(smallest.saturating_sub(128).clamp(1, 1_000_000)),
+            ),
+            _ => self.producer(),
+        }
+    }
+
+    fn idempotent_producer(
+        &self,
+        max_message: usize,
+        batch: Option<usize>,
+    ) -> Result<FutureProducer, BrokerError> {
+        let max = max_message.to_string();
+        let batch = batch.map(|b| b.to_string());
+        let mut settings = vec![
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "0"),
+            ("message.max.bytes", max.as_str()),
+        ];
+        if let Some(b) = &batch {
+            settings.push(("batch.size", b.as_str()));
+        }
+        Ok(self.client(&settings).create()?)
     }
 
     /// The producer of `census.models`: bundles are large text, compressed with lz4. With a

@@ -21,7 +21,6 @@ pub struct Publisher {
     /// Replaced after a failed transaction (see [`Publisher::renew`]).
     producer: std::sync::Mutex<FutureProducer>,
     settings: KafkaSettings,
-    topic: String,
     transactional_id: String,
 }
 
@@ -40,7 +39,6 @@ impl Publisher {
         Ok(Publisher {
             producer: std::sync::Mutex::new(producer),
             settings: settings.clone(),
-            topic: settings.topics.models.clone(),
             transactional_id: transactional_id.to_owned(),
         })
     }
@@ -94,7 +92,9 @@ impl Publisher {
             .map_err(|e| fenced_or(e, Some(&producer), &id))?;
         let sends = records.iter().map(|(key, payload)| {
             producer.send(
-                FutureRecord::to(&self.topic).key(key).payload(payload),
+                FutureRecord::to(&self.settings.topics.models)
+                    .key(key)
+                    .payload(payload),
                 TXN_TIMEOUT,
             )
         });
@@ -138,7 +138,7 @@ impl Publisher {
         for (key, payload) in &records {
             tracing::info!(
                 "published {key} on {} ({} bytes)",
-                self.topic,
+                self.settings.topics.models,
                 payload.len()
             );
         }

@@ -203,39 +203,36 @@ pub async fn retrain(
         .publisher
         .publish(Some(&files), std::slice::from_ref(&alias))
         .await;
-    if let Err(RegistryError::TooLarge { bytes, .. }) = published {
-        let outcome = format!(
-            "v{version} refused: its bundle record ({bytes} bytes) is larger than {} accepts \
-             (max.message.bytes)",
-            trainer.config.kafka.topics.models
-        );
-        tracing::error!("retrainer: {outcome}; it is neither published nor kept");
-        return Ok(Retrained {
-            event: RetrainEvent {
-                version,
-                rows: total_rows,
-                started_at_ms,
-                finished_at_ms: now_ms(),
-                cv_log_loss: files.manifest.cv.log_loss,
-                outcome,
-                trigger,
-            },
-            manifest: files.manifest,
-            verdict: Verdict::TooLarge,
-            from_offsets: stream.offsets,
-        });
-    }
-    published?;
-    let champion_now = matches!(verdict, Verdict::Champion(_));
-    let files = tokio::task::spawn_blocking(move || {
-        store.put(&files)?;
-        if champion_now {
-            store.promote(version)?;
+    let (verdict, outcome, manifest) = match published {
+        Err(RegistryError::TooLarge { bytes, .. }) => {
+            let outcome = format!(
+                "v{version} refused: its bundle record ({bytes} bytes) is larger than {} \
+                 accepts (max.message.bytes)",
+                trainer.config.kafka.topics.models
+            );
+            tracing::error!("retrainer: {outcome}; it is neither published nor kept");
+            (Verdict::TooLarge, outcome, files.manifest)
         }
-        Ok::<_, RetrainerError>(files)
-    })
-    .await??;
-    let manifest = files.manifest;
+        published => {
+            published?;
+            let champion_now = matches!(verdict, Verdict::Champion(_));
+            let files = tokio::task::spawn_blocking(move || {
+                store.put(&files)?;
+                if champion_now {
+                    store.promote(version)?;
+                }
+                Ok::<_, RetrainerError>(files)
+            })
+            .await??;
+            tracing::info!(
+                "retrainer: v{version} stored and published ({outcome}; CV log loss {:.5}) in \
+                 {:.1} s",
+                files.manifest.cv.log_loss,
+                started.elapsed().as_secs_f64()
+            );
+            (verdict, outcome, files.manifest)
+        }
+    };
     let event = RetrainEvent {
         version,
         rows: total_rows,
@@ -245,12 +242,6 @@ pub async fn retrain(
         outcome,
         trigger,
     };
-    tracing::info!(
-        "retrainer: v{version} stored and published ({}; CV log loss {:.5}) in {:.1} s",
-        event.outcome,
-        manifest.cv.log_loss,
-        started.elapsed().as_secs_f64()
-    );
     Ok(Retrained {
         event,
         manifest,

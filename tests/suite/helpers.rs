@@ -176,3 +176,18 @@ pub async fn set_topic_limit(s: &KafkaSettings, topic: &str, bytes: usize) {
         r.expect("max.message.bytes altered");
     }
 }
+
+/// A message's headers as text, by name.
+pub fn headers_of(m: &impl rdkafka::message::Message) -> std::collections::HashMap<String, String> {
+    use rdkafka::message::Headers;
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    let v = String::from_utf8_lossy(h.value.unwrap_or_default());
+                    (h.key.to_string(), v.into_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -7,11 +7,11 @@ use std::time::Duration;
 use census_stream::kafka::KafkaSettings;
 use census_stream::predictor::{self, PredictorConfig};
 use rdkafka::consumer::StreamConsumer;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{set_topic_limit, store_with_v1, test_kafka};
+use crate::helpers::{headers_of, set_topic_limit, store_with_v1, test_kafka};
 
 const GOOD: &str = r#"{"request_id": "ID", "sent_at_ms": 1, "income_bracket": ">50K", "record": {"age": 52, "workclass": "Self-emp-inc", "fnlwgt": 287927, "education": "HS-grad", "education_num": 9, "marital_status": "Married-civ-spouse", "occupation": "Exec-managerial", "relationship": "Wife", "race": "White", "sex": "Female", "capital_gain": 15024, "capital_loss": 0, "hours_per_week": 40, "native_country": "United-States"}}"#;
 
@@ -36,17 +36,7 @@ async fn read(s: &KafkaSettings, topic: &str, n: usize) -> Vec<Got> {
             .await
             .unwrap_or_else(|_| panic!("{topic}: {} of {n} messages arrived", out.len()))
             .unwrap();
-        let headers: HashMap<String, String> = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        let v = String::from_utf8_lossy(h.value.unwrap_or_default());
-                        (h.key.to_string(), v.into_owned())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = headers_of(&m);
         let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
         let payload_len = m.payload().map_or(0, <[u8]>::len);
         let size = key.len()

@@ -9,7 +9,7 @@ use census_stream::producer::{self, Input, ProducerConfig};
 use census_stream::retrainer::{self, Event, Promotion, RetrainEvent, RetrainerConfig};
 use census_stream::settings::Rate;
 use rdkafka::consumer::StreamConsumer;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 
@@ -192,19 +192,7 @@ async fn every_bad_record_lands_in_the_dlq_with_its_reason_and_bytes() {
             .await
             .expect("dead letters arrive")
             .unwrap();
-        let headers: std::collections::HashMap<String, String> = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_string(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = crate::helpers::headers_of(&m);
         letters.push((m.payload().map(<[u8]>::to_vec), headers));
     }
     stop.cancel();
