@@ -47,6 +47,11 @@ pub const RETRAINER_LINGER: Duration = Duration::from_millis(20);
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a group member heartbeats (a third of the session timeout or less).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the broker lets a transaction stay open before it aborts it. A predictor in
+/// exactly-once mode killed mid-transaction and not restarted holds back `read_committed`
+/// readers of its output partitions, and the next owner of its input partitions, this long. A
+/// batch's transaction takes milliseconds; the same bound as the session timeout.
+pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Labeled rows between two retrains.
 pub const RETRAIN_EVERY: NonZeroUsize = nz(1000);

@@ -37,6 +37,8 @@ pub struct LoadConfig {
     /// Most records a predictor scores in one batch, and how long a batch waits for more.
     pub max_batch: NonZeroUsize,
     pub linger: Duration,
+    /// The predictors run here in exactly-once mode.
+    pub exactly_once: bool,
     /// How long to wait for the last predictions.
     pub wait: Duration,
 }
@@ -105,6 +107,9 @@ pub async fn run(config: LoadConfig, shutdown: CancellationToken) -> Result<Load
             p.max_batch = config.max_batch;
             p.linger = config.linger;
             p.name = format!("predictor-{i}");
+            p.exactly_once = config.exactly_once;
+            // Each its own transactional id.
+            p.instance_id = config.exactly_once.then(|| format!("loadtest-{i}"));
             tokio::spawn(predictor::run(p, services.clone()))
         })
         .collect();

@@ -39,6 +39,9 @@ struct Flags {
     /// Milliseconds a batch waits for more records after its first.
     #[arg(long, default_value_t = defaults::PREDICTOR_LINGER.as_millis() as u64)]
     linger_ms: u64,
+    /// The predictors run here score in exactly-once mode (Kafka transactions).
+    #[arg(long)]
+    exactly_once: bool,
     /// Seconds to wait for the last predictions.
     #[arg(long, default_value_t = loadtest::WAIT_SECS)]
     wait_secs: u64,
@@ -60,20 +63,22 @@ async fn main() -> anyhow::Result<()> {
         predictors: f.predictors,
         max_batch: f.max_batch,
         linger: Duration::from_millis(f.linger_ms),
+        exactly_once: f.exactly_once,
         wait: Duration::from_secs(f.wait_secs),
     };
     let report = run(config, shutdown_on_signals())
         .await
         .context("load test failed")?;
     println!(
-        "\n=== load test: {} records, rate {}, broker {}, {} predictor(s) here ===",
+        "\n=== load test: {} records, rate {}, broker {}, {} predictor(s) here{} ===",
         f.records,
         match f.rate.per_sec() {
             Some(r) => format!("{r} records/s"),
             None => "as fast as possible".into(),
         },
         f.kafka.brokers.as_deref().unwrap_or("embedded"),
-        f.predictors
+        f.predictors,
+        if f.exactly_once { ", exactly-once" } else { "" }
     );
     print!("{}", report.text());
     println!(

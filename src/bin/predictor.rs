@@ -31,6 +31,12 @@ struct Flags {
     /// (e.g. its host name in a StatefulSet); two running with one name fence each other.
     #[arg(long, env = "CENSUS_INSTANCE_ID")]
     instance_id: Option<String>,
+    /// Exactly-once: each batch's predictions, dead letters and offsets in one Kafka
+    /// transaction, as transactional id `<group>-<instance id>`, so that a `read_committed`
+    /// reader of census.predictions sees every request answered once, crashes included.
+    /// Needs --instance-id. Costs throughput and latency (see README).
+    #[arg(long, requires = "instance_id")]
+    exactly_once: bool,
     /// Most records scored in one batch.
     #[arg(long, default_value_t = defaults::MAX_BATCH, value_parser = positive)]
     max_batch: NonZeroUsize,
@@ -47,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = PredictorConfig::new(flags.kafka.settings());
     config.group = flags.group;
     config.instance_id = flags.instance_id;
+    config.exactly_once = flags.exactly_once;
     config.max_batch = flags.max_batch;
     config.linger = Duration::from_millis(flags.linger_ms);
     config.store = (!flags.no_local_bundle).then(|| flags.store.store());

@@ -41,6 +41,7 @@ impl EmbeddedBroker {
         s.consumer_extra
             .insert("heartbeat.interval.ms".into(), "500".into());
         s.describes_configs = false;
+        s.transactional_offsets = false;
         s
     }
 }

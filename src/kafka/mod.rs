@@ -7,6 +7,7 @@ mod assign;
 pub mod embedded;
 mod message;
 mod settings;
+mod transactions;
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ pub use admin::{DLQ_MAX_MESSAGE_BYTES, KAFKA_DEFAULT_MAX_MESSAGE_BYTES};
 pub use embedded::{kafka_or_embedded, EmbeddedBroker};
 pub use message::{next_offsets, InMessage};
 pub use settings::{check_extra_setting, KafkaSettings, Topics, MAX_MESSAGE_BYTES};
+pub use transactions::{is_fencing_error, Transactions, TXN_CALL_TIMEOUT};
 
 /// What can go wrong talking to Kafka.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,11 @@ pub enum BrokerError {
     Stalled { topic: String, waited: Duration },
     #[error("a Kafka metadata request's thread failed")]
     Join(#[from] tokio::task::JoinError),
+    #[error(
+        "another producer with transactional id {0} took over (an instance with the same id \
+         started): this one stops"
+    )]
+    Fenced(String),
     #[error(
         "the consumer hit a fatal error ({code}: {reason}); it can consume no more: restart \
          the service"

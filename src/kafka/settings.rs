@@ -84,6 +84,9 @@ pub struct KafkaSettings {
     /// Whether the cluster answers DescribeConfigs (the embedded broker does not: asking it
     /// only waits for a timeout).
     pub describes_configs: bool,
+    /// Whether the cluster commits a consumer group's offsets with a transaction (the embedded
+    /// broker accepts them and forgets them, and shows aborted records: no exactly-once there).
+    pub transactional_offsets: bool,
 }
 
 impl KafkaSettings {
@@ -95,6 +98,7 @@ impl KafkaSettings {
             extra: BTreeMap::new(),
             consumer_extra: BTreeMap::new(),
             describes_configs: true,
+            transactional_offsets: true,
         }
     }
 
@@ -114,20 +118,41 @@ impl KafkaSettings {
     /// An idempotent producer: every message acknowledged by all in-sync replicas, no duplicates
     /// from retries, sent at once (no linger: latency matters more than batching here).
     pub fn producer(&self) -> Result<FutureProducer, BrokerError> {
-        self.idempotent_producer(MAX_MESSAGE_BYTES, None)
+        self.idempotent_producer(MAX_MESSAGE_BYTES, None, None)
     }
 
     /// An idempotent producer as [`Self::producer`] for topics with these `max.message.bytes`
     /// limits: its batches stay within the smallest, so small records batched together never
     /// exceed a topic's limit, and a record over the largest fails at once, locally.
     pub fn producer_within(&self, limits: &[usize]) -> Result<FutureProducer, BrokerError> {
+        self.producer_for(limits, None)
+    }
+
+    /// A producer as [`Self::producer_within`] that writes in transactions as
+    /// `transactional_id` (see [`super::Transactions`]). A transaction left open by a killed
+    /// process blocks `read_committed` readers of its partitions until the broker aborts it:
+    /// [`defaults::TRANSACTION_TIMEOUT`] bounds that wait.
+    pub fn transactional_producer_within(
+        &self,
+        limits: &[usize],
+        transactional_id: &str,
+    ) -> Result<FutureProducer, BrokerError> {
+        self.producer_for(limits, Some(transactional_id))
+    }
+
+    fn producer_for(
+        &self,
+        limits: &[usize],
+        transactional_id: Option<&str>,
+    ) -> Result<FutureProducer, BrokerError> {
         match (limits.iter().min(), limits.iter().max()) {
             // Room for the record batch's own header in each produce request.
             (Some(&smallest), Some(&largest)) => self.idempotent_producer(
                 largest.max(1000),
                 Some(smallest.saturating_sub(128).clamp(1, 1_000_000)),
+                transactional_id,
             ),
-            _ => self.producer(),
+            _ => self.idempotent_producer(MAX_MESSAGE_BYTES, None, transactional_id),
         }
     }
 
@@ -135,9 +160,11 @@ impl KafkaSettings {
         &self,
         max_message: usize,
         batch: Option<usize>,
+        transactional_id: Option<&str>,
     ) -> Result<FutureProducer, BrokerError> {
         let max = max_message.to_string();
         let batch = batch.map(|b| b.to_string());
+        let txn_timeout = defaults::TRANSACTION_TIMEOUT.as_millis().to_string();
         let mut settings = vec![
             ("enable.idempotence", "true"),
             ("acks", "all"),
@@ -146,6 +173,10 @@ impl KafkaSettings {
         ];
         if let Some(b) = &batch {
             settings.push(("batch.size", b.as_str()));
+        }
+        if let Some(id) = transactional_id {
+            settings.push(("transactional.id", id));
+            settings.push(("transaction.timeout.ms", txn_timeout.as_str()));
         }
         Ok(self.client(&settings).create()?)
     }

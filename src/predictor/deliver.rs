@@ -29,8 +29,13 @@ pub const MAX_DETAIL_BYTES: usize = 1024;
 /// Longest copied key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 
-/// Room left in a record for the batch's and the record's own framing.
+/// Room left in a dead letter for the batch's and the record's own framing (headers' lengths
+/// included).
 const FRAMING_BYTES: usize = 512;
+
+/// Room left in a prediction (no headers) for the batch's and the record's own framing: a
+/// record batch's header is 61 bytes, a record's own about 20.
+const PREDICTION_FRAMING_BYTES: usize = 128;
 
 /// A dead letter as it goes on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,44 +112,98 @@ fn cut_text(text: &str, max: usize) -> String {
     format!("{}{MARK}", &text[..end])
 }
 
-/// Sends every outcome and waits until the broker acknowledged all of them. `dlq_max_bytes`:
-/// the dead-letter topic's `max.message.bytes`.
-pub async fn deliver(
-    producer: &FutureProducer,
-    topics: &Topics,
-    outcomes: &[Outcome],
-    dlq_max_bytes: usize,
-) -> Result<Delivered, BrokerError> {
-    let sends = outcomes.iter().map(|o| async move {
-        match o {
-            Outcome::Prediction { key, payload, .. } => {
-                let record = FutureRecord::to(&topics.predictions)
-                    .key(key.as_bytes())
-                    .payload(payload.as_slice());
-                producer.send(record, DELIVERY_TIMEOUT).await
+/// The `max.message.bytes` of the topics a predictor writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub predictions: usize,
+    pub dlq: usize,
+}
+
+/// What goes on the wire for one outcome.
+enum Output<'a> {
+    Prediction {
+        key: &'a str,
+        payload: &'a [u8],
+        source: &'a (String, i32, i64),
+    },
+    DeadLetter(DeadLetterRecord),
+}
+
+impl<'a> Output<'a> {
+    /// A prediction that cannot fit its topic becomes an `undeliverable` dead letter at once:
+    /// in a transaction, a record the broker refuses would fail the whole batch every time.
+    fn of(outcome: &'a Outcome, limits: Limits) -> Self {
+        match outcome {
+            Outcome::Prediction {
+                key,
+                payload,
+                source,
+            } if key.len() + payload.len() + PREDICTION_FRAMING_BYTES > limits.predictions => {
+                Output::DeadLetter(dead_letter_record(
+                    Some(key.as_bytes()),
+                    None,
+                    Fault::Undeliverable,
+                    &format!(
+                        "the prediction was refused before sending: {} bytes, more than the \
+                         predictions topic allows ({} bytes)",
+                        key.len() + payload.len(),
+                        limits.predictions
+                    ),
+                    source,
+                    limits.dlq,
+                ))
             }
+            Outcome::Prediction {
+                key,
+                payload,
+                source,
+            } => Output::Prediction {
+                key,
+                payload,
+                source,
+            },
             Outcome::DeadLetter {
                 key,
                 payload,
                 fault,
                 detail,
                 source,
-            } => {
-                let record = dead_letter_record(
-                    key.as_deref(),
-                    payload.as_deref(),
-                    *fault,
-                    detail,
-                    source,
-                    dlq_max_bytes,
-                );
-                send_dead_letter(producer, &topics.dlq, record).await
+            } => Output::DeadLetter(dead_letter_record(
+                key.as_deref(),
+                payload.as_deref(),
+                *fault,
+                detail,
+                source,
+                limits.dlq,
+            )),
+        }
+    }
+}
+
+/// Sends every outcome and waits until the broker acknowledged all of them.
+pub async fn deliver(
+    producer: &FutureProducer,
+    topics: &Topics,
+    outcomes: &[Outcome],
+    limits: Limits,
+) -> Result<Delivered, BrokerError> {
+    let outputs: Vec<Output<'_>> = outcomes.iter().map(|o| Output::of(o, limits)).collect();
+    let sends = outputs.iter().map(|o| async move {
+        match o {
+            Output::Prediction { key, payload, .. } => {
+                let record = FutureRecord::to(&topics.predictions)
+                    .key(key.as_bytes())
+                    .payload(*payload);
+                producer.send(record, DELIVERY_TIMEOUT).await
+            }
+            Output::DeadLetter(record) => {
+                send_dead_letter(producer, &topics.dlq, record.clone()).await
             }
         }
     });
     let mut delivered = Delivered::default();
     let mut stand_ins = Vec::new();
-    let mut results = Vec::with_capacity(outcomes.len());
+    let mut results = Vec::with_capacity(outputs.len());
     let mut sends: FuturesOrdered<_> = sends.collect();
     while let Some(result) = sends.next().await {
         if results.is_empty() {
@@ -153,11 +212,11 @@ pub async fn deliver(
         }
         results.push(result);
     }
-    for (result, outcome) in results.into_iter().zip(outcomes) {
-        match (result, outcome) {
-            (Ok(_), Outcome::Prediction { .. }) => delivered.predictions += 1,
-            (Ok(_), Outcome::DeadLetter { .. }) => delivered.dead_letters += 1,
-            (Err((e, _)), Outcome::Prediction { key, source, .. }) if refused_for_itself(&e) => {
+    for (result, output) in results.into_iter().zip(&outputs) {
+        match (result, output) {
+            (Ok(_), Output::Prediction { .. }) => delivered.predictions += 1,
+            (Ok(_), Output::DeadLetter(_)) => delivered.dead_letters += 1,
+            (Err((e, _)), Output::Prediction { key, source, .. }) if refused_for_itself(&e) => {
                 tracing::warn!(
                     "the prediction of {}/{} offset {} was refused ({e}); dead-lettering it",
                     source.0,
@@ -170,7 +229,7 @@ pub async fn deliver(
                     Fault::Undeliverable,
                     &format!("the prediction was refused: {e}"),
                     source,
-                    dlq_max_bytes,
+                    limits.dlq,
                 );
                 stand_ins.push(send_dead_letter(producer, &topics.dlq, record));
             }
@@ -189,6 +248,13 @@ pub async fn deliver(
 pub struct Delivered {
     pub predictions: u64,
     pub dead_letters: u64,
+}
+
+impl std::ops::AddAssign for Delivered {
+    fn add_assign(&mut self, other: Delivered) {
+        self.predictions += other.predictions;
+        self.dead_letters += other.dead_letters;
+    }
 }
 
 async fn send_dead_letter(

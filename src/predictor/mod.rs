@@ -18,14 +18,14 @@ use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use deliver::{dead_letter_record, deliver, DeadLetterRecord, Delivered};
+pub use deliver::{dead_letter_record, deliver, DeadLetterRecord, Delivered, Limits};
 pub use step::{score_batch, Outcome, Predictor};
 
 use crate::bundle::BundleStore;
 use crate::defaults;
-use crate::kafka::{BrokerError, InMessage, KafkaSettings, Topics};
+use crate::kafka::{BrokerError, InMessage, KafkaSettings, Topics, Transactions};
 use crate::registry::{self, champion_version, serve_alone, CurrentServing};
-use crate::stream::worker::{self, Batching, Worker};
+use crate::stream::worker::{self, Batching, Guarantee, Worker};
 
 /// Settings of one predictor instance.
 #[derive(Debug, Clone)]
@@ -41,6 +41,9 @@ pub struct PredictorConfig {
     pub max_batch: NonZeroUsize,
     /// How long a batch waits for more records after its first.
     pub linger: Duration,
+    /// Each batch's predictions, dead letters and offsets in one Kafka transaction, as
+    /// transactional id `<group>-<instance_id>` (needs `instance_id`).
+    pub exactly_once: bool,
     /// Name in logs.
     pub name: String,
 }
@@ -54,6 +57,7 @@ impl PredictorConfig {
             store: None,
             max_batch: defaults::MAX_BATCH,
             linger: defaults::PREDICTOR_LINGER,
+            exactly_once: false,
             name: "predictor".into(),
         }
     }
@@ -77,15 +81,40 @@ pub enum PredictorError {
     FollowerStopped(#[source] Option<BrokerError>),
     #[error("loading the local bundle failed")]
     Join(#[from] tokio::task::JoinError),
+    #[error("exactly-once mode needs an instance id (its transactional id is built from it)")]
+    NoInstanceId,
+    #[error(
+        "exactly-once mode needs a real Kafka broker: the embedded one does not commit offsets \
+         in transactions"
+    )]
+    NoTransactionalOffsets,
+}
+
+/// Where a predictor's outputs go.
+enum Sender {
+    /// An idempotent producer (at-least-once).
+    Plain(FutureProducer),
+    /// The transactional producer whose transactions the worker loop opens and commits.
+    Transactional(Arc<Transactions>),
+}
+
+impl Sender {
+    fn producer(&self) -> FutureProducer {
+        match self {
+            Sender::Plain(p) => p.clone(),
+            Sender::Transactional(t) => t.producer(),
+        }
+    }
 }
 
 /// The predictor as the worker loop runs it: score, then send and await acknowledgements.
 struct Service {
     predictor: Predictor,
-    producer: FutureProducer,
+    sender: Sender,
     topics: Topics,
-    /// The dead-letter topic's `max.message.bytes`.
-    dlq_max_bytes: usize,
+    limits: Limits,
+    /// Delivered in the batch in hand, counted once its offsets are committed.
+    pending: Delivered,
     stats: PredictorStats,
 }
 
@@ -98,7 +127,17 @@ impl Worker for Service {
     }
 
     async fn deliver(&mut self, outcomes: Vec<Outcome>) -> Result<(), PredictorError> {
-        let done = deliver(&self.producer, &self.topics, &outcomes, self.dlq_max_bytes).await?;
+        let producer = self.sender.producer();
+        self.pending = deliver(&producer, &self.topics, &outcomes, self.limits).await?;
+        Ok(())
+    }
+
+    fn on_abort(&mut self) {
+        self.pending = Delivered::default();
+    }
+
+    async fn after_commit(&mut self) -> Result<(), PredictorError> {
+        let done = std::mem::take(&mut self.pending);
         self.stats.predicted += done.predictions;
         self.stats.dead_lettered += done.dead_letters;
         self.stats.batches += 1;
@@ -114,6 +153,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<PredictorStats, PredictorError> {
     let name = config.name.clone();
+    if config.exactly_once {
+        if !config.kafka.transactional_offsets {
+            return Err(PredictorError::NoTransactionalOffsets);
+        }
+        if config.instance_id.is_none() {
+            return Err(PredictorError::NoInstanceId);
+        }
+    }
     config.kafka.ensure_topics().await?;
     let current = CurrentServing::default();
     if let Some(store) = config.store.clone() {
@@ -159,6 +206,36 @@ pub async fn run(
         }
     }
 
+    let topics = &config.kafka.topics;
+    let limits = config
+        .kafka
+        .max_message_bytes(&[&topics.predictions, &topics.dlq])
+        .await;
+    // The transactional producer first: its start aborts what a killed predictor with the same
+    // id left open, before this one reads the partitions that transaction held.
+    let (sender, guarantee) = match config.exactly_once {
+        false => (
+            Sender::Plain(config.kafka.producer_within(&limits)?),
+            Guarantee::AtLeastOnce,
+        ),
+        true => {
+            let instance = config
+                .instance_id
+                .as_deref()
+                .ok_or(PredictorError::NoInstanceId)?;
+            let id = format!("{}-{instance}", config.group);
+            let (kafka, l, i) = (config.kafka.clone(), limits.clone(), id.clone());
+            let txn = Arc::new(
+                Transactions::start(&id, move || kafka.transactional_producer_within(&l, &i))
+                    .await?,
+            );
+            tracing::info!("{name}: exactly-once, as transactional id {id}");
+            (
+                Sender::Transactional(txn.clone()),
+                Guarantee::ExactlyOnce(txn),
+            )
+        }
+    };
     let consumer: Arc<StreamConsumer> = Arc::new(
         config
             .kafka
@@ -167,16 +244,15 @@ pub async fn run(
     consumer
         .subscribe(&[&config.kafka.topics.requests])
         .map_err(BrokerError::from)?;
-    let topics = &config.kafka.topics;
-    let limits = config
-        .kafka
-        .max_message_bytes(&[&topics.predictions, &topics.dlq])
-        .await;
     let service = Service {
         predictor: Predictor::new(current),
-        producer: config.kafka.producer_within(&limits)?,
+        sender,
         topics: config.kafka.topics.clone(),
-        dlq_max_bytes: limits[1],
+        limits: Limits {
+            predictions: limits[0],
+            dlq: limits[1],
+        },
+        pending: Delivered::default(),
         stats: PredictorStats::default(),
     };
     let batching = Batching {
@@ -184,7 +260,7 @@ pub async fn run(
         max_batch: config.max_batch,
         linger: config.linger,
     };
-    let result = worker::run(&consumer, &batching, service, &shutdown).await;
+    let result = worker::run(&consumer, &batching, &guarantee, service, &shutdown).await;
     consumer.unsubscribe();
     follower_stop.cancel();
     let _ = follower.await;

@@ -33,7 +33,7 @@ use crate::defaults;
 use crate::gate::GateSettings;
 use crate::kafka::{BrokerError, KafkaSettings};
 use crate::registry::{read_registry, Evidence, Publisher, RegistryError};
-use crate::stream::worker::{self, Batching};
+use crate::stream::worker::{self, Batching, Guarantee};
 use crate::train::SearchConfig;
 use crate::triggers::{Fired, Triggers};
 use retrain::Trainer;
@@ -236,7 +236,14 @@ pub async fn run(
     )
     .await?;
     service.apply_gate().await?;
-    let result = worker::run(&consumer, &batching, service, &shutdown).await;
+    let result = worker::run(
+        &consumer,
+        &batching,
+        &Guarantee::AtLeastOnce,
+        service,
+        &shutdown,
+    )
+    .await;
     stop_training.cancel();
     result?.stop().await
 }

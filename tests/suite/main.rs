@@ -2,6 +2,7 @@
 
 mod bundles;
 mod compose;
+mod exactly_once;
 mod flags;
 mod gate;
 mod helpers;

@@ -57,6 +57,21 @@ async fn read(s: &KafkaSettings, topic: &str, n: usize) -> Vec<Got> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_get_dead_letters_that_fit_and_the_stream_goes_on() {
+    poison_records(false).await;
+}
+
+/// In a transaction, one record the broker refuses fails the whole batch, every time it comes
+/// back: each poison record must be dead-lettered before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_get_dead_letters_in_exactly_once_mode_too() {
+    if std::env::var("KAFKA_BROKERS").is_ok_and(|b| !b.is_empty()) {
+        poison_records(true).await;
+    } else {
+        eprintln!("skipping: exactly-once needs a real broker (KAFKA_BROKERS)");
+    }
+}
+
+async fn poison_records(exactly_once: bool) {
     let Some((_dir, store)) = store_with_v1() else {
         return;
     };
@@ -106,6 +121,9 @@ async fn poison_records_get_dead_letters_that_fit_and_the_stream_goes_on() {
     let stop = CancellationToken::new();
     let mut pconf = PredictorConfig::new(s.clone());
     pconf.store = Some(store);
+    pconf.exactly_once = exactly_once;
+    // The suite's tests share the default group: an id of its own.
+    pconf.instance_id = exactly_once.then(|| "poison-eos".into());
     let running = tokio::spawn(predictor::run(pconf, stop.clone()));
 
     let embedded = kafka.is_embedded();

@@ -1,0 +1,135 @@
+//! A transactional producer (Kafka transactions, KIP-98) that the components share: its
+//! `transactional.id` makes one writer at a time, and it can be renewed after a failed
+//! transaction. librdkafka's transaction calls block (they wait for the coordinator), so each
+//! runs on a blocking thread, never on the async runtime.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::TopicPartitionList;
+
+use super::BrokerError;
+
+/// How long a transaction call waits for the coordinator.
+pub const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+type MakeProducer = Box<dyn Fn() -> Result<FutureProducer, BrokerError> + Send + Sync>;
+
+/// A transactional producer and the means to start a fresh one with the same id.
+pub struct Transactions {
+    /// Replaced by [`Transactions::renew`].
+    producer: Mutex<FutureProducer>,
+    make: MakeProducer,
+    id: String,
+}
+
+impl Transactions {
+    /// Creates the producer with `make` (whose configuration must carry `transactional.id` =
+    /// `id`) and initialises its transactions, which aborts what an earlier producer with the
+    /// same id left open and fences that producer.
+    pub async fn start(
+        id: &str,
+        make: impl Fn() -> Result<FutureProducer, BrokerError> + Send + Sync + 'static,
+    ) -> Result<Self, BrokerError> {
+        let producer = init(make()?).await?;
+        Ok(Transactions {
+            producer: Mutex::new(producer),
+            make: Box::new(make),
+            id: id.to_owned(),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The producer in use, to send records in the open transaction.
+    pub fn producer(&self) -> FutureProducer {
+        self.producer.lock().expect("transactions lock").clone()
+    }
+
+    /// Starts a fresh producer with the same id in place of the one in use, fencing it and
+    /// bumping the producer epoch. After a transaction failed on a record, the old producer's
+    /// sequence numbers no longer match the broker's, and its next transaction would wait on the
+    /// coordinator indefinitely; its initialisation also waits for the coordinator to finish
+    /// the old producer's last transaction (committed or aborted).
+    pub async fn renew(&self) -> Result<(), BrokerError> {
+        let fresh = init((self.make)()?).await?;
+        *self.producer.lock().expect("transactions lock") = fresh;
+        tracing::info!("transactional id {}: producer renewed", self.id);
+        Ok(())
+    }
+
+    pub async fn begin(&self) -> Result<(), BrokerError> {
+        let p = self.producer();
+        blocking(move || p.begin_transaction()).await
+    }
+
+    /// Adds a consumer group's offsets to the open transaction (`send_offsets_to_transaction`):
+    /// they are committed with its records or not at all. `group` must be fetched for each
+    /// transaction, so that a member of an older generation is fenced (KIP-447).
+    pub async fn send_offsets(
+        &self,
+        offsets: TopicPartitionList,
+        group: ConsumerGroupMetadata,
+    ) -> Result<(), BrokerError> {
+        let p = self.producer();
+        blocking(move || p.send_offsets_to_transaction(&offsets, &group, TXN_CALL_TIMEOUT)).await
+    }
+
+    pub async fn commit(&self) -> Result<(), BrokerError> {
+        let p = self.producer();
+        blocking(move || p.commit_transaction(TXN_CALL_TIMEOUT)).await
+    }
+
+    /// Aborts the open transaction, if any; best effort (a producer that cannot abort is
+    /// renewed by the caller, which aborts it at the coordinator).
+    pub async fn abort(&self) -> Result<(), BrokerError> {
+        let p = self.producer();
+        blocking(move || p.abort_transaction(TXN_CALL_TIMEOUT)).await
+    }
+
+    /// Whether another producer with the same id took over: this one can write no more.
+    pub fn fenced(&self, error: Option<&BrokerError>) -> bool {
+        error.is_some_and(is_fencing_error)
+            || self
+                .producer()
+                .client()
+                .fatal_error()
+                .is_some_and(|(code, _)| is_fencing(Some(code)))
+    }
+}
+
+/// Whether `error` says another producer with the same transactional id took over.
+pub fn is_fencing_error(error: &BrokerError) -> bool {
+    match error {
+        BrokerError::Client(e) => is_fencing(e.rdkafka_error_code()),
+        _ => false,
+    }
+}
+
+fn is_fencing(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        )
+    )
+}
+
+async fn init(producer: FutureProducer) -> Result<FutureProducer, BrokerError> {
+    let p = producer.clone();
+    blocking(move || p.init_transactions(TXN_CALL_TIMEOUT)).await?;
+    Ok(producer)
+}
+
+async fn blocking(
+    call: impl FnOnce() -> Result<(), KafkaError> + Send + 'static,
+) -> Result<(), BrokerError> {
+    Ok(tokio::task::spawn_blocking(call).await??)
+}
