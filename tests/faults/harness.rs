@@ -243,8 +243,21 @@ pub fn predictor(
     instance: &str,
     fault: Option<&str>,
 ) -> Service {
+    predictor_with(s, work, group, instance, fault, &[])
+}
+
+/// A predictor as [`predictor`], with more flags.
+pub fn predictor_with(
+    s: &KafkaSettings,
+    work: &Path,
+    group: &str,
+    instance: &str,
+    fault: Option<&str>,
+    flags: &[&str],
+) -> Service {
     let v1 = bundle_v1();
     let mut args = kafka_flags(s);
+    args.extend(flags.iter().map(|f| f.to_string()));
     args.extend([
         format!("--group={group}"),
         format!("--instance-id={instance}"),
@@ -289,20 +302,32 @@ struct Read {
     headers: HashMap<String, String>,
 }
 
-/// Every message of `topic`, from its beginning to its end as of now.
+/// Every message of `topic`, from its beginning to its end as of now, as a `read_committed`
+/// reader sees it: records of aborted transactions left out. A transaction's commit marker
+/// takes an offset but never reaches the reader, so the end is the partition's end-of-file
+/// event, not the last offset.
 async fn read_all(s: &KafkaSettings, topic: &str) -> Vec<Read> {
+    let mut s = s.clone();
+    s.consumer_extra
+        .insert("enable.partition.eof".into(), "true".into());
     let ends: BTreeMap<i32, i64> = s.end_offsets(topic).await.unwrap().into_iter().collect();
     let reader: StreamConsumer = s.reader().unwrap();
     s.assign_all(&reader, topic, false).await.unwrap();
-    let mut next: BTreeMap<i32, i64> = ends.keys().map(|&p| (p, 0)).collect();
+    let mut at_end = std::collections::BTreeSet::new();
     let mut out = Vec::new();
-    while next.iter().any(|(p, &o)| o < ends[p]) {
+    while at_end.len() < ends.len() {
         let m = tokio::time::timeout(Duration::from_secs(30), reader.recv())
             .await
-            .unwrap_or_else(|_| panic!("{topic}: read {} messages, then nothing", out.len()))
-            .unwrap();
-        next.insert(m.partition(), m.offset() + 1);
+            .unwrap_or_else(|_| panic!("{topic}: read {} messages, then nothing", out.len()));
+        let m = match m {
+            Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
+                at_end.insert(p);
+                continue;
+            }
+            m => m.unwrap(),
+        };
         if m.offset() >= ends[&m.partition()] {
+            at_end.insert(m.partition());
             continue;
         }
         let headers = m
@@ -394,6 +419,9 @@ impl Verdict {
 }
 
 /// The group's committed offsets on the requests topic (partitions without one are left out).
+/// Offsets in a transaction still open (a killed exactly-once predictor's) do not count: a
+/// `read_uncommitted` client gets the last stable ones at once, where a `read_committed` one
+/// would wait for the transaction to end.
 pub async fn committed(s: &KafkaSettings, group: &str) -> BTreeMap<i32, i64> {
     let ends = s.end_offsets(&s.topics.requests).await.unwrap();
     let mut tpl = TopicPartitionList::new();
@@ -403,6 +431,7 @@ pub async fn committed(s: &KafkaSettings, group: &str) -> BTreeMap<i32, i64> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &s.brokers)
         .set("group.id", group)
+        .set("isolation.level", "read_uncommitted")
         .create()
         .unwrap();
     let got = tokio::task::spawn_blocking(move || {

@@ -12,18 +12,58 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use harness::{
-    committed, first_after, now_ms, oracle, predictor, report, scenario_settings, stream,
-    wait_for_lag_zero, wait_until, Broker,
+    committed, first_after, now_ms, oracle, predictor, predictor_with, report, scenario_settings,
+    stream, wait_for_lag_zero, wait_until, Broker,
 };
 
 /// The predictor's default batch bound: duplicates after a kill are at most one batch a kill
 /// (the batch in hand, answered but not committed).
 const MAX_BATCH: usize = 1024;
 
+/// The predictor's delivery guarantee in a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+impl Mode {
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Mode::AtLeastOnce => &[],
+            Mode::ExactlyOnce => &["--exactly-once"],
+        }
+    }
+
+    /// Most duplicates `kills` may leave: the batch in hand at each, or none in transactions.
+    fn duplicates_bound(self, kills: usize) -> usize {
+        match self {
+            Mode::AtLeastOnce => kills * MAX_BATCH,
+            Mode::ExactlyOnce => 0,
+        }
+    }
+
+    fn label(self, scenario: &str) -> String {
+        match self {
+            Mode::AtLeastOnce => scenario.to_owned(),
+            Mode::ExactlyOnce => format!("exactly-once: {scenario}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_predictor_killed_at_each_named_point_and_restarted_at_once_loses_nothing() {
+    named_points(Mode::AtLeastOnce).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_exactly_once_mode_a_predictor_killed_at_each_named_point_answers_each_request_once() {
+    named_points(Mode::ExactlyOnce).await;
+}
+
+async fn named_points(mode: Mode) {
     let broker = Broker::from_env();
-    let work = harness::work_dir("named-points");
+    let work = harness::work_dir(&mode.label("named-points").replace(": ", "-"));
     for point in [
         "after_fetch",
         "after_step",
@@ -34,7 +74,7 @@ async fn a_predictor_killed_at_each_named_point_and_restarted_at_once_loses_noth
         let s = scenario_settings(&broker, 3).await;
         let group = format!("{}-{point}", s.topics.requests);
         let fault = format!("{point}:30");
-        let mut first = predictor(&s, work.as_path(), &group, "p1", Some(&fault));
+        let mut first = predictor_with(&s, &work, &group, "p1", Some(&fault), mode.flags());
         let sending = stream(&s, 4000, 1000.0, Duration::from_secs(60));
         // The predictor kills itself at the point, on its 30th batch.
         tokio::task::block_in_place(|| {
@@ -43,7 +83,7 @@ async fn a_predictor_killed_at_each_named_point_and_restarted_at_once_loses_noth
         let killed_ms = now_ms();
         let killed_at = Instant::now();
         let at_kill = committed(&s, &group).await;
-        let mut second = predictor(&s, work.as_path(), &group, "p1", None);
+        let mut second = predictor_with(&s, &work, &group, "p1", None, mode.flags());
         let summary = sending.await.unwrap();
         wait_for_lag_zero(&s, &group, 60).await.unwrap();
         second.sigterm_and_wait();
@@ -52,7 +92,12 @@ async fn a_predictor_killed_at_each_named_point_and_restarted_at_once_loses_noth
         let recovered =
             first_after(&v, killed_ms).map(|t| Duration::from_millis((t - killed_ms) as u64));
         let recovery = recovered.expect("predictions after the kill");
-        report(&format!("predictor SIGKILL {point}"), &v, 1, &[recovery]);
+        report(
+            &mode.label(&format!("predictor SIGKILL {point}")),
+            &v,
+            1,
+            &[recovery],
+        );
         assert!(
             first.log().contains(&format!("fault point {point}")),
             "{}",
@@ -65,7 +110,7 @@ async fn a_predictor_killed_at_each_named_point_and_restarted_at_once_loses_noth
             &v.lost[..v.lost.len().min(5)]
         );
         assert!(
-            v.duplicates <= MAX_BATCH,
+            v.duplicates <= mode.duplicates_bound(1),
             "{point}: {} duplicates",
             v.duplicates
         );
@@ -85,11 +130,20 @@ async fn a_predictor_killed_at_each_named_point_and_restarted_at_once_loses_noth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_predictor_killed_at_random_moments_and_restarted_at_once_loses_nothing() {
+    random_kills(Mode::AtLeastOnce).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_exactly_once_mode_a_predictor_killed_at_random_moments_answers_each_request_once() {
+    random_kills(Mode::ExactlyOnce).await;
+}
+
+async fn random_kills(mode: Mode) {
     let broker = Broker::from_env();
-    let work = harness::work_dir("random");
+    let work = harness::work_dir(&mode.label("random").replace(": ", "-"));
     let s = scenario_settings(&broker, 6).await;
     let group = &format!("{}-group", s.topics.requests);
-    let mut current = predictor(&s, work.as_path(), group, "p1", None);
+    let mut current = predictor_with(&s, &work, group, "p1", None, mode.flags());
     let sending = stream(&s, 20_000, 2000.0, Duration::from_secs(60));
     let mut kills = Vec::new();
     let mut unanswered_committed = Vec::new();
@@ -100,7 +154,7 @@ async fn a_predictor_killed_at_random_moments_and_restarted_at_once_loses_nothin
         current.sigkill();
         kills.push(now_ms());
         let at_kill = committed(&s, group).await;
-        current = predictor(&s, work.as_path(), group, "p1", None);
+        current = predictor_with(&s, &work, group, "p1", None, mode.flags());
         unanswered_committed.push(at_kill);
     }
     let summary = sending.await.unwrap();
@@ -116,7 +170,7 @@ async fn a_predictor_killed_at_random_moments_and_restarted_at_once_loses_nothin
         })
         .collect();
     report(
-        "predictor SIGKILL at random moments",
+        &mode.label("predictor SIGKILL at random moments"),
         &v,
         kills.len(),
         &recovery,
@@ -127,7 +181,11 @@ async fn a_predictor_killed_at_random_moments_and_restarted_at_once_loses_nothin
         "lost {:?}",
         &v.lost[..v.lost.len().min(5)]
     );
-    assert!(v.duplicates <= kills.len() * MAX_BATCH);
+    assert!(
+        v.duplicates <= mode.duplicates_bound(kills.len()),
+        "{} duplicates",
+        v.duplicates
+    );
     for at_kill in &unanswered_committed {
         assert!(v.unanswered_below(at_kill).is_empty());
     }
@@ -139,11 +197,20 @@ async fn a_predictor_killed_at_random_moments_and_restarted_at_once_loses_nothin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_killed_and_restarted_on_its_data_loses_nothing() {
+    broker_restart(Mode::AtLeastOnce).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_exactly_once_mode_the_broker_killed_and_restarted_answers_each_request_once() {
+    broker_restart(Mode::ExactlyOnce).await;
+}
+
+async fn broker_restart(mode: Mode) {
     let broker = Broker::from_env();
-    let work = harness::work_dir("broker");
+    let work = harness::work_dir(&mode.label("broker").replace(": ", "-"));
     let s = scenario_settings(&broker, 3).await;
     let group = &format!("{}-group", s.topics.requests);
-    let mut p = predictor(&s, work.as_path(), group, "p1", None);
+    let mut p = predictor_with(&s, &work, group, "p1", None, mode.flags());
     let sending = stream(&s, 10_000, 1000.0, Duration::from_secs(120));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let down = Instant::now();
@@ -160,7 +227,7 @@ async fn the_broker_killed_and_restarted_on_its_data_loses_nothing() {
     loop {
         if p.exited() {
             assert!(p.log().contains("fatal error"), "{}", p.log());
-            p = predictor(&s, &work, group, "p1", None);
+            p = predictor_with(&s, &work, group, "p1", None, mode.flags());
             restarts += 1;
         }
         if sending.is_finished() && harness::lag(&s, group).await == 0 {
@@ -181,14 +248,23 @@ async fn the_broker_killed_and_restarted_on_its_data_loses_nothing() {
     let recovery = first_after(&v, back_ms)
         .map(|t| Duration::from_millis((t - back_ms).max(0) as u64))
         .expect("predictions after the broker came back");
-    report("broker SIGKILL and restart", &v, 1, &[recovery]);
+    report(
+        &mode.label("broker SIGKILL and restart"),
+        &v,
+        1,
+        &[recovery],
+    );
     assert_eq!(v.requests, 10_000);
     assert!(
         v.lost.is_empty(),
         "lost {:?}",
         &v.lost[..v.lost.len().min(5)]
     );
-    assert!(v.duplicates <= MAX_BATCH);
+    assert!(
+        v.duplicates <= mode.duplicates_bound(1),
+        "{} duplicates",
+        v.duplicates
+    );
     assert!(summary.missing.is_empty());
 }
 
