@@ -5,7 +5,7 @@ use crate::data::label_text;
 use crate::kafka::InMessage;
 use crate::registry::{CurrentServing, Serving};
 use crate::stream::decode::{decode_request, Fault, Rejection};
-use crate::stream::messages::{now_ms, Prediction};
+use crate::stream::messages::{now_ms, Prediction, Request};
 
 /// The result of one consumed record.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +71,26 @@ impl Predictor {
     }
 }
 
+/// The outcomes of a batch the model failed to score: each decoded request a `scoring_failed`
+/// dead letter with the model's error, each undecodable one its own.
+fn unscored(
+    batch: &[InMessage],
+    decoded: Vec<Result<Request, Rejection>>,
+    detail: &str,
+) -> Vec<Outcome> {
+    batch
+        .iter()
+        .zip(decoded)
+        .map(|(m, d)| {
+            let rejection = d.err().unwrap_or_else(|| Rejection {
+                fault: Fault::ScoringFailed,
+                detail: detail.to_owned(),
+            });
+            Outcome::dead_letter(m, rejection)
+        })
+        .collect()
+}
+
 /// Scores a batch with the champion (and the challenger in shadow): one outcome per message, in
 /// order. A batch the champion fails to score dead-letters its scorable records with the reason,
 /// rather than stopping the service; a challenger that fails only loses its shadow scores.
@@ -104,17 +124,7 @@ pub fn score_batch(serving: &Serving, batch: &[InMessage]) -> Vec<Outcome> {
         Err(e) => {
             let detail = crate::error_chain(&e);
             tracing::error!("scoring a batch failed: {detail}");
-            return batch
-                .iter()
-                .zip(decoded)
-                .map(|(m, d)| {
-                    let rejection = d.err().unwrap_or_else(|| Rejection {
-                        fault: Fault::ScoringFailed,
-                        detail: detail.clone(),
-                    });
-                    Outcome::dead_letter(m, rejection)
-                })
-                .collect();
+            return unscored(batch, decoded, &detail);
         }
     };
     let mut probabilities = probabilities.into_iter();
@@ -154,4 +164,59 @@ pub fn score_batch(serving: &Serving, batch: &[InMessage]) -> Vec<Outcome> {
             Err(rejection) => Outcome::dead_letter(m, rejection),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(offset: i64, payload: &str) -> InMessage {
+        InMessage {
+            topic: "census.requests".into(),
+            partition: 0,
+            offset,
+            key: Some(format!("k{offset}").into_bytes()),
+            payload: Some(payload.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn a_batch_the_model_cannot_score_becomes_dead_letters_with_the_models_error() {
+        let good = r#"{"request_id": "r", "sent_at_ms": 1, "record": {"age": 52, "workclass": "Self-emp-inc", "fnlwgt": 287927, "education": "HS-grad", "education_num": 9, "marital_status": "Married-civ-spouse", "occupation": "Exec-managerial", "relationship": "Wife", "race": "White", "sex": "Female", "capital_gain": 15024, "capital_loss": 0, "hours_per_week": 40, "native_country": "United-States"}}"#;
+        let batch = vec![message(7, good), message(8, "not json"), message(9, good)];
+        let decoded: Vec<_> = batch
+            .iter()
+            .map(|m| decode_request(m.payload.as_deref()))
+            .collect();
+        assert!(decoded[0].is_ok() && decoded[2].is_ok(), "{decoded:?}");
+        let outcomes = unscored(&batch, decoded, "the model failed");
+        let reasons: Vec<_> = outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::DeadLetter {
+                    fault,
+                    detail,
+                    source,
+                    payload,
+                    ..
+                } => {
+                    assert_eq!(
+                        payload.as_deref(),
+                        Some(batch[(source.2 - 7) as usize].payload.as_deref().unwrap())
+                    );
+                    (*fault, detail.clone(), source.2)
+                }
+                Outcome::Prediction { .. } => panic!("nothing is predicted"),
+            })
+            .collect();
+        assert_eq!(
+            reasons[0],
+            (Fault::ScoringFailed, "the model failed".into(), 7)
+        );
+        assert_eq!(reasons[1].0, Fault::NotJson);
+        assert_eq!(
+            reasons[2],
+            (Fault::ScoringFailed, "the model failed".into(), 9)
+        );
+    }
 }
