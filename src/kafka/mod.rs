@@ -19,6 +19,14 @@ pub use message::{next_offsets, InMessage};
 pub use settings::{check_extra_setting, KafkaSettings, Topics, MAX_MESSAGE_BYTES};
 pub use transactions::{is_fencing_error, Transactions, TXN_CALL_TIMEOUT};
 
+/// A record the broker refused for what it is (too large, invalid): sending it again would fail
+/// again. Where it was read (topic, partition, offset), and the broker's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedRecord {
+    pub source: (String, i32, i64),
+    pub reason: String,
+}
+
 /// What can go wrong talking to Kafka.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -48,6 +56,8 @@ pub enum BrokerError {
     Stalled { topic: String, waited: Duration },
     #[error("a Kafka metadata request's thread failed")]
     Join(#[from] tokio::task::JoinError),
+    #[error("the broker refused {} records of a transaction for themselves", .0.len())]
+    RefusedInTransaction(Vec<RefusedRecord>),
     #[error(
         "another producer with transactional id {0} took over (an instance with the same id \
          started): this one stops"

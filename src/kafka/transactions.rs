@@ -58,7 +58,12 @@ impl Transactions {
     /// the old producer's last transaction (committed or aborted).
     pub async fn renew(&self) -> Result<(), BrokerError> {
         let fresh = init((self.make)()?).await?;
-        *self.producer.lock().expect("transactions lock") = fresh;
+        let old = std::mem::replace(
+            &mut *self.producer.lock().expect("transactions lock"),
+            fresh,
+        );
+        // Dropping a producer flushes and joins its threads: not on the async runtime.
+        tokio::task::spawn_blocking(move || drop(old));
         tracing::info!("transactional id {}: producer renewed", self.id);
         Ok(())
     }

@@ -17,7 +17,7 @@ use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::Outcome;
-use crate::kafka::{BrokerError, Topics};
+use crate::kafka::{BrokerError, RefusedRecord, Topics};
 use crate::stream::decode::Fault;
 
 /// How long a record may wait in the producer for its acknowledgement.
@@ -180,12 +180,17 @@ impl<'a> Output<'a> {
     }
 }
 
-/// Sends every outcome and waits until the broker acknowledged all of them.
+/// Sends every outcome and waits until the broker acknowledged all of them. A prediction the
+/// broker refuses for itself is replaced by an `undeliverable` dead letter sent at once; in a
+/// transaction (`in_transaction`) nothing more can be sent after a refusal, so the refused
+/// records are returned in [`BrokerError::RefusedInTransaction`] instead, for the caller to
+/// abort and dead-letter them when the batch comes again.
 pub async fn deliver(
     producer: &FutureProducer,
     topics: &Topics,
     outcomes: &[Outcome],
     limits: Limits,
+    in_transaction: bool,
 ) -> Result<Delivered, BrokerError> {
     let outputs: Vec<Output<'_>> = outcomes.iter().map(|o| Output::of(o, limits)).collect();
     let sends = outputs.iter().map(|o| async move {
@@ -203,6 +208,8 @@ pub async fn deliver(
     });
     let mut delivered = Delivered::default();
     let mut stand_ins = Vec::new();
+    let mut refused = Vec::new();
+    let mut failure = None;
     let mut results = Vec::with_capacity(outputs.len());
     let mut sends: FuturesOrdered<_> = sends.collect();
     while let Some(result) = sends.next().await {
@@ -216,6 +223,14 @@ pub async fn deliver(
         match (result, output) {
             (Ok(_), Output::Prediction { .. }) => delivered.predictions += 1,
             (Ok(_), Output::DeadLetter(_)) => delivered.dead_letters += 1,
+            (Err((e, _)), Output::Prediction { source, .. })
+                if in_transaction && refused_for_itself(&e) =>
+            {
+                refused.push(RefusedRecord {
+                    source: (*source).clone(),
+                    reason: e.to_string(),
+                });
+            }
             (Err((e, _)), Output::Prediction { key, source, .. }) if refused_for_itself(&e) => {
                 tracing::warn!(
                     "the prediction of {}/{} offset {} was refused ({e}); dead-lettering it",
@@ -233,8 +248,16 @@ pub async fn deliver(
                 );
                 stand_ins.push(send_dead_letter(producer, &topics.dlq, record));
             }
-            (Err((source, m)), _) => return Err(delivery_error(source, &m)),
+            (Err((source, m)), _) => {
+                failure.get_or_insert_with(|| delivery_error(source, &m));
+            }
         }
+    }
+    if !refused.is_empty() {
+        return Err(BrokerError::RefusedInTransaction(refused));
+    }
+    if let Some(e) = failure {
+        return Err(e);
     }
     for result in join_all(stand_ins).await {
         result.map_err(|(source, m)| delivery_error(source, &m))?;

@@ -9,6 +9,7 @@
 mod deliver;
 mod step;
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use crate::bundle::BundleStore;
 use crate::defaults;
 use crate::kafka::{BrokerError, InMessage, KafkaSettings, Topics, Transactions};
 use crate::registry::{self, champion_version, serve_alone, CurrentServing};
+use crate::stream::decode::Fault;
 use crate::stream::worker::{self, Batching, Guarantee, Worker};
 
 /// Settings of one predictor instance.
@@ -81,6 +83,8 @@ pub enum PredictorError {
     FollowerStopped(#[source] Option<BrokerError>),
     #[error("loading the local bundle failed")]
     Join(#[from] tokio::task::JoinError),
+    #[error("the broker refused {0} predictions of the batch")]
+    Refused(usize),
     #[error("exactly-once mode needs an instance id (its transactional id is built from it)")]
     NoInstanceId,
     #[error(
@@ -115,6 +119,9 @@ struct Service {
     limits: Limits,
     /// Delivered in the batch in hand, counted once its offsets are committed.
     pending: Delivered,
+    /// Predictions the broker refused in an aborted transaction, by source, with its reason:
+    /// dead-lettered when their batch comes again.
+    refused: HashMap<(String, i32, i64), String>,
     stats: PredictorStats,
 }
 
@@ -123,12 +130,53 @@ impl Worker for Service {
     type Error = PredictorError;
 
     fn step(&mut self, batch: &[InMessage]) -> Result<Vec<Outcome>, PredictorError> {
-        Ok(self.predictor.step(batch))
+        let mut outcomes = self.predictor.step(batch);
+        if !self.refused.is_empty() {
+            for o in &mut outcomes {
+                if let Outcome::Prediction { key, source, .. } = o {
+                    if let Some(reason) = self.refused.remove(source) {
+                        *o = Outcome::DeadLetter {
+                            key: Some(key.as_bytes().to_vec()),
+                            payload: None,
+                            fault: Fault::Undeliverable,
+                            detail: format!("the prediction was refused: {reason}"),
+                            source: source.clone(),
+                        };
+                    }
+                }
+            }
+        }
+        Ok(outcomes)
     }
 
     async fn deliver(&mut self, outcomes: Vec<Outcome>) -> Result<(), PredictorError> {
         let producer = self.sender.producer();
-        self.pending = deliver(&producer, &self.topics, &outcomes, self.limits).await?;
+        let in_transaction = matches!(self.sender, Sender::Transactional(_));
+        let delivered = deliver(
+            &producer,
+            &self.topics,
+            &outcomes,
+            self.limits,
+            in_transaction,
+        );
+        match delivered.await {
+            Ok(d) => self.pending = d,
+            Err(BrokerError::RefusedInTransaction(records)) => {
+                for r in &records {
+                    let (topic, partition, offset) = &r.source;
+                    tracing::warn!(
+                        "the prediction of {topic}/{partition} offset {offset} was refused ({}); \
+                         it is dead-lettered when its batch comes again",
+                        r.reason
+                    );
+                }
+                let n = records.len();
+                self.refused
+                    .extend(records.into_iter().map(|r| (r.source, r.reason)));
+                return Err(PredictorError::Refused(n));
+            }
+            Err(e) => return Err(e.into()),
+        }
         Ok(())
     }
 
@@ -253,6 +301,7 @@ pub async fn run(
             dlq: limits[1],
         },
         pending: Delivered::default(),
+        refused: HashMap::new(),
         stats: PredictorStats::default(),
     };
     let batching = Batching {

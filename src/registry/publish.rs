@@ -103,7 +103,7 @@ impl Publisher {
             }
             // Aborted: nothing of the transaction is visible. A new producer takes over, so
             // that the publisher goes on.
-            self.txn.renew().await?;
+            self.txn.renew().await.map_err(|e| self.fenced_or(e))?;
             return Err(too_large.unwrap_or(e));
         }
         for (key, payload) in &records {

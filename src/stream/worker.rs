@@ -113,6 +113,8 @@ async fn serve<W: Worker>(
     shutdown: &CancellationToken,
 ) -> Result<W, W::Error> {
     let mut committed = Committed::default();
+    // Transactions aborted in a row: each waits longer before the batch is read again.
+    let mut aborts: u32 = 0;
     loop {
         let first = tokio::select! {
             biased;
@@ -164,8 +166,14 @@ async fn serve<W: Worker>(
                 let output = output?;
                 if let Err(reason) = transact(consumer, txn, &mut worker, output, &batch).await {
                     if txn.fenced(None) {
-                        return Err(BrokerError::Fenced(txn.id().to_owned()).into());
+                        // Either an instance with the same id started (its consumer fences
+                        // this one's static membership within a heartbeat or two: the service
+                        // ends), or the broker aborted a transaction that outlived its timeout
+                        // (a broker away): a new producer carries on.
+                        wait_for_fatal(consumer, Duration::from_secs(3)).await;
+                        check_fatal(consumer)?;
                     }
+                    aborts += 1;
                     tracing::warn!(
                         "{}: transaction of {} records aborted ({reason}); reading them again",
                         batching.name,
@@ -181,8 +189,14 @@ async fn serve<W: Worker>(
                         shutdown,
                     )
                     .await?;
+                    let pause = Duration::from_millis(50 << aborts.min(7));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        () = tokio::time::sleep(pause) => {}
+                    }
                     continue;
                 }
+                aborts = 0;
                 committed.advance(&batch);
             }
         }
@@ -229,11 +243,14 @@ async fn recover(
         tracing::debug!("{name}: abort: {}", crate::error_chain(&e));
     }
     // The fresh producer's initialisation also finishes the old one's transaction at the
-    // coordinator, whether its abort reached it or not.
+    // coordinator, whether its abort reached it or not. The old producer may be fenced by now
+    // (by an attempt that timed out here but reached the coordinator): only the new one's own
+    // error counts.
     while let Err(e) = txn.renew().await {
-        if txn.fenced(Some(&e)) {
-            return Err(BrokerError::Fenced(txn.id().to_owned()));
+        if is_fatal(&e) {
+            return Err(e);
         }
+        check_fatal(consumer)?;
         tracing::warn!(
             "{name}: renewing the transactional producer: {}",
             crate::error_chain(&e)
@@ -273,14 +290,26 @@ fn rewind(
             Some(Offset::Offset(n)) => Offset::Offset(n),
             _ => e.offset(),
         };
-        match consumer.seek(topic, partition, to, TXN_CALL_TIMEOUT) {
-            Ok(()) => {
-                rewound.add_partition_offset(topic, partition, to)?;
+        // A partition left where it is would have the failed batch's records skipped by the
+        // next commit: after a few tries, the service ends instead (nothing was committed past
+        // them) and its restart reads them from the committed offset.
+        let mut tries = 0;
+        while let Err(err) = consumer.seek(topic, partition, to, TXN_CALL_TIMEOUT) {
+            tries += 1;
+            tracing::warn!("{name}: rewinding {topic}/{partition} to {to:?}: {err}");
+            if tries == 3 {
+                return Err(err.into());
             }
-            Err(err) => tracing::warn!("{name}: rewinding {topic}/{partition} to {to:?}: {err}"),
+            std::thread::sleep(Duration::from_millis(200));
         }
+        rewound.add_partition_offset(topic, partition, to)?;
     }
     Ok(rewound)
+}
+
+/// Whether a client error can never go away by trying again (e.g. not authorised).
+fn is_fatal(e: &BrokerError) -> bool {
+    matches!(e, BrokerError::Client(rdkafka::error::KafkaError::Transaction(t)) if t.is_fatal())
 }
 
 /// Per partition, the first offset of `batch`.
@@ -366,6 +395,14 @@ fn check_fatal(consumer: &StreamConsumer) -> Result<(), BrokerError> {
     match consumer.client().fatal_error() {
         Some((code, reason)) => Err(BrokerError::FatalConsumer { code, reason }),
         None => Ok(()),
+    }
+}
+
+/// Waits until the consumer has a fatal error, for at most `limit`.
+async fn wait_for_fatal(consumer: &StreamConsumer, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while consumer.client().fatal_error().is_none() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

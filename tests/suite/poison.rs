@@ -176,3 +176,71 @@ async fn poison_records(exactly_once: bool) {
         );
     }
 }
+
+/// A topic's limit lowered while a predictor runs: its own check, made with the limit it read at
+/// start, passes a prediction the broker then refuses. In a transaction nothing more can be sent
+/// after a refusal: the batch is aborted, and when it comes again the refused prediction is a
+/// dead letter. Without that, the same batch would be aborted forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prediction_refused_inside_a_transaction_is_dead_lettered_when_its_batch_comes_again() {
+    let Some((_dir, store)) = store_with_v1() else {
+        return;
+    };
+    let kafka = test_kafka(1).await;
+    if kafka.is_embedded() {
+        eprintln!("skipping: exactly-once and topic limits need a real broker (KAFKA_BROKERS)");
+        return;
+    }
+    let s = &kafka.settings;
+    let stop = CancellationToken::new();
+    let mut pconf = PredictorConfig::new(s.clone());
+    pconf.store = Some(store);
+    pconf.exactly_once = true;
+    pconf.instance_id = Some("poison-refused".into());
+    let running = tokio::spawn(predictor::run(pconf, stop.clone()));
+    let raw = s.producer().unwrap();
+    let send = |id: String| {
+        let raw = raw.clone();
+        let topic = s.topics.requests.clone();
+        async move {
+            raw.send(
+                FutureRecord::to(&topic).key(&id).payload(&request(&id)),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    // Running: one request answered, then the predictions topic shrinks under it.
+    send("before".into()).await;
+    read(s, &s.topics.predictions, 1).await;
+    set_topic_limit(s, &s.topics.predictions, 700).await;
+    let limit_id = "M".repeat(256);
+    send(limit_id.clone()).await;
+    let letters = read(s, &s.topics.dlq, 1).await;
+    assert_eq!(letters[0].key, limit_id);
+    assert_eq!(letters[0].headers["dlq.reason"], "undeliverable");
+    assert!(
+        letters[0].headers["dlq.error"].contains("refused"),
+        "{:?}",
+        letters[0].headers
+    );
+    // The stream goes on, one small request at a time: a prediction fits the new limit alone,
+    // not batched with others by a producer that still plans for the old one.
+    let mut predictions = Vec::new();
+    for i in 0..5 {
+        send(format!("after-{i}")).await;
+        predictions = read(s, &s.topics.predictions, 2 + i).await;
+    }
+    assert!(!running.is_finished(), "the predictor is still serving");
+    stop.cancel();
+    let stats = running.await.unwrap().expect("the predictor stops cleanly");
+    assert_eq!((stats.predicted, stats.dead_lettered), (6, 1), "{stats:?}");
+    for i in 0..5 {
+        let id = format!("after-{i}");
+        assert!(
+            predictions.iter().any(|p| p.key == id),
+            "{id} was predicted"
+        );
+    }
+}
