@@ -31,6 +31,7 @@ pub mod registry;
 pub mod retrainer;
 pub mod settings;
 pub mod stream;
+pub mod telemetry;
 pub mod train;
 pub mod triggers;
 

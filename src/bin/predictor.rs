@@ -37,6 +37,9 @@ struct Flags {
     /// Needs --instance-id. Costs throughput and latency (see README).
     #[arg(long, requires = "instance_id")]
     exactly_once: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464).
+    #[arg(long, env = "CENSUS_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Most records scored in one batch.
     #[arg(long, default_value_t = defaults::MAX_BATCH, value_parser = positive)]
     max_batch: NonZeroUsize,
@@ -57,9 +60,15 @@ async fn main() -> anyhow::Result<()> {
     config.max_batch = flags.max_batch;
     config.linger = Duration::from_millis(flags.linger_ms);
     config.store = (!flags.no_local_bundle).then(|| flags.store.store());
-    let stats = run(config, shutdown_on_signals())
-        .await
-        .context("predictor failed")?;
+    let shutdown = shutdown_on_signals();
+    if let Some(addr) = flags.metrics_addr {
+        let mut registry = prometheus_client::registry::Registry::default();
+        config.metrics.register(&mut registry);
+        census_stream::telemetry::serve(addr, registry, shutdown.clone())
+            .await
+            .with_context(|| format!("serving metrics at {addr}"))?;
+    }
+    let stats = run(config, shutdown).await.context("predictor failed")?;
     println!(
         "predicted {}, dead-lettered {}, versions used {:?}; {}",
         stats.predicted,

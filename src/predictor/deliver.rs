@@ -46,6 +46,14 @@ pub struct DeadLetterRecord {
 }
 
 impl DeadLetterRecord {
+    /// Its `dlq.reason`.
+    pub fn reason(&self) -> &str {
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == "dlq.reason")
+            .map_or("", |(_, v)| v.as_str())
+    }
+
     /// Bytes it takes in a record batch (without the framing).
     pub fn size(&self) -> usize {
         let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -125,6 +133,7 @@ enum Output<'a> {
         key: &'a str,
         payload: &'a [u8],
         source: &'a (String, i32, i64),
+        sent_at_ms: i64,
     },
     DeadLetter(DeadLetterRecord),
 }
@@ -138,6 +147,7 @@ impl<'a> Output<'a> {
                 key,
                 payload,
                 source,
+                ..
             } if key.len() + payload.len() + PREDICTION_FRAMING_BYTES > limits.predictions => {
                 Output::DeadLetter(dead_letter_record(
                     Some(key.as_bytes()),
@@ -157,10 +167,12 @@ impl<'a> Output<'a> {
                 key,
                 payload,
                 source,
+                sent_at_ms,
             } => Output::Prediction {
                 key,
                 payload,
                 source,
+                sent_at_ms: *sent_at_ms,
             },
             Outcome::DeadLetter {
                 key,
@@ -221,8 +233,11 @@ pub async fn deliver(
     }
     for (result, output) in results.into_iter().zip(&outputs) {
         match (result, output) {
-            (Ok(_), Output::Prediction { .. }) => delivered.predictions += 1,
-            (Ok(_), Output::DeadLetter(_)) => delivered.dead_letters += 1,
+            (Ok(_), Output::Prediction { sent_at_ms, .. }) => {
+                delivered.predictions += 1;
+                delivered.sent_at_ms.push(*sent_at_ms);
+            }
+            (Ok(_), Output::DeadLetter(record)) => delivered.dead_letter(record.reason()),
             (Err((e, _)), Output::Prediction { source, .. })
                 if in_transaction && refused_for_itself(&e) =>
             {
@@ -261,22 +276,26 @@ pub async fn deliver(
     }
     for result in join_all(stand_ins).await {
         result.map_err(|(source, m)| delivery_error(source, &m))?;
-        delivered.dead_letters += 1;
+        delivered.dead_letter(Fault::Undeliverable.as_str());
     }
     Ok(delivered)
 }
 
 /// What a delivery put on the topics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivered {
     pub predictions: u64,
     pub dead_letters: u64,
+    /// Dead letters by `dlq.reason`.
+    pub by_reason: std::collections::BTreeMap<String, u64>,
+    /// The predictions' requests' `sent_at_ms`.
+    pub sent_at_ms: Vec<i64>,
 }
 
-impl std::ops::AddAssign for Delivered {
-    fn add_assign(&mut self, other: Delivered) {
-        self.predictions += other.predictions;
-        self.dead_letters += other.dead_letters;
+impl Delivered {
+    fn dead_letter(&mut self, reason: &str) {
+        self.dead_letters += 1;
+        *self.by_reason.entry(reason.to_owned()).or_default() += 1;
     }
 }
 

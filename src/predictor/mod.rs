@@ -12,7 +12,7 @@ mod step;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
@@ -27,7 +27,9 @@ use crate::defaults;
 use crate::kafka::{BrokerError, InMessage, KafkaSettings, Topics, Transactions};
 use crate::registry::{self, champion_version, serve_alone, CurrentServing};
 use crate::stream::decode::Fault;
+use crate::stream::messages::now_ms;
 use crate::stream::worker::{self, Batching, Guarantee, Worker};
+use crate::telemetry::{PredictorMetrics, ReasonLabel, VersionLabel};
 
 /// Settings of one predictor instance.
 #[derive(Debug, Clone)]
@@ -43,6 +45,8 @@ pub struct PredictorConfig {
     pub max_batch: NonZeroUsize,
     /// How long a batch waits for more records after its first.
     pub linger: Duration,
+    /// Its Prometheus metrics (served by the caller, if at all).
+    pub metrics: PredictorMetrics,
     /// Each batch's predictions, dead letters and offsets in one Kafka transaction, as
     /// transactional id `<group>-<instance_id>` (needs `instance_id`).
     pub exactly_once: bool,
@@ -60,6 +64,7 @@ impl PredictorConfig {
             max_batch: defaults::MAX_BATCH,
             linger: defaults::PREDICTOR_LINGER,
             exactly_once: false,
+            metrics: PredictorMetrics::default(),
             name: "predictor".into(),
         }
     }
@@ -122,6 +127,9 @@ struct Service {
     /// Predictions the broker refused in an aborted transaction, by source, with its reason:
     /// dead-lettered when their batch comes again.
     refused: HashMap<(String, i32, i64), String>,
+    /// The batch in hand: when its step began, and the champion that scored it.
+    batch: Option<(Instant, u32)>,
+    metrics: PredictorMetrics,
     stats: PredictorStats,
 }
 
@@ -130,7 +138,17 @@ impl Worker for Service {
     type Error = PredictorError;
 
     fn step(&mut self, batch: &[InMessage]) -> Result<Vec<Outcome>, PredictorError> {
+        let started = Instant::now();
         let mut outcomes = self.predictor.step(batch);
+        let champion = *self
+            .predictor
+            .versions()
+            .last()
+            .expect("a version after a step");
+        self.batch = Some((started, champion));
+        self.metrics.set_version("champion", Some(champion));
+        self.metrics
+            .set_version("challenger", self.predictor.challenger_version());
         if !self.refused.is_empty() {
             for o in &mut outcomes {
                 if let Outcome::Prediction { key, source, .. } = o {
@@ -182,6 +200,7 @@ impl Worker for Service {
 
     fn on_abort(&mut self) {
         self.pending = Delivered::default();
+        self.metrics.transactions_aborted.inc();
     }
 
     async fn after_commit(&mut self) -> Result<(), PredictorError> {
@@ -189,6 +208,27 @@ impl Worker for Service {
         self.stats.predicted += done.predictions;
         self.stats.dead_lettered += done.dead_letters;
         self.stats.batches += 1;
+        let m = &self.metrics;
+        if let Some((started, version)) = self.batch.take() {
+            m.batch_seconds.observe(started.elapsed().as_secs_f64());
+            if done.predictions > 0 {
+                m.predictions
+                    .get_or_create(&VersionLabel {
+                        model_version: version,
+                    })
+                    .inc_by(done.predictions);
+            }
+        }
+        for (reason, n) in done.by_reason {
+            m.dead_letters
+                .get_or_create(&ReasonLabel { reason })
+                .inc_by(n);
+        }
+        let now = now_ms();
+        for sent in done.sent_at_ms {
+            m.latency_seconds
+                .observe((now - sent).max(0) as f64 / 1000.0);
+        }
         Ok(())
     }
 }
@@ -229,6 +269,7 @@ pub async fn run(
     let mut follower = tokio::spawn(registry::follow(
         config.kafka.clone(),
         current.clone(),
+        config.metrics.bundles_refused.clone(),
         loaded_tx,
         name.clone(),
         follower_stop.clone(),
@@ -302,6 +343,8 @@ pub async fn run(
         },
         pending: Delivered::default(),
         refused: HashMap::new(),
+        batch: None,
+        metrics: config.metrics.clone(),
         stats: PredictorStats::default(),
     };
     let batching = Batching {

@@ -15,6 +15,8 @@ pub enum Outcome {
         payload: Vec<u8>,
         /// Where the request was read: topic, partition, offset.
         source: (String, i32, i64),
+        /// The request's `sent_at_ms`.
+        sent_at_ms: i64,
     },
     DeadLetter {
         key: Option<Vec<u8>>,
@@ -68,6 +70,14 @@ impl Predictor {
 
     pub fn versions(&self) -> &[u32] {
         &self.versions
+    }
+
+    /// The challenger scored in shadow now, if any.
+    pub fn challenger_version(&self) -> Option<u32> {
+        self.current
+            .load()
+            .as_ref()
+            .and_then(|s| s.challenger.as_ref().map(|c| c.manifest.version))
     }
 }
 
@@ -159,6 +169,7 @@ pub fn score_batch(serving: &Serving, batch: &[InMessage]) -> Vec<Outcome> {
                     key: prediction.request_id.clone(),
                     payload: serde_json::to_vec(&prediction).expect("prediction serializes"),
                     source: (m.topic.clone(), m.partition, m.offset),
+                    sent_at_ms: prediction.sent_at_ms,
                 }
             }
             Err(rejection) => Outcome::dead_letter(m, rejection),

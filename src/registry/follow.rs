@@ -8,10 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::Message;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::ReasonLabel;
 
 use super::read::catch_up;
 use super::records::{parse, Alias};
@@ -47,6 +51,22 @@ pub enum RefusedBundle {
     Bundle(#[from] BundleError),
 }
 
+impl RefusedBundle {
+    /// A short name for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RefusedBundle::NotAModelMessage(_) => "not_a_model_message",
+            RefusedBundle::NotBase64(_) => "not_base64",
+            RefusedBundle::WrongVersion { .. } => "wrong_version",
+            RefusedBundle::Bundle(BundleError::Integrity { .. }) => "integrity",
+            RefusedBundle::Bundle(BundleError::Processor { .. }) => "processor",
+            RefusedBundle::Bundle(BundleError::Model { .. }) => "model",
+            RefusedBundle::Bundle(BundleError::Manifest { .. }) => "manifest",
+            RefusedBundle::Bundle(_) => "other",
+        }
+    }
+}
+
 /// Verifies and loads the bundle record of `version` (CPU work: call off the runtime).
 pub fn load_bundle(version: u32, payload: &[u8]) -> Result<Bundle, RefusedBundle> {
     let msg: ModelMessage =
@@ -76,6 +96,7 @@ pub fn serve_alone(current: &CurrentServing, bundle: Bundle) {
 pub async fn follow(
     settings: KafkaSettings,
     current: CurrentServing,
+    refused: Family<ReasonLabel, Counter>,
     loaded: watch::Sender<Option<u32>>,
     who: String,
     shutdown: CancellationToken,
@@ -90,6 +111,7 @@ pub async fn follow(
         loaded,
         who,
         topic: topic.clone(),
+        refused,
     };
     if let Some(s) = follower.current.load_full() {
         follower
@@ -139,12 +161,23 @@ struct Follower {
     loaded: watch::Sender<Option<u32>>,
     who: String,
     topic: String,
+    /// Bundles refused, by reason.
+    refused: Family<ReasonLabel, Counter>,
 }
 
 impl Follower {
+    fn refuse(&mut self, version: u32, reason: &str) {
+        self.cache.insert(version, None);
+        self.refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
     /// Serves the champion and challenger the registry names now, loading what it must.
     async fn reconcile(&mut self) -> Result<(), BrokerError> {
-        let (who, topic) = (&self.who, &self.topic);
+        let (who, topic) = (self.who.clone(), self.topic.clone());
         let champion = self.registry.version_of(Alias::Champion);
         let challenger = self
             .registry
@@ -175,13 +208,13 @@ impl Follower {
                         "{who}: refused bundle v{v} from {topic}: {}",
                         crate::error_chain(&e)
                     );
-                    self.cache.insert(v, None);
+                    self.refuse(v, e.reason());
                 }
                 Err(e) => {
                     tracing::error!(
                         "{who}: refused bundle v{v} from {topic}: loading it failed: {e}"
                     );
-                    self.cache.insert(v, None);
+                    self.refuse(v, "loader_failed");
                 }
             }
         }

@@ -22,6 +22,16 @@ pub enum Fault {
 }
 
 impl Fault {
+    pub const ALL: [Fault; 7] = [
+        Fault::EmptyPayload,
+        Fault::NotJson,
+        Fault::MissingField,
+        Fault::WrongType,
+        Fault::ImpossibleValue,
+        Fault::ScoringFailed,
+        Fault::Undeliverable,
+    ];
+
     /// The reason as written in the dead letter's `dlq.reason` header.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -8,6 +8,7 @@ mod gate;
 mod helpers;
 mod initialize;
 mod layers;
+mod metrics;
 mod poison;
 mod process;
 mod registry;

@@ -318,6 +318,7 @@ async fn bad_bundles_on_the_topic_are_refused_and_the_predictor_keeps_following(
     let stop = CancellationToken::new();
     let mut pconf = PredictorConfig::new(s.clone());
     pconf.store = None;
+    let metrics = pconf.metrics.clone();
     let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
     assert_eq!(versions_served(s, 20).await, vec![1]);
 
@@ -356,6 +357,16 @@ async fn bad_bundles_on_the_topic_are_refused_and_the_predictor_keeps_following(
         vec![1],
         "the last good champion serves on"
     );
+    // Each refusal counted by its reason (the u32::MAX record is skipped before any load).
+    let refused = |reason: &str| {
+        metrics
+            .bundles_refused
+            .get_or_create(&census_stream::telemetry::ReasonLabel {
+                reason: reason.into(),
+            })
+            .get()
+    };
+    assert_eq!(refused("model"), 2, "the NUL byte and the tree-less model");
 
     // The follower is still following: a good champion after the bad ones is served.
     let mut v4 = good.clone();

@@ -103,6 +103,7 @@ fn the_predictors_step_answers_a_mixed_batch_in_input_order_with_the_right_reaso
                     key,
                     payload,
                     source,
+                    ..
                 },
                 Ok(id),
             ) => {

@@ -1,0 +1,200 @@
+//! The predictor's Prometheus endpoint: after a known stream, scraped over HTTP, its counters
+//! equal what a reader of the topics finds, per model version and per dead-letter reason.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use census_stream::predictor::{self, PredictorConfig};
+use census_stream::stream::messages::Prediction;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::Message;
+use rdkafka::producer::FutureRecord;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{headers_of, publish_champion, store_with_v1, test_kafka};
+
+const GOOD: &str = r#"{"request_id": "ID", "sent_at_ms": 1, "record": {"age": 52, "workclass": "Self-emp-inc", "fnlwgt": 287927, "education": "HS-grad", "education_num": 9, "marital_status": "Married-civ-spouse", "occupation": "Exec-managerial", "relationship": "Wife", "race": "White", "sex": "Female", "capital_gain": 15024, "capital_loss": 0, "hours_per_week": 40, "native_country": "United-States"}}"#;
+
+/// What the topics say: predictions per model version, dead letters per reason.
+#[derive(Debug, Default, PartialEq)]
+struct Tally {
+    predictions: BTreeMap<String, u64>,
+    dead_letters: BTreeMap<String, u64>,
+}
+
+/// The topics' tally once they hold `expected` answers (read again from their starts until they
+/// do, for at most a minute).
+async fn read_tally(s: &census_stream::kafka::KafkaSettings, expected: usize) -> Tally {
+    for _ in 0..120 {
+        let (tally, seen) = read_once(s).await;
+        if seen >= expected {
+            assert_eq!(seen, expected, "every request answered once");
+            return tally;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("the topics never held {expected} answers");
+}
+
+async fn read_once(s: &census_stream::kafka::KafkaSettings) -> (Tally, usize) {
+    let mut tally = Tally::default();
+    let mut seen = 0;
+    for (topic, dlq) in [(&s.topics.predictions, false), (&s.topics.dlq, true)] {
+        let reader: StreamConsumer = s.reader().unwrap();
+        let n = s.assign_all(&reader, topic, false).await.unwrap();
+        assert!(n > 0);
+        let ends = s.end_offsets(topic).await.unwrap();
+        let total: i64 = ends.iter().map(|(_, e)| e).sum();
+        for _ in 0..total {
+            let m = tokio::time::timeout(Duration::from_secs(30), reader.recv())
+                .await
+                .expect("a message")
+                .unwrap();
+            if dlq {
+                let reason = headers_of(&m)["dlq.reason"].clone();
+                *tally.dead_letters.entry(reason).or_default() += 1;
+            } else {
+                let p: Prediction = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                *tally
+                    .predictions
+                    .entry(p.model_version.to_string())
+                    .or_default() += 1;
+            }
+            seen += 1;
+        }
+    }
+    (tally, seen)
+}
+
+/// The counters of a scrape: `name{label="value"} n` lines of the two families, by label value.
+fn scraped(text: &str) -> Tally {
+    let mut tally = Tally::default();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let label = |prefix: &str| {
+            series
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.strip_suffix("\"}"))
+                .map(str::to_owned)
+        };
+        let value: f64 = value.parse().unwrap();
+        if let Some(v) = label("census_predictions_total{model_version=\"") {
+            tally.predictions.insert(v, value as u64);
+        } else if let Some(r) = label("census_dead_letters_total{reason=\"") {
+            // Every reason is exposed from the start, at 0.
+            if value > 0.0 {
+                tally.dead_letters.insert(r, value as u64);
+            }
+        }
+    }
+    tally
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scraped_counters_equal_the_topics_per_version_and_reason() {
+    let Some((_dir, store)) = store_with_v1() else {
+        return;
+    };
+    let kafka = test_kafka(2).await;
+    let s = &kafka.settings;
+    let stop = CancellationToken::new();
+    let mut pconf = PredictorConfig::new(s.clone());
+    pconf.store = Some(store.clone());
+    let mut registry = prometheus_client::registry::Registry::default();
+    pconf.metrics.register(&mut registry);
+    let addr =
+        census_stream::telemetry::serve("127.0.0.1:0".parse().unwrap(), registry, stop.clone())
+            .await
+            .unwrap();
+    let running = tokio::spawn(predictor::run(pconf, stop.clone()));
+
+    let raw = s.producer().unwrap();
+    let send = |key: String, payload: String| {
+        let raw = raw.clone();
+        let topic = s.topics.requests.clone();
+        async move {
+            raw.send(
+                FutureRecord::to(&topic).key(&key).payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let bad = [
+        ("not json", 3),
+        (
+            r#"{"request_id": "w", "sent_at_ms": 1, "record": {"age": "old"}}"#,
+            2,
+        ),
+        (&GOOD.replace(r#""age": 52"#, r#""age": -4"#), 4),
+    ];
+    let mut sent = 0;
+    for i in 0..150 {
+        send(format!("a{i}"), GOOD.replace("ID", &format!("a{i}"))).await;
+        sent += 1;
+    }
+    for (payload, n) in &bad {
+        for i in 0..*n {
+            send(format!("bad{sent}-{i}"), payload.to_string()).await;
+            sent += 1;
+        }
+    }
+    // A second version once the first part is answered.
+    read_tally(s, sent).await;
+    let v2 = store.save(store.read_files(1).unwrap(), true).unwrap();
+    publish_champion(s, &store.read_files(v2.version).unwrap()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 0..120 {
+        send(format!("b{i}"), GOOD.replace("ID", &format!("b{i}"))).await;
+        sent += 1;
+    }
+
+    let topics = read_tally(s, sent).await;
+    assert_eq!(
+        topics.predictions.len(),
+        2,
+        "two versions served: {topics:?}"
+    );
+    assert_eq!(
+        topics.dead_letters,
+        BTreeMap::from([
+            ("impossible_value".into(), 4),
+            ("not_json".into(), 3),
+            ("wrong_type".into(), 2)
+        ])
+    );
+    // A batch's counters move at its commit, just after its outputs can be read.
+    let url = format!("http://{addr}/metrics");
+    let mut last = Tally::default();
+    for _ in 0..50 {
+        let u = url.clone();
+        let text = tokio::task::spawn_blocking(move || {
+            ureq::get(&u)
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(text.contains("census_build_info{version=\""), "{text}");
+        assert!(
+            text.contains("census_prediction_latency_seconds_bucket"),
+            "{text}"
+        );
+        last = scraped(&text);
+        if last == topics {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(last, topics, "the scrape against the topics");
+    stop.cancel();
+    let stats = running.await.unwrap().unwrap();
+    assert_eq!(stats.predicted, 270);
+    assert_eq!(stats.dead_lettered, 9);
+}
