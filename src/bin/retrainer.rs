@@ -46,6 +46,9 @@ struct Flags {
     /// (e.g. its host name in a StatefulSet); two running with one name fence each other.
     #[arg(long, env = "CENSUS_INSTANCE_ID")]
     instance_id: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9465).
+    #[arg(long, env = "CENSUS_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Most records stored in one batch.
     #[arg(long, default_value_t = defaults::MAX_BATCH, value_parser = positive)]
     max_batch: NonZeroUsize,
@@ -68,7 +71,16 @@ async fn main() -> anyhow::Result<()> {
     config.promotion = flags.promotion.promotion();
     config.shuffle_labels = flags.promotion.shuffle_labels;
     config.triggers = flags.triggers.triggers();
-    let stats = run(config, shutdown_on_signals(), |_| {})
+    let shutdown = shutdown_on_signals();
+    let metrics = census_stream::telemetry::RetrainerMetrics::default();
+    if let Some(addr) = flags.metrics_addr {
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
+        census_stream::telemetry::serve(addr, registry, shutdown.clone())
+            .await
+            .with_context(|| format!("serving metrics at {addr}"))?;
+    }
+    let stats = run(config, shutdown, move |e| metrics.observe(e))
         .await
         .context("retrainer failed")?;
     println!(

@@ -163,8 +163,8 @@ fn the_pipeline_services_run_the_binaries_and_share_the_default_folders() {
     let services = doc["services"].as_hash().expect("services");
     assert_eq!(
         services.len(),
-        PIPELINE.len() + 1,
-        "the broker and the four components"
+        PIPELINE.len() + 2,
+        "the broker, the four components and Prometheus"
     );
     for (service, binary) in PIPELINE {
         let s = &doc["services"][service];
@@ -210,5 +210,56 @@ fn the_pipeline_services_run_the_binaries_and_share_the_default_folders() {
             repo().join(folder).join(".gitkeep").exists(),
             "{folder}/ is in the repo"
         );
+    }
+}
+
+#[test]
+fn prometheus_scrapes_each_service_where_it_serves_its_metrics() {
+    let doc = compose();
+    let prometheus = &doc["services"]["prometheus"];
+    assert!(
+        strings(&prometheus["volumes"])
+            .iter()
+            .any(|v| v.starts_with("./prometheus.yml:/etc/prometheus/prometheus.yml")),
+        "Prometheus reads the repository's prometheus.yml"
+    );
+    let config = YamlLoader::load_from_str(&read("prometheus.yml")).expect("valid YAML");
+    let jobs = config[0]["scrape_configs"]
+        .as_vec()
+        .expect("scrape_configs");
+    let job = |name: &str| {
+        jobs.iter()
+            .find(|j| j["job_name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} job"))
+    };
+    for service in ["predictor", "retrainer"] {
+        // The binary reads the address from this variable.
+        let source = read(&format!("src/bin/{service}.rs"));
+        assert!(
+            source.contains(r#"env = "CENSUS_METRICS_ADDR""#),
+            "{service}"
+        );
+        let addr = env(&doc["services"][service], "CENSUS_METRICS_ADDR")
+            .unwrap_or_else(|| panic!("{service} serves metrics"));
+        let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+        let j = job(service);
+        let path = j["metrics_path"].as_str().unwrap_or("/metrics");
+        assert_eq!(path, "/metrics", "{service}");
+        let scraped = match service {
+            // All the predictors: the service name resolves to each container.
+            "predictor" => {
+                let sd = &j["dns_sd_configs"][0];
+                assert_eq!(strings(&sd["names"]), vec![service.to_owned()]);
+                assert_eq!(sd["type"].as_str(), Some("A"));
+                text(&sd["port"]).unwrap()
+            }
+            _ => {
+                let target = strings(&j["static_configs"][0]["targets"]).remove(0);
+                let (host, port) = target.rsplit_once(':').unwrap();
+                assert_eq!(host, service);
+                port.to_owned()
+            }
+        };
+        assert_eq!(scraped, port.to_string(), "{service}");
     }
 }

@@ -1,0 +1,100 @@
+//! The predictor's metrics.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use super::{register_build_info, ReasonLabel, RoleLabel, VersionLabel};
+
+/// A predictor's metrics. Counters move when a batch's outputs are committed, so that they
+/// equal what a reader of the topics finds.
+#[derive(Debug, Clone)]
+pub struct PredictorMetrics {
+    /// Predictions committed, by the champion version that made them.
+    pub predictions: Family<VersionLabel, Counter>,
+    /// Dead letters committed, by `dlq.reason`.
+    pub dead_letters: Family<ReasonLabel, Counter>,
+    /// Bundles on `census.models` refused, by reason (integrity, model, …).
+    pub bundles_refused: Family<ReasonLabel, Counter>,
+    /// Transactions aborted (exactly-once mode).
+    pub transactions_aborted: Counter,
+    /// One batch: scoring, delivery and commit.
+    pub batch_seconds: Histogram,
+    /// From a request's `sent_at_ms` to its prediction's commit.
+    pub latency_seconds: Histogram,
+    /// The versions in use: `role` champion or challenger (0: none).
+    pub model_version: Family<RoleLabel, Gauge>,
+}
+
+impl Default for PredictorMetrics {
+    /// Every dead-letter reason starts at 0, so that a rate over it exists before the first.
+    fn default() -> Self {
+        let dead_letters = Family::<ReasonLabel, Counter>::default();
+        for f in crate::stream::decode::Fault::ALL {
+            let _ = dead_letters.get_or_create(&ReasonLabel {
+                reason: f.as_str().into(),
+            });
+        }
+        PredictorMetrics {
+            predictions: Family::default(),
+            dead_letters,
+            bundles_refused: Family::default(),
+            transactions_aborted: Counter::default(),
+            // 0.5 ms to about 16 s.
+            batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            latency_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            model_version: Family::default(),
+        }
+    }
+}
+
+impl PredictorMetrics {
+    /// Registers every family under `census_`, with a build-info gauge.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("census");
+        r.register(
+            "predictions",
+            "Predictions committed, by model version",
+            self.predictions.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Dead letters committed, by reason",
+            self.dead_letters.clone(),
+        );
+        r.register(
+            "bundles_refused",
+            "Bundles on the models topic refused, by reason",
+            self.bundles_refused.clone(),
+        );
+        r.register(
+            "transactions_aborted",
+            "Transactions aborted (exactly-once mode)",
+            self.transactions_aborted.clone(),
+        );
+        r.register(
+            "predictor_batch_duration_seconds",
+            "One batch: scoring, delivery and commit",
+            self.batch_seconds.clone(),
+        );
+        r.register(
+            "prediction_latency_seconds",
+            "From a request's sent_at_ms to its prediction's commit",
+            self.latency_seconds.clone(),
+        );
+        r.register(
+            "model_version",
+            "Model version in use, by role (champion, challenger; 0: none)",
+            self.model_version.clone(),
+        );
+        register_build_info(r);
+    }
+
+    pub fn set_version(&self, role: &str, version: Option<u32>) {
+        self.model_version
+            .get_or_create(&RoleLabel { role: role.into() })
+            .set(version.map_or(0, i64::from));
+    }
+}
