@@ -27,20 +27,23 @@ pub struct CvSummary {
 
 /// Mean binary log loss, with probabilities clipped away from 0 and 1 as LightGBM does.
 pub fn log_loss(labels: &[f32], probs: &[f64]) -> f64 {
-    const EPS: f64 = 1e-15;
     let sum: f64 = labels
         .iter()
         .zip(probs)
-        .map(|(&y, &p)| {
-            let p = p.clamp(EPS, 1.0 - EPS);
-            if y > 0.5 {
-                -p.ln()
-            } else {
-                -(1.0 - p).ln()
-            }
-        })
+        .map(|(&y, &p)| row_log_loss(y > 0.5, p))
         .sum();
     sum / labels.len() as f64
+}
+
+/// One row's log loss: `p` the probability of the positive class, clipped as in [`log_loss`].
+pub fn row_log_loss(positive: bool, p: f64) -> f64 {
+    const EPS: f64 = 1e-15;
+    let p = p.clamp(EPS, 1.0 - EPS);
+    if positive {
+        -p.ln()
+    } else {
+        -(1.0 - p).ln()
+    }
 }
 
 impl Metrics {

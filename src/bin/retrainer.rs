@@ -72,15 +72,14 @@ async fn main() -> anyhow::Result<()> {
     config.shuffle_labels = flags.promotion.shuffle_labels;
     config.triggers = flags.triggers.triggers();
     let shutdown = shutdown_on_signals();
-    let metrics = census_stream::telemetry::RetrainerMetrics::default();
     if let Some(addr) = flags.metrics_addr {
         let mut registry = prometheus_client::registry::Registry::default();
-        metrics.register(&mut registry);
+        config.metrics.register(&mut registry);
         census_stream::telemetry::serve(addr, registry, shutdown.clone())
             .await
             .with_context(|| format!("serving metrics at {addr}"))?;
     }
-    let stats = run(config, shutdown, move |e| metrics.observe(e))
+    let stats = run(config, shutdown, |_| {})
         .await
         .context("retrainer failed")?;
     println!(

@@ -16,7 +16,7 @@ use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::Outcome;
+use super::{Outcome, Scored};
 use crate::kafka::{BrokerError, RefusedRecord, Topics};
 use crate::stream::decode::Fault;
 
@@ -133,7 +133,7 @@ enum Output<'a> {
         key: &'a str,
         payload: &'a [u8],
         source: &'a (String, i32, i64),
-        sent_at_ms: i64,
+        scored: Scored,
     },
     DeadLetter(DeadLetterRecord),
 }
@@ -167,12 +167,12 @@ impl<'a> Output<'a> {
                 key,
                 payload,
                 source,
-                sent_at_ms,
+                scored,
             } => Output::Prediction {
                 key,
                 payload,
                 source,
-                sent_at_ms: *sent_at_ms,
+                scored: *scored,
             },
             Outcome::DeadLetter {
                 key,
@@ -233,9 +233,9 @@ pub async fn deliver(
     }
     for (result, output) in results.into_iter().zip(&outputs) {
         match (result, output) {
-            (Ok(_), Output::Prediction { sent_at_ms, .. }) => {
+            (Ok(_), Output::Prediction { scored, .. }) => {
                 delivered.predictions += 1;
-                delivered.sent_at_ms.push(*sent_at_ms);
+                delivered.scored.push(*scored);
             }
             (Ok(_), Output::DeadLetter(record)) => delivered.dead_letter(record.reason()),
             (Err((e, _)), Output::Prediction { source, .. })
@@ -282,14 +282,14 @@ pub async fn deliver(
 }
 
 /// What a delivery put on the topics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Delivered {
     pub predictions: u64,
     pub dead_letters: u64,
     /// Dead letters by `dlq.reason`.
     pub by_reason: std::collections::BTreeMap<String, u64>,
-    /// The predictions' requests' `sent_at_ms`.
-    pub sent_at_ms: Vec<i64>,
+    /// The delivered predictions' figures.
+    pub scored: Vec<Scored>,
 }
 
 impl Delivered {

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use deliver::{dead_letter_record, deliver, DeadLetterRecord, Delivered, Limits};
-pub use step::{score_batch, Outcome, Predictor};
+pub use step::{score_batch, Outcome, Predictor, Scored};
 
 use crate::bundle::BundleStore;
 use crate::defaults;
@@ -225,9 +225,15 @@ impl Worker for Service {
                 .inc_by(n);
         }
         let now = now_ms();
-        for sent in done.sent_at_ms {
+        for s in &done.scored {
             m.latency_seconds
-                .observe((now - sent).max(0) as f64 / 1000.0);
+                .observe((now - s.sent_at_ms).max(0) as f64 / 1000.0);
+            if let Some(truth) = s.truth {
+                m.labeled(s.champion, "champion", truth);
+                if let Some(shadow) = s.challenger {
+                    m.labeled(shadow, "challenger", truth);
+                }
+            }
         }
         Ok(())
     }
@@ -333,6 +339,12 @@ pub async fn run(
     consumer
         .subscribe(&[&config.kafka.topics.requests])
         .map_err(BrokerError::from)?;
+    let lag_stop = shutdown.child_token();
+    crate::telemetry::watch_lag(
+        consumer.clone(),
+        config.metrics.consumer_lag.clone(),
+        lag_stop.clone(),
+    );
     let service = Service {
         predictor: Predictor::new(current),
         sender,
@@ -353,6 +365,7 @@ pub async fn run(
         linger: config.linger,
     };
     let result = worker::run(&consumer, &batching, &guarantee, service, &shutdown).await;
+    lag_stop.cancel();
     consumer.unsubscribe();
     follower_stop.cancel();
     let _ = follower.await;

@@ -1,7 +1,7 @@
 //! The predictor's work on one batch, without a broker: decode, validate, transform and score
 //! with the bundle in use; one outcome per message, in input order.
 
-use crate::data::label_text;
+use crate::data::{label_text, parse_label};
 use crate::kafka::InMessage;
 use crate::registry::{CurrentServing, Serving};
 use crate::stream::decode::{decode_request, Fault, Rejection};
@@ -15,8 +15,8 @@ pub enum Outcome {
         payload: Vec<u8>,
         /// Where the request was read: topic, partition, offset.
         source: (String, i32, i64),
-        /// The request's `sent_at_ms`.
-        sent_at_ms: i64,
+        /// What the live metrics need of it.
+        scored: Scored,
     },
     DeadLetter {
         key: Option<Vec<u8>>,
@@ -25,6 +25,19 @@ pub enum Outcome {
         detail: String,
         source: (String, i32, i64),
     },
+}
+
+/// A prediction's figures for the live metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    /// The request's `sent_at_ms`.
+    pub sent_at_ms: i64,
+    /// The request's label, when it came with one: whether it is `>50K`.
+    pub truth: Option<bool>,
+    /// The champion's version and probability.
+    pub champion: (u32, f64),
+    /// The challenger's in shadow, if any.
+    pub challenger: Option<(u32, f64)>,
 }
 
 impl Outcome {
@@ -165,11 +178,17 @@ pub fn score_batch(serving: &Serving, batch: &[InMessage]) -> Vec<Outcome> {
                     offset: m.offset,
                     request_id: request.request_id,
                 };
+                let scored = Scored {
+                    sent_at_ms: prediction.sent_at_ms,
+                    truth: prediction.income_bracket.as_deref().and_then(parse_label),
+                    champion: (prediction.model_version, probability),
+                    challenger: challenger_version.zip(challenger_probability),
+                };
                 Outcome::Prediction {
                     key: prediction.request_id.clone(),
                     payload: serde_json::to_vec(&prediction).expect("prediction serializes"),
                     source: (m.topic.clone(), m.partition, m.offset),
-                    sent_at_ms: prediction.sent_at_ms,
+                    scored,
                 }
             }
             Err(rejection) => Outcome::dead_letter(m, rejection),

@@ -9,6 +9,7 @@
 //! probation and rolls back to it if it proves better.
 
 mod gating;
+mod observed;
 mod offline;
 mod registry_sync;
 mod retrain;
@@ -34,6 +35,7 @@ use crate::gate::GateSettings;
 use crate::kafka::{BrokerError, KafkaSettings};
 use crate::registry::{read_registry, Evidence, Publisher, RegistryError};
 use crate::stream::worker::{self, Batching, Guarantee};
+use crate::telemetry::RetrainerMetrics;
 use crate::train::SearchConfig;
 use crate::triggers::{Fired, Triggers};
 use retrain::Trainer;
@@ -74,6 +76,8 @@ pub struct RetrainerConfig {
     /// The registry publisher's Kafka transactional id: one retrainer publishes at a time, a
     /// newer one with the same id fences the older.
     pub transactional_id: String,
+    /// Its Prometheus metrics (served by the caller, if at all), kept from its events.
+    pub metrics: RetrainerMetrics,
 }
 
 impl RetrainerConfig {
@@ -93,6 +97,7 @@ impl RetrainerConfig {
             max_batch: defaults::MAX_BATCH,
             linger: defaults::RETRAINER_LINGER,
             transactional_id: crate::registry::publisher_id(&kafka.topics.models),
+            metrics: RetrainerMetrics::default(),
             kafka,
         }
     }
@@ -173,6 +178,11 @@ pub async fn run(
     shutdown: CancellationToken,
     on_event: impl Fn(&Event) + Send + Sync + 'static,
 ) -> Result<RetrainerStats, RetrainerError> {
+    let metrics = config.metrics.clone();
+    let on_event = move |e: &Event| {
+        observed::observe(&metrics, e);
+        on_event(e)
+    };
     config.kafka.ensure_topics().await?;
     let publisher = Publisher::start(&config.kafka, &config.transactional_id).await?;
     let registry = read_registry(&config.kafka).await?;
@@ -212,6 +222,12 @@ pub async fn run(
     consumer
         .subscribe(&[&config.kafka.topics.requests])
         .map_err(BrokerError::from)?;
+    let lag_stop = shutdown.child_token();
+    crate::telemetry::watch_lag(
+        consumer.clone(),
+        config.metrics.consumer_lag.clone(),
+        lag_stop.clone(),
+    );
     let batching = Batching {
         name: "retrainer".into(),
         max_batch: config.max_batch,
@@ -245,5 +261,6 @@ pub async fn run(
     )
     .await;
     stop_training.cancel();
+    lag_stop.cancel();
     result?.stop().await
 }

@@ -1,5 +1,8 @@
 //! The predictor's metrics.
 
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -26,6 +29,21 @@ pub struct PredictorMetrics {
     pub latency_seconds: Histogram,
     /// The versions in use: `role` champion or challenger (0: none).
     pub model_version: Family<RoleLabel, Gauge>,
+    /// Labeled requests scored, by version and role (the challenger's in shadow).
+    pub labeled: Family<ScoringLabels, Counter>,
+    /// Of those, the ones the version got right (probability ≥ 0.5 for `>50K`).
+    pub correct: Family<ScoringLabels, Counter>,
+    /// Their summed log loss: with `labeled`, the live log loss.
+    pub log_loss: Family<ScoringLabels, Counter<f64, AtomicU64>>,
+    /// Requests not yet read by this instance, over its partitions (updated every few
+    /// seconds).
+    pub consumer_lag: Gauge,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScoringLabels {
+    pub model_version: u32,
+    pub role: String,
 }
 
 impl Default for PredictorMetrics {
@@ -46,6 +64,10 @@ impl Default for PredictorMetrics {
             batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             latency_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             model_version: Family::default(),
+            labeled: Family::default(),
+            correct: Family::default(),
+            log_loss: Family::default(),
+            consumer_lag: Gauge::default(),
         }
     }
 }
@@ -89,7 +111,41 @@ impl PredictorMetrics {
             "Model version in use, by role (champion, challenger; 0: none)",
             self.model_version.clone(),
         );
+        r.register(
+            "labeled_predictions",
+            "Labeled requests scored, by version and role (challenger: in shadow)",
+            self.labeled.clone(),
+        );
+        r.register(
+            "correct_predictions",
+            "Labeled requests the version got right, by version and role",
+            self.correct.clone(),
+        );
+        r.register(
+            "log_loss_sum",
+            "Summed log loss over labeled requests, by version and role",
+            self.log_loss.clone(),
+        );
+        r.register(
+            "consumer_lag",
+            "Requests not yet read by this instance, over its partitions",
+            self.consumer_lag.clone(),
+        );
         register_build_info(r);
+    }
+
+    /// Counts a labeled request `version` scored `probability` in `role`.
+    pub fn labeled(&self, (version, probability): (u32, f64), role: &str, truth: bool) {
+        let labels = ScoringLabels {
+            model_version: version,
+            role: role.into(),
+        };
+        self.labeled.get_or_create(&labels).inc();
+        if truth == (probability >= 0.5) {
+            self.correct.get_or_create(&labels).inc();
+        }
+        let loss = crate::metrics::row_log_loss(truth, probability);
+        self.log_loss.get_or_create(&labels).inc_by(loss);
     }
 
     pub fn set_version(&self, role: &str, version: Option<u32>) {

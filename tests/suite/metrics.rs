@@ -13,13 +13,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{headers_of, publish_champion, store_with_v1, test_kafka};
 
-const GOOD: &str = r#"{"request_id": "ID", "sent_at_ms": 1, "record": {"age": 52, "workclass": "Self-emp-inc", "fnlwgt": 287927, "education": "HS-grad", "education_num": 9, "marital_status": "Married-civ-spouse", "occupation": "Exec-managerial", "relationship": "Wife", "race": "White", "sex": "Female", "capital_gain": 15024, "capital_loss": 0, "hours_per_week": 40, "native_country": "United-States"}}"#;
+const GOOD: &str = r#"{"request_id": "ID", "sent_at_ms": 1, "income_bracket": ">50K", "record": {"age": 52, "workclass": "Self-emp-inc", "fnlwgt": 287927, "education": "HS-grad", "education_num": 9, "marital_status": "Married-civ-spouse", "occupation": "Exec-managerial", "relationship": "Wife", "race": "White", "sex": "Female", "capital_gain": 15024, "capital_loss": 0, "hours_per_week": 40, "native_country": "United-States"}}"#;
 
 /// What the topics say: predictions per model version, dead letters per reason.
 #[derive(Debug, Default, PartialEq)]
 struct Tally {
     predictions: BTreeMap<String, u64>,
     dead_letters: BTreeMap<String, u64>,
+    /// Labeled predictions by the champion version, and those it got right.
+    labeled: BTreeMap<String, u64>,
+    correct: BTreeMap<String, u64>,
 }
 
 /// The topics' tally once they hold `expected` answers (read again from their starts until they
@@ -55,10 +58,14 @@ async fn read_once(s: &census_stream::kafka::KafkaSettings) -> (Tally, usize) {
                 *tally.dead_letters.entry(reason).or_default() += 1;
             } else {
                 let p: Prediction = serde_json::from_slice(m.payload().unwrap()).unwrap();
-                *tally
-                    .predictions
-                    .entry(p.model_version.to_string())
-                    .or_default() += 1;
+                let v = p.model_version.to_string();
+                *tally.predictions.entry(v.clone()).or_default() += 1;
+                if let Some(label) = &p.income_bracket {
+                    *tally.labeled.entry(v.clone()).or_default() += 1;
+                    if (label == ">50K") == (p.probability >= 0.5) {
+                        *tally.correct.entry(v).or_default() += 1;
+                    }
+                }
             }
             seen += 1;
         }
@@ -66,28 +73,33 @@ async fn read_once(s: &census_stream::kafka::KafkaSettings) -> (Tally, usize) {
     (tally, seen)
 }
 
-/// The counters of a scrape: `name{label="value"} n` lines of the two families, by label value.
+/// The counters of a scrape, as [`Tally`]: `name{label="value",…} n` lines.
 fn scraped(text: &str) -> Tally {
     let mut tally = Tally::default();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
         };
-        let label = |prefix: &str| {
-            series
-                .strip_prefix(prefix)
-                .and_then(|rest| rest.strip_suffix("\"}"))
-                .map(str::to_owned)
+        let Some((name, labels)) = series.split_once('{') else {
+            continue;
         };
-        let value: f64 = value.parse().unwrap();
-        if let Some(v) = label("census_predictions_total{model_version=\"") {
-            tally.predictions.insert(v, value as u64);
-        } else if let Some(r) = label("census_dead_letters_total{reason=\"") {
+        let labels: BTreeMap<&str, &str> = labels
+            .trim_end_matches('}')
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        let value = value.parse::<f64>().unwrap() as u64;
+        let champion = labels.get("role") == Some(&"champion");
+        let (map, key) = match name {
+            "census_predictions_total" => (&mut tally.predictions, "model_version"),
             // Every reason is exposed from the start, at 0.
-            if value > 0.0 {
-                tally.dead_letters.insert(r, value as u64);
-            }
-        }
+            "census_dead_letters_total" if value > 0 => (&mut tally.dead_letters, "reason"),
+            "census_labeled_predictions_total" if champion => (&mut tally.labeled, "model_version"),
+            "census_correct_predictions_total" if champion => (&mut tally.correct, "model_version"),
+            _ => continue,
+        };
+        map.insert(labels[key].to_owned(), value);
     }
     tally
 }
