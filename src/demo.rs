@@ -42,6 +42,8 @@ pub struct DemoConfig {
     pub triggers: crate::triggers::Triggers,
     /// Where the prediction lines, retrains and summary go.
     pub sink: Sink,
+    /// The producer's status line, if shown.
+    pub status: Option<producer::Status>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +224,7 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     prod.rate = config.rate;
     prod.wait = Duration::from_secs(60);
     prod.sink = Some(out.clone());
+    prod.status = config.status.clone();
     prod.show_per_sec = 4;
     let summary = producer::run(prod, shutdown.clone()).await;
 

@@ -1,13 +1,38 @@
 //! Logging set-up shared by the binaries: `RUST_LOG` filters, `info` by default.
 
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tracing_subscriber::EnvFilter;
+
+/// ANSI: back to the line's start and erase it.
+pub const CLEAR_LINE: &str = "\r\x1b[2K";
+
+/// Whether a status line is drawn in place at the bottom of the terminal (the producer's).
+static STATUS_SHOWN: AtomicBool = AtomicBool::new(false);
+
+/// Says whether a status line is drawn in place: lines written to the terminal meanwhile clear
+/// it first, and it is drawn again under them.
+pub fn status_line_shown(shown: bool) {
+    STATUS_SHOWN.store(shown, Ordering::Relaxed);
+}
+
+pub fn is_status_line_shown() -> bool {
+    STATUS_SHOWN.load(Ordering::Relaxed)
+}
 
 /// Installs a stderr logger. Safe to call more than once (later calls do nothing).
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| {
+            let mut stderr = std::io::stderr();
+            if is_status_line_shown() {
+                let _ = stderr.write_all(CLEAR_LINE.as_bytes());
+            }
+            stderr
+        })
         .with_target(false)
         .try_init();
 }

@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         shuffle_labels: flags.promotion.shuffle_labels,
         triggers: flags.triggers.triggers(),
         sink: Sink::stdout(),
+        status: Some(census_stream::producer::Status::stderr()),
     };
     let summary = run(config, shutdown_on_signals())
         .await

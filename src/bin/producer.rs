@@ -8,7 +8,7 @@ use clap::Parser;
 
 use census_stream::cli::{shutdown_on_signals, DataArgs, KafkaArgs};
 use census_stream::defaults;
-use census_stream::producer::{run, Input, ProducerConfig, Sink};
+use census_stream::producer::{run, Input, ProducerConfig, Sink, Status};
 use census_stream::settings::Rate;
 
 #[derive(Debug, Parser)]
@@ -35,6 +35,9 @@ struct Flags {
     /// Prediction lines printed a second at most (0: only the summary).
     #[arg(long, default_value_t = defaults::SHOW_PER_SEC)]
     show_per_sec: u32,
+    /// No status line (sent, answered, accuracy per version) on stderr.
+    #[arg(long)]
+    no_status: bool,
 }
 
 #[tokio::main]
@@ -51,6 +54,8 @@ async fn main() -> anyhow::Result<()> {
     config.wait = Duration::from_secs(flags.wait_secs);
     config.sink = Some(Sink::stdout());
     config.show_per_sec = flags.show_per_sec;
+    // On stderr with the logs: redrawn in place on a terminal, a plain line every 5 s elsewhere.
+    config.status = (!flags.no_status).then(Status::stderr);
     let summary = run(config, shutdown_on_signals())
         .await
         .context("producer failed")?;

@@ -341,7 +341,7 @@ pub async fn run(
         .map_err(BrokerError::from)?;
     let lag_stop = shutdown.child_token();
     crate::telemetry::watch_lag(
-        consumer.clone(),
+        &consumer,
         config.metrics.consumer_lag.clone(),
         lag_stop.clone(),
     );

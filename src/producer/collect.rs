@@ -24,6 +24,8 @@ pub(super) struct Tally {
     pub scored_ms: Vec<f64>,
     pub per_version: BTreeMap<u32, VersionTally>,
     pub last_at: Option<Instant>,
+    /// The challenger scored in shadow in the latest prediction, if any.
+    pub shadow: Option<u32>,
     view: View,
 }
 
@@ -38,6 +40,7 @@ impl Tally {
             scored_ms: Vec::new(),
             per_version: BTreeMap::new(),
             last_at: None,
+            shadow: None,
             view,
         }
     }
@@ -53,6 +56,7 @@ impl Tally {
             self.duplicates += 1;
             return;
         }
+        self.shadow = p.challenger_version;
         let truth = p.income_bracket.as_deref().and_then(parse_label);
         let t = self.per_version.entry(p.model_version).or_default();
         t.predictions += 1;

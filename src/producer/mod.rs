@@ -6,6 +6,7 @@
 mod collect;
 mod input;
 mod send;
+mod status;
 mod summary;
 mod view;
 
@@ -17,6 +18,7 @@ use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
 pub use input::Input;
+pub use status::Status;
 pub use summary::{quantiles, Summary, VersionTally};
 pub use view::Sink;
 
@@ -41,6 +43,8 @@ pub struct ProducerConfig {
     pub sink: Option<Sink>,
     /// At most this many prediction lines a second.
     pub show_per_sec: u32,
+    /// The status line, if shown.
+    pub status: Option<Status>,
     /// Prefix of this run's request ids.
     pub run_id: String,
 }
@@ -55,6 +59,7 @@ impl ProducerConfig {
             wait: defaults::PRODUCER_WAIT,
             sink: None,
             show_per_sec: defaults::SHOW_PER_SEC,
+            status: None,
             run_id: format!("{:08x}", rand::random::<u32>()),
         }
     }
@@ -126,6 +131,11 @@ pub async fn run_with(
         stop_collector.clone(),
     ));
 
+    let stop_status = CancellationToken::new();
+    let status = config
+        .status
+        .clone()
+        .map(|s| status::show(s, sent.clone(), tally.clone(), stop_status.clone()));
     let start = Instant::now();
     let plan = Plan {
         topic: &topics.requests,
@@ -138,6 +148,7 @@ pub async fn run_with(
     let ids = match sending {
         Ok(ids) => ids,
         Err(e) => {
+            stop_status.cancel();
             stop_collector.cancel();
             let _ = collector.await;
             return Err(e.into());
@@ -153,6 +164,10 @@ pub async fn run_with(
     }
     // A short grace period to see duplicates that trail the last first answer.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    stop_status.cancel();
+    if let Some(s) = status {
+        let _ = s.await;
+    }
     stop_collector.cancel();
     let _ = collector.await;
     let t = Arc::try_unwrap(tally)

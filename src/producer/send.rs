@@ -1,7 +1,7 @@
 //! Sending the requests at the chosen rate, each with this run's id, and remembering when each
 //! was sent on one monotonic clock.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -18,6 +18,8 @@ use crate::stream::messages::now_ms;
 pub(super) struct SendTimes {
     clock: Instant,
     micros: Vec<AtomicU64>,
+    /// Requests sent so far.
+    count: AtomicUsize,
 }
 
 impl SendTimes {
@@ -27,11 +29,18 @@ impl SendTimes {
         SendTimes {
             clock: Instant::now(),
             micros: (0..n).map(|_| AtomicU64::new(Self::UNSENT)).collect(),
+            count: AtomicUsize::new(0),
         }
     }
 
     fn mark_sent(&self, i: usize) {
         self.micros[i].store(self.clock.elapsed().as_micros() as u64, Ordering::Release);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests sent so far, and to send in all.
+    pub(super) fn progress(&self) -> (usize, usize) {
+        (self.count.load(Ordering::Relaxed), self.micros.len())
     }
 
     /// Milliseconds from the send of request `i` to now.

@@ -3,29 +3,52 @@
 //! as the sink, `producer > predictions.txt` keeps clean lines.
 
 use std::fmt;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 
 use crate::data::label_text;
+use crate::logging;
 use crate::stream::messages::{now_ms, Prediction};
 
 /// Where lines for a person go: stdout for the binaries, a buffer in tests.
 #[derive(Clone)]
-pub struct Sink(Arc<Mutex<dyn Write + Send>>);
+pub struct Sink {
+    out: Arc<Mutex<dyn Write + Send>>,
+    /// A terminal, where a status line may be drawn in place (see [`crate::logging`]).
+    terminal: bool,
+}
 
 impl Sink {
     pub fn new(w: impl Write + Send + 'static) -> Self {
-        Sink(Arc::new(Mutex::new(w)))
+        Sink {
+            out: Arc::new(Mutex::new(w)),
+            terminal: false,
+        }
     }
 
     pub fn stdout() -> Self {
-        Sink::new(std::io::stdout())
+        Sink {
+            terminal: std::io::stdout().is_terminal(),
+            ..Sink::new(std::io::stdout())
+        }
     }
 
-    /// Writes one line. A closed pipe or a full disk is not worth stopping the stream for.
+    /// Writes one line (clearing a status line drawn in place first). A closed pipe or a full
+    /// disk is not worth stopping the stream for.
     pub fn line(&self, text: &str) {
-        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = writeln!(w, "{text}").and_then(|()| w.flush());
+        let clear = if self.terminal && logging::is_status_line_shown() {
+            logging::CLEAR_LINE
+        } else {
+            ""
+        };
+        let mut w = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(w, "{clear}{text}").and_then(|()| w.flush());
+    }
+
+    /// Draws `text` in place of the line the cursor is on, without ending it.
+    pub fn redraw(&self, text: &str) {
+        let mut w = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = write!(w, "{}{text}", logging::CLEAR_LINE).and_then(|()| w.flush());
     }
 }
 

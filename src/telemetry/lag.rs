@@ -14,8 +14,11 @@ const EVERY: Duration = Duration::from_secs(5);
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Keeps `gauge` at `consumer`'s lag over the partitions it owns until `stop`.
-pub fn watch_lag(consumer: Arc<StreamConsumer>, gauge: Gauge, stop: CancellationToken) {
+/// Keeps `gauge` at `consumer`'s lag over the partitions it owns until `stop`, or until the
+/// consumer is dropped: the watcher holds it weakly, so that it never keeps a consumer (and its
+/// group membership) alive after its service is gone.
+pub fn watch_lag(consumer: &Arc<StreamConsumer>, gauge: Gauge, stop: CancellationToken) {
+    let consumer = Arc::downgrade(consumer);
     tokio::spawn(async move {
         let mut first = true;
         loop {
@@ -26,7 +29,9 @@ pub fn watch_lag(consumer: Arc<StreamConsumer>, gauge: Gauge, stop: Cancellation
                 _ = stop.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
             }
-            let c = consumer.clone();
+            let Some(c) = consumer.upgrade() else {
+                return;
+            };
             match tokio::task::spawn_blocking(move || lag(&c)).await {
                 Ok(Ok(n)) => {
                     gauge.set(n);

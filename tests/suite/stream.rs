@@ -571,3 +571,64 @@ async fn a_partition_revoked_while_its_batch_lingers_does_not_stop_the_predictor
         "both served: {a:?} {b:?}"
     );
 }
+
+/// A writer whose bytes the test reads afterwards.
+#[derive(Clone, Default)]
+struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_producers_status_line_follows_the_stream_to_its_end() {
+    let (Some(test_file), Some((_dir, store))) = (adult_test(), store_with_v1()) else {
+        return;
+    };
+    let kafka = test_kafka(2).await;
+    let stop = CancellationToken::new();
+    let mut pconf = PredictorConfig::new(kafka.settings.clone());
+    pconf.store = Some(store);
+    let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
+
+    let buf = SharedBuf::default();
+    let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::Uci(test_file));
+    prod.limit = Some(600);
+    prod.rate = Rate::new(200.0).unwrap();
+    prod.show_per_sec = 0;
+    prod.wait = Duration::from_secs(60);
+    prod.status = Some(producer::Status {
+        sink: producer::Sink::new(buf.clone()),
+        in_place: false,
+        every: Duration::from_millis(300),
+    });
+    let summary = producer::run(prod, CancellationToken::new()).await.unwrap();
+    stop.cancel();
+    predictor.await.unwrap().unwrap();
+    assert!(summary.missing.is_empty());
+
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 5, "a line every 300 ms over 3 s: {text}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("sent ") && !l.starts_with("sent 600/600")),
+        "lines while the stream runs: {text}"
+    );
+    let accuracy = summary.per_version[&1].accuracy().unwrap();
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("sent 600/600 at ")
+            && last.contains("| answered 600 (0 waiting) | dead letters 0 |")
+            && last.contains(&format!("accuracy v1 {accuracy:.4} (600)")),
+        "the last line says where the stream ended: {last}"
+    );
+    assert!(!text.contains('\x1b'), "plain text when not on a terminal");
+}
