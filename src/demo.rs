@@ -123,9 +123,10 @@ fn weak_bootstrap(
     Ok(store.save(files, true).map_err(InitError::from)?)
 }
 
-/// A retrainer event as the demo shows it.
-fn event_line(e: &retrainer::Event) -> String {
-    match e {
+/// A retrainer event as the demo shows it (the drift measures of each window are not shown).
+fn event_line(e: &retrainer::Event) -> Option<String> {
+    Some(match e {
+        retrainer::Event::FeatureDrift { .. } => return None,
         retrainer::Event::Retrained(e) => format!(
             ">>> retrain ({}: {}): v{} trained on {} stream rows, CV log loss {:.4}, in {:.1} s: {}",
             e.trigger.kind,
@@ -158,7 +159,7 @@ fn event_line(e: &retrainer::Event) -> String {
                 ev.delta
             )
         }
-    }
+    })
 }
 
 /// Runs the demo; returns the producer's summary.
@@ -213,7 +214,9 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     rconf.triggers = config.triggers;
     let events_out = out.clone();
     let retrainer = tokio::spawn(retrainer::run(rconf, services.clone(), move |e| {
-        events_out.line(&event_line(e))
+        if let Some(line) = event_line(e) {
+            events_out.line(&line)
+        }
     }));
 
     let input = work.path().join("requests.jsonl");

@@ -149,6 +149,12 @@ pub enum Event {
     Gate(GateEvent),
     /// A drift trigger fired (its retrain starts when no retrain or gate runs).
     Drift(Fired),
+    /// Each feature's PSI over the window of requests just ended, against the champion's
+    /// training data (with the feature-drift trigger on).
+    FeatureDrift {
+        psi: Vec<(String, f64)>,
+        rows: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

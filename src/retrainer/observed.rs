@@ -41,6 +41,11 @@ pub fn observe(metrics: &RetrainerMetrics, event: &Event) {
                 metrics.set_version("challenger", 0);
             }
         },
+        Event::FeatureDrift { psi, .. } => {
+            for (feature, value) in psi {
+                metrics.feature_drift(feature, *value);
+            }
+        }
         Event::Drift(_) => {}
     }
 }

@@ -177,6 +177,10 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
                 let reference = self.champion.processor.drift_reference();
                 let psi = reference.psi(window);
                 let names = crate::features::feature_names();
+                (self.on_event)(&Event::FeatureDrift {
+                    psi: names.iter().cloned().zip(psi.iter().copied()).collect(),
+                    rows: window.rows(),
+                });
                 let (worst, value) = psi
                     .iter()
                     .enumerate()

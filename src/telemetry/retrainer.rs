@@ -1,5 +1,8 @@
 //! The retrainer's metrics, from the events it reports.
 
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -19,17 +22,25 @@ pub struct RetrainerMetrics {
     /// One retrain, search to publish.
     pub retrain_seconds: Histogram,
     /// The newest version's cross-validated log loss.
-    pub cv_log_loss: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub cv_log_loss: Gauge<f64, AtomicU64>,
     /// The gate's decisions: `promoted`, `rejected`, `rolled_back`, `kept`.
     pub gate_decisions: Family<ReasonLabel, Counter>,
     /// The running gate's labeled requests (0: no gate running).
     pub gate_labels: Gauge,
     /// The running gate's mean of d = log loss(challenger) − log loss(champion).
-    pub gate_mean_difference: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub gate_mean_difference: Gauge<f64, AtomicU64>,
     /// The versions the registry names, by role (as the retrainer last set them).
     pub model_version: Family<RoleLabel, Gauge>,
     /// Labeled requests not yet read by this retrainer (updated every few seconds).
     pub consumer_lag: Gauge,
+    /// Each feature's PSI over the last window of requests, against the champion's training
+    /// data.
+    pub feature_drift: Family<FeatureLabel, Gauge<f64, AtomicU64>>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeatureLabel {
+    pub feature: String,
 }
 
 impl Default for RetrainerMetrics {
@@ -45,6 +56,7 @@ impl Default for RetrainerMetrics {
             gate_mean_difference: Gauge::default(),
             model_version: Family::default(),
             consumer_lag: Gauge::default(),
+            feature_drift: Family::default(),
         }
     }
 }
@@ -99,6 +111,12 @@ impl RetrainerMetrics {
             "Requests not yet read by this retrainer",
             self.consumer_lag.clone(),
         );
+        r.register(
+            "feature_drift_psi",
+            "Each feature's PSI over the last window of requests, against the champion's \
+             training data",
+            self.feature_drift.clone(),
+        );
         register_build_info(r);
     }
 
@@ -121,6 +139,15 @@ impl RetrainerMetrics {
     pub fn gate_decided(&self, decision: &str) {
         self.gate_decisions.get_or_create(&label(decision)).inc();
         self.gate_progress(0, 0.0);
+    }
+
+    /// A feature's drift over the window just ended.
+    pub fn feature_drift(&self, feature: &str, psi: f64) {
+        self.feature_drift
+            .get_or_create(&FeatureLabel {
+                feature: feature.to_owned(),
+            })
+            .set(psi);
     }
 
     /// The version the registry names in `role` (0: none).

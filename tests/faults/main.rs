@@ -20,6 +20,9 @@ use harness::{
 /// (the batch in hand, answered but not committed).
 const MAX_BATCH: usize = 1024;
 
+/// Records of the random-kill scenario.
+const RANDOM_RECORDS: usize = 30_000;
+
 /// The predictor's delivery guarantee in a scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -144,13 +147,18 @@ async fn random_kills(mode: Mode) {
     let s = scenario_settings(&broker, 6).await;
     let group = &format!("{}-group", s.topics.requests);
     let mut current = predictor_with(&s, &work, group, "p1", None, mode.flags());
-    let sending = stream(&s, 20_000, 2000.0, Duration::from_secs(60));
+    // 15 s of stream: the four kills land within the first 11.5 s, each followed by traffic.
+    let sending = stream(&s, RANDOM_RECORDS, 2000.0, Duration::from_secs(60));
     let mut kills = Vec::new();
     let mut unanswered_committed = Vec::new();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for _ in 0..4 {
         let pause = Duration::from_millis(800 + rand::random::<u64>() % 1700);
         tokio::time::sleep(pause).await;
+        assert!(
+            !sending.is_finished(),
+            "each kill lands while the stream runs"
+        );
         current.sigkill();
         kills.push(now_ms());
         let at_kill = committed(&s, group).await;
@@ -175,7 +183,7 @@ async fn random_kills(mode: Mode) {
         kills.len(),
         &recovery,
     );
-    assert_eq!(v.requests, 20_000);
+    assert_eq!(v.requests, RANDOM_RECORDS);
     assert!(
         v.lost.is_empty(),
         "lost {:?}",
