@@ -10,7 +10,6 @@ mod status;
 mod summary;
 mod view;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,9 +28,6 @@ use crate::settings::Rate;
 use collect::{collect, Collector, Tally};
 use send::{send_all, Plan, SendTimes};
 use view::View;
-
-/// How long sending waits for the readers of the answers to fetch.
-const READERS_READY_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
@@ -112,18 +108,13 @@ pub async fn run_with(
     };
     let sent = Arc::new(SendTimes::new(total));
     let topics = &config.kafka.topics;
-    // The readers say when they reach a partition's end, so that sending waits until they fetch.
-    let mut readers = config.kafka.clone();
-    readers
-        .consumer_extra
-        .insert("enable.partition.eof".into(), "true".into());
-    let predictions = readers.reader()?;
-    let mut partitions = readers
+    let predictions = config.kafka.reader()?;
+    config
+        .kafka
         .assign_all(&predictions, &topics.predictions, true)
         .await?;
-    let dlq = readers.reader()?;
-    partitions += readers.assign_all(&dlq, &topics.dlq, true).await?;
-    let at_end = Arc::new(Mutex::new(HashSet::new()));
+    let dlq = config.kafka.reader()?;
+    config.kafka.assign_all(&dlq, &topics.dlq, true).await?;
     let tally = Arc::new(Mutex::new(Tally::new(View::new(
         config.sink.clone(),
         config.show_per_sec,
@@ -136,20 +127,9 @@ pub async fn run_with(
             run_id: config.run_id.clone(),
             sent: sent.clone(),
             tally: tally.clone(),
-            at_end: at_end.clone(),
         },
         stop_collector.clone(),
     ));
-    // A new reader's first fetch can come most of a second after its assignment: answers
-    // arriving meanwhile would be read late, and their latency measured wrong (seen as ~0.9 s
-    // tails at 1,000 records/s, with send-to-scored at 13 ms in the same runs).
-    let ready_by = Instant::now() + READERS_READY_WAIT;
-    while at_end.lock().expect("at_end").len() < partitions && Instant::now() < ready_by {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    if at_end.lock().expect("at_end").len() < partitions {
-        tracing::debug!("sending before every reader fetched");
-    }
 
     let stop_status = CancellationToken::new();
     let status = config
