@@ -73,6 +73,19 @@ cs_ensure_java_maven() {
         cs_die "the real-Kafka tests need what is named above (or point KAFKA_BROKERS at a running broker)"
 }
 
+# Chromium and its WebDriver (chromedriver), for the dashboard's browser test: installed with
+# apt-get (Debian's chromium and chromium-driver) when running as root, else named.
+cs_ensure_chromium() {
+    command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "census-stream setup: chromium or chromedriver not found; installing them with apt-get" >&2
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) ||
+            cs_die "apt-get install chromium chromium-driver failed; install them (the browser test needs both)"
+    fi
+    command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 ||
+        cs_die "the dashboard's browser test needs chromium and chromedriver: install them (Debian: chromium chromium-driver)"
+}
+
 # Starts a throwaway local Kafka broker for tests and benchmarks on port $1 (controller on $1+1),
 # with its own state folder and an empty data folder, and stops it when the calling script exits
 # (also on failure or Ctrl-C). Sets CS_TEST_BROKERS to its address.

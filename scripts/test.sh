@@ -25,6 +25,7 @@ esac
 cargo build --release --bins --tests
 
 if [ "$stages" != real ]; then
+    cs_ensure_chromium
     echo "== tests on the embedded broker"
     env -u KAFKA_BROKERS cargo test --release "$@"
 fi

@@ -21,6 +21,8 @@ pub const DLQ_TOPIC: &str = "census.dlq";
 pub const MODELS_TOPIC: &str = "census.models";
 /// Consumer group of the predictors.
 pub const PREDICTOR_GROUP: &str = "census-predictor";
+/// Where the dashboard serves its page.
+pub const DASHBOARD_ADDR: &str = "127.0.0.1:8080";
 /// Consumer group of the retrainer.
 pub const RETRAINER_GROUP: &str = "census-retrainer";
 

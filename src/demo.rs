@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bundle::{BundleStore, Manifest, TrainingData};
 use crate::bundling::bundle_files;
+use crate::dashboard::{self, DashboardConfig};
 use crate::data::{ensure_file, load_training_rows, read_labeled, Fetch, TEST_FILE};
 use crate::initialize::{self, InitConfig, InitError, Initialized};
 use crate::kafka::{kafka_or_embedded, BrokerError, KafkaSettings};
@@ -44,6 +45,10 @@ pub struct DemoConfig {
     pub sink: Sink,
     /// The producer's status line, if shown.
     pub status: Option<producer::Status>,
+    /// Serve the dashboard here (port 0: any free port); `None`: no dashboard.
+    pub dashboard: Option<std::net::SocketAddr>,
+    /// After the stream, keep the dashboard serving until shutdown.
+    pub stay: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,8 @@ pub enum DemoError {
     },
     #[error("a worker thread failed")]
     Join(#[from] tokio::task::JoinError),
+    #[error("the dashboard failed")]
+    Dashboard(#[from] dashboard::DashboardError),
 }
 
 /// Malformed records mixed into the demo stream, one of each dead-letter reason.
@@ -162,6 +169,27 @@ fn event_line(e: &retrainer::Event) -> Option<String> {
     })
 }
 
+/// The dashboard at `addr`, or at any free port when that one is taken.
+async fn start_dashboard(
+    kafka: &KafkaSettings,
+    addr: std::net::SocketAddr,
+    config: &DemoConfig,
+    shutdown: CancellationToken,
+) -> Result<dashboard::Dashboard, DemoError> {
+    let mut dconf = DashboardConfig::new(kafka.clone(), addr);
+    dconf.triggers = config.triggers;
+    match dashboard::start(dconf.clone(), shutdown.clone()).await {
+        Err(dashboard::DashboardError::Bind { source, .. })
+            if source.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 =>
+        {
+            tracing::warn!("{addr} is taken: the dashboard takes another port");
+            dconf.addr.set_port(0);
+            Ok(dashboard::start(dconf, shutdown).await?)
+        }
+        started => Ok(started?),
+    }
+}
+
 /// Runs the demo; returns the producer's summary.
 pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summary, DemoError> {
     let out = config.sink.clone();
@@ -199,6 +227,13 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     ));
 
     let services = shutdown.child_token();
+    let board = match config.dashboard {
+        Some(addr) => Some(start_dashboard(&kafka, addr, &config, services.clone()).await?),
+        None => None,
+    };
+    if let Some(b) = &board {
+        out.line(&format!("dashboard: open {}", b.url));
+    }
     let mut pconf = PredictorConfig::new(kafka.clone());
     pconf.store = Some(store.clone());
     let predictor = tokio::spawn(predictor::run(pconf, services.clone()));
@@ -231,9 +266,19 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     prod.show_per_sec = 4;
     let summary = producer::run(prod, shutdown.clone()).await;
 
+    if let (true, Some(b)) = (config.stay, &board) {
+        out.line(&format!(
+            "the stream is over; the dashboard stays at {} until Ctrl-C",
+            b.url
+        ));
+        shutdown.cancelled().await;
+    }
     services.cancel();
     let pstats = predictor.await??;
     let rstats = retrainer.await??;
+    if let Some(b) = board {
+        b.finished().await?;
+    }
     let summary = summary?;
     out.line(&format!("\n=== demo summary ===\n{}", summary.report()));
     out.line(&format!(

@@ -5,12 +5,13 @@
 //! Layers, lowest first (a module uses only those above it in this list):
 //! `defaults`, `settings`, `atomic`, `memory`, `logging` · `data` · `features` · `model` ·
 //! `hyper`, `metrics`, `triggers` · `train` · `bundle` · `bundling` · `initialize` · `kafka` · `stream` · `registry` · `gate` ·
-//! `predictor`, `retrainer`, `producer` · `demo`, `loadtest` · `cli`.
+//! `predictor`, `retrainer`, `producer`, `dashboard` · `demo`, `loadtest` · `cli`.
 
 pub mod atomic;
 pub mod bundle;
 pub mod bundling;
 pub mod cli;
+pub mod dashboard;
 pub mod data;
 pub mod defaults;
 pub mod demo;

@@ -42,6 +42,15 @@ struct Flags {
     promotion: PromotionArgs,
     #[command(flatten)]
     triggers: TriggerArgs,
+    /// Serve the live dashboard here (port 0: any free port).
+    #[arg(long, default_value = census_stream::defaults::DASHBOARD_ADDR)]
+    dashboard_addr: std::net::SocketAddr,
+    /// No dashboard.
+    #[arg(long, conflicts_with = "stay")]
+    no_dashboard: bool,
+    /// After the stream, keep the dashboard up until Ctrl-C (to look at it at leisure).
+    #[arg(long)]
+    stay: bool,
 }
 
 #[tokio::main]
@@ -63,6 +72,8 @@ async fn main() -> anyhow::Result<()> {
         triggers: flags.triggers.triggers(),
         sink: Sink::stdout(),
         status: Some(census_stream::producer::Status::stderr()),
+        dashboard: (!flags.no_dashboard).then_some(flags.dashboard_addr),
+        stay: flags.stay,
     };
     let summary = run(config, shutdown_on_signals())
         .await

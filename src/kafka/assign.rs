@@ -38,6 +38,64 @@ impl KafkaSettings {
 }
 
 impl KafkaSettings {
+    /// Assigns `consumer` every partition of each of `topics`, from its beginning.
+    pub async fn assign_from_beginning(
+        &self,
+        consumer: &StreamConsumer,
+        topics: &[String],
+    ) -> Result<(), BrokerError> {
+        let probe: BaseConsumer = self.client(&[]).create()?;
+        let names = topics.to_vec();
+        let starts = tokio::task::spawn_blocking(move || {
+            names
+                .iter()
+                .map(|t| Ok((t.clone(), start_offsets(&probe, t, false)?)))
+                .collect::<Result<Vec<_>, BrokerError>>()
+        })
+        .await??;
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partitions) in &starts {
+            for &(p, offset) in partitions {
+                tpl.add_partition_offset(topic, p, offset)?;
+            }
+        }
+        consumer.assign(&tpl)?;
+        Ok(())
+    }
+
+    /// A client that reads `group`'s committed offsets without joining the group, for
+    /// [`group_lag`].
+    pub fn group_reader(&self, group: &str) -> Result<BaseConsumer, BrokerError> {
+        Ok(self
+            .client(&[("group.id", group), ("enable.auto.commit", "false")])
+            .create()?)
+    }
+}
+
+/// The records of `topic` that `group` has not committed yet, summed over its partitions
+/// (blocking). A partition the group never committed counts from its start.
+pub fn group_lag(reader: &BaseConsumer, topic: &str) -> Result<i64, BrokerError> {
+    let md = reader.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+    }
+    let committed = reader.committed_offsets(tpl, REQUEST_TIMEOUT)?;
+    let mut lag = 0;
+    for e in committed.elements() {
+        let (low, high) = reader.fetch_watermarks(topic, e.partition(), REQUEST_TIMEOUT)?;
+        let from = match e.offset() {
+            Offset::Offset(n) => n,
+            _ => low,
+        };
+        lag += (high - from).max(0);
+    }
+    Ok(lag)
+}
+
+impl KafkaSettings {
     /// Each partition of `topic` with its end offset (high watermark) as of now.
     pub async fn end_offsets(&self, topic: &str) -> Result<Vec<(i32, i64)>, BrokerError> {
         let probe: BaseConsumer = self.client(&[]).create()?;

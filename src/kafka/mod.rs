@@ -14,6 +14,7 @@ use std::time::Duration;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 pub use admin::{DLQ_MAX_MESSAGE_BYTES, KAFKA_DEFAULT_MAX_MESSAGE_BYTES};
+pub use assign::group_lag;
 pub use embedded::{kafka_or_embedded, EmbeddedBroker};
 pub use message::{next_offsets, InMessage};
 pub use settings::{check_extra_setting, KafkaSettings, Topics, MAX_MESSAGE_BYTES};

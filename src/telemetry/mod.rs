@@ -2,6 +2,7 @@
 //! text, which Prometheus scrapes as is). Each service owns its metric families and registers
 //! them in a [`Registry`] when it serves them; tests read the same families directly.
 
+mod dashboard;
 mod lag;
 mod predictor;
 mod retrainer;
@@ -12,6 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+pub use dashboard::DashboardMetrics;
 pub use lag::watch_lag;
 pub use predictor::{PredictorMetrics, ScoringLabels};
 pub use retrainer::RetrainerMetrics;

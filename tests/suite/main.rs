@@ -1,5 +1,6 @@
 //! The integration suite: one test binary, shared helpers.
 
+mod browser;
 mod bundles;
 mod compose;
 mod exactly_once;

@@ -1,9 +1,11 @@
 //! The predictor's Prometheus endpoint: after a known stream, scraped over HTTP, its counters
-//! equal what a reader of the topics finds, per model version and per dead-letter reason.
+//! equal what a reader of the topics finds, per model version and per dead-letter reason; and so
+//! do the dashboard's figures, read from its `/state`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use census_stream::dashboard::{self, DashboardConfig};
 use census_stream::predictor::{self, PredictorConfig};
 use census_stream::stream::messages::Prediction;
 use rdkafka::consumer::StreamConsumer;
@@ -104,8 +106,47 @@ fn scraped(text: &str) -> Tally {
     tally
 }
 
+async fn dashboard_state(url: &str) -> serde_json::Value {
+    let u = format!("{url}state");
+    tokio::task::spawn_blocking(move || {
+        let text = ureq::get(&u)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// The dashboard's figures as [`Tally`].
+fn dashboard_tally(state: &serde_json::Value) -> Tally {
+    let mut tally = Tally::default();
+    for v in state["versions"].as_array().unwrap() {
+        let version = v["version"].to_string();
+        let n = v["predictions"].as_u64().unwrap();
+        if n > 0 {
+            tally.predictions.insert(version.clone(), n);
+        }
+        if let Some(served) = v["served"].as_object() {
+            let labeled = served["labeled"].as_u64().unwrap();
+            let correct = (served["accuracy"].as_f64().unwrap() * labeled as f64).round() as u64;
+            tally.labeled.insert(version.clone(), labeled);
+            tally.correct.insert(version, correct);
+        }
+    }
+    for (reason, n) in state["dead_letters"].as_object().unwrap() {
+        tally
+            .dead_letters
+            .insert(reason.clone(), n.as_u64().unwrap());
+    }
+    tally
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_scraped_counters_equal_the_topics_per_version_and_reason() {
+async fn the_scraped_counters_and_the_dashboard_equal_the_topics_per_version_and_reason() {
     let Some((_dir, store)) = store_with_v1() else {
         return;
     };
@@ -121,6 +162,12 @@ async fn the_scraped_counters_equal_the_topics_per_version_and_reason() {
             .await
             .unwrap();
     let running = tokio::spawn(predictor::run(pconf, stop.clone()));
+    let board = dashboard::start(
+        DashboardConfig::new(s.clone(), "127.0.0.1:0".parse().unwrap()),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
 
     let raw = s.producer().unwrap();
     let send = |key: String, payload: String| {
@@ -205,7 +252,36 @@ async fn the_scraped_counters_equal_the_topics_per_version_and_reason() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(last, topics, "the scrape against the topics");
+
+    // The dashboard, a reader of its own, comes to the same figures; and once the predictors'
+    // group has committed everything, to no lag.
+    let mut state = serde_json::Value::Null;
+    for _ in 0..50 {
+        state = dashboard_state(&board.url).await;
+        if dashboard_tally(&state) == topics && state["lag"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        dashboard_tally(&state),
+        topics,
+        "the dashboard against the topics"
+    );
+    assert_eq!(state["lag"], 0, "{}", state["lag"]);
+    assert_eq!(state["totals"]["requests"], sent);
+    assert_eq!(state["champion"]["version"], 2);
+    let trained: Vec<_> = state["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == "trained")
+        .map(|m| m["version"].as_u64().unwrap())
+        .collect();
+    // v1 was served from the local store; the registry holds v2 only.
+    assert_eq!(trained, [2]);
     stop.cancel();
+    board.finished().await.unwrap();
     let stats = running.await.unwrap().unwrap();
     assert_eq!(stats.predicted, 270);
     assert_eq!(stats.dead_lettered, 9);

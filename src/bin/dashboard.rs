@@ -1,0 +1,56 @@
+//! The dashboard: a live web page of the pipeline, read from the topics as a consumer of its
+//! own. Open the URL it prints.
+
+use std::num::NonZeroUsize;
+
+use anyhow::Context;
+use clap::Parser;
+
+use census_stream::cli::{shutdown_on_signals, KafkaArgs};
+use census_stream::dashboard::{run, DashboardConfig};
+use census_stream::defaults;
+use census_stream::settings::{self, positive};
+use census_stream::triggers::Triggers;
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Flags {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Serve the page at http://ADDR/ (0.0.0.0:8080 to reach it from other machines).
+    #[arg(long, env = "CENSUS_DASHBOARD_ADDR", default_value = defaults::DASHBOARD_ADDR)]
+    addr: std::net::SocketAddr,
+    /// The predictors' consumer group, whose lag the page shows.
+    #[arg(long, default_value = defaults::PREDICTOR_GROUP)]
+    predictor_group: String,
+    /// Requests per drift window (as the retrainer's --drift-window).
+    #[arg(long, default_value_t = NonZeroUsize::new(Triggers::default().psi_window).unwrap(),
+          value_parser = positive)]
+    drift_window: NonZeroUsize,
+    /// The drift threshold marked on the page (as the retrainer's --drift-psi; 0: none).
+    #[arg(long, default_value_t = Triggers::default().psi.unwrap_or(0.0),
+          value_parser = settings::non_negative)]
+    drift_psi: f64,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, env = "CENSUS_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    census_stream::logging::init();
+    let flags = Flags::parse();
+    let mut config = DashboardConfig::new(flags.kafka.settings(), flags.addr);
+    config.predictor_group = flags.predictor_group;
+    config.triggers.psi_window = flags.drift_window.get();
+    config.triggers.psi = (flags.drift_psi > 0.0).then_some(flags.drift_psi);
+    let shutdown = shutdown_on_signals();
+    if let Some(addr) = flags.metrics_addr {
+        let mut registry = prometheus_client::registry::Registry::default();
+        config.metrics.register(&mut registry);
+        census_stream::telemetry::serve(addr, registry, shutdown.clone())
+            .await
+            .with_context(|| format!("serving metrics at {addr}"))?;
+    }
+    run(config, shutdown).await.context("dashboard failed")
+}

@@ -1,0 +1,658 @@
+//! What the dashboard knows: the topics' records folded into per-second counts, latency
+//! histograms, per-version accuracy, the registry's story and the drift of the requests. Plain
+//! data, fed by the reader and read by the page as a [`Snapshot`].
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::histogram::Histogram;
+use super::snapshot::{
+    AliasView, DriftView, GateView, Latest, Series, Snapshot, Step, Tally as TallyView, Totals,
+    VersionView,
+};
+use crate::bundle::Manifest;
+use crate::features::{feature_names, DriftWindow, FeatureProcessor};
+use crate::gate::{log_loss, Gate, GateSettings};
+use crate::registry::{Alias, AliasRecord};
+use crate::stream::messages::{Prediction, Request};
+use crate::triggers::Triggers;
+
+/// Seconds of per-second counts kept.
+const HISTORY_SECS: i64 = 900;
+/// Seconds the page's throughput and latency charts show.
+const CHART_SECS: i64 = 300;
+const MIN_CHART_SECS: i64 = 60;
+/// The accuracy charts' step.
+const STEP_SECS: i64 = 5;
+/// Steps of per-version history kept; older ones are folded into a running base.
+const MAX_STEPS: usize = 720;
+const LATEST: usize = 12;
+const TIMELINE: usize = 40;
+/// Requests in a window before its PSI is shown (fewer say little).
+const DRIFT_MIN_ROWS: u64 = 200;
+
+#[derive(Debug, Default, Clone)]
+struct Second {
+    requests: u64,
+    predictions: u64,
+    dead_letters: u64,
+    latency: Histogram,
+}
+
+/// Labeled predictions of one model: how many, how many right, summed log loss.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Tally {
+    pub labeled: u64,
+    pub correct: u64,
+    pub loss_sum: f64,
+}
+
+impl Tally {
+    fn add(&mut self, p: f64, label: bool) {
+        self.labeled += 1;
+        self.correct += u64::from((p >= 0.5) == label);
+        self.loss_sum += log_loss(p, label);
+    }
+
+    fn plus(&mut self, o: &Tally) {
+        self.labeled += o.labeled;
+        self.correct += o.correct;
+        self.loss_sum += o.loss_sum;
+    }
+
+    fn view(&self) -> Option<TallyView> {
+        (self.labeled > 0).then(|| TallyView {
+            labeled: self.labeled,
+            accuracy: self.correct as f64 / self.labeled as f64,
+            log_loss: self.loss_sum / self.labeled as f64,
+        })
+    }
+}
+
+/// One version: its manifest's figures and its live scores, served and in shadow.
+#[derive(Debug, Default)]
+struct Version {
+    manifest: Option<Manifest>,
+    processor: Option<FeatureProcessor>,
+    predictions: u64,
+    /// Before the oldest step kept: (served, shadow).
+    base: (Tally, Tally),
+    steps: BTreeMap<i64, (Tally, Tally)>,
+}
+
+impl Version {
+    fn step(&mut self, at_ms: i64) -> &mut (Tally, Tally) {
+        let s = at_ms.div_euclid(STEP_SECS * 1000);
+        if self.steps.len() >= MAX_STEPS && !self.steps.contains_key(&s) {
+            if let Some((_, (a, b))) = self.steps.pop_first() {
+                self.base.0.plus(&a);
+                self.base.1.plus(&b);
+            }
+        }
+        self.steps.entry(s).or_default()
+    }
+
+    fn totals(&self) -> (Tally, Tally) {
+        let (mut a, mut b) = self.base;
+        for (x, y) in self.steps.values() {
+            a.plus(x);
+            b.plus(y);
+        }
+        (a, b)
+    }
+
+    /// Cumulative accuracy and log loss at the end of each step: served, then shadow.
+    fn series(&self) -> (Vec<Step>, Vec<Step>) {
+        let (mut a, mut b) = self.base;
+        let (mut served, mut shadow) = (Vec::new(), Vec::new());
+        for (&s, (x, y)) in &self.steps {
+            let t = (s + 1) * STEP_SECS * 1000;
+            for (run, add, out) in [(&mut a, x, &mut served), (&mut b, y, &mut shadow)] {
+                if add.labeled > 0 {
+                    run.plus(add);
+                    let v = run.view().expect("labeled");
+                    out.push(Step {
+                        t,
+                        accuracy: v.accuracy,
+                        log_loss: v.log_loss,
+                    });
+                }
+            }
+        }
+        (served, shadow)
+    }
+}
+
+/// A moment of the registry's story.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Moment {
+    pub at_ms: i64,
+    /// `trained`, `champion`, `challenger`, `decided`.
+    pub kind: &'static str,
+    pub version: Option<u32>,
+    pub text: String,
+}
+
+/// The gate as replayed from the predictions: the retrainer decides, this shows its progress.
+#[derive(Debug)]
+struct GateReplay {
+    challenger: u32,
+    champion: u32,
+    probation: bool,
+    from_offsets: BTreeMap<String, i64>,
+    gate: Gate,
+}
+
+#[derive(Debug)]
+struct Drift {
+    version: u32,
+    window: DriftWindow,
+    /// The last full window's PSI per feature, and its size.
+    last: Option<(Vec<f64>, u64)>,
+}
+
+#[derive(Debug)]
+pub struct Board {
+    requests_topic: String,
+    gate_settings: GateSettings,
+    drift_window: u64,
+    drift_psi: Option<f64>,
+    seconds: BTreeMap<i64, Second>,
+    totals: Totals,
+    dead_letters: BTreeMap<String, u64>,
+    versions: BTreeMap<u32, Version>,
+    champion: Option<AliasRecord>,
+    challenger: Option<AliasRecord>,
+    timeline: VecDeque<Moment>,
+    gate: Option<GateReplay>,
+    drift: Option<Drift>,
+    latest: VecDeque<Latest>,
+    lag: Option<i64>,
+}
+
+impl Board {
+    /// `triggers`: the drift window and threshold, as the retrainer's.
+    pub fn new(requests_topic: &str, gate_settings: GateSettings, triggers: &Triggers) -> Self {
+        Board {
+            requests_topic: requests_topic.to_owned(),
+            gate_settings,
+            drift_window: triggers.psi_window.max(1) as u64,
+            drift_psi: triggers.psi,
+            seconds: BTreeMap::new(),
+            totals: Totals::default(),
+            dead_letters: BTreeMap::new(),
+            versions: BTreeMap::new(),
+            champion: None,
+            challenger: None,
+            timeline: VecDeque::new(),
+            gate: None,
+            drift: None,
+            latest: VecDeque::new(),
+            lag: None,
+        }
+    }
+
+    fn second(&mut self, at_ms: i64) -> &mut Second {
+        let s = at_ms.div_euclid(1000);
+        if let Some((&newest, _)) = self.seconds.last_key_value() {
+            if s > newest {
+                while let Some(e) = self.seconds.first_entry() {
+                    if *e.key() > s - HISTORY_SECS {
+                        break;
+                    }
+                    e.remove();
+                }
+            }
+        }
+        self.seconds.entry(s).or_default()
+    }
+
+    /// A record of the requests topic, valid or not, written at `at_ms`.
+    pub fn request(&mut self, at_ms: i64, payload: Option<&[u8]>) {
+        self.totals.requests += 1;
+        self.second(at_ms).requests += 1;
+        let Some(drift) = self.drift.as_mut() else {
+            return;
+        };
+        let Some(processor) = self
+            .versions
+            .get(&drift.version)
+            .and_then(|v| v.processor.as_ref())
+        else {
+            return;
+        };
+        let Some(request) = payload.and_then(|p| serde_json::from_slice::<Request>(p).ok()) else {
+            return;
+        };
+        drift.window.add(&processor.transform(&request.record));
+        if drift.window.rows() >= self.drift_window {
+            let reference = processor.drift_reference();
+            drift.last = Some((reference.psi(&drift.window), drift.window.rows()));
+            drift.window = DriftWindow::new(reference);
+        }
+    }
+
+    pub fn prediction(&mut self, p: &Prediction) {
+        self.totals.predictions += 1;
+        let latency = (p.predicted_at_ms - p.sent_at_ms).max(0) as f64;
+        let second = self.second(p.predicted_at_ms);
+        second.predictions += 1;
+        second.latency.add(latency);
+        let label = p
+            .income_bracket
+            .as_deref()
+            .and_then(crate::data::parse_label);
+        let version = self.versions.entry(p.model_version).or_default();
+        version.predictions += 1;
+        if let Some(label) = label {
+            version.step(p.predicted_at_ms).0.add(p.probability, label);
+        }
+        if let (Some(cv), Some(cp), Some(label)) =
+            (p.challenger_version, p.challenger_probability, label)
+        {
+            self.versions
+                .entry(cv)
+                .or_default()
+                .step(p.predicted_at_ms)
+                .1
+                .add(cp, label);
+            if let Some(g) = self.gate.as_mut() {
+                let key = format!("{}/{}", self.requests_topic, p.partition);
+                let after_cutoff = g.from_offsets.get(&key).is_none_or(|&o| p.offset >= o);
+                if g.challenger == cv && g.champion == p.model_version && after_cutoff {
+                    g.gate.observe(cp, p.probability, label);
+                }
+            }
+        }
+        if self.latest.len() == LATEST {
+            self.latest.pop_back();
+        }
+        self.latest.push_front(Latest {
+            request_id: p.request_id.clone(),
+            probability: p.probability,
+            predicted: p.predicted.clone(),
+            truth: p.income_bracket.clone(),
+            model_version: p.model_version,
+            challenger_version: p.challenger_version,
+            challenger_probability: p.challenger_probability,
+            latency_ms: latency,
+            at_ms: p.predicted_at_ms,
+        });
+    }
+
+    pub fn dead_letter(&mut self, at_ms: i64, reason: &str) {
+        self.totals.dead_letters += 1;
+        self.second(at_ms).dead_letters += 1;
+        *self.dead_letters.entry(reason.to_owned()).or_default() += 1;
+    }
+
+    pub fn set_lag(&mut self, lag: Option<i64>) {
+        self.lag = lag;
+    }
+
+    fn moment(&mut self, m: Moment) {
+        if self.timeline.len() == TIMELINE {
+            self.timeline.pop_front();
+        }
+        self.timeline.push_back(m);
+    }
+
+    /// A bundle record: its manifest, and its processor when it loaded (for drift).
+    pub fn bundle(&mut self, manifest: Manifest, processor: Option<FeatureProcessor>) {
+        let m = &manifest;
+        let trigger = m.trigger.as_ref().map_or_else(
+            || "bootstrap".to_owned(),
+            |t| format!("{}: {}", t.kind, t.figures),
+        );
+        let mut text = format!(
+            "v{} trained ({trigger}) on {} base + {} stream rows, CV log loss {:.4}",
+            m.version, m.training_data.base_rows, m.training_data.stream_rows, m.cv.log_loss
+        );
+        if let Some(t) = &m.test_metrics {
+            text.push_str(&format!(
+                "; test AUC {:.4}, log loss {:.4}",
+                t.roc_auc, t.log_loss
+            ));
+        }
+        let (at_ms, version) = (m.created_at.timestamp_millis(), m.version);
+        self.moment(Moment {
+            at_ms,
+            kind: "trained",
+            version: Some(version),
+            text,
+        });
+        let v = self.versions.entry(version).or_default();
+        v.manifest = Some(manifest);
+        v.processor = processor;
+        self.restart_drift();
+    }
+
+    pub fn alias(&mut self, a: AliasRecord) {
+        let evidence = a.evidence.as_ref().map_or(String::new(), |e| {
+            format!(
+                " (n {}, mean d {:+.4}, interval [{:+.4}, {:+.4}])",
+                e.n, e.mean_d, e.interval[0], e.interval[1]
+            )
+        });
+        let (kind, text) = match (a.alias, a.version) {
+            (Alias::Champion, Some(v)) => ("champion", format!("v{v} champion: {}", a.reason)),
+            (Alias::Champion, None) => ("champion", format!("no champion: {}", a.reason)),
+            (Alias::Challenger, Some(v)) if a.probation => (
+                "challenger",
+                format!("v{v} shadowed on probation: {}", a.reason),
+            ),
+            (Alias::Challenger, Some(v)) => {
+                ("challenger", format!("v{v} challenger: {}", a.reason))
+            }
+            (Alias::Challenger, None) => ("decided", a.reason.clone()),
+        };
+        self.moment(Moment {
+            at_ms: a.set_at_ms,
+            kind,
+            version: a.version,
+            text: text + &evidence,
+        });
+        match a.alias {
+            Alias::Champion => self.champion = Some(a),
+            Alias::Challenger => self.challenger = Some(a),
+        }
+        self.restart_gate();
+        self.restart_drift();
+    }
+
+    fn version_of(&self, alias: Alias) -> Option<u32> {
+        match alias {
+            Alias::Champion => self.champion.as_ref(),
+            Alias::Challenger => self.challenger.as_ref(),
+        }
+        .and_then(|a| a.version)
+    }
+
+    fn restart_gate(&mut self) {
+        let pair = self.challenger.as_ref().and_then(|c| {
+            Some((
+                c.version?,
+                self.version_of(Alias::Champion)?,
+                c.probation,
+                c.from_offsets.clone(),
+            ))
+        });
+        let same = match (&self.gate, &pair) {
+            (Some(g), Some((c, h, ..))) => g.challenger == *c && g.champion == *h,
+            _ => false,
+        };
+        if !same {
+            self.gate = pair.map(
+                |(challenger, champion, probation, from_offsets)| GateReplay {
+                    challenger,
+                    champion,
+                    probation,
+                    from_offsets,
+                    gate: Gate::new(self.gate_settings),
+                },
+            );
+        }
+    }
+
+    /// Drift is measured against the champion's training data: a new champion starts anew.
+    fn restart_drift(&mut self) {
+        let Some(champion) = self.version_of(Alias::Champion) else {
+            return;
+        };
+        if self.drift.as_ref().is_some_and(|d| d.version == champion) {
+            return;
+        }
+        let Some(processor) = self
+            .versions
+            .get(&champion)
+            .and_then(|v| v.processor.as_ref())
+        else {
+            return;
+        };
+        self.drift = Some(Drift {
+            version: champion,
+            window: DriftWindow::new(processor.drift_reference()),
+            last: None,
+        });
+    }
+
+    pub fn snapshot(&self, now_ms: i64) -> Snapshot {
+        let now_s = now_ms.div_euclid(1000);
+        let sum = |from: i64, to: i64, f: fn(&Second) -> u64| -> u64 {
+            self.seconds.range(from..=to).map(|(_, s)| f(s)).sum()
+        };
+        let rate = |f: fn(&Second) -> u64| sum(now_s - 5, now_s - 1, f) as f64 / 5.0;
+        let mut recent = Histogram::default();
+        for (_, s) in self.seconds.range(now_s - 10..=now_s) {
+            recent.merge(&s.latency);
+        }
+        // The charts start where the records do: at most CHART_SECS ago, at least a minute.
+        let first = self.seconds.first_key_value().map_or(now_s, |(&s, _)| s);
+        let start = first.clamp(now_s - CHART_SECS, now_s - MIN_CHART_SECS);
+        let mut series = Series::default();
+        for t in start..now_s {
+            let s = self.seconds.get(&t);
+            series.t.push(t * 1000);
+            series.requests.push(s.map_or(0, |s| s.requests));
+            series.predictions.push(s.map_or(0, |s| s.predictions));
+            series.dead_letters.push(s.map_or(0, |s| s.dead_letters));
+            series.p50_ms.push(s.and_then(|s| s.latency.quantile(0.5)));
+            series.p99_ms.push(s.and_then(|s| s.latency.quantile(0.99)));
+        }
+        let champion = self.version_of(Alias::Champion);
+        let challenger = self.version_of(Alias::Challenger);
+        let versions = self
+            .versions
+            .iter()
+            .filter(|(_, v)| v.manifest.is_some() || v.predictions > 0 || !v.steps.is_empty())
+            .map(|(&version, v)| {
+                let (served, shadow) = v.totals();
+                let (served_series, shadow_series) = v.series();
+                let role = if Some(version) == champion {
+                    "champion"
+                } else if Some(version) == challenger {
+                    "challenger"
+                } else {
+                    "retired"
+                };
+                VersionView {
+                    version,
+                    role,
+                    created_at_ms: v.manifest.as_ref().map(|m| m.created_at.timestamp_millis()),
+                    cv_log_loss: v.manifest.as_ref().map(|m| m.cv.log_loss),
+                    test_auc: v
+                        .manifest
+                        .as_ref()
+                        .and_then(|m| m.test_metrics.as_ref().map(|t| t.roc_auc)),
+                    predictions: v.predictions,
+                    served: served.view(),
+                    shadow: shadow.view(),
+                    served_series,
+                    shadow_series,
+                }
+            })
+            .collect();
+        let alias_view = |a: &Option<AliasRecord>| {
+            a.as_ref().map(|a| AliasView {
+                version: a.version,
+                set_at_ms: a.set_at_ms,
+                reason: a.reason.clone(),
+                probation: a.probation,
+            })
+        };
+        let gate = self.gate.as_ref().map(|g| {
+            let e = g.gate.evidence();
+            GateView {
+                challenger: g.challenger,
+                champion: g.champion,
+                probation: g.probation,
+                labels: g.gate.labels(),
+                min_labels: self.gate_settings.min_labels,
+                max_labels: self.gate_settings.max_labels,
+                mean_d: e.mean_d,
+                interval: g.gate.interval(),
+                delta: self.gate_settings.delta,
+                alpha: self.gate_settings.alpha,
+            }
+        });
+        let drift = self.drift.as_ref().map(|d| {
+            let (psi, rows, complete) = match &d.last {
+                Some((psi, rows)) => (Some(psi.clone()), *rows, true),
+                None if d.window.rows() >= DRIFT_MIN_ROWS => {
+                    let processor = self.versions[&d.version]
+                        .processor
+                        .as_ref()
+                        .expect("drift needs a processor");
+                    let psi = processor.drift_reference().psi(&d.window);
+                    (Some(psi), d.window.rows(), false)
+                }
+                None => (None, d.window.rows(), false),
+            };
+            DriftView {
+                version: d.version,
+                rows,
+                complete,
+                threshold: self.drift_psi,
+                features: psi.map_or_else(Vec::new, |psi| {
+                    feature_names().into_iter().zip(psi).collect()
+                }),
+            }
+        });
+        Snapshot {
+            now_ms,
+            totals: self.totals,
+            requests_per_s: rate(|s| s.requests),
+            predictions_per_s: rate(|s| s.predictions),
+            p50_ms: recent.quantile(0.5),
+            p99_ms: recent.quantile(0.99),
+            lag: self.lag,
+            series,
+            versions,
+            champion: alias_view(&self.champion),
+            challenger: alias_view(&self.challenger),
+            gate,
+            timeline: self.timeline.iter().rev().cloned().collect(),
+            dead_letters: self.dead_letters.clone(),
+            drift,
+            latest: self.latest.iter().cloned().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn prediction(i: i64, version: u32, p: f64, truth: Option<&str>) -> Prediction {
+        Prediction {
+            request_id: format!("r{i}"),
+            probability: p,
+            predicted: if p >= 0.5 { ">50K" } else { "<=50K" }.into(),
+            income_bracket: truth.map(str::to_owned),
+            model_version: version,
+            bundle_sha256: String::new(),
+            challenger_version: None,
+            challenger_probability: None,
+            sent_at_ms: NOW - 3000 + i,
+            predicted_at_ms: NOW - 3000 + i + 4,
+            partition: 0,
+            offset: i,
+        }
+    }
+
+    fn board() -> Board {
+        Board::new("req", GateSettings::default(), &Triggers::default())
+    }
+
+    #[test]
+    fn counts_rates_latency_and_accuracy_per_version() {
+        let mut b = board();
+        for i in 0..100 {
+            b.request(NOW - 3000 + i, None);
+            // v1 right on 3 of 4 labeled, v2 on all.
+            let truth = if i % 4 == 0 { ">50K" } else { "<=50K" };
+            b.prediction(&prediction(i, 1 + (i % 2) as u32, 0.2, Some(truth)));
+        }
+        b.dead_letter(NOW - 2000, "not_json");
+        b.dead_letter(NOW - 2000, "not_json");
+        b.dead_letter(NOW - 1500, "wrong_type");
+        let s = b.snapshot(NOW);
+        assert_eq!(s.totals.requests, 100);
+        assert_eq!(s.totals.predictions, 100);
+        assert_eq!(s.totals.dead_letters, 3);
+        assert_eq!(s.dead_letters["not_json"], 2);
+        assert_eq!(s.dead_letters["wrong_type"], 1);
+        assert!(
+            (s.predictions_per_s - 20.0).abs() < 1e-9,
+            "{}",
+            s.predictions_per_s
+        );
+        let p50 = s.p50_ms.unwrap();
+        assert!((4.0..4.5).contains(&p50), "p50 {p50}");
+        let v1 = s.versions.iter().find(|v| v.version == 1).unwrap();
+        let v2 = s.versions.iter().find(|v| v.version == 2).unwrap();
+        assert_eq!(v1.predictions, 50);
+        // v1 gets the even i: i % 4 == 0 is half of them, all wrong (p 0.2 says <=50K).
+        assert_eq!(v1.served.unwrap().accuracy, 0.5);
+        assert_eq!(v2.served.unwrap().accuracy, 1.0);
+        assert!(v1.served.unwrap().log_loss > v2.served.unwrap().log_loss);
+        assert_eq!(v1.served_series.last().unwrap().accuracy, 0.5);
+        assert_eq!(s.latest.len(), LATEST);
+        assert_eq!(s.latest[0].request_id, "r99");
+        // The charts' series: one point a second, the counts where the records are.
+        assert_eq!(s.series.predictions.iter().sum::<u64>(), 100);
+    }
+
+    #[test]
+    fn the_gate_replay_counts_the_pair_named_by_the_registry_after_the_cutoff() {
+        let mut b = board();
+        b.alias(AliasRecord::new(
+            Alias::Champion,
+            Some(1),
+            None,
+            "bootstrap",
+        ));
+        let mut challenger = AliasRecord::new(Alias::Challenger, Some(2), None, "retrain");
+        challenger.from_offsets.insert("req/0".into(), 10);
+        b.alias(challenger);
+        for i in 0..40 {
+            let mut p = prediction(i, 1, 0.3, Some("<=50K"));
+            p.challenger_version = Some(if i < 30 { 2 } else { 3 });
+            p.challenger_probability = Some(0.1);
+            b.prediction(&p);
+        }
+        let s = b.snapshot(NOW);
+        let g = s.gate.unwrap();
+        assert_eq!((g.challenger, g.champion), (2, 1));
+        // Offsets 10..30 with challenger 2: 20 pairs; below the cut-off or another
+        // challenger's do not count.
+        assert_eq!(g.labels, 20);
+        assert!(g.mean_d < 0.0, "the challenger is better: {}", g.mean_d);
+        // Its shadow scores are kept whatever the gate counts.
+        let v2 = s.versions.iter().find(|v| v.version == 2).unwrap();
+        assert_eq!(v2.shadow.unwrap().labeled, 30);
+        assert_eq!(v2.role, "challenger");
+
+        // A decision clears the challenger: no gate, and the timeline says why.
+        let mut decided = AliasRecord::new(Alias::Challenger, None, Some(2), "v2 rejected");
+        decided.evidence = None;
+        b.alias(decided);
+        let s = b.snapshot(NOW);
+        assert!(s.gate.is_none());
+        assert_eq!(s.timeline[0].kind, "decided");
+        assert_eq!(s.timeline[0].text, "v2 rejected");
+        assert_eq!(s.timeline.len(), 3);
+    }
+
+    #[test]
+    fn old_seconds_are_dropped_and_the_chart_starts_with_the_records() {
+        let mut b = board();
+        b.request(NOW - 2000 * 1000, None);
+        b.request(NOW - 1000, None);
+        assert_eq!(b.seconds.len(), 1, "the old second is past the history");
+        let s = b.snapshot(NOW);
+        assert_eq!(s.series.t.len(), MIN_CHART_SECS as usize);
+        assert_eq!(s.totals.requests, 2);
+    }
+}

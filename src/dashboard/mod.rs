@@ -1,0 +1,159 @@
+//! The dashboard: a live web page of the running pipeline. It reads the four topics as a
+//! consumer of its own ([`read`]), so it works against any deployment and shares nothing with
+//! the services; folds them into a [`board::Board`]; and serves one page ([`server`]) that
+//! shows the state in its first response and follows it with server-sent events.
+
+pub mod board;
+mod histogram;
+pub mod page;
+mod read;
+mod server;
+pub mod snapshot;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::gate::GateSettings;
+use crate::kafka::{BrokerError, KafkaSettings};
+use crate::stream::messages::now_ms;
+use crate::telemetry::DashboardMetrics;
+use crate::triggers::Triggers;
+use board::Board;
+use server::Published;
+
+/// How often the page is sent the state.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct DashboardConfig {
+    pub kafka: KafkaSettings,
+    /// Where the page is served (port 0: any free port).
+    pub addr: SocketAddr,
+    /// The predictors' consumer group, whose lag is shown.
+    pub predictor_group: String,
+    /// The gate's settings, to replay its progress from the predictions (the retrainer's
+    /// defaults unless told otherwise).
+    pub gate: GateSettings,
+    /// The drift window and threshold (the retrainer's defaults unless told otherwise).
+    pub triggers: Triggers,
+    pub metrics: DashboardMetrics,
+}
+
+impl DashboardConfig {
+    pub fn new(kafka: KafkaSettings, addr: SocketAddr) -> Self {
+        DashboardConfig {
+            kafka,
+            addr,
+            predictor_group: crate::defaults::PREDICTOR_GROUP.to_owned(),
+            gate: GateSettings::default(),
+            triggers: Triggers::default(),
+            metrics: DashboardMetrics::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("cannot serve the dashboard on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("a dashboard task failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A dashboard serving.
+pub struct Dashboard {
+    /// Where to open the page.
+    pub url: String,
+    reader: JoinHandle<Result<(), BrokerError>>,
+    lag: JoinHandle<Result<(), BrokerError>>,
+}
+
+impl Dashboard {
+    /// Waits until the dashboard stops (its shutdown), returning what stopped it.
+    pub async fn finished(self) -> Result<(), DashboardError> {
+        self.reader.await??;
+        self.lag.await??;
+        Ok(())
+    }
+}
+
+/// Starts the dashboard: binds its address, then reads the topics and serves the page until
+/// `shutdown`.
+pub async fn start(
+    config: DashboardConfig,
+    shutdown: CancellationToken,
+) -> Result<Dashboard, DashboardError> {
+    let bind_err = |source| DashboardError::Bind {
+        addr: config.addr,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(bind_err)?;
+    config.kafka.ensure_topics().await?;
+    let board = Arc::new(Mutex::new(Board::new(
+        &config.kafka.topics.requests,
+        config.gate,
+        &config.triggers,
+    )));
+    let (tx, rx) = watch::channel(Published::default());
+    publish(&board, &tx);
+    let bound =
+        server::serve(listener, rx, config.metrics.clone(), shutdown.clone()).map_err(bind_err)?;
+    let reader = tokio::spawn(read::read_topics(
+        config.kafka.clone(),
+        board.clone(),
+        config.metrics.clone(),
+        shutdown.clone(),
+    ));
+    let lag = tokio::spawn(read::watch_group_lag(
+        config.kafka.clone(),
+        config.predictor_group.clone(),
+        board.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PUBLISH_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => publish(&board, &tx),
+            }
+        }
+    });
+    let url = format!("http://{bound}/");
+    tracing::info!("dashboard at {url}");
+    Ok(Dashboard { url, reader, lag })
+}
+
+fn publish(board: &Mutex<Board>, tx: &watch::Sender<Published>) {
+    let snapshot = board.lock().expect("board lock").snapshot(now_ms());
+    match serde_json::to_string(&snapshot) {
+        Ok(json) => {
+            tx.send_replace(Published {
+                json: json.into(),
+                tiles: Arc::new(page::Tiles::of(&snapshot)),
+            });
+        }
+        Err(e) => tracing::error!("dashboard: the state as JSON: {e}"),
+    }
+}
+
+/// Runs the dashboard until `shutdown`.
+pub async fn run(
+    config: DashboardConfig,
+    shutdown: CancellationToken,
+) -> Result<(), DashboardError> {
+    start(config, shutdown).await?.finished().await
+}

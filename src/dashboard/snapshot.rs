@@ -1,0 +1,129 @@
+//! What the page is sent: the board as of one moment, as JSON. Numbers the page shows are
+//! computed here, once, so that the page only draws.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+pub use super::board::Moment;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Totals {
+    pub requests: u64,
+    pub predictions: u64,
+    pub dead_letters: u64,
+}
+
+/// Per second over the last minutes, oldest first; `t` in ms since the epoch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Series {
+    pub t: Vec<i64>,
+    pub requests: Vec<u64>,
+    pub predictions: Vec<u64>,
+    pub dead_letters: Vec<u64>,
+    pub p50_ms: Vec<Option<f64>>,
+    pub p99_ms: Vec<Option<f64>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Tally {
+    pub labeled: u64,
+    pub accuracy: f64,
+    pub log_loss: f64,
+}
+
+/// Cumulative figures at the end of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Step {
+    pub t: i64,
+    pub accuracy: f64,
+    pub log_loss: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VersionView {
+    pub version: u32,
+    /// `champion`, `challenger` or `retired`.
+    pub role: &'static str,
+    pub created_at_ms: Option<i64>,
+    pub cv_log_loss: Option<f64>,
+    pub test_auc: Option<f64>,
+    /// Predictions it served.
+    pub predictions: u64,
+    /// Its labeled predictions, served and scored in shadow.
+    pub served: Option<Tally>,
+    pub shadow: Option<Tally>,
+    pub served_series: Vec<Step>,
+    pub shadow_series: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AliasView {
+    pub version: Option<u32>,
+    pub set_at_ms: i64,
+    pub reason: String,
+    pub probation: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GateView {
+    pub challenger: u32,
+    pub champion: u32,
+    pub probation: bool,
+    pub labels: u64,
+    pub min_labels: u64,
+    pub max_labels: u64,
+    pub mean_d: f64,
+    pub interval: Option<[f64; 2]>,
+    pub delta: f64,
+    pub alpha: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DriftView {
+    /// The champion whose training data the requests are compared with.
+    pub version: u32,
+    pub rows: u64,
+    /// A whole window (else the window filling now).
+    pub complete: bool,
+    /// The retrainer's drift trigger, if on.
+    pub threshold: Option<f64>,
+    pub features: Vec<(String, f64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Latest {
+    pub request_id: String,
+    pub probability: f64,
+    pub predicted: String,
+    pub truth: Option<String>,
+    pub model_version: u32,
+    pub challenger_version: Option<u32>,
+    pub challenger_probability: Option<f64>,
+    pub latency_ms: f64,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub now_ms: i64,
+    pub totals: Totals,
+    pub requests_per_s: f64,
+    pub predictions_per_s: f64,
+    /// Request sent to prediction made, over the last 10 s.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// Requests the predictors' group has not committed yet.
+    pub lag: Option<i64>,
+    pub series: Series,
+    pub versions: Vec<VersionView>,
+    pub champion: Option<AliasView>,
+    pub challenger: Option<AliasView>,
+    pub gate: Option<GateView>,
+    /// Newest first.
+    pub timeline: Vec<Moment>,
+    pub dead_letters: BTreeMap<String, u64>,
+    pub drift: Option<DriftView>,
+    /// Newest first.
+    pub latest: Vec<Latest>,
+}

@@ -1,0 +1,47 @@
+//! The dashboard's metrics: what it read, and who watches.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::register_build_info;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    pub topic: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DashboardMetrics {
+    /// Records read, by topic.
+    pub records_read: Family<TopicLabel, Counter>,
+    /// Pages open now (server-sent event streams).
+    pub viewers: Gauge,
+}
+
+impl DashboardMetrics {
+    pub fn read(&self, topic: &str) {
+        self.records_read
+            .get_or_create(&TopicLabel {
+                topic: topic.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("census");
+        r.register(
+            "dashboard_records_read",
+            "Records the dashboard read, by topic",
+            self.records_read.clone(),
+        );
+        r.register(
+            "dashboard_viewers",
+            "Pages following the dashboard's live updates now",
+            self.viewers.clone(),
+        );
+        register_build_info(r);
+    }
+}
