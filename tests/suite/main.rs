@@ -9,6 +9,7 @@ mod helpers;
 mod initialize;
 mod layers;
 mod metrics;
+mod mlflow;
 mod poison;
 mod process;
 mod registry;
