@@ -59,10 +59,8 @@ brokers="${KAFKA_BROKERS:-}"
 if [ -z "$brokers" ]; then
     cs_start_test_broker "${CENSUS_BENCH_KAFKA_PORT:-19096}"
     brokers="$CS_TEST_BROKERS"
-    trap 'cleanup; scripts/kafka-local.sh stop' EXIT
-else
-    trap cleanup EXIT
 fi
+cs_on_exit cleanup
 
 echo "== 3. load on the real broker at $brokers, predictor in its own process"
 "$bin/predictor" --brokers "$brokers" >"$work/predictor.log" 2>&1 &

@@ -86,6 +86,22 @@ cs_ensure_chromium() {
         cs_die "the dashboard's browser test needs chromium and chromedriver: install them (Debian: chromium chromium-driver)"
 }
 
+# Commands run when the calling script exits (also on failure or Ctrl-C), last added first: each
+# service a script starts adds its own stop here, so that one trap stops them all.
+CS_ON_EXIT=()
+cs_run_on_exit() {
+    local i
+    for ((i = ${#CS_ON_EXIT[@]} - 1; i >= 0; i--)); do
+        eval "${CS_ON_EXIT[i]}" || true
+    done
+    CS_ON_EXIT=()
+}
+cs_on_exit() {
+    CS_ON_EXIT+=("$(printf '%q ' "$@")")
+    trap cs_run_on_exit EXIT
+    trap 'exit 130' INT TERM
+}
+
 # Starts a throwaway local Kafka broker for tests and benchmarks on port $1 (controller on $1+1),
 # with its own state folder and an empty data folder, and stops it when the calling script exits
 # (also on failure or Ctrl-C). Sets CS_TEST_BROKERS to its address.
@@ -99,8 +115,63 @@ cs_start_test_broker() {
     # A broker left over by an interrupted run goes first, then its data: every run starts empty.
     scripts/kafka-local.sh stop >/dev/null
     rm -rf "$KAFKA_LOCAL_DIR/data" "$KAFKA_LOCAL_DIR/cluster.id"
-    trap 'scripts/kafka-local.sh stop' EXIT
-    trap 'exit 130' INT TERM
+    cs_on_exit scripts/kafka-local.sh stop
     scripts/kafka-local.sh start
     CS_TEST_BROKERS="127.0.0.1:$port"
+}
+
+# MLflow, for the MLflow tests: a pinned mlflow from PyPI in a venv of its own
+# ($CS_CACHE/mlflow-venv), installed there when missing. Sets CS_MLFLOW to its `mlflow` command.
+CS_MLFLOW_VERSION=3.17.2
+cs_ensure_mlflow() {
+    local venv="$CS_CACHE/mlflow-venv"
+    CS_MLFLOW="$venv/bin/mlflow"
+    if [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("mlflow"))' 2>/dev/null)" = "$CS_MLFLOW_VERSION" ] &&
+        [ -x "$CS_MLFLOW" ]; then
+        return 0
+    fi
+    command -v python3 >/dev/null 2>&1 || cs_die "python3 is needed to install MLflow for its tests"
+    echo "census-stream setup: installing mlflow $CS_MLFLOW_VERSION from PyPI into $venv (a few minutes)" >&2
+    { [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"; } &&
+        "$venv/bin/pip" install -q "mlflow==$CS_MLFLOW_VERSION" ||
+        cs_die "could not install mlflow $CS_MLFLOW_VERSION into $venv (pip's message is above)"
+}
+
+# Starts a throwaway MLflow tracking server on a free local port: SQLite backend and artifacts in
+# a new temporary folder, artifacts served through the server. It is stopped, and its folder
+# removed, when the calling script exits. Sets CS_TEST_MLFLOW_URI to its address.
+cs_start_test_mlflow() {
+    cs_ensure_mlflow
+    local dir port pid i
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/census-mlflow.XXXXXX")
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    # One web worker and no job runner: the tests need nothing more, and each process takes
+    # ~250 MB. setsid: the server and its workers form one process group, stopped together.
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid "$CS_MLFLOW" server \
+        --backend-store-uri "sqlite:///$dir/mlflow.db" --artifacts-destination "$dir/artifacts" \
+        --host 127.0.0.1 --port "$port" --workers 1 >"$dir/server.log" 2>&1 &
+    pid=$!
+    cs_on_exit cs_stop_test_mlflow "$pid" "$dir"
+    for i in $(seq 1 120); do
+        if python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/health', timeout=2)" 2>/dev/null; then
+            CS_TEST_MLFLOW_URI="http://127.0.0.1:$port"
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.5
+    done
+    tail -n 20 "$dir/server.log" >&2
+    cs_die "the MLflow server did not start on port $port (its log is above)"
+}
+
+cs_stop_test_mlflow() {
+    local pid=$1 dir=$2 i
+    if kill -- "-$pid" 2>/dev/null; then
+        for i in $(seq 1 50); do
+            kill -0 -- "-$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 -- "-$pid" 2>/dev/null || true
+    fi
+    rm -rf "$dir"
 }

@@ -3,15 +3,17 @@
 # registry tests again on a real Apache Kafka broker, either the one KAFKA_BROKERS names or a local
 # one that this script starts (scripts/kafka-local.sh, with its own ports and a fresh data folder)
 # and always stops, also when a test fails; then, on that local broker only, the fault suite
-# (tests/faults: SIGKILLed services and broker). Release build: training in debug mode is too
-# slow to test.
+# (tests/faults: SIGKILLed services and broker). The embedded stage also starts a local MLflow
+# tracking server for the MLflow tests (mlflow from PyPI, installed into a venv of the cache
+# folder when missing). Release build: training in debug mode is too slow to test.
 # Installs the build prerequisites it can, see scripts/env.sh.
 #
 #   scripts/test.sh [cargo test arguments]    (they apply to the embedded stage)
 #
 # CENSUS_TEST_KAFKA=embedded|real|both (default both) chooses the stages;
 # CENSUS_TEST_KAFKA_PORT (default 19092, and the next port for its controller) places the
-# local broker.
+# local broker; CENSUS_TEST_MLFLOW_URI names a running MLflow server to use instead of one of
+# this script's own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -26,7 +28,13 @@ cargo build --release --bins --tests
 
 if [ "$stages" != real ]; then
     cs_ensure_chromium
-    echo "== tests on the embedded broker"
+    # The MLflow tests log to a tracking server of their own (unless CENSUS_TEST_MLFLOW_URI
+    # names one), stopped when this script exits.
+    if [ -z "${CENSUS_TEST_MLFLOW_URI:-}" ]; then
+        cs_start_test_mlflow
+        export CENSUS_TEST_MLFLOW_URI="$CS_TEST_MLFLOW_URI"
+    fi
+    echo "== tests on the embedded broker (MLflow at $CENSUS_TEST_MLFLOW_URI)"
     env -u KAFKA_BROKERS cargo test --release "$@"
 fi
 [ "$stages" != embedded ] || exit 0

@@ -14,6 +14,7 @@ use crate::gate::GateSettings;
 use crate::kafka::{KafkaSettings, Topics};
 use crate::retrainer::Promotion;
 use crate::settings::{self, Folds};
+use crate::tracking::{Tracker, TrackingConfig};
 use crate::train::SearchConfig;
 use crate::triggers::{PageHinkleySettings, Triggers};
 
@@ -233,6 +234,50 @@ impl TriggerArgs {
             }),
             min_gap: Duration::from_secs(self.retrain_min_gap_secs),
         }
+    }
+}
+
+/// MLflow tracking, off unless a server is named.
+#[derive(Debug, Clone, Args)]
+pub struct TrackingArgs {
+    /// Log each search as a run and each version as a version of a registered model on this
+    /// MLflow tracking server (http://host:port).
+    #[arg(long, env = "MLFLOW_TRACKING_URI", value_parser = mlflow_uri)]
+    pub mlflow_uri: Option<String>,
+    /// MLflow experiment of the runs (created when missing).
+    #[arg(long, env = "MLFLOW_EXPERIMENT_NAME", default_value = defaults::MLFLOW_EXPERIMENT)]
+    pub mlflow_experiment: String,
+    /// Registered model of the versions (created when missing).
+    #[arg(long, default_value = defaults::MLFLOW_MODEL)]
+    pub mlflow_model: String,
+    /// Seconds to wait at exit for the tracking server to take what is not logged yet.
+    #[arg(long, default_value_t = defaults::MLFLOW_WAIT_SECS)]
+    pub mlflow_wait_secs: u64,
+}
+
+fn mlflow_uri(s: &str) -> Result<String, String> {
+    crate::tracking::tracking_uri(s)
+        .map_err(|e| format!("{e}; it comes from --mlflow-uri or MLFLOW_TRACKING_URI"))
+}
+
+impl TrackingArgs {
+    /// A started tracker when a server is named.
+    pub fn tracker(&self) -> Option<Tracker> {
+        let uri = self.mlflow_uri.clone()?;
+        tracing::info!(
+            "MLflow tracking at {uri}: experiment {}, registered model {}",
+            self.mlflow_experiment,
+            self.mlflow_model
+        );
+        Some(Tracker::start(TrackingConfig {
+            uri,
+            experiment: self.mlflow_experiment.clone(),
+            model_name: self.mlflow_model.clone(),
+        }))
+    }
+
+    pub fn wait(&self) -> Duration {
+        Duration::from_secs(self.mlflow_wait_secs)
     }
 }
 

@@ -91,6 +91,12 @@ pub mod loadtest {
     pub const MAX_EVALS: NonZeroUsize = nz(5);
 }
 
+/// MLflow tracking: the experiment of the runs, the registered model of the versions, and how
+/// long a process about to exit waits for the tracking server to take what is left.
+pub const MLFLOW_EXPERIMENT: &str = "census-stream";
+pub const MLFLOW_MODEL: &str = "census-income";
+pub const MLFLOW_WAIT_SECS: u64 = 10;
+
 /// The machine's core count, the default number of worker threads.
 pub fn threads() -> NonZeroUsize {
     std::thread::available_parallelism().unwrap_or(nz(1))

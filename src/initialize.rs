@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use crate::bundle::{BundleStore, Manifest, TrainingData};
 use crate::bundling::bundle_files;
 use crate::data::{load_adult, Fetch};
+use crate::tracking::{Tracker, VersionRecord};
 use crate::train::{fit, SearchConfig};
 
 /// Settings of an `initialize` run.
@@ -19,6 +20,8 @@ pub struct InitConfig {
     /// Do nothing when the store already has a current bundle (scripted set-ups that run this on
     /// every start, the demo, the load test).
     pub if_missing: bool,
+    /// Where to log the search and the new version, if anywhere (MLflow).
+    pub tracking: Option<Tracker>,
 }
 
 impl InitConfig {
@@ -30,6 +33,7 @@ impl InitConfig {
             store,
             search,
             if_missing: false,
+            tracking: None,
         }
     }
 }
@@ -54,7 +58,8 @@ pub enum Initialized {
     AlreadyThere(u32),
 }
 
-/// Runs `initialize`.
+/// Runs `initialize`. With `tracking`, the new version is queued for MLflow as the champion:
+/// wait on the tracker for it to be logged.
 pub fn run(config: &InitConfig) -> Result<Initialized, InitError> {
     if config.if_missing {
         if let Some(v) = config.store.current()? {
@@ -72,14 +77,23 @@ pub fn run(config: &InitConfig) -> Result<Initialized, InitError> {
         data.test.len(),
         config.data_dir.display()
     );
+    let started_ms = chrono::Utc::now().timestamp_millis();
     let trained = fit(&data.train, Some(&data.test), &config.search)?;
+    let log_losses = trained.search.log_losses();
     let files = bundle_files(
         trained,
         &config.search,
         None,
         TrainingData::adult_data(&data.train_sha256, data.train.len()),
     );
-    Ok(Initialized::Trained(Box::new(
-        config.store.save(files, true)?,
-    )))
+    let manifest = config.store.save(files, true)?;
+    if let Some(tracker) = &config.tracking {
+        let mut record =
+            VersionRecord::of_bundle(&manifest, &config.store, &log_losses, started_ms);
+        record.tag("made_by", "initialize");
+        tracker.log_version(record);
+        // It is the champion (models/CURRENT), and the registry's first records name it so.
+        tracker.set_alias(crate::tracking::CHAMPION, manifest.version);
+    }
+    Ok(Initialized::Trained(Box::new(manifest)))
 }

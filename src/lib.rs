@@ -4,7 +4,7 @@
 //!
 //! Layers, lowest first (a module uses only those above it in this list):
 //! `defaults`, `settings`, `atomic`, `memory`, `logging` · `data` · `features` · `model` ·
-//! `hyper`, `metrics`, `triggers` · `train` · `bundle` · `bundling` · `initialize` · `kafka` · `stream` · `registry` · `gate` ·
+//! `hyper`, `metrics`, `triggers` · `train` · `bundle` · `bundling` · `tracking` · `initialize` · `kafka` · `stream` · `registry` · `gate` ·
 //! `predictor`, `retrainer`, `producer`, `dashboard` · `demo`, `loadtest` · `cli`.
 
 pub mod atomic;
@@ -33,6 +33,7 @@ pub mod retrainer;
 pub mod settings;
 pub mod stream;
 pub mod telemetry;
+pub mod tracking;
 pub mod train;
 pub mod triggers;
 

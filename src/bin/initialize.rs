@@ -7,7 +7,7 @@ use std::num::NonZeroUsize;
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{DataArgs, SearchArgs, StoreArgs};
+use census_stream::cli::{DataArgs, SearchArgs, StoreArgs, TrackingArgs};
 use census_stream::data::Fetch;
 use census_stream::defaults;
 use census_stream::initialize::{run, InitConfig, Initialized};
@@ -32,6 +32,8 @@ struct Flags {
     if_missing: bool,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    tracking: TrackingArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         Fetch::default()
     };
     config.if_missing = flags.if_missing;
+    config.tracking = flags.tracking.tracker();
     let started = std::time::Instant::now();
     let manifest = match run(&config).context("initialize failed")? {
         Initialized::AlreadyThere(v) => {
@@ -70,6 +73,10 @@ fn main() -> anyhow::Result<()> {
     );
     if let Some(m) = manifest.test_metrics {
         println!("\ntest set (adult.test):\n{}", m.table());
+    }
+    // The new version is queued for MLflow: give the tracking server a bounded time to take it.
+    if let Some(tracker) = &config.tracking {
+        tracker.finish(flags.tracking.wait());
     }
     Ok(())
 }

@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::Parser;
 
 use census_stream::cli::{
-    shutdown_on_signals, DataArgs, KafkaArgs, PromotionArgs, SearchArgs, StoreArgs, TriggerArgs,
+    shutdown_on_signals, DataArgs, KafkaArgs, PromotionArgs, SearchArgs, StoreArgs, TrackingArgs,
+    TriggerArgs,
 };
 use census_stream::defaults;
 use census_stream::retrainer::{run, RetrainerConfig};
@@ -52,6 +53,8 @@ struct Flags {
     /// Most records stored in one batch.
     #[arg(long, default_value_t = defaults::MAX_BATCH, value_parser = positive)]
     max_batch: NonZeroUsize,
+    #[command(flatten)]
+    tracking: TrackingArgs,
 }
 
 #[tokio::main]
@@ -71,6 +74,8 @@ async fn main() -> anyhow::Result<()> {
     config.promotion = flags.promotion.promotion();
     config.shuffle_labels = flags.promotion.shuffle_labels;
     config.triggers = flags.triggers.triggers();
+    config.tracking = flags.tracking.tracker();
+    let tracker = config.tracking.clone();
     let shutdown = shutdown_on_signals();
     if let Some(addr) = flags.metrics_addr {
         let mut registry = prometheus_client::registry::Registry::default();
@@ -79,9 +84,12 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("serving metrics at {addr}"))?;
     }
-    let stats = run(config, shutdown, |_| {})
-        .await
-        .context("retrainer failed")?;
+    let result = run(config, shutdown, |_| {}).await;
+    if let Some(tracker) = tracker {
+        let wait = flags.tracking.wait();
+        tokio::task::spawn_blocking(move || tracker.finish(wait)).await?;
+    }
+    let stats = result.context("retrainer failed")?;
     println!(
         "{} labeled rows stored, {} records skipped, versions made {:?}, gate decisions {:?}; {}",
         stats.rows,

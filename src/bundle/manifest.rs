@@ -91,3 +91,35 @@ impl Manifest {
         )
     }
 }
+
+#[cfg(test)]
+impl Manifest {
+    /// A manifest of made-up figures for version `version`, for unit tests.
+    pub(crate) fn example(version: u32) -> Self {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            version,
+            parent_version: version.checked_sub(1).filter(|&p| p > 0),
+            created_at: chrono::Utc::now(),
+            model_file: model_file(version),
+            model_sha256: "aa".repeat(32),
+            processor_file: processor_file(version),
+            processor_sha256: "bb".repeat(32),
+            processor_format_version: crate::features::PROCESSOR_FORMAT_VERSION,
+            feature_names: crate::features::feature_names(),
+            hyperparams: Hyperparams::from_point(&[0.1, 100.0, 31.0, 1.0, 0.8, 0.8, 0.05, 0.05]),
+            cv: CvSummary {
+                folds: 3,
+                log_loss: 0.29,
+                best_rounds: 120,
+                evaluations: 2,
+                seed: 1,
+                search_seconds: 4.5,
+            },
+            test_metrics: None,
+            training_data: TrainingData::adult_data(&"cc".repeat(32), 32_561),
+            promoted: false,
+            trigger: None,
+        }
+    }
+}

@@ -51,6 +51,10 @@ impl BundleStore {
         &self.models
     }
 
+    pub fn processors_dir(&self) -> &Path {
+        &self.processors
+    }
+
     fn names_in(dir: &Path) -> Result<Vec<String>, BundleError> {
         match fs::read_dir(dir) {
             Ok(entries) => Ok(entries

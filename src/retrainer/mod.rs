@@ -16,6 +16,7 @@ mod retrain;
 mod rowlog;
 mod service;
 mod step;
+mod tracked;
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 pub use rowlog::{RowLog, RowLogError, StoredRow};
 pub use step::{Retrainer, StepReport};
 
-use crate::bundle::{BundleError, BundleStore};
+use crate::bundle::{BundleError, BundleStore, Manifest};
 use crate::data::{load_adult, Fetch};
 use crate::defaults;
 use crate::gate::GateSettings;
@@ -36,6 +37,7 @@ use crate::kafka::{BrokerError, KafkaSettings};
 use crate::registry::{read_registry, Evidence, Publisher, RegistryError};
 use crate::stream::worker::{self, Batching, Guarantee};
 use crate::telemetry::RetrainerMetrics;
+use crate::tracking::Tracker;
 use crate::train::SearchConfig;
 use crate::triggers::{Fired, Triggers};
 use retrain::Trainer;
@@ -78,6 +80,8 @@ pub struct RetrainerConfig {
     pub transactional_id: String,
     /// Its Prometheus metrics (served by the caller, if at all), kept from its events.
     pub metrics: RetrainerMetrics,
+    /// Where to log each retrain and the gate's decisions, if anywhere (MLflow).
+    pub tracking: Option<Tracker>,
 }
 
 impl RetrainerConfig {
@@ -98,6 +102,7 @@ impl RetrainerConfig {
             linger: defaults::RETRAINER_LINGER,
             transactional_id: crate::registry::publisher_id(&kafka.topics.models),
             metrics: RetrainerMetrics::default(),
+            tracking: None,
             kafka,
         }
     }
@@ -128,6 +133,23 @@ pub struct RetrainEvent {
     pub outcome: String,
     /// What started it.
     pub trigger: Fired,
+    /// The new version's manifest.
+    pub manifest: Arc<Manifest>,
+    /// The CV log loss of each evaluation of its search, in the order they finished.
+    pub log_losses: Vec<f64>,
+}
+
+impl RetrainEvent {
+    /// The outcome in one word: `champion`, `challenger`, `rejected_offline`, or `refused`
+    /// (too large for the registry: neither published nor stored).
+    pub fn outcome_kind(&self) -> &'static str {
+        match self.outcome.as_str() {
+            "champion" => "champion",
+            "challenger" => "challenger",
+            o if o.contains("refused") => "refused",
+            _ => "rejected_offline",
+        }
+    }
 }
 
 /// The gate's progress or decision.
@@ -140,6 +162,23 @@ pub struct GateEvent {
     pub evidence: Evidence,
     /// The decision, in words, when one was made.
     pub decision: Option<String>,
+}
+
+impl GateEvent {
+    /// The decision in one word, when one was made: `promoted`, `rejected`, `rolled_back`, or
+    /// `kept` (the champion passed its probation).
+    pub fn decision_kind(&self) -> Option<&'static str> {
+        let words = self.decision.as_deref()?;
+        Some(if words.contains("rolled back") {
+            "rolled_back"
+        } else if words.contains("promoted") {
+            "promoted"
+        } else if words.contains("rejected") {
+            "rejected"
+        } else {
+            "kept"
+        })
+    }
 }
 
 /// What the retrainer tells its caller as it happens.
@@ -185,8 +224,12 @@ pub async fn run(
     on_event: impl Fn(&Event) + Send + Sync + 'static,
 ) -> Result<RetrainerStats, RetrainerError> {
     let metrics = config.metrics.clone();
+    let tracking = config.tracking.clone().map(|t| (t, config.store.clone()));
     let on_event = move |e: &Event| {
         observed::observe(&metrics, e);
+        if let Some((tracker, store)) = &tracking {
+            tracked::track(tracker, store, e);
+        }
         on_event(e)
     };
     config.kafka.ensure_topics().await?;

@@ -7,33 +7,20 @@ use crate::telemetry::RetrainerMetrics;
 pub fn observe(metrics: &RetrainerMetrics, event: &Event) {
     match event {
         Event::Retrained(e) => {
-            let outcome = match e.outcome.as_str() {
-                "champion" | "challenger" => e.outcome.as_str(),
-                o if o.contains("refused") => "refused",
-                _ => "rejected_offline",
-            };
+            let outcome = e.outcome_kind();
             let seconds = (e.finished_at_ms - e.started_at_ms).max(0) as f64 / 1000.0;
             metrics.retrained(outcome, &e.trigger.kind, seconds, e.cv_log_loss);
             if matches!(outcome, "champion" | "challenger") {
                 metrics.set_version(outcome, e.version);
             }
         }
-        Event::Gate(g) => match &g.decision {
+        Event::Gate(g) => match g.decision_kind() {
             None => {
                 metrics.gate_progress(g.evidence.n, g.evidence.mean_d);
                 metrics.set_version("champion", g.champion);
                 metrics.set_version("challenger", g.challenger);
             }
-            Some(words) => {
-                let decision = if words.contains("rolled back") {
-                    "rolled_back"
-                } else if words.contains("promoted") {
-                    "promoted"
-                } else if words.contains("rejected") {
-                    "rejected"
-                } else {
-                    "kept"
-                };
+            Some(decision) => {
                 metrics.gate_decided(decision);
                 if matches!(decision, "promoted" | "rolled_back") {
                     metrics.set_version("champion", g.challenger);
@@ -71,6 +58,8 @@ mod tests {
                 kind: "rows".into(),
                 figures: String::new(),
             },
+            manifest: std::sync::Arc::new(crate::bundle::Manifest::example(version)),
+            log_losses: vec![0.3, 0.29],
         })
     }
 

@@ -125,6 +125,7 @@ pub async fn retrain(
     let mut search = config.search.clone();
     search.cancel = cancel;
     let trained = tokio::task::spawn_blocking(move || fit(&rows, None, &search)).await??;
+    let log_losses = trained.search.log_losses();
     // No test metrics: the stream replays adult.test, so a test-set score would be contaminated.
     let mut files = bundle_files(
         trained,
@@ -241,6 +242,8 @@ pub async fn retrain(
         cv_log_loss: manifest.cv.log_loss,
         outcome,
         trigger,
+        manifest: Arc::new(manifest.clone()),
+        log_losses,
     };
     Ok(Retrained {
         event,

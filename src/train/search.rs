@@ -64,8 +64,17 @@ pub struct Trial {
 #[derive(Debug, Clone)]
 pub struct SearchOutcome {
     pub best: Trial,
+    /// Every evaluation, in the order they finished.
+    pub trials: Vec<Trial>,
     pub evaluations: usize,
     pub elapsed: Duration,
+}
+
+impl SearchOutcome {
+    /// The CV log loss of every evaluation, in the order they finished.
+    pub fn log_losses(&self) -> Vec<f64> {
+        self.trials.iter().map(|t| t.score.logloss).collect()
+    }
 }
 
 struct CvObjective<'a> {
@@ -193,6 +202,7 @@ pub fn search(
     Ok(SearchOutcome {
         best,
         evaluations: trials.len(),
+        trials,
         elapsed: start.elapsed(),
     })
 }

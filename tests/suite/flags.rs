@@ -9,6 +9,7 @@ fn run_bin(path: &str, args: &[&str], data_dir: &std::path::Path) -> (Option<i32
     let mut child = Command::new(path)
         .args(args)
         .env_remove("KAFKA_BROKERS")
+        .env_remove("MLFLOW_TRACKING_URI")
         .env("CENSUS_DATA_DIR", data_dir)
         .env("CENSUS_MODELS_DIR", data_dir.join("models"))
         .env("CENSUS_PROCESSORS_DIR", data_dir.join("dataprocessors"))
@@ -36,7 +37,7 @@ fn run_bin(path: &str, args: &[&str], data_dir: &std::path::Path) -> (Option<i32
 fn each_bad_setting_fails_at_start_naming_its_flag() {
     let empty = tempfile::tempdir().unwrap();
     let nowhere = "--brokers=127.0.0.1:1";
-    let cases: [(&str, Vec<&str>, &str); 14] = [
+    let cases: [(&str, Vec<&str>, &str); 16] = [
         (
             env!("CARGO_BIN_EXE_predictor"),
             vec![nowhere, "--kafka-config", "acks=0"],
@@ -96,6 +97,16 @@ fn each_bad_setting_fails_at_start_naming_its_flag() {
             env!("CARGO_BIN_EXE_initialize"),
             vec!["--offline", "--max-evals", "0"],
             "--max-evals",
+        ),
+        (
+            env!("CARGO_BIN_EXE_initialize"),
+            vec!["--offline", "--mlflow-uri", "./mlruns"],
+            "--mlflow-uri",
+        ),
+        (
+            env!("CARGO_BIN_EXE_retrainer"),
+            vec![nowhere, "--mlflow-uri", "databricks"],
+            "--mlflow-uri",
         ),
         (env!("CARGO_BIN_EXE_demo"), vec!["--rate", "-1"], "--rate"),
         (

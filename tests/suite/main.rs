@@ -10,6 +10,7 @@ mod helpers;
 mod initialize;
 mod layers;
 mod metrics;
+mod mlflow;
 mod poison;
 mod process;
 mod registry;
