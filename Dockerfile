@@ -1,4 +1,5 @@
-# The pipeline's image: the binaries (initialize, predictor, retrainer, producer, demo, loadtest)
+# The pipeline's image: the binaries (initialize, predictor, retrainer, producer, dashboard, demo,
+# loadtest, registry)
 # on a slim Debian. docker-compose.yml runs one service per binary from it.
 #
 #   docker build -t census-stream .
@@ -19,7 +20,7 @@ RUN bash -c 'source scripts/env.sh && cargo build --release --locked --bins' \
     && mkdir -p /out \
     && cp target/release/initialize target/release/predictor target/release/retrainer \
         target/release/producer target/release/demo target/release/loadtest \
-        target/release/registry /out/
+        target/release/registry target/release/dashboard /out/
 
 # --- run ---------------------------------------------------------------------
 FROM debian:bookworm-slim

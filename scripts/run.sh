@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds (release) and runs one of the binaries: initialize, producer, predictor, retrainer,
-# registry, demo, loadtest.
+# registry, dashboard, demo, loadtest.
 # Usage: scripts/run.sh BINARY [FLAGS...]     e.g. scripts/run.sh initialize --max-evals 50
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -163,8 +163,8 @@ fn the_pipeline_services_run_the_binaries_and_share_the_default_folders() {
     let services = doc["services"].as_hash().expect("services");
     assert_eq!(
         services.len(),
-        PIPELINE.len() + 2,
-        "the broker, the four components and Prometheus"
+        PIPELINE.len() + 3,
+        "the broker, the four components, the dashboard and Prometheus"
     );
     for (service, binary) in PIPELINE {
         let s = &doc["services"][service];
@@ -214,6 +214,22 @@ fn the_pipeline_services_run_the_binaries_and_share_the_default_folders() {
 }
 
 #[test]
+fn the_dashboard_serves_its_page_on_a_published_port() {
+    let doc = compose();
+    let d = &doc["services"]["dashboard"];
+    assert_eq!(strings(&d["command"]), ["dashboard"]);
+    assert!(read("src/bin/dashboard.rs").contains(r#"env = "CENSUS_DASHBOARD_ADDR""#));
+    let addr = env(d, "CENSUS_DASHBOARD_ADDR").expect("the dashboard's address");
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    assert_eq!(host, "0.0.0.0", "reachable from outside its container");
+    assert!(strings(&d["ports"]).contains(&format!("{port}:{port}")));
+    assert_eq!(
+        env(d, "KAFKA_BROKERS"),
+        env(&doc["services"]["predictor"], "KAFKA_BROKERS")
+    );
+}
+
+#[test]
 fn prometheus_scrapes_each_service_where_it_serves_its_metrics() {
     let doc = compose();
     let prometheus = &doc["services"]["prometheus"];
@@ -232,7 +248,7 @@ fn prometheus_scrapes_each_service_where_it_serves_its_metrics() {
             .find(|j| j["job_name"].as_str() == Some(name))
             .unwrap_or_else(|| panic!("no {name} job"))
     };
-    for service in ["predictor", "retrainer"] {
+    for service in ["predictor", "retrainer", "dashboard"] {
         // The binary reads the address from this variable.
         let source = read(&format!("src/bin/{service}.rs"));
         assert!(
