@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::histogram::Histogram;
 use super::snapshot::{
-    AliasView, DriftView, GateView, Latest, Series, Snapshot, Step, Tally as TallyView, Totals,
-    VersionView,
+    AliasView, DriftView, GateView, Latest, Moment, Series, Snapshot, Step, Tally as TallyView,
+    Totals, VersionView,
 };
 use crate::bundle::Manifest;
 use crate::features::{feature_names, DriftWindow, FeatureProcessor};
@@ -120,16 +120,6 @@ impl Version {
         }
         (served, shadow)
     }
-}
-
-/// A moment of the registry's story.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Moment {
-    pub at_ms: i64,
-    /// `trained`, `champion`, `challenger`, `decided`.
-    pub kind: &'static str,
-    pub version: Option<u32>,
-    pub text: String,
 }
 
 /// The gate as replayed from the predictions: the retrainer decides, this shows its progress.

@@ -24,7 +24,7 @@ use crate::stream::messages::now_ms;
 use crate::telemetry::DashboardMetrics;
 use crate::triggers::Triggers;
 use board::Board;
-use server::Published;
+use page::Published;
 
 /// How often the page is sent the state.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);

@@ -2,12 +2,21 @@
 //! fetched from elsewhere). The first response already shows the figures and carries the state
 //! the script draws its charts from; server-sent events keep it current.
 
-use super::server::Published;
+use std::sync::Arc;
+
 use super::snapshot::Snapshot;
 
 const TEMPLATE: &str = include_str!("page/index.html");
 pub const SCRIPT: &str = include_str!("page/app.js");
 pub const STYLE: &str = include_str!("page/style.css");
+
+/// The state as the page gets it: the snapshot's JSON, and the tiles' figures already
+/// rendered for the first response.
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    pub json: Arc<str>,
+    pub tiles: Arc<Tiles>,
+}
 
 /// The figures of the tiles at the top, as text.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
@@ -16,16 +15,8 @@ use futures::Stream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::page;
+use super::page::{self, Published};
 use crate::telemetry::DashboardMetrics;
-
-/// The state as the page gets it: the snapshot's JSON, and the tiles' figures already
-/// rendered for the first response.
-#[derive(Debug, Clone, Default)]
-pub struct Published {
-    pub json: Arc<str>,
-    pub tiles: Arc<page::Tiles>,
-}
 
 #[derive(Clone)]
 struct App {

@@ -5,7 +5,15 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-pub use super::board::Moment;
+/// A moment of the registry's story.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Moment {
+    pub at_ms: i64,
+    /// `trained`, `champion`, `challenger`, `decided`.
+    pub kind: &'static str,
+    pub version: Option<u32>,
+    pub text: String,
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Totals {
