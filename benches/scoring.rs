@@ -33,6 +33,8 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    // Both scorers are measured: the models load with their native walk too.
+    census_stream::model::set_scorer(census_stream::model::Scorer::Native);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let data_dir = root.join("data");
     let repo_store = BundleStore::new(root.join("models"), root.join("dataprocessors"));
@@ -53,7 +55,7 @@ fn fixture() -> Fixture {
     };
     let bundle = store.load_current().expect("bundle loads");
     eprintln!(
-        "bundle v{} from {}: {} trees, num_leaves {}",
+        "bundle v{} from {}: {} trees, num_leaves {}, scored by {:?}",
         bundle.manifest.version,
         if temp.is_some() {
             "a 5-evaluation initialize (no bundle in models/)"
@@ -62,6 +64,7 @@ fn fixture() -> Fixture {
         },
         bundle.manifest.cv.best_rounds,
         bundle.manifest.hyperparams.num_leaves,
+        bundle.model.scorer(),
     );
     let test = read_labeled(&data_dir.join("adult.test")).expect("adult.test");
     let payloads = test
@@ -109,6 +112,26 @@ fn scoring(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    // The model alone, on the features of adult.test rows: the native walk (one thread)
+    // against LightGBM's own predict (as the predictor calls it: OpenMP threads).
+    let features = f.bundle.processor.transform_batch(f.rows.iter());
+    let m = features.len() / f.rows.len();
+    for (name, native) in [("predict_native", true), ("predict_lightgbm", false)] {
+        let mut g = c.benchmark_group(name);
+        for n in BATCHES {
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+                let x = &features[..n * m];
+                if native {
+                    b.iter(|| f.bundle.model.predict(black_box(x)).unwrap())
+                } else {
+                    b.iter(|| f.bundle.model.predict_lightgbm(black_box(x)).unwrap())
+                }
+            });
+        }
+        g.finish();
+    }
 
     let mut g = c.benchmark_group("transform_predict");
     for n in BATCHES {

@@ -43,6 +43,11 @@ struct Flags {
     /// Most records scored in one batch.
     #[arg(long, default_value_t = defaults::MAX_BATCH, value_parser = positive)]
     max_batch: NonZeroUsize,
+    /// `lightgbm`: LightGBM's own predict; `native`: the trees walked natively, each bundle's
+    /// checked against LightGBM on a canary set when it loads (LightGBM scores any that
+    /// differs). Both give the same probabilities; see BENCHMARKS.md for their speeds.
+    #[arg(long, default_value = "lightgbm", value_parser = ["lightgbm", "native"])]
+    scorer: String,
     /// Milliseconds a batch waits for more records after its first (0: it takes what has
     /// arrived; batches still grow under load, while the previous batch is scored and sent).
     #[arg(long, default_value_t = defaults::PREDICTOR_LINGER.as_millis() as u64)]
@@ -53,6 +58,9 @@ struct Flags {
 async fn main() -> anyhow::Result<()> {
     census_stream::logging::init();
     let flags = Flags::parse();
+    if flags.scorer == "native" {
+        census_stream::model::set_scorer(census_stream::model::Scorer::Native);
+    }
     let mut config = PredictorConfig::new(flags.kafka.settings());
     config.group = flags.group;
     config.instance_id = flags.instance_id;

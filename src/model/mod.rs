@@ -1,7 +1,17 @@
 //! A trained LightGBM model ready to score: lightgbm3's `Booster` loaded from the model text,
-//! checked against the feature schema.
+//! checked against the feature schema. With `set_scorer(Scorer::Native)`, the same trees are
+//! also laid out for native scoring ([`trees`]), which scores once it has given LightGBM's
+//! probabilities bit for bit on a canary set (LightGBM's own predict scores by default: the
+//! native walk is faster for single rows but not yet for batches, see BENCHMARKS.md).
+
+mod trees;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use lightgbm3::Booster;
+use rand::{Rng, SeedableRng};
+
+pub use trees::{Trees, TreesError};
 
 use crate::features::{feature_names, N_FEATURES};
 
@@ -28,9 +38,49 @@ pub enum ModelError {
     NotAProbability(f64),
 }
 
+/// Which implementation scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scorer {
+    /// The trees walked natively, where they matched LightGBM on the canary set.
+    Native,
+    /// LightGBM's own predict.
+    LightGbm,
+}
+
+static NATIVE: AtomicBool = AtomicBool::new(false);
+
+/// Chooses the scorer of every model loaded from now on (the default is LightGBM).
+pub fn set_scorer(scorer: Scorer) {
+    NATIVE.store(scorer == Scorer::Native, Ordering::Relaxed);
+}
+
+/// Rows of the canary set the native walk of each model must score exactly as LightGBM does.
+const CANARY_ROWS: usize = 512;
+
+/// A seeded set of rows that reaches every kind of branch: values inside and outside the
+/// scaled range, zeros and near-zeros, NaN, negative and huge numbers, small category codes
+/// and codes beyond any category.
+pub fn canary_rows(n: usize, seed: u64) -> Vec<f64> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n * N_FEATURES)
+        .map(|_| match rng.random_range(0..12) {
+            0 => 0.0,
+            1 => f64::NAN,
+            2 => -1.0,
+            3 => 1e-40,
+            4 => 1e12,
+            5 => -3.5,
+            6 | 7 => rng.random_range(0..48) as f64,
+            _ => rng.random_range(-0.2..1.2),
+        })
+        .collect()
+}
+
 /// A loaded model.
 pub struct Model {
     booster: Booster,
+    /// The trees laid out for the native walk, when it scores as LightGBM does.
+    trees: Option<Trees>,
 }
 
 // SAFETY: a LightGBM booster is a heap object behind a handle that any thread may use; its
@@ -60,7 +110,13 @@ impl Model {
         if booster.num_iterations() < 1 {
             return Err(ModelError::NoTrees);
         }
-        let model = Model { booster };
+        let mut model = Model {
+            booster,
+            trees: None,
+        };
+        if NATIVE.load(Ordering::Relaxed) {
+            model.trees = model.native_trees(text);
+        }
         let canary = model.predict(&[0.0; N_FEATURES])?;
         match canary.as_slice() {
             [p] if (0.0..=1.0).contains(p) => Ok(model),
@@ -69,8 +125,57 @@ impl Model {
         }
     }
 
+    /// The trees laid out for the native walk, if they parse and score the canary set as
+    /// LightGBM does; else `None`, and LightGBM scores (logged).
+    fn native_trees(&self, text: &str) -> Option<Trees> {
+        let trees = match Trees::from_text(text) {
+            Ok(t) if t.n_features() == N_FEATURES => t,
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::warn!("scoring with LightGBM: {e}");
+                return None;
+            }
+        };
+        let rows = canary_rows(CANARY_ROWS, 0x5eed);
+        let native = trees.predict(&rows);
+        let reference = self.predict_lightgbm(&rows).ok()?;
+        let differs = native
+            .iter()
+            .zip(&reference)
+            .position(|(a, b)| a.to_bits() != b.to_bits());
+        match differs {
+            None => Some(trees),
+            Some(i) => {
+                tracing::error!(
+                    "the native walk gives {} where LightGBM gives {} (canary row {i}): \
+                     scoring with LightGBM",
+                    native[i],
+                    reference[i]
+                );
+                None
+            }
+        }
+    }
+
+    /// Which implementation scores this model.
+    pub fn scorer(&self) -> Scorer {
+        if self.trees.is_some() {
+            Scorer::Native
+        } else {
+            Scorer::LightGbm
+        }
+    }
+
     /// Probabilities of `>50K` for row-major features (`N_FEATURES` values a row).
     pub fn predict(&self, features: &[f64]) -> Result<Vec<f64>, ModelError> {
+        match &self.trees {
+            Some(t) => Ok(t.predict(features)),
+            None => self.predict_lightgbm(features),
+        }
+    }
+
+    /// The same with LightGBM's own predict, whatever the scorer.
+    pub fn predict_lightgbm(&self, features: &[f64]) -> Result<Vec<f64>, ModelError> {
         if features.is_empty() {
             return Ok(Vec::new());
         }

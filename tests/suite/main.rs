@@ -14,5 +14,6 @@ mod mlflow;
 mod poison;
 mod process;
 mod registry;
+mod scorer;
 mod steps;
 mod stream;

@@ -1,0 +1,454 @@
+//! LightGBM's trees evaluated natively: the model text parsed into flat node arrays and walked
+//! with LightGBM's own decision rules (numerical thresholds with their missing-value types and
+//! default directions, categorical bitsets, near-zero inputs read as zero), summed in LightGBM's
+//! order and passed through the same sigmoid, so that the probabilities are LightGBM's, bit for
+//! bit. A batch is scored tree by tree over blocks of rows, so that one tree's nodes and one
+//! block's features stay in the first-level cache while every row of the block walks it.
+
+/// LightGBM reads any |x| <= this (a `float` literal, 1e-35f) as zero.
+const ZERO: f64 = 1e-35_f32 as f64;
+/// Rows scored together, tree by tree.
+const BLOCK: usize = 32;
+/// Smaller blocks walk each row on its own (the lock step pays for a block's longest path).
+const LOCK_STEP_ROWS: usize = 8;
+/// The block's buffer holds this many features a row.
+const MAX_FEATURES: usize = 64;
+
+const CATEGORICAL: u8 = 1;
+const DEFAULT_LEFT: u8 = 2;
+const MISSING_ZERO: u8 = 1;
+const MISSING_NAN: u8 = 2;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TreesError {
+    #[error("model text: {0}")]
+    Format(String),
+    #[error("model text: {0} is not supported natively")]
+    Unsupported(&'static str),
+}
+
+fn bad(what: impl Into<String>) -> TreesError {
+    TreesError::Format(what.into())
+}
+
+/// One split. Children: >= 0 a node of the same tree, < 0 the leaf `!child`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Node {
+    threshold: f64,
+    feature: u32,
+    /// Categorical splits: where their bitset starts in `Trees::bits`, and its length in words.
+    bits_start: u32,
+    bits_len: u32,
+    left: i32,
+    right: i32,
+    categorical: bool,
+    default_left: bool,
+    missing: u8,
+}
+
+/// A node of the lock-step walk: splits and leaves alike, leaves pointing at themselves with
+/// their value in `threshold`, so that every row of a block takes the same number of steps
+/// through a tree (its depth) with no branch on the data. Only for rows without NaN.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Step {
+    threshold: f64,
+    feature: u32,
+    /// Categorical: its bitset in `Trees::step_bits`, followed there by a zero word; numeric
+    /// nodes point at a zero word with length 0.
+    bits_start: u32,
+    bits_len: u32,
+    /// Left, right: indices into `Trees::steps`.
+    next: [u32; 2],
+    categorical: bool,
+    /// Missing type Zero: |x| <= 1e-35 takes the default direction.
+    zero_missing: bool,
+    default_left: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Tree {
+    /// Where its nodes and leaves start in `Trees::nodes` and `Trees::leaves`.
+    nodes: usize,
+    leaves: usize,
+    /// A tree of one leaf has no node.
+    single_leaf: bool,
+    /// Its root in `Trees::steps`, and the longest path from it to a leaf.
+    step_root: u32,
+    depth: u32,
+    /// Indices from here on in `Trees::steps` are its leaves.
+    first_leaf: u32,
+}
+
+/// A binary LightGBM model, ready to score natively.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trees {
+    n_features: usize,
+    sigmoid: f64,
+    trees: Vec<Tree>,
+    nodes: Vec<Node>,
+    leaves: Vec<f64>,
+    bits: Vec<u32>,
+    steps: Vec<Step>,
+    step_bits: Vec<u32>,
+}
+
+fn numbers<T: std::str::FromStr>(key: &str, value: &str) -> Result<Vec<T>, TreesError> {
+    value
+        .split_whitespace()
+        .map(|v| v.parse().map_err(|_| bad(format!("{key}: {v:?}"))))
+        .collect()
+}
+
+/// The `key=value` lines of one block of the text.
+fn fields(block: &str) -> std::collections::HashMap<&str, &str> {
+    block.lines().filter_map(|l| l.split_once('=')).collect()
+}
+
+impl Trees {
+    /// Parses LightGBM's text model format (version 4) of a binary model.
+    pub fn from_text(text: &str) -> Result<Self, TreesError> {
+        let mut blocks = text.split("\nTree=");
+        let header = fields(blocks.next().unwrap_or_default());
+        let get = |k: &str| header.get(k).copied().ok_or_else(|| bad(format!("no {k}")));
+        if get("num_class")? != "1" || get("num_tree_per_iteration")? != "1" {
+            return Err(TreesError::Unsupported("a model of more than one class"));
+        }
+        if header.contains_key("average_output") {
+            return Err(TreesError::Unsupported("average_output (random forest)"));
+        }
+        let objective = get("objective")?;
+        if !objective.starts_with("binary") {
+            return Err(TreesError::Unsupported("an objective other than binary"));
+        }
+        let sigmoid = objective
+            .split_whitespace()
+            .find_map(|t| t.strip_prefix("sigmoid:"))
+            .ok_or_else(|| bad("binary objective without sigmoid"))?
+            .parse::<f64>()
+            .map_err(|_| bad("sigmoid"))?;
+        let n_features = get("max_feature_idx")?
+            .parse::<usize>()
+            .map_err(|_| bad("max_feature_idx"))?
+            + 1;
+        if n_features > MAX_FEATURES {
+            return Err(TreesError::Unsupported("more than 64 features"));
+        }
+        let mut model = Trees {
+            n_features,
+            sigmoid,
+            trees: Vec::new(),
+            nodes: Vec::new(),
+            leaves: Vec::new(),
+            bits: Vec::new(),
+            steps: Vec::new(),
+            step_bits: vec![0],
+        };
+        for block in blocks {
+            // The trees end where the feature importances begin.
+            let block = block.split("\nend of trees").next().unwrap_or(block);
+            model.add_tree(&fields(block))?;
+        }
+        if model.trees.is_empty() {
+            return Err(bad("no trees"));
+        }
+        for t in 0..model.trees.len() {
+            model.add_steps(t);
+        }
+        Ok(model)
+    }
+
+    fn add_tree(&mut self, f: &std::collections::HashMap<&str, &str>) -> Result<(), TreesError> {
+        let get = |k: &str| {
+            f.get(k)
+                .copied()
+                .ok_or_else(|| bad(format!("tree without {k}")))
+        };
+        if f.get("is_linear").is_some_and(|v| *v != "0") {
+            return Err(TreesError::Unsupported("a linear tree"));
+        }
+        let num_leaves: usize = get("num_leaves")?.parse().map_err(|_| bad("num_leaves"))?;
+        let leaves: Vec<f64> = numbers("leaf_value", get("leaf_value")?)?;
+        if num_leaves == 0 || leaves.len() != num_leaves {
+            return Err(bad("leaf_value does not match num_leaves"));
+        }
+        let tree = Tree {
+            nodes: self.nodes.len(),
+            leaves: self.leaves.len(),
+            single_leaf: num_leaves == 1,
+            step_root: 0,
+            depth: 0,
+            first_leaf: 0,
+        };
+        self.leaves.extend(&leaves);
+        if num_leaves > 1 {
+            let n = num_leaves - 1;
+            let feature: Vec<u32> = numbers("split_feature", get("split_feature")?)?;
+            let threshold: Vec<f64> = numbers("threshold", get("threshold")?)?;
+            let decision: Vec<u8> = numbers("decision_type", get("decision_type")?)?;
+            let left: Vec<i32> = numbers("left_child", get("left_child")?)?;
+            let right: Vec<i32> = numbers("right_child", get("right_child")?)?;
+            let (bounds, words): (Vec<usize>, Vec<u32>) = match f.get("num_cat") {
+                Some(c) if *c != "0" => (
+                    numbers("cat_boundaries", get("cat_boundaries")?)?,
+                    numbers("cat_threshold", get("cat_threshold")?)?,
+                ),
+                _ => (Vec::new(), Vec::new()),
+            };
+            if [
+                feature.len(),
+                threshold.len(),
+                decision.len(),
+                left.len(),
+                right.len(),
+            ]
+            .iter()
+            .any(|&l| l != n)
+            {
+                return Err(bad("node arrays of different lengths"));
+            }
+            let bits_base = self.bits.len();
+            self.bits.extend(&words);
+            let child_ok =
+                |c: i32| (c >= 0 && (c as usize) < n) || (c < 0 && ((!c) as usize) < num_leaves);
+            for i in 0..n {
+                if feature[i] as usize >= self.n_features
+                    || !child_ok(left[i])
+                    || !child_ok(right[i])
+                {
+                    return Err(bad(format!("node {i} points outside its tree")));
+                }
+                let categorical = decision[i] & CATEGORICAL != 0;
+                let (bits_start, bits_len) = if categorical {
+                    let c = threshold[i] as usize;
+                    let (&lo, &hi) = bounds
+                        .get(c)
+                        .zip(bounds.get(c + 1))
+                        .filter(|(lo, hi)| lo <= hi && **hi <= words.len())
+                        .ok_or_else(|| bad(format!("node {i}: categorical split {c}")))?;
+                    ((bits_base + lo) as u32, (hi - lo) as u32)
+                } else {
+                    (0, 0)
+                };
+                self.nodes.push(Node {
+                    threshold: threshold[i],
+                    feature: feature[i],
+                    bits_start,
+                    bits_len,
+                    left: left[i],
+                    right: right[i],
+                    categorical,
+                    default_left: decision[i] & DEFAULT_LEFT != 0,
+                    missing: (decision[i] >> 2) & 3,
+                });
+            }
+        }
+        self.trees.push(tree);
+        Ok(())
+    }
+
+    /// Lays tree `t` out for the lock-step walk.
+    fn add_steps(&mut self, t: usize) {
+        let tree = self.trees[t].clone();
+        let base = self.steps.len() as u32;
+        let n_nodes = if tree.single_leaf {
+            0
+        } else {
+            // The nodes of a tree are contiguous; its leaves follow them in `steps`.
+            let next_tree = self.trees.get(t + 1).map_or(self.nodes.len(), |n| n.nodes);
+            next_tree - tree.nodes
+        };
+        let n_leaves = if tree.single_leaf { 1 } else { n_nodes + 1 };
+        let leaf = |l: usize| base + (n_nodes + l) as u32;
+        let target = |c: i32| {
+            if c >= 0 {
+                base + c as u32
+            } else {
+                leaf((!c) as usize)
+            }
+        };
+        for i in 0..n_nodes {
+            let n = self.nodes[tree.nodes + i];
+            let (bits_start, bits_len) = if n.categorical {
+                let start = self.step_bits.len() as u32;
+                let words = &self.bits[n.bits_start as usize..(n.bits_start + n.bits_len) as usize];
+                self.step_bits.extend_from_slice(words);
+                self.step_bits.push(0);
+                (start, n.bits_len)
+            } else {
+                (0, 0)
+            };
+            self.steps.push(Step {
+                threshold: n.threshold,
+                feature: n.feature,
+                bits_start,
+                bits_len,
+                next: [target(n.left), target(n.right)],
+                categorical: n.categorical,
+                zero_missing: n.missing == MISSING_ZERO,
+                default_left: n.default_left,
+            });
+        }
+        for l in 0..n_leaves {
+            let at = leaf(l);
+            self.steps.push(Step {
+                threshold: self.leaves[tree.leaves + l],
+                feature: 0,
+                bits_start: 0,
+                bits_len: 0,
+                next: [at, at],
+                categorical: false,
+                zero_missing: false,
+                default_left: false,
+            });
+        }
+        // The depth: the longest path from the root.
+        let mut depth = 0;
+        let mut stack = vec![(0i32, 0u32)];
+        while let Some((node, d)) = stack.pop() {
+            if node < 0 || tree.single_leaf {
+                depth = depth.max(d);
+                continue;
+            }
+            let n = self.nodes[tree.nodes + node as usize];
+            stack.push((n.left, d + 1));
+            stack.push((n.right, d + 1));
+        }
+        let t = &mut self.trees[t];
+        t.step_root = base;
+        t.depth = depth;
+        t.first_leaf = base + n_nodes as u32;
+    }
+
+    /// One step of the lock-step walk from `i` (a row without NaN).
+    #[inline(always)]
+    fn step(&self, i: u32, row: &[f64]) -> u32 {
+        let n = &self.steps[i as usize];
+        let x = row[n.feature as usize];
+        // Every branch of the decision computed and combined with bit operations: no jump
+        // depends on the data, so the rows of a block overlap in the pipeline.
+        let zero = n.zero_missing & (x.abs() <= ZERO);
+        let numeric_left = (zero & n.default_left) | (!zero & (x <= n.threshold));
+        // Category codes truncate towards zero; negative ones (and huge ones, which saturate)
+        // land on the zero word after the bitset.
+        let c = x as i32;
+        let word = ((c as u32) >> 5).min(n.bits_len);
+        let bits = self.step_bits[(n.bits_start + word) as usize];
+        let categorical_left = (bits >> (c as u32 & 31)) & 1 == 1;
+        let left = (n.categorical & categorical_left) | (!n.categorical & numeric_left);
+        n.next[usize::from(!left)]
+    }
+
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    pub fn n_trees(&self) -> usize {
+        self.trees.len()
+    }
+
+    #[inline(always)]
+    fn goes_left(&self, n: &Node, x: f64) -> bool {
+        if n.categorical {
+            // NaN and negative categories go right, the value truncated towards zero as C++'s
+            // static_cast<int> does (-0.5 is category 0). `as` saturates where C++ gives
+            // INT_MIN on x86, but a category that large goes right either way: past every
+            // bitset, or negative.
+            if x.is_nan() {
+                return false;
+            }
+            let c = x as i32;
+            if c < 0 {
+                return false;
+            }
+            let c = c as u32;
+            let word = c / 32;
+            word < n.bits_len && (self.bits[(n.bits_start + word) as usize] >> (c % 32)) & 1 == 1
+        } else {
+            let x = if x.is_nan() && n.missing != MISSING_NAN {
+                0.0
+            } else {
+                x
+            };
+            let missing = (n.missing == MISSING_ZERO && (-ZERO..=ZERO).contains(&x))
+                || (n.missing == MISSING_NAN && x.is_nan());
+            if missing {
+                n.default_left
+            } else {
+                x <= n.threshold
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn leaf_value(&self, tree: &Tree, row: &[f64]) -> f64 {
+        if tree.single_leaf {
+            return self.leaves[tree.leaves];
+        }
+        let nodes = &self.nodes[tree.nodes..];
+        let mut i = 0i32;
+        while i >= 0 {
+            let n = &nodes[i as usize];
+            i = if self.goes_left(n, row[n.feature as usize]) {
+                n.left
+            } else {
+                n.right
+            };
+        }
+        self.leaves[tree.leaves + (!i) as usize]
+    }
+
+    fn probability(&self, raw: f64) -> f64 {
+        1.0 / (1.0 + (-self.sigmoid * raw).exp())
+    }
+
+    /// Probabilities for row-major features (`n_features` values a row), in `out`.
+    pub fn predict_into(&self, features: &[f64], out: &mut Vec<f64>) {
+        let m = self.n_features;
+        let rows = features.len() / m;
+        out.clear();
+        out.reserve(rows);
+        let mut block = [0.0f64; BLOCK * MAX_FEATURES];
+        let mut raw = [0.0f64; BLOCK];
+        for start in (0..rows).step_by(BLOCK) {
+            let n = BLOCK.min(rows - start);
+            let block = &mut block[..n * m];
+            // LightGBM's dense reader keeps only values beyond its zero threshold (and NaN).
+            for (b, &x) in block.iter_mut().zip(&features[start * m..(start + n) * m]) {
+                *b = if x.abs() > ZERO || x.is_nan() { x } else { 0.0 };
+            }
+            raw[..n].fill(0.0);
+            if n < LOCK_STEP_ROWS || block.iter().any(|x| x.is_nan()) {
+                for tree in &self.trees {
+                    for (r, acc) in raw[..n].iter_mut().enumerate() {
+                        *acc += self.leaf_value(tree, &block[r * m..(r + 1) * m]);
+                    }
+                }
+            } else {
+                let mut at = [0u32; BLOCK];
+                for tree in &self.trees {
+                    at[..n].fill(tree.step_root);
+                    for s in 0..tree.depth {
+                        for (r, i) in at[..n].iter_mut().enumerate() {
+                            *i = self.step(*i, &block[r * m..(r + 1) * m]);
+                        }
+                        // Paths are seldom as long as the longest: stop once every row is in
+                        // a leaf.
+                        if s % 4 == 3 && at[..n].iter().all(|&i| i >= tree.first_leaf) {
+                            break;
+                        }
+                    }
+                    for (acc, &i) in raw[..n].iter_mut().zip(&at[..n]) {
+                        *acc += self.steps[i as usize].threshold;
+                    }
+                }
+            }
+            out.extend(raw[..n].iter().map(|&s| self.probability(s)));
+        }
+    }
+
+    pub fn predict(&self, features: &[f64]) -> Vec<f64> {
+        let mut out = Vec::new();
+        self.predict_into(features, &mut out);
+        out
+    }
+}
