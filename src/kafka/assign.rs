@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -18,9 +18,9 @@ impl KafkaSettings {
     /// Assigns `consumer` every partition of `topic`, from its beginning or (`from_end`) from
     /// its end as of now, so that nothing produced after this call is missed. Returns the
     /// partition count.
-    pub async fn assign_all(
+    pub async fn assign_all<C: ConsumerContext + 'static>(
         &self,
-        consumer: &StreamConsumer,
+        consumer: &StreamConsumer<C>,
         topic: &str,
         from_end: bool,
     ) -> Result<usize, BrokerError> {

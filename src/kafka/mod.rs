@@ -17,7 +17,7 @@ pub use admin::{DLQ_MAX_MESSAGE_BYTES, KAFKA_DEFAULT_MAX_MESSAGE_BYTES};
 pub use assign::group_lag;
 pub use embedded::{kafka_or_embedded, EmbeddedBroker};
 pub use message::{next_offsets, InMessage};
-pub use settings::{check_extra_setting, KafkaSettings, Topics, MAX_MESSAGE_BYTES};
+pub use settings::{check_extra_setting, KafkaSettings, QuietEof, Topics, MAX_MESSAGE_BYTES};
 pub use transactions::{is_fencing_error, Transactions, TXN_CALL_TIMEOUT};
 
 /// A record the broker refused for what it is (too large, invalid): sending it again would fail

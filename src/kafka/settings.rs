@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{ConsumerContext, DefaultConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
+use rdkafka::ClientContext;
 
 use super::BrokerError;
 use crate::defaults;
@@ -214,6 +216,16 @@ impl KafkaSettings {
         group: &str,
         instance_id: Option<&str>,
     ) -> Result<StreamConsumer, BrokerError> {
+        self.member_with(group, instance_id, DefaultConsumerContext)
+    }
+
+    /// [`Self::member`] with a client context of the caller's.
+    pub fn member_with<C: ConsumerContext + 'static>(
+        &self,
+        group: &str,
+        instance_id: Option<&str>,
+        context: C,
+    ) -> Result<StreamConsumer<C>, BrokerError> {
         let fetch_max = (MAX_MESSAGE_BYTES + (1 << 20)).to_string();
         let session = defaults::SESSION_TIMEOUT.as_millis().to_string();
         let heartbeat = defaults::HEARTBEAT_INTERVAL.as_millis().to_string();
@@ -237,7 +249,7 @@ impl KafkaSettings {
         for (k, v) in &self.consumer_extra {
             c.set(k, v);
         }
-        Ok(c.create()?)
+        Ok(c.create_with_context(context)?)
     }
 
     /// A consumer outside any group's partition assignment, for reading a whole topic (each
@@ -246,7 +258,36 @@ impl KafkaSettings {
         let group = format!("census-reader-{:016x}", rand::random::<u64>());
         self.consumer(&group)
     }
+
+    /// A [`Self::reader`] that also reports reaching the end of each partition
+    /// (`KafkaError::PartitionEOF` from `recv`), without logging it as an error.
+    pub fn reader_with_eof(&self) -> Result<StreamConsumer<QuietEof>, BrokerError> {
+        let group = format!("census-reader-{:016x}", rand::random::<u64>());
+        let mut settings = self.clone();
+        settings
+            .consumer_extra
+            .insert("enable.partition.eof".into(), "true".into());
+        settings.member_with(&group, None, QuietEof)
+    }
 }
+
+/// A consumer context that takes end-of-partition events quietly: with `enable.partition.eof`
+/// they also reach the client's error callback, which rdkafka's default context logs as errors.
+pub struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
 
 #[cfg(test)]
 mod tests {

@@ -1,11 +1,14 @@
 //! Reading what comes back: this run's predictions and dead letters, tallied as they arrive
 //! (first answers, duplicates, accuracy per version, latencies) and shown on the view.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rdkafka::consumer::StreamConsumer;
+
+use crate::kafka::QuietEof;
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -85,11 +88,14 @@ impl Tally {
 }
 
 pub(super) struct Collector {
-    pub predictions: StreamConsumer,
-    pub dlq: StreamConsumer,
+    pub predictions: StreamConsumer<QuietEof>,
+    pub dlq: StreamConsumer<QuietEof>,
     pub run_id: String,
     pub sent: Arc<SendTimes>,
     pub tally: Arc<Mutex<Tally>>,
+    /// Partitions (of both topics) whose reader has reached the end once: each has fetched, so
+    /// its answers are read as they come. Needs `enable.partition.eof` on the readers.
+    pub at_end: Arc<Mutex<HashSet<(String, i32)>>>,
 }
 
 /// Tallies this run's answers until `stop`.
@@ -119,6 +125,9 @@ pub(super) async fn collect(c: Collector, stop: CancellationToken) {
                         .unwrap_or_else(|| (now_ms() - p.sent_at_ms) as f64);
                     c.tally.lock().expect("tally").on_prediction(p, latency);
                 }
+                Err(KafkaError::PartitionEOF(p)) => {
+                    c.at_end.lock().expect("at_end").insert(("p".into(), p));
+                }
                 Err(e) => tracing::warn!("predictions: {e}"),
             },
             m = c.dlq.recv() => match m {
@@ -127,6 +136,9 @@ pub(super) async fn collect(c: Collector, stop: CancellationToken) {
                     if let Some(key) = key.filter(|k| k.starts_with(&prefix)) {
                         c.tally.lock().expect("tally").on_dead_letter(key);
                     }
+                }
+                Err(KafkaError::PartitionEOF(p)) => {
+                    c.at_end.lock().expect("at_end").insert(("d".into(), p));
                 }
                 Err(e) => tracing::warn!("dead letters: {e}"),
             },
