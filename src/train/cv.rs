@@ -7,7 +7,9 @@ use rand::SeedableRng;
 
 use tokio_util::sync::CancellationToken;
 
-use super::lgbm::{TrainSet, Trainer};
+use rayon::prelude::*;
+
+use super::lgbm::{LgbmError, TrainSet, Trainer};
 use super::TrainError;
 use crate::features::N_FEATURES;
 use crate::hyper::Hyperparams;
@@ -68,25 +70,43 @@ pub struct CvScore {
     pub rounds: usize,
 }
 
-/// Cross-validates `params` on `data` split by `folds` (values in `0..k`). Stops between two
-/// rounds once `cancel` is cancelled.
+/// The LightGBM datasets of each fold, training and validation (sharing bin boundaries). None
+/// of the searched parameters changes how a dataset is binned, so one set serves every
+/// evaluation.
+pub struct FoldSets {
+    sets: Vec<(TrainSet, TrainSet)>,
+}
+
+impl FoldSets {
+    /// The datasets of `data` split by `folds` (values in `0..k`).
+    pub fn new(data: &Matrix, folds: &[usize], k: usize) -> Result<Self, TrainError> {
+        let sets = (0..k)
+            .map(|fold| {
+                let train = data.select(folds, fold, false);
+                let valid = data.select(folds, fold, true);
+                let train_set = TrainSet::new(&train.features, &train.labels, None)?;
+                let valid_set = TrainSet::new(&valid.features, &valid.labels, Some(&train_set))?;
+                Ok((train_set, valid_set))
+            })
+            .collect::<Result<Vec<_>, TrainError>>()?;
+        Ok(FoldSets { sets })
+    }
+}
+
+/// Cross-validates `params` on the folds' datasets. Stops between two rounds once `cancel` is
+/// cancelled.
 pub fn cross_validate(
-    data: &Matrix,
-    folds: &[usize],
-    k: usize,
+    folds: &FoldSets,
     params: &Hyperparams,
     seed: u64,
     cancel: &CancellationToken,
 ) -> Result<CvScore, TrainError> {
     let lgbm_params = params.lightgbm_params(seed);
-    let mut trainers = (0..k)
-        .map(|fold| {
-            let train = data.select(folds, fold, false);
-            let valid = data.select(folds, fold, true);
-            let train_set = TrainSet::new(&train.features, &train.labels, None)?;
-            let valid_set = TrainSet::new(&valid.features, &valid.labels, Some(&train_set))?;
-            Trainer::new(train_set, Some(valid_set), &lgbm_params)
-        })
+    let k = folds.sets.len();
+    let mut trainers = folds
+        .sets
+        .iter()
+        .map(|(train, valid)| Trainer::new(train, Some(valid), &lgbm_params))
         .collect::<Result<Vec<_>, _>>()?;
 
     let mut best = CvScore {
@@ -97,11 +117,19 @@ pub fn cross_validate(
         if cancel.is_cancelled() {
             return Err(TrainError::Cancelled);
         }
+        // The folds' rounds run in parallel when a worker is free (the search's last
+        // evaluations of a generation would otherwise leave a core idle); their losses are
+        // summed in fold order, so the result does not depend on it.
+        let rounds: Vec<Result<(bool, f64), LgbmError>> = trainers
+            .par_iter_mut()
+            .map(|t| Ok((t.update()?, t.valid_metric()?)))
+            .collect();
         let mut sum = 0.0;
         let mut all_finished = true;
-        for t in &mut trainers {
-            all_finished &= t.update()?;
-            sum += t.valid_metric()?;
+        for r in rounds {
+            let (finished, loss) = r?;
+            all_finished &= finished;
+            sum += loss;
         }
         let mean = sum / k as f64;
         if mean < best.logloss {

@@ -98,6 +98,10 @@ impl TrainSet {
     }
 }
 
+// SAFETY: a LightGBM dataset is a heap object behind a handle that any thread may use; the
+// search hands each set to one evaluation at a time (its pool), and boosters only read it.
+unsafe impl Send for TrainSet {}
+
 impl Drop for TrainSet {
     fn drop(&mut self) {
         // SAFETY: the handle was created by LGBM_DatasetCreateFromMat and is freed once.
@@ -105,32 +109,36 @@ impl Drop for TrainSet {
     }
 }
 
-/// A booster being trained, one round at a time.
-pub struct Trainer {
+/// A booster being trained, one round at a time, on datasets it borrows: LightGBM keeps
+/// pointers to them, so they must outlive it, and one set of datasets serves evaluation after
+/// evaluation (building them is a tenth of a search's work).
+pub struct Trainer<'a> {
     handle: sys::BoosterHandle,
-    // LightGBM keeps pointers to the datasets: they must outlive the booster (fields drop in
-    // declaration order, so the booster goes first).
-    _train: TrainSet,
-    _valid: Option<TrainSet>,
+    _sets: std::marker::PhantomData<&'a TrainSet>,
 }
 
-impl Trainer {
+// SAFETY: a booster is a heap object behind a handle that any thread may use; `&mut self`
+// methods give one thread at a time (cross-validation moves each fold's trainer to a worker).
+unsafe impl Send for Trainer<'_> {}
+
+impl<'a> Trainer<'a> {
     /// Creates a booster on `train` with LightGBM parameters `params` ("key=value ...").
-    pub fn new(train: TrainSet, valid: Option<TrainSet>, params: &str) -> Result<Self, LgbmError> {
+    pub fn new(
+        train: &'a TrainSet,
+        valid: Option<&'a TrainSet>,
+        params: &str,
+    ) -> Result<Self, LgbmError> {
         let params = CString::new(params).map_err(|e| LgbmError(e.to_string()))?;
         let mut handle: sys::BoosterHandle = std::ptr::null_mut();
         // SAFETY: `train` is a live dataset; `params` is NUL-terminated.
         check(unsafe { sys::LGBM_BoosterCreate(train.handle, params.as_ptr(), &mut handle) })?;
         let trainer = Trainer {
             handle,
-            _train: train,
-            _valid: None,
+            _sets: std::marker::PhantomData,
         };
-        let mut trainer = trainer;
         if let Some(valid) = valid {
-            // SAFETY: both handles are live; `valid` is kept alive in `trainer`.
+            // SAFETY: both handles are live; `valid` outlives the booster ('a).
             check(unsafe { sys::LGBM_BoosterAddValidData(trainer.handle, valid.handle) })?;
-            trainer._valid = Some(valid);
         }
         Ok(trainer)
     }
@@ -183,10 +191,10 @@ impl Trainer {
     }
 }
 
-impl Drop for Trainer {
+impl Drop for Trainer<'_> {
     fn drop(&mut self) {
         // SAFETY: the handle was created by LGBM_BoosterCreate and is freed once, before the
-        // datasets it points to.
+        // datasets it points to (borrowed for 'a).
         unsafe { sys::LGBM_BoosterFree(self.handle) };
     }
 }

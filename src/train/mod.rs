@@ -63,7 +63,7 @@ pub fn train_final(
     seed: u64,
 ) -> Result<String, TrainError> {
     let set = lgbm::TrainSet::new(&data.features, &data.labels, None)?;
-    let mut trainer = lgbm::Trainer::new(set, None, &params.lightgbm_params(seed))?;
+    let mut trainer = lgbm::Trainer::new(&set, None, &params.lightgbm_params(seed))?;
     for _ in 0..rounds.max(1) {
         if trainer.update()? {
             break;

@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio_util::sync::CancellationToken;
 
-use super::cv::{cross_validate, CvScore, Matrix};
+use super::cv::{cross_validate, CvScore, FoldSets, Matrix};
 use super::TrainError;
 use crate::hyper::{bounds, Hyperparams};
 use crate::settings::Folds;
@@ -85,6 +85,8 @@ struct CvObjective<'a> {
     seed: u64,
     trials: Mutex<Vec<Trial>>,
     bar: ProgressBar,
+    /// Datasets of the folds, built once per worker thread and reused by its evaluations.
+    sets: Mutex<Vec<FoldSets>>,
 }
 
 /// argmin's executor owns its problem; the search keeps the objective to read its trials.
@@ -102,14 +104,14 @@ impl CostFunction for Shared<'_, '_> {
 impl CvObjective<'_> {
     fn evaluate(&self, point: &[f64]) -> Result<f64, ArgminError> {
         let params = Hyperparams::from_point(point);
-        let score = cross_validate(
-            self.data,
-            self.folds,
-            self.k,
-            &params,
-            self.seed,
-            self.cancel,
-        )?;
+        let spare = self.sets.lock().expect("fold sets poisoned").pop();
+        let sets = match spare {
+            Some(s) => s,
+            None => FoldSets::new(self.data, self.folds, self.k)?,
+        };
+        let score = cross_validate(&sets, &params, self.seed, self.cancel);
+        self.sets.lock().expect("fold sets poisoned").push(sets);
+        let score = score?;
         let mut trials = self.trials.lock().expect("trial list poisoned");
         trials.push(Trial { params, score });
         let best = trials
@@ -164,6 +166,7 @@ pub fn search(
         seed: config.seed,
         trials: Mutex::new(Vec::with_capacity(planned)),
         bar: bar.clone(),
+        sets: Mutex::new(Vec::new()),
     };
     let start = std::time::Instant::now();
     let pool = rayon::ThreadPoolBuilder::new()
