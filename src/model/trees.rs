@@ -31,52 +31,32 @@ fn bad(what: impl Into<String>) -> TreesError {
     TreesError::Format(what.into())
 }
 
-/// One split. Children: >= 0 a node of the same tree, < 0 the leaf `!child`.
+/// A node: a split, or a leaf pointing at itself with its value in `threshold`. One layout for
+/// both walks: a row on its own stops at the first leaf; a block of rows in lock step takes
+/// the tree's depth in steps, leaves keeping the rows that reached them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Node {
     threshold: f64,
     feature: u32,
-    /// Categorical splits: where their bitset starts in `Trees::bits`, and its length in words.
+    /// Categorical splits: their bitset in `Trees::bits`, followed there by a zero word, and
+    /// its length in words; other nodes point at the zero word at 0 with length 0.
     bits_start: u32,
     bits_len: u32,
-    left: i32,
-    right: i32,
-    categorical: bool,
-    default_left: bool,
-    missing: u8,
-}
-
-/// A node of the lock-step walk: splits and leaves alike, leaves pointing at themselves with
-/// their value in `threshold`, so that every row of a block takes the same number of steps
-/// through a tree (its depth) with no branch on the data. Only for rows without NaN.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Step {
-    threshold: f64,
-    feature: u32,
-    /// Categorical: its bitset in `Trees::step_bits`, followed there by a zero word; numeric
-    /// nodes point at a zero word with length 0.
-    bits_start: u32,
-    bits_len: u32,
-    /// Left, right: indices into `Trees::steps`.
+    /// Left, right: indices into `Trees::nodes`.
     next: [u32; 2],
     categorical: bool,
-    /// Missing type Zero: |x| <= 1e-35 takes the default direction.
-    zero_missing: bool,
     default_left: bool,
+    /// LightGBM's missing type: none, zero or NaN.
+    missing: u8,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 struct Tree {
-    /// Where its nodes and leaves start in `Trees::nodes` and `Trees::leaves`.
-    nodes: usize,
-    leaves: usize,
-    /// A tree of one leaf has no node.
-    single_leaf: bool,
-    /// Its root in `Trees::steps`, and the longest path from it to a leaf.
-    step_root: u32,
-    depth: u32,
-    /// Indices from here on in `Trees::steps` are its leaves.
+    root: u32,
+    /// Indices from here on in `Trees::nodes`, to the next tree's root, are its leaves.
     first_leaf: u32,
+    /// The longest path from the root to a leaf.
+    depth: u32,
 }
 
 /// A binary LightGBM model, ready to score natively.
@@ -86,10 +66,7 @@ pub struct Trees {
     sigmoid: f64,
     trees: Vec<Tree>,
     nodes: Vec<Node>,
-    leaves: Vec<f64>,
     bits: Vec<u32>,
-    steps: Vec<Step>,
-    step_bits: Vec<u32>,
 }
 
 fn numbers<T: std::str::FromStr>(key: &str, value: &str) -> Result<Vec<T>, TreesError> {
@@ -138,10 +115,7 @@ impl Trees {
             sigmoid,
             trees: Vec::new(),
             nodes: Vec::new(),
-            leaves: Vec::new(),
-            bits: Vec::new(),
-            steps: Vec::new(),
-            step_bits: vec![0],
+            bits: vec![0],
         };
         for block in blocks {
             // The trees end where the feature importances begin.
@@ -150,9 +124,6 @@ impl Trees {
         }
         if model.trees.is_empty() {
             return Err(bad("no trees"));
-        }
-        for t in 0..model.trees.len() {
-            model.add_steps(t);
         }
         Ok(model)
     }
@@ -171,168 +142,121 @@ impl Trees {
         if num_leaves == 0 || leaves.len() != num_leaves {
             return Err(bad("leaf_value does not match num_leaves"));
         }
-        let tree = Tree {
-            nodes: self.nodes.len(),
-            leaves: self.leaves.len(),
-            single_leaf: num_leaves == 1,
-            step_root: 0,
-            depth: 0,
-            first_leaf: 0,
+        let n = num_leaves - 1;
+        // A tree of one leaf has no split arrays.
+        let splits = |key: &str| if n == 0 { Ok("") } else { get(key) };
+        let feature: Vec<u32> = numbers("split_feature", splits("split_feature")?)?;
+        let threshold: Vec<f64> = numbers("threshold", splits("threshold")?)?;
+        let decision: Vec<u8> = numbers("decision_type", splits("decision_type")?)?;
+        let left: Vec<i32> = numbers("left_child", splits("left_child")?)?;
+        let right: Vec<i32> = numbers("right_child", splits("right_child")?)?;
+        let (bounds, words): (Vec<usize>, Vec<u32>) = match f.get("num_cat") {
+            Some(c) if *c != "0" => (
+                numbers("cat_boundaries", get("cat_boundaries")?)?,
+                numbers("cat_threshold", get("cat_threshold")?)?,
+            ),
+            _ => (Vec::new(), Vec::new()),
         };
-        self.leaves.extend(&leaves);
-        if num_leaves > 1 {
-            let n = num_leaves - 1;
-            let feature: Vec<u32> = numbers("split_feature", get("split_feature")?)?;
-            let threshold: Vec<f64> = numbers("threshold", get("threshold")?)?;
-            let decision: Vec<u8> = numbers("decision_type", get("decision_type")?)?;
-            let left: Vec<i32> = numbers("left_child", get("left_child")?)?;
-            let right: Vec<i32> = numbers("right_child", get("right_child")?)?;
-            let (bounds, words): (Vec<usize>, Vec<u32>) = match f.get("num_cat") {
-                Some(c) if *c != "0" => (
-                    numbers("cat_boundaries", get("cat_boundaries")?)?,
-                    numbers("cat_threshold", get("cat_threshold")?)?,
-                ),
-                _ => (Vec::new(), Vec::new()),
-            };
-            if [
-                feature.len(),
-                threshold.len(),
-                decision.len(),
-                left.len(),
-                right.len(),
-            ]
-            .iter()
-            .any(|&l| l != n)
-            {
-                return Err(bad("node arrays of different lengths"));
-            }
-            let bits_base = self.bits.len();
-            self.bits.extend(&words);
-            let child_ok =
-                |c: i32| (c >= 0 && (c as usize) < n) || (c < 0 && ((!c) as usize) < num_leaves);
-            for i in 0..n {
-                if feature[i] as usize >= self.n_features
-                    || !child_ok(left[i])
-                    || !child_ok(right[i])
-                {
-                    return Err(bad(format!("node {i} points outside its tree")));
-                }
-                let categorical = decision[i] & CATEGORICAL != 0;
-                let (bits_start, bits_len) = if categorical {
-                    let c = threshold[i] as usize;
-                    let (&lo, &hi) = bounds
-                        .get(c)
-                        .zip(bounds.get(c + 1))
-                        .filter(|(lo, hi)| lo <= hi && **hi <= words.len())
-                        .ok_or_else(|| bad(format!("node {i}: categorical split {c}")))?;
-                    ((bits_base + lo) as u32, (hi - lo) as u32)
-                } else {
-                    (0, 0)
-                };
-                self.nodes.push(Node {
-                    threshold: threshold[i],
-                    feature: feature[i],
-                    bits_start,
-                    bits_len,
-                    left: left[i],
-                    right: right[i],
-                    categorical,
-                    default_left: decision[i] & DEFAULT_LEFT != 0,
-                    missing: (decision[i] >> 2) & 3,
-                });
-            }
+        if [
+            feature.len(),
+            threshold.len(),
+            decision.len(),
+            left.len(),
+            right.len(),
+        ]
+        .iter()
+        .any(|&l| l != n)
+        {
+            return Err(bad("node arrays of different lengths"));
         }
-        self.trees.push(tree);
-        Ok(())
-    }
-
-    /// Lays tree `t` out for the lock-step walk.
-    fn add_steps(&mut self, t: usize) {
-        let tree = self.trees[t].clone();
-        let base = self.steps.len() as u32;
-        let n_nodes = if tree.single_leaf {
-            0
-        } else {
-            // The nodes of a tree are contiguous; its leaves follow them in `steps`.
-            let next_tree = self.trees.get(t + 1).map_or(self.nodes.len(), |n| n.nodes);
-            next_tree - tree.nodes
-        };
-        let n_leaves = if tree.single_leaf { 1 } else { n_nodes + 1 };
-        let leaf = |l: usize| base + (n_nodes + l) as u32;
+        let child_ok =
+            |c: i32| (c >= 0 && (c as usize) < n) || (c < 0 && ((!c) as usize) < num_leaves);
+        // Splits first, then leaves: child c >= 0 is split c, c < 0 is leaf !c.
+        let root = self.nodes.len() as u32;
+        let first_leaf = root + n as u32;
         let target = |c: i32| {
             if c >= 0 {
-                base + c as u32
+                root + c as u32
             } else {
-                leaf((!c) as usize)
+                first_leaf + (!c) as u32
             }
         };
-        for i in 0..n_nodes {
-            let n = self.nodes[tree.nodes + i];
-            let (bits_start, bits_len) = if n.categorical {
-                let start = self.step_bits.len() as u32;
-                let words = &self.bits[n.bits_start as usize..(n.bits_start + n.bits_len) as usize];
-                self.step_bits.extend_from_slice(words);
-                self.step_bits.push(0);
-                (start, n.bits_len)
+        for i in 0..n {
+            if feature[i] as usize >= self.n_features || !child_ok(left[i]) || !child_ok(right[i]) {
+                return Err(bad(format!("node {i} points outside its tree")));
+            }
+            let categorical = decision[i] & CATEGORICAL != 0;
+            let (bits_start, bits_len) = if categorical {
+                let c = threshold[i] as usize;
+                let (&lo, &hi) = bounds
+                    .get(c)
+                    .zip(bounds.get(c + 1))
+                    .filter(|(lo, hi)| lo <= hi && **hi <= words.len())
+                    .ok_or_else(|| bad(format!("node {i}: categorical split {c}")))?;
+                let start = self.bits.len() as u32;
+                self.bits.extend_from_slice(&words[lo..hi]);
+                self.bits.push(0);
+                (start, (hi - lo) as u32)
             } else {
                 (0, 0)
             };
-            self.steps.push(Step {
-                threshold: n.threshold,
-                feature: n.feature,
+            self.nodes.push(Node {
+                threshold: threshold[i],
+                feature: feature[i],
                 bits_start,
                 bits_len,
-                next: [target(n.left), target(n.right)],
-                categorical: n.categorical,
-                zero_missing: n.missing == MISSING_ZERO,
-                default_left: n.default_left,
+                next: [target(left[i]), target(right[i])],
+                categorical,
+                default_left: decision[i] & DEFAULT_LEFT != 0,
+                missing: (decision[i] >> 2) & 3,
             });
         }
-        for l in 0..n_leaves {
-            let at = leaf(l);
-            self.steps.push(Step {
-                threshold: self.leaves[tree.leaves + l],
+        for (l, &value) in leaves.iter().enumerate() {
+            let at = first_leaf + l as u32;
+            self.nodes.push(Node {
+                threshold: value,
                 feature: 0,
                 bits_start: 0,
                 bits_len: 0,
                 next: [at, at],
                 categorical: false,
-                zero_missing: false,
                 default_left: false,
+                missing: 0,
             });
         }
-        // The depth: the longest path from the root.
+        // The depth: the longest path from the root (0 for a tree of one leaf).
         let mut depth = 0;
-        let mut stack = vec![(0i32, 0u32)];
-        while let Some((node, d)) = stack.pop() {
-            if node < 0 || tree.single_leaf {
+        let mut stack = vec![(root, 0u32)];
+        while let Some((i, d)) = stack.pop() {
+            if i >= first_leaf {
                 depth = depth.max(d);
-                continue;
+            } else {
+                let next = self.nodes[i as usize].next;
+                stack.extend([(next[0], d + 1), (next[1], d + 1)]);
             }
-            let n = self.nodes[tree.nodes + node as usize];
-            stack.push((n.left, d + 1));
-            stack.push((n.right, d + 1));
         }
-        let t = &mut self.trees[t];
-        t.step_root = base;
-        t.depth = depth;
-        t.first_leaf = base + n_nodes as u32;
+        self.trees.push(Tree {
+            root,
+            first_leaf,
+            depth,
+        });
+        Ok(())
     }
 
     /// One step of the lock-step walk from `i` (a row without NaN).
     #[inline(always)]
     fn step(&self, i: u32, row: &[f64]) -> u32 {
-        let n = &self.steps[i as usize];
+        let n = &self.nodes[i as usize];
         let x = row[n.feature as usize];
         // Every branch of the decision computed and combined with bit operations: no jump
         // depends on the data, so the rows of a block overlap in the pipeline.
-        let zero = n.zero_missing & (x.abs() <= ZERO);
+        let zero = (n.missing == MISSING_ZERO) & (x.abs() <= ZERO);
         let numeric_left = (zero & n.default_left) | (!zero & (x <= n.threshold));
         // Category codes truncate towards zero; negative ones (and huge ones, which saturate)
         // land on the zero word after the bitset.
         let c = x as i32;
         let word = ((c as u32) >> 5).min(n.bits_len);
-        let bits = self.step_bits[(n.bits_start + word) as usize];
+        let bits = self.bits[(n.bits_start + word) as usize];
         let categorical_left = (bits >> (c as u32 & 31)) & 1 == 1;
         let left = (n.categorical & categorical_left) | (!n.categorical & numeric_left);
         n.next[usize::from(!left)]
@@ -340,10 +264,6 @@ impl Trees {
 
     pub fn n_features(&self) -> usize {
         self.n_features
-    }
-
-    pub fn n_trees(&self) -> usize {
-        self.trees.len()
     }
 
     #[inline(always)]
@@ -379,22 +299,15 @@ impl Trees {
         }
     }
 
+    /// The value of the leaf `row` reaches in `tree`, walking it on its own (any row).
     #[inline(always)]
     fn leaf_value(&self, tree: &Tree, row: &[f64]) -> f64 {
-        if tree.single_leaf {
-            return self.leaves[tree.leaves];
+        let mut i = tree.root;
+        while i < tree.first_leaf {
+            let n = &self.nodes[i as usize];
+            i = n.next[usize::from(!self.goes_left(n, row[n.feature as usize]))];
         }
-        let nodes = &self.nodes[tree.nodes..];
-        let mut i = 0i32;
-        while i >= 0 {
-            let n = &nodes[i as usize];
-            i = if self.goes_left(n, row[n.feature as usize]) {
-                n.left
-            } else {
-                n.right
-            };
-        }
-        self.leaves[tree.leaves + (!i) as usize]
+        self.nodes[i as usize].threshold
     }
 
     fn probability(&self, raw: f64) -> f64 {
@@ -426,19 +339,14 @@ impl Trees {
             } else {
                 let mut at = [0u32; BLOCK];
                 for tree in &self.trees {
-                    at[..n].fill(tree.step_root);
-                    for s in 0..tree.depth {
+                    at[..n].fill(tree.root);
+                    for _ in 0..tree.depth {
                         for (r, i) in at[..n].iter_mut().enumerate() {
                             *i = self.step(*i, &block[r * m..(r + 1) * m]);
                         }
-                        // Paths are seldom as long as the longest: stop once every row is in
-                        // a leaf.
-                        if s % 4 == 3 && at[..n].iter().all(|&i| i >= tree.first_leaf) {
-                            break;
-                        }
                     }
                     for (acc, &i) in raw[..n].iter_mut().zip(&at[..n]) {
-                        *acc += self.steps[i as usize].threshold;
+                        *acc += self.nodes[i as usize].threshold;
                     }
                 }
             }
