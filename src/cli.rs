@@ -281,6 +281,25 @@ impl TrackingArgs {
     }
 }
 
+/// Serves, when `addr` is given, the metrics that `register` puts in a registry at
+/// `http://<addr>/metrics` until `shutdown`.
+pub async fn serve_metrics(
+    addr: Option<std::net::SocketAddr>,
+    register: impl FnOnce(&mut prometheus_client::registry::Registry),
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let Some(addr) = addr else {
+        return Ok(());
+    };
+    let mut registry = prometheus_client::registry::Registry::default();
+    register(&mut registry);
+    crate::telemetry::serve(addr, registry, shutdown)
+        .await
+        .with_context(|| format!("serving metrics at {addr}"))?;
+    Ok(())
+}
+
 /// A token cancelled on Ctrl-C or SIGTERM: services finish their batch, commit and leave.
 pub fn shutdown_on_signals() -> tokio_util::sync::CancellationToken {
     let token = tokio_util::sync::CancellationToken::new();

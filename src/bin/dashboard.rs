@@ -6,7 +6,7 @@ use std::num::NonZeroUsize;
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{shutdown_on_signals, KafkaArgs};
+use census_stream::cli::{serve_metrics, shutdown_on_signals, KafkaArgs};
 use census_stream::dashboard::{run, DashboardConfig};
 use census_stream::defaults;
 use census_stream::settings::{self, positive};
@@ -45,12 +45,11 @@ async fn main() -> anyhow::Result<()> {
     config.triggers.psi_window = flags.drift_window.get();
     config.triggers.psi = (flags.drift_psi > 0.0).then_some(flags.drift_psi);
     let shutdown = shutdown_on_signals();
-    if let Some(addr) = flags.metrics_addr {
-        let mut registry = prometheus_client::registry::Registry::default();
-        config.metrics.register(&mut registry);
-        census_stream::telemetry::serve(addr, registry, shutdown.clone())
-            .await
-            .with_context(|| format!("serving metrics at {addr}"))?;
-    }
+    serve_metrics(
+        flags.metrics_addr,
+        |r| config.metrics.register(r),
+        shutdown.clone(),
+    )
+    .await?;
     run(config, shutdown).await.context("dashboard failed")
 }

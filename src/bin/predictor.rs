@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{shutdown_on_signals, KafkaArgs, StoreArgs};
+use census_stream::cli::{serve_metrics, shutdown_on_signals, KafkaArgs, StoreArgs};
 use census_stream::defaults;
 use census_stream::predictor::{run, PredictorConfig};
 use census_stream::settings::positive;
@@ -69,13 +69,12 @@ async fn main() -> anyhow::Result<()> {
     config.linger = Duration::from_millis(flags.linger_ms);
     config.store = (!flags.no_local_bundle).then(|| flags.store.store());
     let shutdown = shutdown_on_signals();
-    if let Some(addr) = flags.metrics_addr {
-        let mut registry = prometheus_client::registry::Registry::default();
-        config.metrics.register(&mut registry);
-        census_stream::telemetry::serve(addr, registry, shutdown.clone())
-            .await
-            .with_context(|| format!("serving metrics at {addr}"))?;
-    }
+    serve_metrics(
+        flags.metrics_addr,
+        |r| config.metrics.register(r),
+        shutdown.clone(),
+    )
+    .await?;
     let stats = run(config, shutdown).await.context("predictor failed")?;
     println!(
         "predicted {}, dead-lettered {}, versions used {:?}; {}",

@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::Parser;
 
 use census_stream::cli::{
-    shutdown_on_signals, DataArgs, KafkaArgs, PromotionArgs, SearchArgs, StoreArgs, TrackingArgs,
-    TriggerArgs,
+    serve_metrics, shutdown_on_signals, DataArgs, KafkaArgs, PromotionArgs, SearchArgs, StoreArgs,
+    TrackingArgs, TriggerArgs,
 };
 use census_stream::defaults;
 use census_stream::retrainer::{run, RetrainerConfig};
@@ -77,13 +77,12 @@ async fn main() -> anyhow::Result<()> {
     config.tracking = flags.tracking.tracker();
     let tracker = config.tracking.clone();
     let shutdown = shutdown_on_signals();
-    if let Some(addr) = flags.metrics_addr {
-        let mut registry = prometheus_client::registry::Registry::default();
-        config.metrics.register(&mut registry);
-        census_stream::telemetry::serve(addr, registry, shutdown.clone())
-            .await
-            .with_context(|| format!("serving metrics at {addr}"))?;
-    }
+    serve_metrics(
+        flags.metrics_addr,
+        |r| config.metrics.register(r),
+        shutdown.clone(),
+    )
+    .await?;
     let result = run(config, shutdown, |_| {}).await;
     if let Some(tracker) = tracker {
         let wait = flags.tracking.wait();
