@@ -196,6 +196,51 @@ pub enum Event {
     },
 }
 
+#[cfg(test)]
+impl Event {
+    /// A retrain of version `version` with outcome `outcome` and made-up figures, for unit tests.
+    pub(crate) fn retrained_example(version: u32, outcome: &str) -> Self {
+        Event::Retrained(RetrainEvent {
+            version,
+            rows: 1000,
+            started_at_ms: 10_000,
+            finished_at_ms: 12_500,
+            cv_log_loss: 0.29,
+            outcome: outcome.into(),
+            trigger: Fired {
+                kind: "rows".into(),
+                figures: "1000 new labeled rows".into(),
+            },
+            manifest: Arc::new(crate::bundle::Manifest::example(version)),
+            log_losses: vec![0.31, 0.29, 0.30],
+        })
+    }
+
+    /// The gate's progress (`decision` `None`) or decision on `n` labels, for unit tests.
+    pub(crate) fn gate_example(
+        challenger: u32,
+        champion: u32,
+        probation: bool,
+        n: u64,
+        decision: Option<&str>,
+    ) -> Self {
+        Event::Gate(GateEvent {
+            challenger,
+            champion,
+            probation,
+            evidence: crate::registry::Evidence {
+                n,
+                mean_d: -0.05,
+                interval: [-0.1, -0.01],
+                statistic: 3.2,
+                alpha: 0.05,
+                delta: 0.01,
+            },
+            decision: decision.map(str::to_owned),
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RetrainerError {
     #[error(transparent)]

@@ -40,44 +40,15 @@ pub fn observe(metrics: &RetrainerMetrics, event: &Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::Evidence;
-    use crate::retrainer::{GateEvent, RetrainEvent};
     use crate::telemetry::RetrainerMetrics;
-    use crate::triggers::Fired;
     use prometheus_client::registry::Registry;
 
     fn retrained(version: u32, outcome: &str) -> Event {
-        Event::Retrained(RetrainEvent {
-            version,
-            rows: 1000,
-            started_at_ms: 10_000,
-            finished_at_ms: 12_500,
-            cv_log_loss: 0.29,
-            outcome: outcome.into(),
-            trigger: Fired {
-                kind: "rows".into(),
-                figures: String::new(),
-            },
-            manifest: std::sync::Arc::new(crate::bundle::Manifest::example(version)),
-            log_losses: vec![0.3, 0.29],
-        })
+        Event::retrained_example(version, outcome)
     }
 
     fn gate(decision: Option<&str>, n: u64) -> Event {
-        Event::Gate(GateEvent {
-            challenger: 2,
-            champion: 1,
-            probation: false,
-            evidence: Evidence {
-                n,
-                mean_d: -0.05,
-                interval: [-0.1, -0.01],
-                statistic: 3.2,
-                alpha: 0.05,
-                delta: 0.01,
-            },
-            decision: decision.map(str::to_owned),
-        })
+        Event::gate_example(2, 1, false, n, decision)
     }
 
     fn text(m: &RetrainerMetrics) -> String {

@@ -49,42 +49,13 @@ pub fn track(tracker: &Tracker, store: &BundleStore, event: &Event) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::Evidence;
-    use crate::retrainer::{GateEvent, RetrainEvent};
-    use crate::triggers::Fired;
 
     fn retrained(version: u32, outcome: &str) -> Event {
-        Event::Retrained(RetrainEvent {
-            version,
-            rows: 1000,
-            started_at_ms: 10_000,
-            finished_at_ms: 12_500,
-            cv_log_loss: 0.29,
-            outcome: outcome.into(),
-            trigger: Fired {
-                kind: "rows".into(),
-                figures: "1000 new labeled rows".into(),
-            },
-            manifest: std::sync::Arc::new(crate::bundle::Manifest::example(version)),
-            log_losses: vec![0.31, 0.29, 0.30],
-        })
+        Event::retrained_example(version, outcome)
     }
 
     fn decided(challenger: u32, champion: u32, probation: bool, words: &str) -> Event {
-        Event::Gate(GateEvent {
-            challenger,
-            champion,
-            probation,
-            evidence: Evidence {
-                n: 600,
-                mean_d: -0.05,
-                interval: [-0.1, -0.01],
-                statistic: 3.2,
-                alpha: 0.05,
-                delta: 0.01,
-            },
-            decision: Some(words.into()),
-        })
+        Event::gate_example(challenger, champion, probation, 600, Some(words))
     }
 
     fn queued(events: &[Event]) -> Vec<String> {
