@@ -86,12 +86,15 @@ impl BundleFiles {
         self.load_named(&self.manifest.model_file, &self.manifest.processor_file)
     }
 
-    /// [`Self::load`], naming the files as `model_name` and `processor_name` in errors.
-    pub(crate) fn load_named(
-        &self,
-        model_name: &str,
-        processor_name: &str,
-    ) -> Result<Bundle, BundleError> {
+    /// The manifest checked and the processor verified and loaded, without the model (for
+    /// readers that need the processor only, such as the dashboard's drift).
+    pub fn load_processor(&self) -> Result<FeatureProcessor, BundleError> {
+        self.check_manifest()?;
+        self.processor_named(&self.manifest.processor_file)
+    }
+
+    /// The manifest's version, format and feature schema are this build's.
+    fn check_manifest(&self) -> Result<(), BundleError> {
         let m = &self.manifest;
         if m.version == 0 || m.version > MAX_VERSION {
             return Err(BundleError::Manifest {
@@ -114,14 +117,31 @@ impl BundleFiles {
                 ),
             });
         }
-        verify(model_name, &m.model_sha256, &self.model_text)?;
-        verify(processor_name, &m.processor_sha256, &self.processor)?;
-        let processor = FeatureProcessor::from_bytes(&self.processor).map_err(|source| {
-            BundleError::Processor {
-                file: processor_name.to_owned(),
-                source,
-            }
-        })?;
+        Ok(())
+    }
+
+    /// The processor file verified against the manifest and loaded.
+    fn processor_named(&self, processor_name: &str) -> Result<FeatureProcessor, BundleError> {
+        verify(
+            processor_name,
+            &self.manifest.processor_sha256,
+            &self.processor,
+        )?;
+        FeatureProcessor::from_bytes(&self.processor).map_err(|source| BundleError::Processor {
+            file: processor_name.to_owned(),
+            source,
+        })
+    }
+
+    /// [`Self::load`], naming the files as `model_name` and `processor_name` in errors.
+    pub(crate) fn load_named(
+        &self,
+        model_name: &str,
+        processor_name: &str,
+    ) -> Result<Bundle, BundleError> {
+        self.check_manifest()?;
+        verify(model_name, &self.manifest.model_sha256, &self.model_text)?;
+        let processor = self.processor_named(processor_name)?;
         let text = std::str::from_utf8(&self.model_text).map_err(|e| BundleError::Model {
             file: model_name.to_owned(),
             source: ModelError::NotUtf8(e),
@@ -131,7 +151,7 @@ impl BundleFiles {
             source,
         })?;
         Ok(Bundle {
-            manifest: m.clone(),
+            manifest: self.manifest.clone(),
             processor,
             model,
         })

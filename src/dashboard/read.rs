@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::board::Board;
 use crate::kafka::{group_lag, BrokerError, KafkaSettings};
-use crate::registry::load_bundle;
 use crate::stream::messages::{now_ms, ModelMessage, Prediction};
 use crate::telemetry::DashboardMetrics;
 
@@ -75,19 +74,28 @@ pub async fn read_topics(
 async fn read_model_record(board: &Mutex<Board>, key: Option<&[u8]>, payload: Option<&[u8]>) {
     match crate::registry::records::parse(key, payload) {
         Ok(crate::registry::records::Record::Bundle { version, payload }) => {
-            // Verified and loaded off the runtime; a bundle that does not load still has its
-            // manifest shown.
+            // Only the manifest and the processor (for drift) are needed: the model is not
+            // loaded. A bundle whose processor does not load still has its manifest shown.
             let loaded = tokio::task::spawn_blocking(move || {
-                let bundle = load_bundle(version, &payload);
-                match bundle {
-                    Ok(b) => Some((b.manifest, Some(b.processor))),
-                    Err(e) => {
-                        tracing::warn!("bundle v{version}: {}", crate::error_chain(&e));
-                        serde_json::from_slice::<ModelMessage>(&payload)
-                            .ok()
-                            .map(|m| (m.manifest, None))
-                    }
+                let msg = serde_json::from_slice::<ModelMessage>(&payload).ok()?;
+                if msg.manifest.version != version {
+                    tracing::warn!("bundle v{version} holds v{}", msg.manifest.version);
+                    return None;
                 }
+                let manifest = msg.manifest.clone();
+                let processor = match msg.into_files() {
+                    Ok(files) => files
+                        .load_processor()
+                        .map_err(|e| {
+                            tracing::warn!("bundle v{version}: {}", crate::error_chain(&e))
+                        })
+                        .ok(),
+                    Err(e) => {
+                        tracing::warn!("bundle v{version}: {e}");
+                        None
+                    }
+                };
+                Some((manifest, processor))
             })
             .await;
             if let Ok(Some((manifest, processor))) = loaded {
