@@ -11,6 +11,7 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -18,6 +19,7 @@ use census_stream::bundle::{Bundle, BundleStore};
 use census_stream::data::{label_text, read_labeled, CensusRow, Fetch};
 use census_stream::initialize::{self, InitConfig};
 use census_stream::kafka::InMessage;
+use census_stream::model::{Model, Scorer};
 use census_stream::predictor::score_batch;
 use census_stream::registry::Serving;
 use census_stream::stream::decode::decode_request;
@@ -27,14 +29,13 @@ const BATCHES: [usize; 3] = [1, 64, 1024];
 
 struct Fixture {
     bundle: std::sync::Arc<Bundle>,
+    model_text: String,
     payloads: Vec<Vec<u8>>,
     rows: Vec<CensusRow>,
     _temp: Option<tempfile::TempDir>,
 }
 
 fn fixture() -> Fixture {
-    // Both scorers are measured: the models load with their native walk too.
-    census_stream::model::set_scorer(census_stream::model::Scorer::Native);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let data_dir = root.join("data");
     let repo_store = BundleStore::new(root.join("models"), root.join("dataprocessors"));
@@ -54,6 +55,13 @@ fn fixture() -> Fixture {
         }
     };
     let bundle = store.load_current().expect("bundle loads");
+    let model_text = String::from_utf8(
+        store
+            .read_files(bundle.manifest.version)
+            .expect("bundle files")
+            .model_text,
+    )
+    .expect("model text");
     eprintln!(
         "bundle v{} from {}: {} trees, num_leaves {}, scored by {:?}",
         bundle.manifest.version,
@@ -84,6 +92,7 @@ fn fixture() -> Fixture {
     let rows = test.into_iter().take(1024).map(|r| r.row).collect();
     Fixture {
         bundle: std::sync::Arc::new(bundle),
+        model_text,
         payloads,
         rows,
         _temp: temp,
@@ -113,25 +122,48 @@ fn scoring(c: &mut Criterion) {
     }
     g.finish();
 
-    // The model alone, on the features of adult.test rows: the native walk (one thread)
-    // against LightGBM's own predict (as the predictor calls it: OpenMP threads).
+    // The model alone, on the features of adult.test rows: the compiled trees and the native
+    // walk against LightGBM's own predict (as the predictor calls it: OpenMP threads; the
+    // compiled trees split batches of 256 rows or more across rayon's threads).
     let features = f.bundle.processor.transform_batch(f.rows.iter());
     let m = features.len() / f.rows.len();
-    for (name, native) in [("predict_native", true), ("predict_lightgbm", false)] {
-        let mut g = c.benchmark_group(name);
+    let compiled = Instant::now();
+    let model = Model::with_scorer(&f.model_text, Scorer::Compiled).expect("model");
+    eprintln!(
+        "model loaded, compiled and checked on the canary set in {:.1} ms",
+        compiled.elapsed().as_secs_f64() * 1e3
+    );
+    let lightgbm = Instant::now();
+    let _ = Model::with_scorer(&f.model_text, Scorer::LightGbm).expect("model");
+    eprintln!(
+        "model loaded by LightGBM alone in {:.1} ms",
+        lightgbm.elapsed().as_secs_f64() * 1e3
+    );
+    for scorer in [Scorer::Compiled, Scorer::Native, Scorer::LightGbm] {
+        let model = Model::with_scorer(&f.model_text, scorer).expect("model");
+        assert_eq!(
+            model.scorer(),
+            scorer,
+            "the {scorer:?} scorer did not pass its canary check"
+        );
+        let mut g = c.benchmark_group(format!("predict_{}", scorer.name()));
         for n in BATCHES {
             g.throughput(Throughput::Elements(n as u64));
             g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
                 let x = &features[..n * m];
-                if native {
-                    b.iter(|| f.bundle.model.predict(black_box(x)).unwrap())
-                } else {
-                    b.iter(|| f.bundle.model.predict_lightgbm(black_box(x)).unwrap())
-                }
+                b.iter(|| model.predict(black_box(x)).unwrap())
             });
         }
+        // One row at a time, each the next of 1,024 different rows (the same row again and
+        // again lets the branch predictor learn its path).
+        g.throughput(Throughput::Elements(1));
+        g.bench_function("1_of_1024", |b| {
+            let mut rows = features.chunks_exact(m).cycle();
+            b.iter(|| model.predict(black_box(rows.next().unwrap())).unwrap())
+        });
         g.finish();
     }
+    drop(model);
 
     let mut g = c.benchmark_group("transform_predict");
     for n in BATCHES {

@@ -24,6 +24,10 @@ case "$stages" in
     *) cs_die "CENSUS_TEST_KAFKA must be embedded, real or both, not '$stages'" ;;
 esac
 
+# Every model any test loads (in the test process or a service it starts) must score its canary
+# set exactly as LightGBM does with its compiled trees, or fail to load.
+export CENSUS_SCORER_STRICT=1
+
 cargo build --release --bins --tests
 
 if [ "$stages" != real ]; then

@@ -10,6 +10,7 @@ use clap::Parser;
 
 use census_stream::cli::{serve_metrics, shutdown_on_signals, KafkaArgs, StoreArgs};
 use census_stream::defaults;
+use census_stream::model::Scorer;
 use census_stream::predictor::{run, PredictorConfig};
 use census_stream::settings::positive;
 
@@ -43,10 +44,11 @@ struct Flags {
     /// Most records scored in one batch.
     #[arg(long, default_value_t = defaults::MAX_BATCH, value_parser = positive)]
     max_batch: NonZeroUsize,
-    /// `lightgbm`: LightGBM's own predict; `native`: the trees walked natively, each bundle's
-    /// checked against LightGBM on a canary set when it loads (LightGBM scores any that
-    /// differs). Both give the same probabilities; see BENCHMARKS.md for their speeds.
-    #[arg(long, default_value = "lightgbm", value_parser = ["lightgbm", "native"])]
+    /// `compiled`: each bundle's trees compiled to machine code when it loads; `native`: the
+    /// trees walked natively; `lightgbm`: LightGBM's own predict. Compiled and native trees are
+    /// checked against LightGBM on a canary set when they load (LightGBM scores a bundle that
+    /// differs, logged). All give the same probabilities; see BENCHMARKS.md for their speeds.
+    #[arg(long, env = "CENSUS_SCORER", default_value = "compiled", value_parser = Scorer::NAMES)]
     scorer: String,
     /// Milliseconds a batch waits for more records after its first (0: it takes what has
     /// arrived; batches still grow under load, while the previous batch is scored and sent).
@@ -58,9 +60,9 @@ struct Flags {
 async fn main() -> anyhow::Result<()> {
     census_stream::logging::init();
     let flags = Flags::parse();
-    if flags.scorer == "native" {
-        census_stream::model::set_scorer(census_stream::model::Scorer::Native);
-    }
+    census_stream::model::set_scorer(
+        Scorer::from_name(&flags.scorer).expect("the parser takes only the scorers' names"),
+    );
     let mut config = PredictorConfig::new(flags.kafka.settings());
     config.group = flags.group;
     config.instance_id = flags.instance_id;

@@ -1,16 +1,18 @@
 //! A trained LightGBM model ready to score: lightgbm3's `Booster` loaded from the model text,
-//! checked against the feature schema. With `set_scorer(Scorer::Native)`, the same trees are
-//! also laid out for native scoring ([`trees`]), which scores once it has given LightGBM's
-//! probabilities bit for bit on a canary set (LightGBM's own predict scores by default: the
-//! native walk is faster for single rows but not yet for batches, see BENCHMARKS.md).
+//! checked against the feature schema. The same trees are compiled to machine code when the
+//! model loads ([`compiled`], the default scorer) or laid out for a native walk ([`trees`]); either
+//! scores only once it has given LightGBM's probabilities bit for bit on a canary set, and
+//! LightGBM's own predict scores otherwise, or when chosen ([`set_scorer`]).
 
+mod compiled;
 mod trees;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use lightgbm3::Booster;
 use rand::{Rng, SeedableRng};
 
+pub use compiled::{CompileError, Compiled};
 pub use trees::{Trees, TreesError};
 
 use crate::features::{feature_names, N_FEATURES};
@@ -36,22 +38,80 @@ pub enum ModelError {
     NoTrees,
     #[error("the model answers {0} for a row of zeros: not a probability")]
     NotAProbability(f64),
+    #[error("the {scorer} trees do not score as LightGBM does ({STRICT} is set): {detail}")]
+    NotAsLightGbm {
+        scorer: &'static str,
+        detail: String,
+    },
+}
+
+/// Set (to anything but `0`), a model whose compiled or walked trees do not score the canary set
+/// as LightGBM does fails to load, instead of being scored by LightGBM.
+pub const STRICT: &str = "CENSUS_SCORER_STRICT";
+
+fn strict() -> bool {
+    std::env::var(STRICT).is_ok_and(|v| v != "0")
 }
 
 /// Which implementation scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scorer {
+    /// The trees compiled to machine code, where they matched LightGBM on the canary set.
+    Compiled,
     /// The trees walked natively, where they matched LightGBM on the canary set.
     Native,
     /// LightGBM's own predict.
     LightGbm,
 }
 
-static NATIVE: AtomicBool = AtomicBool::new(false);
+impl Scorer {
+    /// The names the command lines take.
+    pub const NAMES: [&'static str; 3] = ["compiled", "native", "lightgbm"];
 
-/// Chooses the scorer of every model loaded from now on (the default is LightGBM).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scorer::Compiled => "compiled",
+            Scorer::Native => "native",
+            Scorer::LightGbm => "lightgbm",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Scorer::Compiled, Scorer::Native, Scorer::LightGbm]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
+}
+
+static SCORER: AtomicU8 = AtomicU8::new(Scorer::Compiled as u8);
+
+/// Chooses the scorer of every model loaded from now on with [`Model::from_text`] (the default
+/// is the compiled trees).
 pub fn set_scorer(scorer: Scorer) {
-    NATIVE.store(scorer == Scorer::Native, Ordering::Relaxed);
+    SCORER.store(scorer as u8, Ordering::Relaxed);
+}
+
+fn default_scorer() -> Scorer {
+    match SCORER.load(Ordering::Relaxed) {
+        x if x == Scorer::Compiled as u8 => Scorer::Compiled,
+        x if x == Scorer::Native as u8 => Scorer::Native,
+        _ => Scorer::LightGbm,
+    }
+}
+
+/// The trees in a form faster than LightGBM's predict.
+enum Fast {
+    Compiled(Box<Compiled>),
+    Native(Trees),
+}
+
+impl Fast {
+    fn predict(&self, features: &[f64]) -> Vec<f64> {
+        match self {
+            Fast::Compiled(c) => c.predict(features),
+            Fast::Native(t) => t.predict(features),
+        }
+    }
 }
 
 /// Rows of the canary set the native walk of each model must score exactly as LightGBM does.
@@ -79,8 +139,8 @@ pub fn canary_rows(n: usize, seed: u64) -> Vec<f64> {
 /// A loaded model.
 pub struct Model {
     booster: Booster,
-    /// The trees laid out for the native walk, when it scores as LightGBM does.
-    trees: Option<Trees>,
+    /// The trees compiled or laid out for the native walk, when they score as LightGBM does.
+    fast: Option<Fast>,
 }
 
 // SAFETY: a LightGBM booster is a heap object behind a handle that any thread may use; its
@@ -92,8 +152,14 @@ unsafe impl Sync for Model {}
 
 impl Model {
     /// Parses LightGBM's text format and checks that it is a binary model of this build's
-    /// features with at least one tree, which answers a probability for a row of zeros.
+    /// features with at least one tree, which answers a probability for a row of zeros; scored
+    /// as [`set_scorer`] chose.
     pub fn from_text(text: &str) -> Result<Self, ModelError> {
+        Self::with_scorer(text, default_scorer())
+    }
+
+    /// The same, scored by `scorer` where it matches LightGBM on the canary set.
+    pub fn with_scorer(text: &str, scorer: Scorer) -> Result<Self, ModelError> {
         // lightgbm3 hands the text to C as a C string: a NUL byte would panic there.
         if let Some(at) = text.bytes().position(|b| b == 0) {
             return Err(ModelError::NulByte(at));
@@ -112,10 +178,22 @@ impl Model {
         }
         let mut model = Model {
             booster,
-            trees: None,
+            fast: None,
         };
-        if NATIVE.load(Ordering::Relaxed) {
-            model.trees = model.native_trees(text);
+        if scorer != Scorer::LightGbm {
+            model.fast = match model.fast_scorer(text, scorer) {
+                Ok(fast) => Some(fast),
+                Err(detail) if strict() => {
+                    return Err(ModelError::NotAsLightGbm {
+                        scorer: scorer.name(),
+                        detail,
+                    })
+                }
+                Err(detail) => {
+                    tracing::error!("scoring with LightGBM: {detail}");
+                    None
+                }
+            };
         }
         let canary = model.predict(&[0.0; N_FEATURES])?;
         match canary.as_slice() {
@@ -125,51 +203,57 @@ impl Model {
         }
     }
 
-    /// The trees laid out for the native walk, if they parse and score the canary set as
-    /// LightGBM does; else `None`, and LightGBM scores (logged).
-    fn native_trees(&self, text: &str) -> Option<Trees> {
-        let trees = match Trees::from_text(text) {
-            Ok(t) if t.n_features() == N_FEATURES => t,
-            Ok(_) => return None,
-            Err(e) => {
-                tracing::warn!("scoring with LightGBM: {e}");
-                return None;
+    /// The trees compiled (or laid out for the native walk), if they parse, compile and score
+    /// the canary set as LightGBM does; else why not.
+    fn fast_scorer(&self, text: &str, scorer: Scorer) -> Result<Fast, String> {
+        let trees = Trees::from_text(text).map_err(|e| e.to_string())?;
+        if trees.n_features() != N_FEATURES {
+            return Err(format!("{} features", trees.n_features()));
+        }
+        let fast = match scorer {
+            Scorer::Native => Fast::Native(trees),
+            _ => {
+                let c = Compiled::new(&trees)
+                    .map_err(|e| format!("compiling the trees failed: {e}"))?;
+                tracing::debug!(
+                    "{} trees compiled in {:.1} ms",
+                    trees.n_trees(),
+                    c.compile_time().as_secs_f64() * 1e3
+                );
+                Fast::Compiled(Box::new(c))
             }
         };
         let rows = canary_rows(CANARY_ROWS, 0x5eed);
-        let native = trees.predict(&rows);
-        let reference = self.predict_lightgbm(&rows).ok()?;
-        let differs = native
+        let answer = fast.predict(&rows);
+        let reference = self
+            .predict_lightgbm(&rows)
+            .map_err(|e| crate::error_chain(&e))?;
+        match answer
             .iter()
             .zip(&reference)
-            .position(|(a, b)| a.to_bits() != b.to_bits());
-        match differs {
-            None => Some(trees),
-            Some(i) => {
-                tracing::error!(
-                    "the native walk gives {} where LightGBM gives {} (canary row {i}): \
-                     scoring with LightGBM",
-                    native[i],
-                    reference[i]
-                );
-                None
-            }
+            .position(|(a, b)| a.to_bits() != b.to_bits())
+        {
+            None => Ok(fast),
+            Some(i) => Err(format!(
+                "they give {} where LightGBM gives {} (canary row {i})",
+                answer[i], reference[i]
+            )),
         }
     }
 
     /// Which implementation scores this model.
     pub fn scorer(&self) -> Scorer {
-        if self.trees.is_some() {
-            Scorer::Native
-        } else {
-            Scorer::LightGbm
+        match self.fast {
+            Some(Fast::Compiled(_)) => Scorer::Compiled,
+            Some(Fast::Native(_)) => Scorer::Native,
+            None => Scorer::LightGbm,
         }
     }
 
     /// Probabilities of `>50K` for row-major features (`N_FEATURES` values a row).
     pub fn predict(&self, features: &[f64]) -> Result<Vec<f64>, ModelError> {
-        match &self.trees {
-            Some(t) => Ok(t.predict(features)),
+        match &self.fast {
+            Some(f) => Ok(f.predict(features)),
             None => self.predict_lightgbm(features),
         }
     }

@@ -6,18 +6,18 @@
 //! block's features stay in the first-level cache while every row of the block walks it.
 
 /// LightGBM reads any |x| <= this (a `float` literal, 1e-35f) as zero.
-const ZERO: f64 = 1e-35_f32 as f64;
+pub(super) const ZERO: f64 = 1e-35_f32 as f64;
 /// Rows scored together, tree by tree.
 const BLOCK: usize = 32;
 /// Smaller blocks walk each row on its own (the lock step pays for a block's longest path).
 const LOCK_STEP_ROWS: usize = 8;
 /// The block's buffer holds this many features a row.
-const MAX_FEATURES: usize = 64;
+pub(super) const MAX_FEATURES: usize = 64;
 
 const CATEGORICAL: u8 = 1;
 const DEFAULT_LEFT: u8 = 2;
-const MISSING_ZERO: u8 = 1;
-const MISSING_NAN: u8 = 2;
+pub(super) const MISSING_ZERO: u8 = 1;
+pub(super) const MISSING_NAN: u8 = 2;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TreesError {
@@ -25,6 +25,17 @@ pub enum TreesError {
     Format(String),
     #[error("model text: {0} is not supported natively")]
     Unsupported(&'static str),
+}
+
+/// A feature value as LightGBM's dense row reader passes it to the trees: values within its zero
+/// threshold are zero.
+#[inline(always)]
+pub(super) fn read_as_lightgbm(x: f64) -> f64 {
+    if x.abs() > ZERO || x.is_nan() {
+        x
+    } else {
+        0.0
+    }
 }
 
 fn bad(what: impl Into<String>) -> TreesError {
@@ -35,26 +46,26 @@ fn bad(what: impl Into<String>) -> TreesError {
 /// both walks: a row on its own stops at the first leaf; a block of rows in lock step takes
 /// the tree's depth in steps, leaves keeping the rows that reached them.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Node {
-    threshold: f64,
-    feature: u32,
+pub(super) struct Node {
+    pub(super) threshold: f64,
+    pub(super) feature: u32,
     /// Categorical splits: their bitset in `Trees::bits`, followed there by a zero word, and
     /// its length in words; other nodes point at the zero word at 0 with length 0.
-    bits_start: u32,
-    bits_len: u32,
+    pub(super) bits_start: u32,
+    pub(super) bits_len: u32,
     /// Left, right: indices into `Trees::nodes`.
-    next: [u32; 2],
-    categorical: bool,
-    default_left: bool,
+    pub(super) next: [u32; 2],
+    pub(super) categorical: bool,
+    pub(super) default_left: bool,
     /// LightGBM's missing type: none, zero or NaN.
-    missing: u8,
+    pub(super) missing: u8,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-struct Tree {
-    root: u32,
+pub(super) struct Tree {
+    pub(super) root: u32,
     /// Indices from here on in `Trees::nodes`, to the next tree's root, are its leaves.
-    first_leaf: u32,
+    pub(super) first_leaf: u32,
     /// The longest path from the root to a leaf.
     depth: u32,
 }
@@ -62,11 +73,11 @@ struct Tree {
 /// A binary LightGBM model, ready to score natively.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trees {
-    n_features: usize,
-    sigmoid: f64,
-    trees: Vec<Tree>,
-    nodes: Vec<Node>,
-    bits: Vec<u32>,
+    pub(super) n_features: usize,
+    pub(super) sigmoid: f64,
+    pub(super) trees: Vec<Tree>,
+    pub(super) nodes: Vec<Node>,
+    pub(super) bits: Vec<u32>,
 }
 
 fn numbers<T: std::str::FromStr>(key: &str, value: &str) -> Result<Vec<T>, TreesError> {
@@ -266,6 +277,10 @@ impl Trees {
         self.n_features
     }
 
+    pub fn n_trees(&self) -> usize {
+        self.trees.len()
+    }
+
     #[inline(always)]
     fn goes_left(&self, n: &Node, x: f64) -> bool {
         if n.categorical {
@@ -310,7 +325,7 @@ impl Trees {
         self.nodes[i as usize].threshold
     }
 
-    fn probability(&self, raw: f64) -> f64 {
+    pub(super) fn probability(&self, raw: f64) -> f64 {
         1.0 / (1.0 + (-self.sigmoid * raw).exp())
     }
 
@@ -325,9 +340,8 @@ impl Trees {
         for start in (0..rows).step_by(BLOCK) {
             let n = BLOCK.min(rows - start);
             let block = &mut block[..n * m];
-            // LightGBM's dense reader keeps only values beyond its zero threshold (and NaN).
             for (b, &x) in block.iter_mut().zip(&features[start * m..(start + n) * m]) {
-                *b = if x.abs() > ZERO || x.is_nan() { x } else { 0.0 };
+                *b = read_as_lightgbm(x);
             }
             raw[..n].fill(0.0);
             if n < LOCK_STEP_ROWS || block.iter().any(|x| x.is_nan()) {

@@ -1,13 +1,16 @@
-//! The native tree walk against LightGBM: the same probabilities, bit for bit, on every row of
-//! adult.test and on rows no census form would give (`?`, categories never seen, zeros,
-//! negative and extreme numbers), for the bundles the suite trains. (Every model is also checked
-//! on a canary set when it loads, before its compiled trees score anything.)
+//! The compiled trees and the native tree walk against LightGBM: the same probabilities, bit for
+//! bit, on every row of adult.test and on rows no census form would give (`?`, categories never
+//! seen, zeros, negative and extreme numbers), for the bundles the suite trains. (Every model is
+//! also checked on a canary set when it loads, before its compiled trees score anything; the
+//! test script sets `CENSUS_SCORER_STRICT`, so that a model failing that check fails to load in
+//! every test.)
 
 use census_stream::bundle::Bundle;
-use census_stream::data::{read_labeled, CensusRow};
-use census_stream::model::{canary_rows, Scorer};
+use census_stream::data::{read_labeled, CensusRow, Fetch};
+use census_stream::initialize::{self, InitConfig};
+use census_stream::model::{canary_rows, Model, Scorer};
 
-use crate::helpers::{adult_dir, initialized};
+use crate::helpers::{adult_dir, initialized, small_search, temp_store};
 
 /// Rows built to leave the paths the training data takes.
 fn odd_rows(base: &CensusRow) -> Vec<CensusRow> {
@@ -38,15 +41,15 @@ fn odd_rows(base: &CensusRow) -> Vec<CensusRow> {
     rows
 }
 
-fn assert_same(bundle: &Bundle, features: &[f64], what: &str) {
-    let native = bundle.model.predict(features).unwrap();
-    let reference = bundle.model.predict_lightgbm(features).unwrap();
-    assert_eq!(native.len(), reference.len());
+fn assert_same(model: &Model, features: &[f64], what: &str) {
+    let fast = model.predict(features).unwrap();
+    let reference = model.predict_lightgbm(features).unwrap();
+    assert_eq!(fast.len(), reference.len());
     let mut differ = 0;
-    for (i, (a, b)) in native.iter().zip(&reference).enumerate() {
+    for (i, (a, b)) in fast.iter().zip(&reference).enumerate() {
         if a.to_bits() != b.to_bits() {
             if differ == 0 {
-                eprintln!("{what} row {i}: native {a:e}, LightGBM {b:e}");
+                eprintln!("{what} row {i}: {:?} {a:e}, LightGBM {b:e}", model.scorer());
             }
             differ += 1;
         }
@@ -54,33 +57,52 @@ fn assert_same(bundle: &Bundle, features: &[f64], what: &str) {
     assert_eq!(
         differ,
         0,
-        "{what}: {differ} of {} rows differ",
-        native.len()
+        "{what}, {:?}: {differ} of {} rows differ",
+        model.scorer(),
+        fast.len()
     );
 }
 
-#[test]
-fn the_native_walk_gives_lightgbms_probabilities_bit_for_bit() {
-    census_stream::model::set_scorer(Scorer::Native);
-    let (Some(init), Some(data_dir)) = (initialized(), adult_dir()) else {
-        return;
-    };
-    let bundle = init.store.load(init.version).unwrap();
-    assert_eq!(bundle.model.scorer(), Scorer::Native);
-    let test = read_labeled(&data_dir.join("adult.test")).unwrap();
-    let rows: Vec<CensusRow> = test.into_iter().map(|r| r.row).collect();
+/// Every row of adult.test, odd rows, random feature rows, in batches and one at a time.
+fn assert_scores_as_lightgbm(bundle: &Bundle, model: &Model, rows: &[CensusRow]) {
     let features: Vec<f64> = bundle.processor.transform_batch(rows.iter());
-    assert_same(&bundle, &features, "adult.test");
+    assert_same(model, &features, "adult.test");
 
     let odd: Vec<CensusRow> = rows.iter().take(50).flat_map(odd_rows).collect();
     let features: Vec<f64> = bundle.processor.transform_batch(odd.iter());
-    assert_same(&bundle, &features, "odd rows");
+    assert_same(model, &features, "odd rows");
 
     // Straight to the model: values the processor never makes (NaN, negative codes).
-    assert_same(&bundle, &canary_rows(20_000, 42), "random feature rows");
-    // One row at a time as well as in blocks.
+    assert_same(model, &canary_rows(20_000, 42), "random feature rows");
+    // One row at a time as well as in batches.
     for r in 0..40 {
         let one = &features[r * 15..(r + 1) * 15];
-        assert_same(&bundle, one, "one row");
+        assert_same(model, one, "one row");
+    }
+}
+
+#[test]
+fn the_compiled_trees_and_the_native_walk_give_lightgbms_probabilities_bit_for_bit() {
+    let (Some(init), Some(data_dir)) = (initialized(), adult_dir()) else {
+        return;
+    };
+    let test = read_labeled(&data_dir.join("adult.test")).unwrap();
+    let rows: Vec<CensusRow> = test.into_iter().map(|r| r.row).collect();
+    // The suite's bundle, and one a search of another seed makes (other hyperparameters).
+    let (_dir, other) = temp_store();
+    let mut search = small_search(3);
+    search.seed = 7;
+    let mut config = InitConfig::new(other.clone(), search);
+    config.data_dir = data_dir.clone();
+    config.fetch = Fetch::Never;
+    initialize::run(&config).unwrap();
+    for (store, version) in [(&init.store, init.version), (&other, 1)] {
+        let bundle = store.load(version).unwrap();
+        let text = String::from_utf8(store.read_files(version).unwrap().model_text).unwrap();
+        for scorer in [Scorer::Compiled, Scorer::Native] {
+            let model = Model::with_scorer(&text, scorer).unwrap();
+            assert_eq!(model.scorer(), scorer, "the canary check refused it");
+            assert_scores_as_lightgbm(&bundle, &model, &rows);
+        }
     }
 }
