@@ -21,9 +21,17 @@ pub fn is_status_line_shown() -> bool {
     STATUS_SHOWN.load(Ordering::Relaxed)
 }
 
+/// Cranelift logs each function it compiles at `info`, IR included: quiet unless `RUST_LOG`
+/// names it.
+const QUIET_COMPILER: &str = "cranelift=warn";
+
 /// Installs a stderr logger. Safe to call more than once (later calls do nothing).
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let names_compiler = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("cranelift"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if !names_compiler {
+        filter = filter.add_directive(QUIET_COMPILER.parse().expect("a valid directive"));
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| {
