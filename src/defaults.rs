@@ -40,6 +40,9 @@ pub const MAX_BATCH: NonZeroUsize = nz(1024);
 /// How long a predictor's batch waits for more records after its first: none, batches still
 /// grow under load while the previous batch is scored and sent.
 pub const PREDICTOR_LINGER: Duration = Duration::ZERO;
+/// Batches a predictor has in flight (read, not yet committed) in at-least-once mode: the next
+/// ones are read, scored and sent while the broker acknowledges the last ones.
+pub const PREDICTOR_IN_FLIGHT: NonZeroUsize = nz(4);
 /// The retrainer's linger: it is not latency-bound, and fewer fsyncs are cheaper.
 pub const RETRAINER_LINGER: Duration = Duration::from_millis(20);
 

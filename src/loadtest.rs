@@ -37,6 +37,8 @@ pub struct LoadConfig {
     /// Most records a predictor scores in one batch, and how long a batch waits for more.
     pub max_batch: NonZeroUsize,
     pub linger: Duration,
+    /// Batches each predictor has in flight (at-least-once).
+    pub in_flight: NonZeroUsize,
     /// The predictors run here in exactly-once mode.
     pub exactly_once: bool,
     /// How long to wait for the last predictions.
@@ -106,6 +108,7 @@ pub async fn run(config: LoadConfig, shutdown: CancellationToken) -> Result<Load
             p.store = Some(config.store.clone());
             p.max_batch = config.max_batch;
             p.linger = config.linger;
+            p.in_flight = config.in_flight;
             p.name = format!("predictor-{i}");
             p.exactly_once = config.exactly_once;
             // Each its own transactional id.

@@ -39,6 +39,9 @@ struct Flags {
     /// Milliseconds a batch waits for more records after its first.
     #[arg(long, default_value_t = defaults::PREDICTOR_LINGER.as_millis() as u64)]
     linger_ms: u64,
+    /// Batches a predictor run here has in flight in at-least-once mode (see predictor --help).
+    #[arg(long, default_value_t = defaults::PREDICTOR_IN_FLIGHT, value_parser = positive)]
+    batches_in_flight: NonZeroUsize,
     /// The predictors run here score in exactly-once mode (Kafka transactions).
     #[arg(long)]
     exactly_once: bool,
@@ -63,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         predictors: f.predictors,
         max_batch: f.max_batch,
         linger: Duration::from_millis(f.linger_ms),
+        in_flight: f.batches_in_flight,
         exactly_once: f.exactly_once,
         wait: Duration::from_secs(f.wait_secs),
     };

@@ -54,6 +54,13 @@ struct Flags {
     /// arrived; batches still grow under load, while the previous batch is scored and sent).
     #[arg(long, default_value_t = defaults::PREDICTOR_LINGER.as_millis() as u64)]
     linger_ms: u64,
+    /// Batches in flight, read and not yet committed: while the broker acknowledges a batch's
+    /// predictions, the next ones are read, scored and sent (1: each batch is committed before
+    /// the next is read). Offsets are still committed in order, only past acknowledged
+    /// predictions; a crash repeats at most these batches. At-least-once only: --exactly-once
+    /// keeps one.
+    #[arg(long, default_value_t = defaults::PREDICTOR_IN_FLIGHT, value_parser = positive)]
+    batches_in_flight: NonZeroUsize,
 }
 
 #[tokio::main]
@@ -69,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
     config.exactly_once = flags.exactly_once;
     config.max_batch = flags.max_batch;
     config.linger = Duration::from_millis(flags.linger_ms);
+    config.in_flight = flags.batches_in_flight;
     config.store = (!flags.no_local_bundle).then(|| flags.store.store());
     let shutdown = shutdown_on_signals();
     serve_metrics(

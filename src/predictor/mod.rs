@@ -24,7 +24,7 @@ pub use step::{score_batch, Outcome, Predictor, Scored};
 
 use crate::bundle::BundleStore;
 use crate::defaults;
-use crate::kafka::{BrokerError, InMessage, KafkaSettings, Topics, Transactions};
+use crate::kafka::{BrokerError, InMessage, KafkaSettings, RefusedRecord, Topics, Transactions};
 use crate::registry::{self, champion_version, serve_alone, CurrentServing};
 use crate::stream::decode::Fault;
 use crate::stream::messages::now_ms;
@@ -45,6 +45,10 @@ pub struct PredictorConfig {
     pub max_batch: NonZeroUsize,
     /// How long a batch waits for more records after its first.
     pub linger: Duration,
+    /// At-least-once: most batches read and not yet committed, their outputs awaiting the
+    /// broker's acknowledgements together (1: each batch is committed before the next is
+    /// read). A crash repeats at most these batches. Exactly-once keeps one.
+    pub in_flight: NonZeroUsize,
     /// Its Prometheus metrics (served by the caller, if at all).
     pub metrics: PredictorMetrics,
     /// Each batch's predictions, dead letters and offsets in one Kafka transaction, as
@@ -63,6 +67,7 @@ impl PredictorConfig {
             store: None,
             max_batch: defaults::MAX_BATCH,
             linger: defaults::PREDICTOR_LINGER,
+            in_flight: defaults::PREDICTOR_IN_FLIGHT,
             exactly_once: false,
             metrics: PredictorMetrics::default(),
             name: "predictor".into(),
@@ -88,8 +93,8 @@ pub enum PredictorError {
     FollowerStopped(#[source] Option<BrokerError>),
     #[error("loading the local bundle failed")]
     Join(#[from] tokio::task::JoinError),
-    #[error("the broker refused {0} predictions of the batch")]
-    Refused(usize),
+    #[error("the broker refused {} predictions of the batch", .0.len())]
+    Refused(Vec<RefusedRecord>),
     #[error("exactly-once mode needs an instance id (its transactional id is built from it)")]
     NoInstanceId,
     #[error(
@@ -120,24 +125,35 @@ impl Sender {
 struct Service {
     predictor: Predictor,
     sender: Sender,
-    topics: Topics,
+    topics: Arc<Topics>,
     limits: Limits,
-    /// Delivered in the batch in hand, counted once its offsets are committed.
-    pending: Delivered,
     /// Predictions the broker refused in an aborted transaction, by source, with its reason:
     /// dead-lettered when their batch comes again.
     refused: HashMap<(String, i32, i64), String>,
-    /// The batch in hand: when its step began, and the champion that scored it.
-    batch: Option<(Instant, u32)>,
     metrics: PredictorMetrics,
     stats: PredictorStats,
 }
 
+/// A batch's outcomes, when its step began and the champion that scored it.
+struct Scoring {
+    outcomes: Vec<Outcome>,
+    started: Instant,
+    champion: u32,
+}
+
+/// What a batch put on the topics, counted once its offsets are committed.
+struct Answered {
+    delivered: Delivered,
+    started: Instant,
+    champion: u32,
+}
+
 impl Worker for Service {
-    type Output = Vec<Outcome>;
+    type Output = Scoring;
+    type Delivered = Answered;
     type Error = PredictorError;
 
-    fn step(&mut self, batch: &[InMessage]) -> Result<Vec<Outcome>, PredictorError> {
+    fn step(&mut self, batch: &[InMessage]) -> Result<Scoring, PredictorError> {
         let started = Instant::now();
         let mut outcomes = self.predictor.step(batch);
         let champion = *self
@@ -145,7 +161,6 @@ impl Worker for Service {
             .versions()
             .last()
             .expect("a version after a step");
-        self.batch = Some((started, champion));
         self.metrics.set_version("champion", Some(champion));
         self.metrics
             .set_version("challenger", self.predictor.challenger_version());
@@ -164,60 +179,70 @@ impl Worker for Service {
                 }
             }
         }
-        Ok(outcomes)
+        Ok(Scoring {
+            outcomes,
+            started,
+            champion,
+        })
     }
 
-    async fn deliver(&mut self, outcomes: Vec<Outcome>) -> Result<(), PredictorError> {
+    fn deliver(&mut self, scoring: Scoring) -> worker::Delivery<Answered, PredictorError> {
         let producer = self.sender.producer();
         let in_transaction = matches!(self.sender, Sender::Transactional(_));
-        let delivered = deliver(
-            &producer,
-            &self.topics,
-            &outcomes,
-            self.limits,
-            in_transaction,
-        );
-        match delivered.await {
-            Ok(d) => self.pending = d,
-            Err(BrokerError::RefusedInTransaction(records)) => {
-                for r in &records {
-                    let (topic, partition, offset) = &r.source;
-                    tracing::warn!(
-                        "the prediction of {topic}/{partition} offset {offset} was refused ({}); \
-                         it is dead-lettered when its batch comes again",
-                        r.reason
-                    );
+        let (topics, limits) = (self.topics.clone(), self.limits);
+        Box::pin(async move {
+            let Scoring {
+                outcomes,
+                started,
+                champion,
+            } = scoring;
+            match deliver(&producer, &topics, &outcomes, limits, in_transaction).await {
+                Ok(delivered) => Ok(Answered {
+                    delivered,
+                    started,
+                    champion,
+                }),
+                Err(BrokerError::RefusedInTransaction(records)) => {
+                    Err(PredictorError::Refused(records))
                 }
-                let n = records.len();
-                self.refused
-                    .extend(records.into_iter().map(|r| (r.source, r.reason)));
-                return Err(PredictorError::Refused(n));
+                Err(e) => Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
-        }
-        Ok(())
+        })
     }
 
-    fn on_abort(&mut self) {
-        self.pending = Delivered::default();
+    fn on_abort(&mut self, failed: Option<PredictorError>) {
         self.metrics.transactions_aborted.inc();
+        if let Some(PredictorError::Refused(records)) = failed {
+            for r in &records {
+                let (topic, partition, offset) = &r.source;
+                tracing::warn!(
+                    "the prediction of {topic}/{partition} offset {offset} was refused ({}); \
+                     it is dead-lettered when its batch comes again",
+                    r.reason
+                );
+            }
+            self.refused
+                .extend(records.into_iter().map(|r| (r.source, r.reason)));
+        }
     }
 
-    async fn after_commit(&mut self) -> Result<(), PredictorError> {
-        let done = std::mem::take(&mut self.pending);
+    async fn after_commit(&mut self, answered: Answered) -> Result<(), PredictorError> {
+        let Answered {
+            delivered: done,
+            started,
+            champion,
+        } = answered;
         self.stats.predicted += done.predictions;
         self.stats.dead_lettered += done.dead_letters;
         self.stats.batches += 1;
         let m = &self.metrics;
-        if let Some((started, version)) = self.batch.take() {
-            m.batch_seconds.observe(started.elapsed().as_secs_f64());
-            if done.predictions > 0 {
-                m.predictions
-                    .get_or_create(&VersionLabel {
-                        model_version: version,
-                    })
-                    .inc_by(done.predictions);
-            }
+        m.batch_seconds.observe(started.elapsed().as_secs_f64());
+        if done.predictions > 0 {
+            m.predictions
+                .get_or_create(&VersionLabel {
+                    model_version: champion,
+                })
+                .inc_by(done.predictions);
         }
         for (reason, n) in done.by_reason {
             m.dead_letters
@@ -348,14 +373,12 @@ pub async fn run(
     let service = Service {
         predictor: Predictor::new(current),
         sender,
-        topics: config.kafka.topics.clone(),
+        topics: Arc::new(config.kafka.topics.clone()),
         limits: Limits {
             predictions: limits[0],
             dlq: limits[1],
         },
-        pending: Delivered::default(),
         refused: HashMap::new(),
-        batch: None,
         metrics: config.metrics.clone(),
         stats: PredictorStats::default(),
     };
@@ -363,6 +386,7 @@ pub async fn run(
         name: name.clone(),
         max_batch: config.max_batch,
         linger: config.linger,
+        in_flight: config.in_flight,
     };
     let result = worker::run(&consumer, &batching, &guarantee, service, &shutdown).await;
     lag_stop.cancel();

@@ -326,6 +326,8 @@ pub async fn run(
         name: "retrainer".into(),
         max_batch: config.max_batch,
         linger: config.linger,
+        // Its rows are durable once a step returns: nothing to wait for between batches.
+        in_flight: std::num::NonZeroUsize::MIN,
     };
     let stop_training = CancellationToken::new();
     let trainer = Arc::new(Trainer {

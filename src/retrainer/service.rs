@@ -18,7 +18,7 @@ use crate::gate::Decision;
 use crate::kafka::InMessage;
 use crate::registry::{Alias, AliasRecord, Registry};
 use crate::stream::decode::decode_request;
-use crate::stream::worker::Worker;
+use crate::stream::worker::{Delivery, Worker};
 use crate::train::TrainError;
 use crate::triggers::{Fired, PageHinkley};
 
@@ -482,6 +482,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
 
 impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
     type Output = StepReport;
+    type Delivered = StepReport;
     type Error = RetrainerError;
 
     fn step(&mut self, batch: &[InMessage]) -> Result<StepReport, RetrainerError> {
@@ -496,12 +497,12 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
     }
 
     /// Nothing to send: the rows are durable once the step returns.
-    async fn deliver(&mut self, report: StepReport) -> Result<(), RetrainerError> {
-        self.stats.skipped += report.skipped as u64;
-        Ok(())
+    fn deliver(&mut self, report: StepReport) -> Delivery<StepReport, RetrainerError> {
+        Box::pin(std::future::ready(Ok(report)))
     }
 
-    async fn after_commit(&mut self) -> Result<(), RetrainerError> {
+    async fn after_commit(&mut self, report: StepReport) -> Result<(), RetrainerError> {
+        self.stats.skipped += report.skipped as u64;
         self.apply_gate().await?;
         if let Some(trigger) = self.due() {
             self.start_retrain(trigger);

@@ -16,9 +16,10 @@ use harness::{
     stream, wait_for_lag_zero, wait_until, Broker,
 };
 
-/// The predictor's default batch bound: duplicates after a kill are at most one batch a kill
-/// (the batch in hand, answered but not committed).
+/// The predictor's default batch bound and batches in flight: duplicates after a kill are at
+/// most the batches in flight (answered, not yet committed).
 const MAX_BATCH: usize = 1024;
+const IN_FLIGHT: usize = census_stream::defaults::PREDICTOR_IN_FLIGHT.get();
 
 /// Records of the random-kill scenario.
 const RANDOM_RECORDS: usize = 30_000;
@@ -38,10 +39,11 @@ impl Mode {
         }
     }
 
-    /// Most duplicates `kills` may leave: the batch in hand at each, or none in transactions.
+    /// Most duplicates `kills` may leave: the batches in flight at each, or none in
+    /// transactions.
     fn duplicates_bound(self, kills: usize) -> usize {
         match self {
-            Mode::AtLeastOnce => kills * MAX_BATCH,
+            Mode::AtLeastOnce => kills * IN_FLIGHT * MAX_BATCH,
             Mode::ExactlyOnce => 0,
         }
     }
@@ -312,7 +314,7 @@ async fn predictors_added_and_one_killed_for_good_under_load_lose_nothing() {
         "lost {:?}",
         &v.lost[..v.lost.len().min(5)]
     );
-    assert!(v.duplicates <= MAX_BATCH);
+    assert!(v.duplicates <= Mode::AtLeastOnce.duplicates_bound(1));
     assert!(v.unanswered_below(&at_kill).is_empty());
     assert!(summary.missing.is_empty());
     let bound = census_stream::defaults::SESSION_TIMEOUT + Duration::from_secs(5);

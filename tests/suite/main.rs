@@ -11,6 +11,7 @@ mod initialize;
 mod layers;
 mod metrics;
 mod mlflow;
+mod pipeline;
 mod poison;
 mod process;
 mod registry;
