@@ -140,6 +140,10 @@ pub struct SearchArgs {
     /// Evaluations run in parallel (default: all cores).
     #[arg(long, default_value_t = defaults::threads(), value_parser = settings::positive)]
     pub threads: NonZeroUsize,
+    /// Run every evaluation to its end: do not give up those that can no longer beat the best
+    /// of the earlier generations.
+    #[arg(long)]
+    pub no_pruning: bool,
 }
 
 impl SearchArgs {
@@ -150,6 +154,7 @@ impl SearchArgs {
             seed: self.seed,
             threads: self.threads,
             progress: false,
+            prune: !self.no_pruning,
             cancel: Default::default(),
         }
     }

@@ -16,6 +16,9 @@ use crate::hyper::Hyperparams;
 
 /// Rounds without improvement of the mean validation loss before a run stops.
 pub const EARLY_STOPPING_ROUNDS: usize = 20;
+/// Rounds over which a run's recent gain per round is measured, to judge whether it can still
+/// reach a target.
+const TREND_ROUNDS: usize = 10;
 
 /// Transformed training rows: row-major features and 0/1 labels.
 #[derive(Debug, Clone, Default)]
@@ -68,6 +71,9 @@ pub struct CvScore {
     pub logloss: f64,
     /// The round at which it was reached: the number of rounds the final model trains.
     pub rounds: usize,
+    /// The run was given up before early stopping or its last round: it could not reach the
+    /// target it was given (its `logloss` is the best it had reached then).
+    pub abandoned: bool,
 }
 
 /// The LightGBM datasets of each fold, training and validation (sharing bin boundaries). None
@@ -94,12 +100,15 @@ impl FoldSets {
 }
 
 /// Cross-validates `params` on the folds' datasets. Stops between two rounds once `cancel` is
-/// cancelled.
+/// cancelled. With a `target`, gives the run up as soon as it cannot reach it: when even the
+/// gain per round of its last [`TREND_ROUNDS`] rounds, kept up for every round left, would not
+/// bring its best loss down to the target (a boosting run's gains shrink as it goes).
 pub fn cross_validate(
     folds: &FoldSets,
     params: &Hyperparams,
     seed: u64,
     cancel: &CancellationToken,
+    target: Option<f64>,
 ) -> Result<CvScore, TrainError> {
     let lgbm_params = params.lightgbm_params(seed);
     let k = folds.sets.len();
@@ -109,11 +118,14 @@ pub fn cross_validate(
         .map(|(train, valid)| Trainer::new(train, Some(valid), &lgbm_params))
         .collect::<Result<Vec<_>, _>>()?;
 
+    let max_rounds = params.num_boost_round as usize;
     let mut best = CvScore {
         logloss: f64::INFINITY,
         rounds: 0,
+        abandoned: false,
     };
-    for round in 1..=params.num_boost_round as usize {
+    let mut history = Vec::with_capacity(max_rounds);
+    for round in 1..=max_rounds {
         if cancel.is_cancelled() {
             return Err(TrainError::Cancelled);
         }
@@ -132,19 +144,35 @@ pub fn cross_validate(
             sum += loss;
         }
         let mean = sum / k as f64;
+        history.push(mean);
         if mean < best.logloss {
-            best = CvScore {
-                logloss: mean,
-                rounds: round,
-            };
+            best.logloss = mean;
+            best.rounds = round;
         } else if round - best.rounds >= EARLY_STOPPING_ROUNDS {
             break;
         }
         if all_finished {
             break;
         }
+        if let Some(target) = target {
+            if cannot_reach(&history, max_rounds - round, best.logloss, target) {
+                best.abandoned = true;
+                break;
+            }
+        }
     }
     Ok(best)
+}
+
+/// Whether a run whose mean losses so far are `history`, best `best`, with `left` rounds to go,
+/// cannot reach `target` even at its recent gain per round.
+fn cannot_reach(history: &[f64], left: usize, best: f64, target: f64) -> bool {
+    let Some(&then) = history.iter().rev().nth(TREND_ROUNDS) else {
+        return false;
+    };
+    let now = *history.last().expect("a round at least");
+    let gain = ((then - now) / TREND_ROUNDS as f64).max(0.0);
+    best - gain * left as f64 > target
 }
 
 #[cfg(test)]
@@ -167,5 +195,22 @@ mod tests {
         }
         assert_eq!(folds, stratified_folds(&labels, 3, 7));
         assert_ne!(folds, stratified_folds(&labels, 3, 8));
+    }
+
+    #[test]
+    fn a_run_is_given_up_only_when_its_recent_gain_cannot_reach_the_target() {
+        // Losses falling by 0.001 a round: 0.4 at round 11.
+        let falling: Vec<f64> = (0..=10).map(|i| 0.41 - 0.001 * i as f64).collect();
+        // 100 rounds left at 0.001 a round reach 0.3.
+        assert!(!cannot_reach(&falling, 100, 0.40, 0.31));
+        assert!(!cannot_reach(&falling, 100, 0.40, 0.30 + 1e-9));
+        assert!(cannot_reach(&falling, 100, 0.40, 0.29));
+        assert!(cannot_reach(&falling, 50, 0.40, 0.31));
+        // Too few rounds to see a trend: never.
+        assert!(!cannot_reach(&falling[..10], 0, 0.40, 0.1));
+        // A loss going up gains nothing: only its best counts.
+        let rising: Vec<f64> = falling.iter().rev().copied().collect();
+        assert!(cannot_reach(&rising, 1000, 0.40, 0.399));
+        assert!(!cannot_reach(&rising, 1000, 0.40, 0.40));
     }
 }

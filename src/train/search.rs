@@ -4,6 +4,7 @@
 //! reproducible whatever the thread timing.
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -34,6 +35,9 @@ pub struct SearchConfig {
     pub threads: NonZeroUsize,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Give up a cross-validation as soon as it cannot beat the best of the generations before
+    /// its own ([`cross_validate`]'s target).
+    pub prune: bool,
     /// Cancelled: the search stops within one boosting round and fails with
     /// [`TrainError::Cancelled`].
     pub cancel: CancellationToken,
@@ -48,6 +52,7 @@ impl SearchConfig {
             seed: crate::defaults::SEED,
             threads: crate::defaults::threads(),
             progress: false,
+            prune: true,
             cancel: CancellationToken::new(),
         }
     }
@@ -58,6 +63,8 @@ impl SearchConfig {
 pub struct Trial {
     pub params: Hyperparams,
     pub score: CvScore,
+    /// The swarm generation it belongs to (0: the first).
+    pub generation: usize,
 }
 
 /// The search's result.
@@ -83,6 +90,12 @@ struct CvObjective<'a> {
     folds: &'a [usize],
     k: usize,
     seed: u64,
+    /// Particles a generation: evaluations started so far tell the generation, as the swarm
+    /// evaluates one generation in full before it moves.
+    particles: usize,
+    started: AtomicUsize,
+    /// Give up evaluations that cannot beat the earlier generations' best.
+    prune: bool,
     trials: Mutex<Vec<Trial>>,
     bar: ProgressBar,
     /// Datasets of the folds, built once per worker thread and reused by its evaluations.
@@ -104,16 +117,34 @@ impl CostFunction for Shared<'_, '_> {
 impl CvObjective<'_> {
     fn evaluate(&self, point: &[f64]) -> Result<f64, ArgminError> {
         let params = Hyperparams::from_point(point);
+        let started = std::time::Instant::now();
+        let generation = self.started.fetch_add(1, Ordering::SeqCst) / self.particles;
+        // Only finished generations set the bar, so that it does not depend on the order in
+        // which this generation's evaluations finish: the search stays reproducible.
+        let target = self.prune.then(|| {
+            self.trials
+                .lock()
+                .expect("trial list poisoned")
+                .iter()
+                .filter(|t| t.generation < generation)
+                .map(|t| t.score.logloss)
+                .fold(f64::INFINITY, f64::min)
+        });
         let spare = self.sets.lock().expect("fold sets poisoned").pop();
         let sets = match spare {
             Some(s) => s,
             None => FoldSets::new(self.data, self.folds, self.k)?,
         };
-        let score = cross_validate(&sets, &params, self.seed, self.cancel);
+        let target = target.filter(|t| t.is_finite());
+        let score = cross_validate(&sets, &params, self.seed, self.cancel, target);
         self.sets.lock().expect("fold sets poisoned").push(sets);
         let score = score?;
         let mut trials = self.trials.lock().expect("trial list poisoned");
-        trials.push(Trial { params, score });
+        trials.push(Trial {
+            params,
+            score,
+            generation,
+        });
         let best = trials
             .iter()
             .map(|t| t.score.logloss)
@@ -121,10 +152,13 @@ impl CvObjective<'_> {
         self.bar.set_message(format!("best CV log loss {best:.5}"));
         self.bar.inc(1);
         tracing::debug!(
-            "evaluation {}: log loss {:.5} at {} rounds, {params:?}",
+            "evaluation {} (generation {generation}): log loss {:.5} at {} rounds{} in {:.2} s, \
+             {params:?}",
             trials.len(),
             score.logloss,
-            score.rounds
+            score.rounds,
+            if score.abandoned { ", given up" } else { "" },
+            started.elapsed().as_secs_f64()
         );
         Ok(score.logloss)
     }
@@ -164,6 +198,9 @@ pub fn search(
         folds,
         k: config.folds.get(),
         seed: config.seed,
+        particles,
+        started: AtomicUsize::new(0),
+        prune: config.prune,
         trials: Mutex::new(Vec::with_capacity(planned)),
         bar: bar.clone(),
         sets: Mutex::new(Vec::new()),

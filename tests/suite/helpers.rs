@@ -51,6 +51,7 @@ pub fn small_search(max_evals: usize) -> SearchConfig {
         seed: 1,
         threads: std::num::NonZeroUsize::new(2).unwrap(),
         progress: false,
+        prune: true,
         cancel: Default::default(),
     }
 }

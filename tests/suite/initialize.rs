@@ -6,7 +6,7 @@ use std::process::Command;
 use census_stream::bundle::{BundleFiles, BundleStore};
 use census_stream::data::{load_adult, read_labeled, CensusRow, Fetch};
 use census_stream::features::FeatureProcessor;
-use census_stream::train::fit;
+use census_stream::train::{fit, SearchOutcome, Trial};
 
 use crate::helpers::{adult, initialized, small_search, temp_store};
 
@@ -308,4 +308,50 @@ fn the_search_is_seeded_and_reproducible_on_both_cores() {
     other_seed.seed = 2;
     let c = fit(&data.train, None, &other_seed).unwrap();
     assert_ne!(a.search.best.params, c.search.best.params);
+}
+
+#[test]
+fn the_search_gives_up_only_evaluations_that_cannot_win_and_stays_reproducible() {
+    let Some(data) = adult() else { return };
+    // Ten particles, two generations: the second is measured against the first's best.
+    let pruned = small_search(20);
+    let a = fit(&data.train, None, &pruned).unwrap();
+    let b = fit(&data.train, None, &pruned).unwrap();
+    // The same evaluations, given up or not, whatever order the threads finished them in.
+    let sorted = |o: &SearchOutcome| {
+        let mut t = o.trials.clone();
+        t.sort_by(|x, y| {
+            (x.generation.cmp(&y.generation)).then(x.score.logloss.total_cmp(&y.score.logloss))
+        });
+        t
+    };
+    assert_eq!(sorted(&a.search), sorted(&b.search));
+    assert_eq!(a.model_text, b.model_text);
+
+    let first_best = a
+        .search
+        .trials
+        .iter()
+        .filter(|t| t.generation == 0)
+        .map(|t| t.score.logloss)
+        .fold(f64::INFINITY, f64::min);
+    let given_up: Vec<&Trial> = a
+        .search
+        .trials
+        .iter()
+        .filter(|t| t.score.abandoned)
+        .collect();
+    assert!(!given_up.is_empty(), "no evaluation was given up");
+    for t in &given_up {
+        assert_eq!(t.generation, 1, "{t:?}");
+        assert!(t.score.logloss > first_best, "{t:?} against {first_best}");
+    }
+
+    // Run to their ends, the given-up evaluations would not have won: the same choice.
+    let mut full = pruned.clone();
+    full.prune = false;
+    let c = fit(&data.train, None, &full).unwrap();
+    assert!(c.search.trials.iter().all(|t| !t.score.abandoned));
+    assert_eq!(a.search.best, c.search.best);
+    assert_eq!(a.model_text, c.model_text);
 }
