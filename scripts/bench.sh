@@ -4,13 +4,15 @@
 #   scripts/bench.sh            full run (about 10 minutes on 2 cores)
 #   scripts/bench.sh --short    the same commands with small N (CI runs this so they never rot)
 #
-# 1. scoring micro-benchmarks (criterion): decode, transform, transform + predict, the
-#    predictor's whole batch path, for 1, 64 and 1,024 records on one thread;
+# 1. scoring micro-benchmarks (criterion): decode, transform, the model alone with each scorer
+#    (compiled trees, native walk, LightGBM) and the time a bundle's model takes to load,
+#    transform + predict, the predictor's whole batch path, for 1, 64 and 1,024 records;
 # 2. end-to-end load on the embedded broker: as fast as possible, and at 1,000 records/s;
 # 3. the same on a real Apache Kafka broker (KAFKA_BROKERS, or a local one started here), with
 #    the predictor and the retrainer in processes of their own, so that each reports its peak
 #    RSS; the retrainer retrains once on the streamed rows at its default budget;
-# 4. (full run only) initialize at its default budget: wall time and test metrics.
+# 4. (full run only) initialize at its default budget: wall time and test metrics, with and
+#    without pruning, and whether both chose the same model.
 #
 # Needs a bundle in models/: made here with `initialize --if-missing` when there is none.
 set -euo pipefail
@@ -94,4 +96,10 @@ if [ "$short" = 0 ]; then
     echo "== 4. initialize at its default budget, into a temporary store"
     TIMEFORMAT='initialize: wall %R s, user %U s'
     time "$bin/initialize" --models-dir "$work/init/models" --processors-dir "$work/init/dataprocessors"
+    echo "== 4. the same without pruning (every evaluation run to its end)"
+    time "$bin/initialize" --no-pruning --models-dir "$work/init2/models" \
+        --processors-dir "$work/init2/dataprocessors"
+    cmp -s "$work/init/models/model_v0001.txt" "$work/init2/models/model_v0001.txt" &&
+        echo "initialize: the same model with and without pruning" ||
+        echo "initialize: the models with and without pruning DIFFER"
 fi
