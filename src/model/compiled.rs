@@ -60,8 +60,9 @@ pub struct Compiled {
     functions: Vec<TreesFn>,
     n_features: usize,
     sigmoid: f64,
-    /// Categorical bitsets too long for an immediate, which the code reads by address.
-    _bits: Box<[u32]>,
+    /// Categorical bitsets too long for an immediate, which the code reads by address (a
+    /// `Vec`'s buffer stays where it is when the `Vec` moves, and is never written).
+    _bits: Vec<u32>,
     /// Owns the code's memory: freed when the model is dropped.
     module: ManuallyDrop<JITModule>,
     compile_time: Duration,
@@ -69,8 +70,8 @@ pub struct Compiled {
 
 // SAFETY: the compiled functions are pure: they read the row they are given and constants
 // (immediates, and `_bits`, never written after compilation), so any number of threads may call
-// them at once. The JIT module is touched again only in `drop`, which has exclusive access.
-unsafe impl Send for Compiled {}
+// them at once through `&Compiled`. The JIT module (`Send`, but not `Sync` for its symbol
+// table's `RefCell`) is never reached through `&Compiled`: only `drop` touches it again.
 unsafe impl Sync for Compiled {}
 
 impl Drop for Compiled {
@@ -114,36 +115,53 @@ fn host_module() -> Result<JITModule, CompileError> {
     )))
 }
 
+/// Defines and finalizes the functions of `trees` in `module`, reading long bitsets at `bits`.
+fn define(
+    module: &mut JITModule,
+    trees: &Trees,
+    bits: *const u32,
+) -> Result<Vec<FuncId>, CompileError> {
+    let mut ids = Vec::new();
+    let mut ctx = module.make_context();
+    let mut fctx = FunctionBuilderContext::new();
+    let pointer = module.target_config().pointer_type();
+    for (i, chunk) in trees.trees.chunks(TREES_PER_FUNCTION).enumerate() {
+        let mut signature = module.make_signature();
+        signature.params.push(AbiParam::new(pointer));
+        signature.params.push(AbiParam::new(types::F64));
+        signature.returns.push(AbiParam::new(types::F64));
+        let id = module.declare_function(&format!("trees{i}"), Linkage::Local, &signature)?;
+        ctx.func.signature = signature;
+        ctx.func.name = UserFuncName::user(0, id.as_u32());
+        let emit = Emit {
+            trees,
+            bits,
+            pointer,
+            frontend: module.target_config(),
+        };
+        emit.function(FunctionBuilder::new(&mut ctx.func, &mut fctx), chunk);
+        module.define_function(id, &mut ctx)?;
+        module.clear_context(&mut ctx);
+        ids.push(id);
+    }
+    module.finalize_definitions()?;
+    Ok(ids)
+}
+
 impl Compiled {
     /// Compiles `trees` for this machine.
     pub fn new(trees: &Trees) -> Result<Self, CompileError> {
         let started = Instant::now();
-        let bits: Box<[u32]> = trees.bits.clone().into_boxed_slice();
+        let bits: Vec<u32> = trees.bits.clone();
         let mut module = host_module()?;
-        let mut ids = Vec::new();
-        let mut ctx = module.make_context();
-        let mut fctx = FunctionBuilderContext::new();
-        let pointer = module.target_config().pointer_type();
-        for (i, chunk) in trees.trees.chunks(TREES_PER_FUNCTION).enumerate() {
-            let mut signature = module.make_signature();
-            signature.params.push(AbiParam::new(pointer));
-            signature.params.push(AbiParam::new(types::F64));
-            signature.returns.push(AbiParam::new(types::F64));
-            let id = module.declare_function(&format!("trees{i}"), Linkage::Local, &signature)?;
-            ctx.func.signature = signature;
-            ctx.func.name = UserFuncName::user(0, id.as_u32());
-            let emit = Emit {
-                trees,
-                bits: bits.as_ptr(),
-                pointer,
-                frontend: module.target_config(),
-            };
-            emit.function(FunctionBuilder::new(&mut ctx.func, &mut fctx), chunk);
-            module.define_function(id, &mut ctx)?;
-            module.clear_context(&mut ctx);
-            ids.push(id);
-        }
-        module.finalize_definitions()?;
+        let ids = match define(&mut module, trees, bits.as_ptr()) {
+            Ok(ids) => ids,
+            Err(e) => {
+                // SAFETY: no pointer into the module's code has been handed out.
+                unsafe { module.free_memory() };
+                return Err(e);
+            }
+        };
         let functions = ids
             .iter()
             .map(|&id: &FuncId| {
@@ -357,5 +375,41 @@ impl Emit<'_> {
         let bit = b.ins().band_imm_u(bit, 1);
         let set = b.ins().icmp_imm_s(IntCC::NotEqual, bit, 0);
         b.ins().band(in_range, set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::trees::tests::two_splits;
+
+    #[test]
+    fn compiled_trees_score_as_the_walk_and_free_their_code() {
+        let trees = Trees::from_text(&two_splits(-3)).unwrap();
+        let compiled = Compiled::new(&trees).unwrap();
+        let mut rows = Vec::new();
+        for x0 in [
+            0.7,
+            0.5,
+            0.2,
+            -0.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ] {
+            for x1 in [1.0, 40.0, 2.0, 63.0, 64.0, 1e12, -0.5, -1.0, f64::NAN] {
+                rows.extend([x0, x1]);
+            }
+        }
+        // Batches large enough to be split across threads, too.
+        let many: Vec<f64> = rows.iter().copied().cycle().take(2 * 1000).collect();
+        for features in [&rows, &many] {
+            let a = compiled.predict(features);
+            let b = trees.predict(features);
+            assert_eq!(a.len(), features.len() / 2);
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b));
+        }
+        drop(compiled);
     }
 }

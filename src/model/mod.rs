@@ -118,12 +118,13 @@ impl Fast {
 const CANARY_ROWS: usize = 512;
 
 /// A seeded set of rows that reaches every kind of branch: values inside and outside the
-/// scaled range, zeros and near-zeros, NaN, negative and huge numbers, small category codes
-/// and codes beyond any category.
+/// scaled range, zeros, negative zero and near-zeros, NaN, infinities, negative and huge
+/// numbers, −0.5 (category 0), small category codes and codes up to 1,023 (into and past the
+/// long bitsets of the crossed columns).
 pub fn canary_rows(n: usize, seed: u64) -> Vec<f64> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..n * N_FEATURES)
-        .map(|_| match rng.random_range(0..12) {
+        .map(|_| match rng.random_range(0..16) {
             0 => 0.0,
             1 => f64::NAN,
             2 => -1.0,
@@ -131,6 +132,11 @@ pub fn canary_rows(n: usize, seed: u64) -> Vec<f64> {
             4 => 1e12,
             5 => -3.5,
             6 | 7 => rng.random_range(0..48) as f64,
+            // Codes past a bitset of one or two words, into and past the long ones.
+            8 => rng.random_range(0..1024) as f64,
+            9 => *[f64::INFINITY, f64::NEG_INFINITY, -0.0, -0.5, 1e-36, -1e-36]
+                .get(rng.random_range(0..6))
+                .expect("an index in range"),
             _ => rng.random_range(-0.2..1.2),
         })
         .collect()
@@ -228,6 +234,13 @@ impl Model {
         let reference = self
             .predict_lightgbm(&rows)
             .map_err(|e| crate::error_chain(&e))?;
+        if answer.len() != reference.len() {
+            return Err(format!(
+                "they give {} probabilities for {} rows",
+                answer.len(),
+                reference.len()
+            ));
+        }
         match answer
             .iter()
             .zip(&reference)

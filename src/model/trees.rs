@@ -235,10 +235,16 @@ impl Trees {
                 missing: 0,
             });
         }
-        // The depth: the longest path from the root (0 for a tree of one leaf).
+        // The depth: the longest path from the root (0 for a tree of one leaf). Each node must
+        // be reached once: a node shared or on a cycle is not a tree (a walk could loop).
         let mut depth = 0;
+        let mut seen = vec![false; n + num_leaves];
         let mut stack = vec![(root, 0u32)];
         while let Some((i, d)) = stack.pop() {
+            let at = (i - root) as usize;
+            if std::mem::replace(&mut seen[at], true) {
+                return Err(bad(format!("node {at} is reached twice: not a tree")));
+            }
             if i >= first_leaf {
                 depth = depth.max(d);
             } else {
@@ -372,5 +378,50 @@ impl Trees {
         let mut out = Vec::new();
         self.predict_into(features, &mut out);
         out
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// A binary model of two features: a numerical split (missing NaN, default left) on
+    /// feature 0, then a categorical one on feature 1 (categories 0, 1 and 40 go left: a bitset
+    /// of two words).
+    pub(crate) fn two_splits(left_of_second: i32) -> String {
+        format!(
+            "tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nlabel_index=0\n\
+             max_feature_idx=1\nobjective=binary sigmoid:1\n\n\
+             Tree=0\nnum_leaves=3\nnum_cat=1\nsplit_feature=0 1\nthreshold=0.5 0\n\
+             decision_type=10 1\nleft_child=1 {left_of_second}\nright_child=-1 -2\n\
+             leaf_value=0.25 -0.5 0.75\ncat_boundaries=0 2\ncat_threshold=3 256\n\
+             is_linear=0\nshrinkage=1\n\nend of trees\n"
+        )
+    }
+
+    #[test]
+    fn a_tree_is_walked_by_lightgbms_rules() {
+        let t = Trees::from_text(&two_splits(-3)).unwrap();
+        assert_eq!(t.n_trees(), 1);
+        let p = |raw: f64| 1.0 / (1.0 + (-raw).exp());
+        // x0 <= 0.5 (or NaN: default left) → category test on x1; else leaf 0.
+        let rows = [
+            [0.7, 1.0],
+            [0.2, 1.0],
+            [f64::NAN, 40.0],
+            [0.2, 2.0],
+            [0.2, f64::NAN],
+            [0.2, -0.5],
+        ];
+        // NaN is no category; -0.5 is category 0.
+        let expected = [p(0.25), p(0.75), p(0.75), p(-0.5), p(-0.5), p(0.75)];
+        assert_eq!(t.predict(rows.as_flattened()), expected);
+    }
+
+    #[test]
+    fn a_node_reached_twice_is_refused() {
+        // The second split's left child is the root: a cycle.
+        let e = Trees::from_text(&two_splits(0)).unwrap_err();
+        assert!(e.to_string().contains("reached twice"), "{e}");
     }
 }
