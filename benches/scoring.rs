@@ -123,8 +123,9 @@ fn scoring(c: &mut Criterion) {
     g.finish();
 
     // The model alone, on the features of adult.test rows: the compiled trees and the native
-    // walk against LightGBM's own predict (as the predictor calls it: OpenMP threads; the
-    // compiled trees split batches of 256 rows or more across rayon's threads).
+    // walk against LightGBM's own predict (one thread: LightGBM is built without OpenMP; the
+    // compiled trees split batches of 256 rows or more across rayon's threads, which
+    // RAYON_NUM_THREADS=1 keeps to one).
     let features = f.bundle.processor.transform_batch(f.rows.iter());
     let m = features.len() / f.rows.len();
     let compiled = Instant::now();

@@ -6,7 +6,7 @@
 //! into at most two float compares a split where the threshold makes the others moot; the trees
 //! are summed in LightGBM's order and passed through the same sigmoid, so that the probabilities
 //! are LightGBM's bit for bit. Batches of [`PARALLEL_ROWS`] rows or more are split across the
-//! threads of rayon's pool (LightGBM's predict uses its OpenMP threads the same way).
+//! threads of rayon's pool.
 
 use std::mem::ManuallyDrop;
 use std::time::{Duration, Instant};
