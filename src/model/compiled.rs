@@ -229,7 +229,7 @@ impl Compiled {
     }
 
     fn probability(&self, raw: f64) -> f64 {
-        1.0 / (1.0 + (-self.sigmoid * raw).exp())
+        super::trees::probability(self.sigmoid, raw)
     }
 
     /// Probabilities for row-major features (`n_features` values a row), in `out`.

@@ -38,6 +38,11 @@ pub(super) fn read_as_lightgbm(x: f64) -> f64 {
     }
 }
 
+/// LightGBM's binary output: the sigmoid of the raw score, as its objective computes it.
+pub(super) fn probability(sigmoid: f64, raw: f64) -> f64 {
+    1.0 / (1.0 + (-sigmoid * raw).exp())
+}
+
 fn bad(what: impl Into<String>) -> TreesError {
     TreesError::Format(what.into())
 }
@@ -332,7 +337,7 @@ impl Trees {
     }
 
     pub(super) fn probability(&self, raw: f64) -> f64 {
-        1.0 / (1.0 + (-self.sigmoid * raw).exp())
+        probability(self.sigmoid, raw)
     }
 
     /// Probabilities for row-major features (`n_features` values a row), in `out`.

@@ -131,3 +131,19 @@ pub fn store_offsets(
     }
     Ok(())
 }
+
+/// A worker's step on `batch`, on a blocking thread (it is CPU work or blocking I/O): the worker
+/// and the batch come back with the step's output, between the fault points around a step.
+pub async fn step_blocking<W: Worker>(
+    mut worker: W,
+    batch: Vec<InMessage>,
+) -> Result<(W, Vec<InMessage>, Result<W::Output, W::Error>), BrokerError> {
+    crate::fault::point("after_fetch");
+    let stepped = tokio::task::spawn_blocking(move || {
+        let output = worker.step(&batch);
+        (worker, batch, output)
+    })
+    .await?;
+    crate::fault::point("after_step");
+    Ok(stepped)
+}

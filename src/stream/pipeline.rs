@@ -29,7 +29,9 @@ use rdkafka::TopicPartitionList;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::{check_fatal, fill_batch, store_offsets, Batching, Delivery, Worker};
+use super::batch::{
+    check_fatal, fill_batch, step_blocking, store_offsets, Batching, Delivery, Worker,
+};
 use crate::fault;
 use crate::kafka::{next_offsets, BrokerError, InMessage};
 
@@ -68,15 +70,8 @@ pub async fn serve<W: Worker>(
                     }
                 };
                 let batch = fill_batch(consumer, batching, first).await;
-                fault::point("after_fetch");
-                let (w, batch, output) = tokio::task::spawn_blocking(move || {
-                    let output = worker.step(&batch);
-                    (worker, batch, output)
-                })
-                .await
-                .map_err(BrokerError::from)?;
+                let (w, batch, output) = step_blocking(worker, batch).await?;
                 worker = w;
-                fault::point("after_step");
                 let next = next_offsets(&batch).map_err(BrokerError::from)?;
                 flights.push(next, worker.deliver(output?));
             }

@@ -14,7 +14,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::batch::{check_fatal, fill_batch, Batching, Worker};
+use super::batch::{check_fatal, fill_batch, step_blocking, Batching, Worker};
 use crate::fault;
 use crate::kafka::{next_offsets, BrokerError, InMessage, Transactions, TXN_CALL_TIMEOUT};
 
@@ -58,15 +58,8 @@ pub async fn serve<W: Worker>(
         if batch.is_empty() {
             continue;
         }
-        fault::point("after_fetch");
-        let (w, batch, output) = tokio::task::spawn_blocking(move || {
-            let output = worker.step(&batch);
-            (worker, batch, output)
-        })
-        .await
-        .map_err(BrokerError::from)?;
+        let (w, batch, output) = step_blocking(worker, batch).await?;
         worker = w;
-        fault::point("after_step");
         let output = output?;
         let delivered = match transact(consumer, txn, &mut worker, output, &batch).await {
             Ok(delivered) => delivered,
