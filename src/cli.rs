@@ -10,13 +10,13 @@ use clap::Args;
 
 use crate::bundle::BundleStore;
 use crate::defaults;
-use crate::gate::GateSettings;
 use crate::kafka::{KafkaSettings, Topics};
+use crate::lifecycle::gate::GateSettings;
+use crate::lifecycle::triggers::{PageHinkleySettings, Triggers};
 use crate::retrainer::Promotion;
 use crate::settings::{self, Folds};
 use crate::tracking::{Tracker, TrackingConfig};
 use crate::train::SearchConfig;
-use crate::triggers::{PageHinkleySettings, Triggers};
 
 /// Where bundles are stored.
 #[derive(Debug, Clone, Args)]

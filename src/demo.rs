@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::bundle::assemble::bundle_files;
 use crate::bundle::{BundleStore, Manifest, TrainingData};
-use crate::bundling::bundle_files;
 use crate::dashboard::{self, DashboardConfig};
 use crate::data::{ensure_file, load_training_rows, read_labeled, Fetch, TEST_FILE};
 use crate::initialize::{self, InitConfig, InitError, Initialized};
@@ -40,7 +40,7 @@ pub struct DemoConfig {
     pub promotion: retrainer::Promotion,
     /// Retrains train on shuffled labels: bad challengers, which the gate must reject.
     pub shuffle_labels: bool,
-    pub triggers: crate::triggers::Triggers,
+    pub triggers: crate::lifecycle::triggers::Triggers,
     /// Where the prediction lines, retrains and summary go.
     pub sink: Sink,
     /// The producer's status line, if shown.
@@ -145,27 +145,7 @@ fn event_line(e: &retrainer::Event) -> Option<String> {
             e.outcome
         ),
         retrainer::Event::Drift(f) => format!(">>> drift ({}): {}", f.kind, f.figures),
-        retrainer::Event::Gate(g) => {
-            let ev = &g.evidence;
-            let what = g.decision.as_deref().unwrap_or("running");
-            format!(
-                ">>> gate: v{} {} v{}: n {}, mean d {:+.4}, {:.0}% interval [{:+.4}, {:+.4}], \
-                 margin {}: {what}",
-                g.challenger,
-                if g.probation {
-                    "(on probation) vs"
-                } else {
-                    "vs"
-                },
-                g.champion,
-                ev.n,
-                ev.mean_d,
-                100.0 * (1.0 - ev.alpha),
-                ev.interval[0],
-                ev.interval[1],
-                ev.delta
-            )
-        }
+        retrainer::Event::Gate(g) => format!(">>> {g}"),
     })
 }
 
@@ -291,7 +271,12 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
         if rstats.decisions.is_empty() {
             "no decision".to_owned()
         } else {
-            rstats.decisions.join("; ")
+            rstats
+                .decisions
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
         }
     ));
     Ok(summary)

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
+use crate::bundle::assemble::bundle_files;
 use crate::bundle::{BundleStore, Manifest, TrainingData};
-use crate::bundling::bundle_files;
 use crate::data::{load_adult, Fetch};
 use crate::tracking::{Tracker, VersionRecord};
 use crate::train::{fit, SearchConfig};

@@ -2,29 +2,39 @@
 //! Apache Kafka. The library holds every component; the binaries in `src/bin` only parse flags
 //! and call a `run` here.
 //!
-//! Layers, lowest first (a module uses only those above it in this list):
-//! `defaults`, `settings`, `atomic`, `memory`, `logging` · `data` · `features` · `model` ·
-//! `hyper`, `metrics`, `triggers` · `train` · `bundle` · `bundling` · `tracking` · `initialize` · `kafka` · `stream` · `registry` · `gate` ·
-//! `predictor`, `retrainer`, `producer`, `dashboard` · `demo`, `loadtest` · `cli`.
+//! Layers, lowest first: a module uses only modules of the layers before its own, never one of
+//! its own layer or a later one (`tests/suite/layers.rs` reads this list and checks it):
+//!
+//! 1. `defaults`
+//! 2. `settings`
+//! 3. `util`
+//! 4. `data`
+//! 5. `features`
+//! 6. `model`
+//! 7. `lifecycle`
+//! 8. `train`
+//! 9. `bundle`
+//! 10. `tracking`
+//! 11. `initialize`
+//! 12. `kafka`
+//! 13. `stream`
+//! 14. `telemetry`
+//! 15. `registry`
+//! 16. `predictor`, `retrainer`, `producer`, `dashboard`
+//! 17. `demo`, `loadtest`
+//! 18. `cli`
 
-pub mod atomic;
 pub mod bundle;
-pub mod bundling;
 pub mod cli;
 pub mod dashboard;
 pub mod data;
 pub mod defaults;
 pub mod demo;
-pub mod fault;
 pub mod features;
-pub mod gate;
-pub mod hyper;
 pub mod initialize;
 pub mod kafka;
+pub mod lifecycle;
 pub mod loadtest;
-pub mod logging;
-pub mod memory;
-pub mod metrics;
 pub mod model;
 pub mod predictor;
 pub mod producer;
@@ -35,7 +45,7 @@ pub mod stream;
 pub mod telemetry;
 pub mod tracking;
 pub mod train;
-pub mod triggers;
+pub mod util;
 
 /// An error and its causes on one line, `outer: inner: innermost`, for log lines (which, unlike
 /// a binary's exit, do not print the chain).

@@ -9,8 +9,8 @@ use clap::Parser;
 use census_stream::cli::{serve_metrics, shutdown_on_signals, KafkaArgs};
 use census_stream::dashboard::{run, DashboardConfig};
 use census_stream::defaults;
+use census_stream::lifecycle::triggers::Triggers;
 use census_stream::settings::{self, positive};
-use census_stream::triggers::Triggers;
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -38,7 +38,7 @@ struct Flags {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    census_stream::logging::init();
+    census_stream::util::logging::init();
     let flags = Flags::parse();
     let mut config = DashboardConfig::new(flags.kafka.settings(), flags.addr);
     config.predictor_group = flags.predictor_group;

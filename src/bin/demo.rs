@@ -55,7 +55,7 @@ struct Flags {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    census_stream::logging::init();
+    census_stream::util::logging::init();
     let flags = Flags::parse();
     let (kafka, embedded) = flags.kafka.settings();
     let config = DemoConfig {

@@ -37,7 +37,7 @@ struct Flags {
 }
 
 fn main() -> anyhow::Result<()> {
-    census_stream::logging::init();
+    census_stream::util::logging::init();
     let flags = Flags::parse();
     let mut search = flags.search.config(flags.max_evals);
     search.progress = std::io::stderr().is_terminal();
@@ -69,7 +69,7 @@ fn main() -> anyhow::Result<()> {
         manifest.cv.best_rounds,
         manifest.cv.evaluations,
         started.elapsed().as_secs_f64(),
-        census_stream::memory::peak_rss_line()
+        census_stream::util::peak_memory::peak_rss_line()
     );
     if let Some(m) = manifest.test_metrics {
         println!("\ntest set (adult.test):\n{}", m.table());

@@ -52,7 +52,7 @@ struct Flags {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    census_stream::logging::init();
+    census_stream::util::logging::init();
     let f = Flags::parse();
     let (kafka, embedded) = f.kafka.settings();
     let config = LoadConfig {
@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "warm-up {:.1} s; this process: {}",
         report.warmup.as_secs_f64(),
-        census_stream::memory::peak_rss_line()
+        census_stream::util::peak_memory::peak_rss_line()
     );
     if !report.summary.missing.is_empty() {
         anyhow::bail!("{} records got no prediction", report.summary.missing.len());

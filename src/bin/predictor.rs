@@ -65,7 +65,7 @@ struct Flags {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    census_stream::logging::init();
+    census_stream::util::logging::init();
     let flags = Flags::parse();
     census_stream::model::set_scorer(
         Scorer::from_name(&flags.scorer).expect("the parser takes only the scorers' names"),
@@ -91,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
         stats.predicted,
         stats.dead_lettered,
         stats.versions,
-        census_stream::memory::peak_rss_line()
+        census_stream::util::peak_memory::peak_rss_line()
     );
     Ok(())
 }

@@ -42,7 +42,7 @@ struct Flags {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    census_stream::logging::init();
+    census_stream::util::logging::init();
     let flags = Flags::parse();
     let input = match &flags.input {
         Some(p) => Input::from_path(p),
@@ -62,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "\n{}{}",
         summary.report(),
-        census_stream::memory::peak_rss_line()
+        census_stream::util::peak_memory::peak_rss_line()
     );
     if !summary.missing.is_empty() {
         anyhow::bail!("{} requests got no prediction", summary.missing.len());

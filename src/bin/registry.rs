@@ -38,7 +38,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    census_stream::logging::init();
+    census_stream::util::logging::init();
     let flags = Flags::parse();
     let settings = flags.kafka.settings();
     let id = publisher_id(&settings.topics.models);

@@ -59,7 +59,7 @@ struct Flags {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    census_stream::logging::init();
+    census_stream::util::logging::init();
     let flags = Flags::parse();
     let mut config = RetrainerConfig::new(flags.kafka.settings(), flags.store.store());
     config.group = flags.group;
@@ -90,12 +90,17 @@ async fn main() -> anyhow::Result<()> {
     }
     let stats = result.context("retrainer failed")?;
     println!(
-        "{} labeled rows stored, {} records skipped, versions made {:?}, gate decisions {:?}; {}",
+        "{} labeled rows stored, {} records skipped, versions made {:?}, decisions [{}]; {}",
         stats.rows,
         stats.skipped,
         stats.versions,
-        stats.decisions,
-        census_stream::memory::peak_rss_line()
+        stats
+            .decisions
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
+        census_stream::util::peak_memory::peak_rss_line()
     );
     Ok(())
 }

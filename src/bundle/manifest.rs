@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hyper::Hyperparams;
-pub use crate::metrics::CvSummary;
-use crate::metrics::Metrics;
+pub use crate::train::evaluate::CvSummary;
+use crate::train::evaluate::Metrics;
+use crate::train::space::Hyperparams;
 
 /// Bump when the manifest's layout changes incompatibly.
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -80,13 +80,13 @@ pub struct Manifest {
     pub promoted: bool,
     /// What started the retrain that made this version (none for `initialize`).
     #[serde(default)]
-    pub trigger: Option<crate::triggers::Fired>,
+    pub trigger: Option<crate::lifecycle::triggers::Fired>,
 }
 
 impl Manifest {
     /// Identity of the bundle as a whole: sha256 over the two files' sha256s.
     pub fn bundle_sha256(&self) -> String {
-        crate::atomic::sha256_hex(
+        crate::util::atomic_file::sha256_hex(
             format!("{}{}", self.model_sha256, self.processor_sha256).as_bytes(),
         )
     }

@@ -2,6 +2,7 @@
 //! content-addressed by the sha256s in its manifest. A bundle is verified whole before use: a
 //! truncated, tampered or foreign file is refused, never half-loaded.
 
+pub mod assemble;
 mod manifest;
 mod store;
 
@@ -13,9 +14,9 @@ pub use manifest::{
 };
 pub use store::BundleStore;
 
-use crate::atomic::sha256_hex;
 use crate::features::{feature_names, FeatureProcessor, ProcessorFileError};
 use crate::model::{Model, ModelError};
+use crate::util::atomic_file::sha256_hex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::{
     manifest_file, model_file, processor_file, Bundle, BundleError, BundleFiles, Manifest,
 };
-use crate::atomic::{create_atomic, write_atomic};
+use crate::util::atomic_file::{create_atomic, write_atomic};
 
 const CURRENT: &str = "CURRENT";
 

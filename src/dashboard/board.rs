@@ -11,10 +11,10 @@ use super::snapshot::{
 };
 use crate::bundle::Manifest;
 use crate::features::{feature_names, DriftWindow, FeatureProcessor};
-use crate::gate::{log_loss, Gate, GateSettings};
+use crate::lifecycle::gate::{log_loss, Gate, GateSettings};
+use crate::lifecycle::triggers::Triggers;
 use crate::registry::{Alias, AliasRecord};
 use crate::stream::messages::{Prediction, Request};
-use crate::triggers::Triggers;
 
 /// Seconds of per-second counts kept.
 const HISTORY_SECS: i64 = 900;

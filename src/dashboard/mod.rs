@@ -18,11 +18,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::gate::GateSettings;
 use crate::kafka::{BrokerError, KafkaSettings};
+use crate::lifecycle::gate::GateSettings;
+use crate::lifecycle::triggers::Triggers;
 use crate::stream::messages::now_ms;
 use crate::telemetry::DashboardMetrics;
-use crate::triggers::Triggers;
 use board::Board;
 use page::Published;
 

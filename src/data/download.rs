@@ -6,7 +6,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::DataError;
-use crate::atomic::write_atomic;
+use crate::util::atomic_file::write_atomic;
 
 /// Where the UCI archive keeps the Adult files.
 pub const UCI_BASE_URL: &str = "https://archive.ics.uci.edu/ml/machine-learning-databases/adult/";

@@ -100,5 +100,8 @@ pub fn load_training_rows(
 ) -> Result<(Vec<LabeledRow>, String), DataError> {
     let path = ensure_file(dir, TRAIN_FILE, fetch)?;
     let bytes = std::fs::read(&path).map_err(|e| DataError::Io(path.clone(), e))?;
-    Ok((read_labeled(&path)?, crate::atomic::sha256_hex(&bytes)))
+    Ok((
+        read_labeled(&path)?,
+        crate::util::atomic_file::sha256_hex(&bytes),
+    ))
 }

@@ -5,8 +5,10 @@
 mod admin;
 mod assign;
 pub mod embedded;
+mod lag;
 mod message;
 mod settings;
+mod subscription;
 mod transactions;
 
 use std::time::Duration;
@@ -18,6 +20,7 @@ pub use assign::group_lag;
 pub use embedded::{kafka_or_embedded, EmbeddedBroker};
 pub use message::{next_offsets, InMessage};
 pub use settings::{check_extra_setting, KafkaSettings, QuietEof, Topics, MAX_MESSAGE_BYTES};
+pub use subscription::Subscription;
 pub use transactions::{is_fencing_error, Transactions, TXN_CALL_TIMEOUT};
 
 /// A record the broker refused for what it is (too large, invalid): sending it again would fail

@@ -227,7 +227,7 @@ pub async fn deliver(
     while let Some(result) = sends.next().await {
         if results.is_empty() {
             // Some of the batch is acknowledged, the rest not yet.
-            crate::fault::point("mid_delivery");
+            crate::util::fault::point("mid_delivery");
         }
         results.push(result);
     }

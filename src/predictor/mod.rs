@@ -14,7 +14,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -356,20 +356,13 @@ pub async fn run(
             )
         }
     };
-    let consumer: Arc<StreamConsumer> = Arc::new(
-        config
-            .kafka
-            .member(&config.group, config.instance_id.as_deref())?,
-    );
-    consumer
-        .subscribe(&[&config.kafka.topics.requests])
-        .map_err(BrokerError::from)?;
-    let lag_stop = shutdown.child_token();
-    crate::telemetry::watch_lag(
-        &consumer,
+    let member = config.kafka.subscribe(
+        &config.group,
+        config.instance_id.as_deref(),
+        &config.kafka.topics.requests,
         config.metrics.consumer_lag.clone(),
-        lag_stop.clone(),
-    );
+        &shutdown,
+    )?;
     let service = Service {
         predictor: Predictor::new(current),
         sender,
@@ -388,9 +381,9 @@ pub async fn run(
         linger: config.linger,
         in_flight: config.in_flight,
     };
-    let result = worker::run(&consumer, &batching, &guarantee, service, &shutdown).await;
-    lag_stop.cancel();
-    consumer.unsubscribe();
+    let result = worker::run(&member.consumer, &batching, &guarantee, service, &shutdown).await;
+    member.consumer.unsubscribe();
+    drop(member);
     follower_stop.cancel();
     let _ = follower.await;
     let service = result?;

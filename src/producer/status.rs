@@ -15,7 +15,7 @@ use super::collect::Tally;
 use super::send::SendTimes;
 use super::summary::VersionTally;
 use super::view::Sink;
-use crate::logging;
+use crate::util::logging;
 
 /// How the status line is shown.
 #[derive(Debug, Clone)]

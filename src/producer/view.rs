@@ -7,14 +7,14 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 
 use crate::data::label_text;
-use crate::logging;
 use crate::stream::messages::{now_ms, Prediction};
+use crate::util::logging;
 
 /// Where lines for a person go: stdout for the binaries, a buffer in tests.
 #[derive(Clone)]
 pub struct Sink {
     out: Arc<Mutex<dyn Write + Send>>,
-    /// A terminal, where a status line may be drawn in place (see [`crate::logging`]).
+    /// A terminal, where a status line may be drawn in place (see [`crate::util::logging`]).
     terminal: bool,
 }
 

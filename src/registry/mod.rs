@@ -14,7 +14,7 @@ mod state;
 pub use follow::{champion_version, follow, load_bundle, serve_alone, CurrentServing, Serving};
 pub use publish::Publisher;
 pub use read::read_registry;
-pub use records::{Alias, AliasRecord, Evidence};
+pub use records::{Alias, AliasRecord};
 pub use state::Registry;
 
 use crate::kafka::BrokerError;

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::BundleFiles;
+use crate::lifecycle::Evidence;
 use crate::stream::messages::ModelMessage;
 
 /// The part a version plays.
@@ -21,7 +22,7 @@ pub enum Alias {
 }
 
 impl Alias {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Alias::Champion => "champion",
             Alias::Challenger => "challenger",
@@ -31,21 +32,6 @@ impl Alias {
     pub fn key(self) -> String {
         format!("alias/{}", self.as_str())
     }
-}
-
-/// The figures behind a decision of the gate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Evidence {
-    /// Labeled requests scored by both models.
-    pub n: u64,
-    /// Mean of d = log loss(challenger) − log loss(champion) per request.
-    pub mean_d: f64,
-    /// Always-valid confidence interval for the mean of d.
-    pub interval: [f64; 2],
-    /// The test's statistic (log of the mixture likelihood ratio).
-    pub statistic: f64,
-    pub alpha: f64,
-    pub delta: f64,
 }
 
 /// Who plays a part now, and why.

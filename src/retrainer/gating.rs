@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::rowlog::StoredRow;
 use crate::bundle::Bundle;
-use crate::gate::{Decision, Gate, GateSettings};
+use crate::lifecycle::gate::{Decision, Gate, GateSettings};
 
 pub struct GateRun {
     pub challenger: Arc<Bundle>,

@@ -1,31 +1,35 @@
 //! The retrainer's events as Prometheus metrics ([`RetrainerMetrics`]).
 
 use super::Event;
+use crate::lifecycle::RetrainOutcome;
+use crate::registry::Alias;
+
+const CHAMPION: &str = Alias::Champion.as_str();
+const CHALLENGER: &str = Alias::Challenger.as_str();
 use crate::telemetry::RetrainerMetrics;
 
 /// Records what `event` says in `metrics`.
 pub fn observe(metrics: &RetrainerMetrics, event: &Event) {
     match event {
         Event::Retrained(e) => {
-            let outcome = e.outcome_kind();
             let seconds = (e.finished_at_ms - e.started_at_ms).max(0) as f64 / 1000.0;
-            metrics.retrained(outcome, &e.trigger.kind, seconds, e.cv_log_loss);
-            if matches!(outcome, "champion" | "challenger") {
-                metrics.set_version(outcome, e.version);
+            metrics.retrained(&e.outcome, e.trigger.kind, seconds, e.cv_log_loss);
+            match e.outcome {
+                RetrainOutcome::Champion => metrics.set_version(CHAMPION, e.version),
+                RetrainOutcome::Challenger => metrics.set_version(CHALLENGER, e.version),
+                _ => {}
             }
         }
-        Event::Gate(g) => match g.decision_kind() {
+        Event::Gate(g) => match &g.decision {
             None => {
                 metrics.gate_progress(g.evidence.n, g.evidence.mean_d);
-                metrics.set_version("champion", g.champion);
-                metrics.set_version("challenger", g.challenger);
+                metrics.set_version(CHAMPION, g.champion);
+                metrics.set_version(CHALLENGER, g.challenger);
             }
             Some(decision) => {
                 metrics.gate_decided(decision);
-                if matches!(decision, "promoted" | "rolled_back") {
-                    metrics.set_version("champion", g.challenger);
-                }
-                metrics.set_version("challenger", 0);
+                metrics.set_version(CHAMPION, decision.champion_after());
+                metrics.set_version(CHALLENGER, 0);
             }
         },
         Event::FeatureDrift { psi, .. } => {
@@ -43,11 +47,13 @@ mod tests {
     use crate::telemetry::RetrainerMetrics;
     use prometheus_client::registry::Registry;
 
-    fn retrained(version: u32, outcome: &str) -> Event {
+    use crate::lifecycle::GateOutcome;
+
+    fn retrained(version: u32, outcome: RetrainOutcome) -> Event {
         Event::retrained_example(version, outcome)
     }
 
-    fn gate(decision: Option<&str>, n: u64) -> Event {
+    fn gate(decision: Option<GateOutcome>, n: u64) -> Event {
         Event::gate_example(2, 1, false, n, decision)
     }
 
@@ -62,7 +68,7 @@ mod tests {
     #[test]
     fn events_become_counters_and_gauges() {
         let m = RetrainerMetrics::default();
-        observe(&m, &retrained(2, "challenger"));
+        observe(&m, &retrained(2, RetrainOutcome::Challenger));
         observe(&m, &gate(None, 400));
         let t = text(&m);
         assert!(
@@ -80,14 +86,34 @@ mod tests {
             "{t}"
         );
 
-        observe(&m, &gate(Some("v2 promoted over v1 by the gate"), 600));
         observe(
             &m,
-            &retrained(3, "v3 rejected offline: worse on the held-out rows"),
+            &gate(
+                Some(GateOutcome::Promoted {
+                    challenger: 2,
+                    champion: 1,
+                }),
+                600,
+            ),
         );
         observe(
             &m,
-            &retrained(4, "v4 refused: its bundle record is too large"),
+            &retrained(
+                3,
+                RetrainOutcome::RejectedOffline {
+                    check: "worse on the held-out rows".into(),
+                },
+            ),
+        );
+        observe(
+            &m,
+            &retrained(
+                4,
+                RetrainOutcome::Refused {
+                    bytes: 70_000_000,
+                    topic: "census.models".into(),
+                },
+            ),
         );
         let t = text(&m);
         assert!(

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use crate::bundle::Bundle;
 use crate::data::LabeledRow;
-use crate::gate::log_loss;
+use crate::lifecycle::gate::log_loss;
 
 /// The figures of the check.
 #[derive(Debug, Clone, PartialEq)]

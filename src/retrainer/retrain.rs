@@ -1,8 +1,10 @@
-//! One retrain, run as a task of its own so that the consume loop keeps storing rows meanwhile:
-//! processor and model refitted on the base training rows plus the stream rows stored when it
-//! started, published in the registry and cached locally. Without the gate the new version
-//! becomes the champion; with it, a version that passes the offline check becomes the
-//! challenger, and one that fails is recorded as rejected and never shadowed.
+//! One retrain, run as a task of its own so that the consume loop keeps storing rows meanwhile,
+//! as four named steps: [`prepare`] the rows (the base rows, the stream rows, and one in ten of
+//! the new ones held back for the offline check), [`train`] the new version's files, [`judge`]
+//! it (a pure function of the offline check: champion, challenger or rejected, and the alias
+//! record that says so), then [`publish_and_cache`] it: published in the registry first, then
+//! cached locally, so that a retrainer fenced or killed in between leaves no local version the
+//! registry does not have.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,13 +17,13 @@ use tokio_util::sync::CancellationToken;
 use super::offline::{self, OfflineCheck};
 use super::rowlog::StoredRow;
 use super::{Promotion, RetrainEvent, RetrainerConfig, RetrainerError};
-use crate::bundle::{Bundle, Manifest, TrainingData};
-use crate::bundling::bundle_files;
+use crate::bundle::assemble::bundle_files;
+use crate::bundle::{Bundle, BundleFiles, Manifest, TrainingData};
 use crate::data::LabeledRow;
+use crate::lifecycle::{Fired, RetrainOutcome};
 use crate::registry::{Alias, AliasRecord, Publisher, RegistryError};
 use crate::stream::messages::now_ms;
 use crate::train::fit;
-use crate::triggers::Fired;
 
 /// What every retrain shares: settings, the base and test rows, the registry's publisher.
 pub struct Trainer {
@@ -43,27 +45,26 @@ pub struct StreamRows {
     pub offsets: BTreeMap<String, i64>,
 }
 
-/// What became of a new version.
-#[derive(Clone)]
-pub enum Verdict {
-    /// Published as the champion (no gate).
-    Champion(Arc<Bundle>),
-    /// Passed the offline check: published as the challenger, for the gate to decide on.
-    Challenger(Arc<Bundle>),
-    /// Failed the offline check: recorded, never shadowed.
-    RejectedOffline,
-    /// Larger than the registry's topic accepts: neither published nor cached, and its number
-    /// is free again.
-    TooLarge,
-}
-
 /// A finished retrain.
 pub struct Retrained {
     pub event: RetrainEvent,
     pub manifest: Manifest,
-    pub verdict: Verdict,
+    /// The new version, loaded, when it was published to serve or to be shadowed.
+    pub bundle: Option<Arc<Bundle>>,
     /// Labeled requests from these offsets count for the gate.
     pub from_offsets: BTreeMap<String, i64>,
+}
+
+/// The rows of one retrain.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// What the model trains on: the base rows, then the stream rows not held back (labels
+    /// shuffled when asked).
+    pub training: Vec<LabeledRow>,
+    /// The stream rows among `training`.
+    pub stream: Vec<LabeledRow>,
+    /// Held back for the offline check.
+    pub held: Vec<LabeledRow>,
 }
 
 /// Held back from training for the offline check: one in ten, by offset, of the stream rows
@@ -72,8 +73,177 @@ fn held_back(row: &StoredRow, cutoff: &BTreeMap<String, i64>) -> bool {
     row.offset % 10 == 0 && row.at_or_after(cutoff)
 }
 
-/// Trains, publishes and caches the version after `parent` (the champion, `champion` its
-/// bundle), unless `cancel` stops it first.
+/// Step 1: the rows to train on and the rows held back (with the gate only; `cutoff` is the
+/// champion's), labels shuffled under a `shuffle_seed` (a deliberately bad model).
+pub fn prepare(
+    base: &[LabeledRow],
+    stream: Vec<StoredRow>,
+    cutoff: Option<&BTreeMap<String, i64>>,
+    shuffle_seed: Option<u64>,
+) -> Prepared {
+    let (held, used): (Vec<StoredRow>, Vec<StoredRow>) = stream
+        .into_iter()
+        .partition(|r| cutoff.is_some_and(|c| held_back(r, c)));
+    let stream: Vec<LabeledRow> = used.into_iter().map(StoredRow::into_labeled).collect();
+    let held = held.into_iter().map(StoredRow::into_labeled).collect();
+    let mut training = Vec::with_capacity(base.len() + stream.len());
+    training.extend_from_slice(base);
+    training.extend(stream.iter().cloned());
+    if let Some(seed) = shuffle_seed {
+        let mut labels: Vec<bool> = training.iter().map(|r| r.label).collect();
+        labels.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        for (r, l) in training.iter_mut().zip(labels) {
+            r.label = l;
+        }
+    }
+    Prepared {
+        training,
+        stream,
+        held,
+    }
+}
+
+/// Step 2: searches and trains on `rows.training`, and makes the files of the version after
+/// `parent` (numbered past every version used locally or in the registry), with the CV log loss
+/// of each evaluation.
+async fn train(
+    trainer: &Trainer,
+    rows: &Prepared,
+    stream_offsets: &BTreeMap<String, i64>,
+    parent: &Manifest,
+    trigger: &Fired,
+    cancel: CancellationToken,
+) -> Result<(BundleFiles, Vec<f64>), RetrainerError> {
+    let config = &trainer.config;
+    let mut search = config.search.clone();
+    search.cancel = cancel;
+    let training = rows.training.clone();
+    let trained = tokio::task::spawn_blocking(move || fit(&training, None, &search)).await??;
+    let log_losses = trained.search.log_losses();
+    // No test metrics: the stream replays adult.test, so a test-set score would be contaminated.
+    let mut files = bundle_files(
+        trained,
+        &config.search,
+        Some(parent.version),
+        TrainingData {
+            stream_rows: rows.stream.len(),
+            stream_offsets: stream_offsets.clone(),
+            held_back_rows: rows.held.len(),
+            shuffled_labels: config.shuffle_labels,
+            ..TrainingData::adult_data(&trainer.base_sha256, trainer.base.len())
+        },
+    );
+    let store = config.store.clone();
+    let version = tokio::task::spawn_blocking(move || store.highest_used())
+        .await??
+        .max(parent.version)
+        .max(trainer.registry_highest)
+        + 1;
+    files.stamp(version);
+    files.manifest.promoted = matches!(config.promotion, Promotion::Always);
+    files.manifest.trigger = Some(trigger.clone());
+    Ok((files, log_losses))
+}
+
+/// Step 3, the decision: without the gate (`check` `None`) the new `version` is the champion;
+/// with it, the challenger if it passed the offline check, else rejected. With the alias record
+/// that says so (a rejected version clears no alias but records why).
+pub fn judge(
+    version: u32,
+    parent: u32,
+    check: Option<&OfflineCheck>,
+    from_offsets: &BTreeMap<String, i64>,
+) -> (RetrainOutcome, AliasRecord) {
+    match check {
+        None => (
+            RetrainOutcome::Champion,
+            AliasRecord::new(Alias::Champion, Some(version), Some(parent), "retrain"),
+        ),
+        Some(check) if check.passed() => {
+            let mut record = AliasRecord::new(
+                Alias::Challenger,
+                Some(version),
+                None,
+                &format!("retrain; offline check passed: {}", check.summary()),
+            );
+            record.from_offsets = from_offsets.clone();
+            (RetrainOutcome::Challenger, record)
+        }
+        Some(check) => {
+            let outcome = RetrainOutcome::RejectedOffline {
+                check: check.summary(),
+            };
+            let reason = format!("v{version} {outcome}");
+            (
+                outcome,
+                AliasRecord::new(Alias::Challenger, None, None, &reason),
+            )
+        }
+    }
+}
+
+/// Loads the new version and runs the offline check against the champion (CPU work), with the
+/// gate; without it, only loads it.
+async fn check_offline(
+    trainer: &Trainer,
+    files: &BundleFiles,
+    champion: &Arc<Bundle>,
+    rows: Prepared,
+) -> Result<(Bundle, Option<OfflineCheck>), RetrainerError> {
+    let files = files.clone();
+    let delta = match trainer.config.promotion {
+        Promotion::Gate(g) => Some(g.delta),
+        Promotion::Always => None,
+    };
+    let (test, champion) = (trainer.test.clone(), champion.clone());
+    tokio::task::spawn_blocking(move || {
+        let bundle = files.load()?;
+        let check = delta.map(|delta| {
+            offline::check(&bundle, &champion, &rows.held, &test, &rows.stream, delta)
+        });
+        Ok((bundle, check))
+    })
+    .await?
+}
+
+/// Step 4: publishes the files and `alias` in the registry, then caches the files (and the
+/// champion pointer, for a new champion). A bundle too large for the registry's topic is
+/// neither: its outcome becomes [`RetrainOutcome::Refused`].
+async fn publish_and_cache(
+    trainer: &Trainer,
+    files: BundleFiles,
+    alias: AliasRecord,
+    outcome: RetrainOutcome,
+) -> Result<(RetrainOutcome, Manifest), RetrainerError> {
+    let version = files.manifest.version;
+    let published = trainer
+        .publisher
+        .publish(Some(&files), std::slice::from_ref(&alias))
+        .await;
+    if let Err(RegistryError::TooLarge { bytes, .. }) = published {
+        let outcome = RetrainOutcome::Refused {
+            bytes,
+            topic: trainer.config.kafka.topics.models.clone(),
+        };
+        tracing::error!("retrainer: v{version} {outcome}; it is neither published nor kept");
+        return Ok((outcome, files.manifest));
+    }
+    published?;
+    let champion_now = outcome == RetrainOutcome::Champion;
+    let store = trainer.config.store.clone();
+    let files = tokio::task::spawn_blocking(move || {
+        store.put(&files)?;
+        if champion_now {
+            store.promote(version)?;
+        }
+        Ok::<_, RetrainerError>(files)
+    })
+    .await??;
+    Ok((outcome, files.manifest))
+}
+
+/// Trains, judges, publishes and caches the version after `parent` (the champion, `champion`
+/// its bundle), unless `cancel` stops it first.
 pub async fn retrain(
     trainer: Arc<Trainer>,
     stream: StreamRows,
@@ -83,19 +253,16 @@ pub async fn retrain(
     cancel: CancellationToken,
 ) -> Result<Retrained, RetrainerError> {
     let config = &trainer.config;
-    let gate = match config.promotion {
-        Promotion::Gate(g) => Some(g),
-        Promotion::Always => None,
-    };
     let started = Instant::now();
     let started_at_ms = now_ms();
     let total_rows = stream.rows.len();
-    let (held, used): (Vec<StoredRow>, Vec<StoredRow>) = stream
-        .rows
-        .into_iter()
-        .partition(|r| gate.is_some() && held_back(r, &parent.training_data.stream_offsets));
-    let used: Vec<LabeledRow> = used.into_iter().map(StoredRow::into_labeled).collect();
-    let held: Vec<LabeledRow> = held.into_iter().map(StoredRow::into_labeled).collect();
+    let gated = matches!(config.promotion, Promotion::Gate(_));
+    let rows = prepare(
+        &trainer.base,
+        stream.rows,
+        gated.then_some(&parent.training_data.stream_offsets),
+        config.shuffle_labels.then_some(config.search.seed),
+    );
     tracing::info!(
         "retrainer: retraining after v{} ({}: {}) on {} base + {} stream rows ({} held back, {} \
          evaluations{})",
@@ -103,8 +270,8 @@ pub async fn retrain(
         trigger.kind,
         trigger.figures,
         trainer.base.len(),
-        used.len(),
-        held.len(),
+        rows.stream.len(),
+        rows.held.len(),
         config.search.max_evals,
         if config.shuffle_labels {
             ", labels shuffled"
@@ -112,128 +279,22 @@ pub async fn retrain(
             ""
         }
     );
-    let mut rows: Vec<LabeledRow> = Vec::with_capacity(trainer.base.len() + used.len());
-    rows.extend(trainer.base.iter().cloned());
-    rows.extend(used.iter().cloned());
-    if config.shuffle_labels {
-        let mut labels: Vec<bool> = rows.iter().map(|r| r.label).collect();
-        labels.shuffle(&mut rand::rngs::StdRng::seed_from_u64(config.search.seed));
-        for (r, l) in rows.iter_mut().zip(labels) {
-            r.label = l;
-        }
+    let (files, log_losses) =
+        train(&trainer, &rows, &stream.offsets, &parent, &trigger, cancel).await?;
+    let version = files.manifest.version;
+    let (bundle, check) = check_offline(&trainer, &files, &champion, rows).await?;
+    let (outcome, alias) = judge(version, parent.version, check.as_ref(), &stream.offsets);
+    let (outcome, manifest) = publish_and_cache(&trainer, files, alias, outcome).await?;
+    if outcome.published() {
+        tracing::info!(
+            "retrainer: v{version} stored and published ({outcome}; CV log loss {:.5}) in {:.1} s",
+            manifest.cv.log_loss,
+            started.elapsed().as_secs_f64()
+        );
+    } else if let RetrainOutcome::RejectedOffline { .. } = outcome {
+        tracing::info!("retrainer: v{version} {outcome}");
     }
-    let mut search = config.search.clone();
-    search.cancel = cancel;
-    let trained = tokio::task::spawn_blocking(move || fit(&rows, None, &search)).await??;
-    let log_losses = trained.search.log_losses();
-    // No test metrics: the stream replays adult.test, so a test-set score would be contaminated.
-    let mut files = bundle_files(
-        trained,
-        &config.search,
-        Some(parent.version),
-        TrainingData {
-            stream_rows: used.len(),
-            stream_offsets: stream.offsets.clone(),
-            held_back_rows: held.len(),
-            shuffled_labels: config.shuffle_labels,
-            ..TrainingData::adult_data(&trainer.base_sha256, trainer.base.len())
-        },
-    );
-    // Published first, then cached: a retrainer that was fenced, or that dies in between,
-    // leaves no local version the registry does not have.
-    let store = config.store.clone();
-    let version = {
-        let s = store.clone();
-        tokio::task::spawn_blocking(move || s.highest_used()).await??
-    }
-    .max(parent.version)
-    .max(trainer.registry_highest)
-        + 1;
-    files.stamp(version);
-    files.manifest.promoted = gate.is_none();
-    files.manifest.trigger = Some(trigger.clone());
-
-    let (verdict, alias, outcome) = match gate {
-        None => {
-            let f = files.clone();
-            let bundle = tokio::task::spawn_blocking(move || f.load()).await??;
-            (
-                Verdict::Champion(Arc::new(bundle)),
-                AliasRecord::new(
-                    Alias::Champion,
-                    Some(version),
-                    Some(parent.version),
-                    "retrain",
-                ),
-                "champion".to_owned(),
-            )
-        }
-        Some(g) => {
-            let f = files.clone();
-            let (test, champ) = (trainer.test.clone(), champion.clone());
-            let (bundle, check) = tokio::task::spawn_blocking(move || {
-                let bundle = f.load()?;
-                let check = offline::check(&bundle, &champ, &held, &test, &used, g.delta);
-                Ok::<(Bundle, OfflineCheck), RetrainerError>((bundle, check))
-            })
-            .await??;
-            if check.passed() {
-                let mut a = AliasRecord::new(
-                    Alias::Challenger,
-                    Some(version),
-                    None,
-                    &format!("retrain; offline check passed: {}", check.summary()),
-                );
-                a.from_offsets = stream.offsets.clone();
-                (
-                    Verdict::Challenger(Arc::new(bundle)),
-                    a,
-                    "challenger".to_owned(),
-                )
-            } else {
-                let reason = format!("v{version} rejected offline: {}", check.summary());
-                (
-                    Verdict::RejectedOffline,
-                    AliasRecord::new(Alias::Challenger, None, None, &reason),
-                    reason,
-                )
-            }
-        }
-    };
-    let published = trainer
-        .publisher
-        .publish(Some(&files), std::slice::from_ref(&alias))
-        .await;
-    let (verdict, outcome, manifest) = match published {
-        Err(RegistryError::TooLarge { bytes, .. }) => {
-            let outcome = format!(
-                "v{version} refused: its bundle record ({bytes} bytes) is larger than {} \
-                 accepts (max.message.bytes)",
-                trainer.config.kafka.topics.models
-            );
-            tracing::error!("retrainer: {outcome}; it is neither published nor kept");
-            (Verdict::TooLarge, outcome, files.manifest)
-        }
-        published => {
-            published?;
-            let champion_now = matches!(verdict, Verdict::Champion(_));
-            let files = tokio::task::spawn_blocking(move || {
-                store.put(&files)?;
-                if champion_now {
-                    store.promote(version)?;
-                }
-                Ok::<_, RetrainerError>(files)
-            })
-            .await??;
-            tracing::info!(
-                "retrainer: v{version} stored and published ({outcome}; CV log loss {:.5}) in \
-                 {:.1} s",
-                files.manifest.cv.log_loss,
-                started.elapsed().as_secs_f64()
-            );
-            (verdict, outcome, files.manifest)
-        }
-    };
+    let published = outcome.published();
     let event = RetrainEvent {
         version,
         rows: total_rows,
@@ -246,9 +307,87 @@ pub async fn retrain(
         log_losses,
     };
     Ok(Retrained {
+        bundle: published.then(|| Arc::new(bundle)),
         event,
         manifest,
-        verdict,
         from_offsets: stream.offsets,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(challenger: f64) -> OfflineCheck {
+        OfflineCheck {
+            held_back: (100, challenger, 0.30),
+            test: (1000, challenger, 0.30),
+            delta: 0.01,
+        }
+    }
+
+    #[test]
+    fn judge_makes_a_champion_without_the_gate_and_a_challenger_or_a_rejection_with_it() {
+        let offsets = BTreeMap::from([("0".to_owned(), 500)]);
+        let (outcome, record) = judge(4, 3, None, &offsets);
+        assert_eq!(outcome, RetrainOutcome::Champion);
+        assert_eq!(
+            (record.alias, record.version, record.previous),
+            (Alias::Champion, Some(4), Some(3))
+        );
+
+        let (outcome, record) = judge(4, 3, Some(&check(0.305)), &offsets);
+        assert_eq!(outcome, RetrainOutcome::Challenger);
+        assert_eq!((record.alias, record.version), (Alias::Challenger, Some(4)));
+        assert_eq!(
+            record.from_offsets, offsets,
+            "the gate counts from the cut-off"
+        );
+
+        let (outcome, record) = judge(4, 3, Some(&check(0.32)), &offsets);
+        assert!(
+            matches!(outcome, RetrainOutcome::RejectedOffline { .. }),
+            "{outcome:?}"
+        );
+        assert_eq!((record.alias, record.version), (Alias::Challenger, None));
+        assert!(
+            record.reason.starts_with("v4 rejected offline"),
+            "{record:?}"
+        );
+    }
+
+    fn stored(offset: i64, label: bool) -> StoredRow {
+        let mut row = StoredRow::example(offset);
+        row.label = label;
+        row
+    }
+
+    #[test]
+    fn prepare_holds_back_one_in_ten_new_rows_only_with_the_gate() {
+        let stream: Vec<StoredRow> = (0..40).map(|o| stored(o, o % 3 == 0)).collect();
+        let base = vec![stream[0].clone().into_labeled(); 5];
+        let cutoff = BTreeMap::from([(stream[0].partition_key(), 20)]);
+
+        let rows = prepare(&base, stream.clone(), Some(&cutoff), None);
+        assert_eq!(rows.held.len(), 2, "offsets 20 and 30: new, and one in ten");
+        assert_eq!(rows.stream.len(), 38);
+        assert_eq!(rows.training.len(), 5 + 38);
+
+        let rows = prepare(&base, stream.clone(), None, None);
+        assert!(rows.held.is_empty());
+        assert_eq!(rows.training.len(), 45);
+
+        let labels = |p: &Prepared| p.training.iter().filter(|r| r.label).count();
+        let plain = prepare(&base, stream.clone(), None, None);
+        let shuffled = prepare(&base, stream, None, Some(7));
+        assert_eq!(labels(&plain), labels(&shuffled), "the same labels, moved");
+        assert_ne!(
+            plain.training.iter().map(|r| r.label).collect::<Vec<_>>(),
+            shuffled
+                .training
+                .iter()
+                .map(|r| r.label)
+                .collect::<Vec<_>>()
+        );
+    }
 }

@@ -87,6 +87,37 @@ impl StoredRow {
     }
 }
 
+#[cfg(test)]
+impl StoredRow {
+    /// A row at `offset` of partition 0 of topic `t`, labeled `>50K` at even offsets.
+    pub(crate) fn example(offset: i64) -> StoredRow {
+        StoredRow {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            generation: 0,
+            fingerprint: offset as u64 + 1,
+            label: offset % 2 == 0,
+            row: CensusRow {
+                age: 30.0,
+                workclass: "Private".into(),
+                fnlwgt: 1.0,
+                education: "HS-grad".into(),
+                education_num: 9.0,
+                marital_status: "Divorced".into(),
+                occupation: "Sales".into(),
+                relationship: "Unmarried".into(),
+                race: "White".into(),
+                sex: "Female".into(),
+                capital_gain: 0.0,
+                capital_loss: 0.0,
+                hours_per_week: 40.0,
+                native_country: "Peru".into(),
+            },
+        }
+    }
+}
+
 /// Topic, partition, generation, offset.
 type RowKey = (String, i32, u32, i64);
 
@@ -218,7 +249,7 @@ impl RowLog {
             // Two writes, so that a crash between them (a fault point) leaves a torn line.
             let half = buf.len() / 2;
             self.file.write_all(&buf[..half])?;
-            crate::fault::point("rows_mid_write");
+            crate::util::fault::point("rows_mid_write");
             self.file.write_all(&buf[half..])?;
             self.file.sync_data()?;
         }
@@ -298,30 +329,7 @@ mod tests {
     use super::*;
 
     fn stored(offset: i64) -> StoredRow {
-        StoredRow {
-            topic: "t".into(),
-            partition: 0,
-            offset,
-            generation: 0,
-            fingerprint: offset as u64 + 1,
-            label: offset % 2 == 0,
-            row: CensusRow {
-                age: 30.0,
-                workclass: "Private".into(),
-                fnlwgt: 1.0,
-                education: "HS-grad".into(),
-                education_num: 9.0,
-                marital_status: "Divorced".into(),
-                occupation: "Sales".into(),
-                relationship: "Unmarried".into(),
-                race: "White".into(),
-                sex: "Female".into(),
-                capital_gain: 0.0,
-                capital_loss: 0.0,
-                hours_per_week: 40.0,
-                native_country: "Peru".into(),
-            },
-        }
+        StoredRow::example(offset)
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use super::Event;
 use crate::bundle::BundleStore;
+use crate::lifecycle::{GateOutcome, RetrainOutcome};
 use crate::tracking::{Tracker, VersionRecord, CHALLENGER, CHAMPION};
 
 /// Queues what `event` says for MLflow; the bundle's files are read from `store`.
@@ -14,32 +15,37 @@ pub fn track(tracker: &Tracker, store: &BundleStore, event: &Event) {
                 VersionRecord::of_bundle(&e.manifest, store, &e.log_losses, e.started_at_ms);
             record.finished_ms = e.finished_at_ms;
             record.tag("made_by", "retrainer");
-            record.tag("outcome", e.outcome.clone());
-            let outcome = e.outcome_kind();
-            if outcome == "refused" {
+            record.tag("outcome", e.outcome.as_label());
+            record.tag("outcome_detail", e.outcome.to_string());
+            if let RetrainOutcome::Refused { .. } = e.outcome {
                 // Neither published nor stored: a run of its search, no files, no version.
                 record.artifacts.clear();
                 record.register = false;
             }
             tracker.log_version(record);
-            match outcome {
-                "champion" => tracker.set_alias(CHAMPION, e.version),
-                "challenger" => tracker.set_alias(CHALLENGER, e.version),
-                "rejected_offline" => tracker.remove_alias(CHALLENGER),
-                _ => {}
+            match e.outcome {
+                RetrainOutcome::Champion => tracker.set_alias(CHAMPION, e.version),
+                RetrainOutcome::Challenger => tracker.set_alias(CHALLENGER, e.version),
+                RetrainOutcome::RejectedOffline { .. } => tracker.remove_alias(CHALLENGER),
+                RetrainOutcome::Refused { .. } => {}
             }
         }
-        Event::Gate(g) => match g.decision_kind() {
+        Event::Gate(g) => match g.decision {
             // The former champion stays as the challenger, on probation.
-            Some("promoted") => {
-                tracker.set_alias(CHAMPION, g.challenger);
-                tracker.set_alias(CHALLENGER, g.champion);
+            Some(GateOutcome::Promoted {
+                challenger,
+                champion,
+            }) => {
+                tracker.set_alias(CHAMPION, challenger);
+                tracker.set_alias(CHALLENGER, champion);
             }
-            Some("rolled_back") => {
-                tracker.set_alias(CHAMPION, g.challenger);
+            Some(GateOutcome::RolledBack { to, .. }) => {
+                tracker.set_alias(CHAMPION, to);
                 tracker.remove_alias(CHALLENGER);
             }
-            Some(_) => tracker.remove_alias(CHALLENGER),
+            Some(GateOutcome::Rejected { .. } | GateOutcome::Kept { .. }) => {
+                tracker.remove_alias(CHALLENGER)
+            }
             None => {}
         },
         Event::Drift(_) | Event::FeatureDrift { .. } => {}
@@ -50,12 +56,31 @@ pub fn track(tracker: &Tracker, store: &BundleStore, event: &Event) {
 mod tests {
     use super::*;
 
-    fn retrained(version: u32, outcome: &str) -> Event {
+    fn retrained(version: u32, outcome: RetrainOutcome) -> Event {
         Event::retrained_example(version, outcome)
     }
 
-    fn decided(challenger: u32, champion: u32, probation: bool, words: &str) -> Event {
-        Event::gate_example(challenger, champion, probation, 600, Some(words))
+    fn decided(decision: GateOutcome) -> Event {
+        let (challenger, champion, probation) = match decision {
+            GateOutcome::Promoted {
+                challenger,
+                champion,
+            }
+            | GateOutcome::Rejected {
+                challenger,
+                champion,
+                ..
+            } => (challenger, champion, false),
+            GateOutcome::RolledBack { to, from } => (to, from, true),
+            GateOutcome::Kept { champion, former } => (former, champion, true),
+        };
+        Event::gate_example(challenger, champion, probation, 600, Some(decision))
+    }
+
+    fn rejected_offline() -> RetrainOutcome {
+        RetrainOutcome::RejectedOffline {
+            check: "worse on the held-out rows".into(),
+        }
     }
 
     fn queued(events: &[Event]) -> Vec<String> {
@@ -71,14 +96,12 @@ mod tests {
     fn aliases_follow_the_registry() {
         assert_eq!(
             queued(&[
-                retrained(2, "challenger"),
-                decided(2, 1, false, "v2 promoted over v1 by the gate"),
-                decided(
-                    1,
-                    2,
-                    true,
-                    "rolled back to v1: it proved better than v2 on probation"
-                ),
+                retrained(2, RetrainOutcome::Challenger),
+                decided(GateOutcome::Promoted {
+                    challenger: 2,
+                    champion: 1
+                }),
+                decided(GateOutcome::RolledBack { to: 1, from: 2 }),
             ]),
             [
                 "the run of bundle v2",
@@ -91,10 +114,17 @@ mod tests {
         );
         assert_eq!(
             queued(&[
-                retrained(3, "v3 rejected offline: worse on the held-out rows"),
-                retrained(4, "champion"),
-                decided(5, 4, false, "v5 rejected by the gate: it cannot be better"),
-                decided(4, 5, true, "v5 passed probation against v4"),
+                retrained(3, rejected_offline()),
+                retrained(4, RetrainOutcome::Champion),
+                decided(GateOutcome::Rejected {
+                    challenger: 5,
+                    champion: 4,
+                    undecided: false
+                }),
+                decided(GateOutcome::Kept {
+                    champion: 5,
+                    former: 4
+                }),
             ]),
             [
                 "the run of bundle v3",
@@ -114,7 +144,13 @@ mod tests {
         track(
             &tracker,
             &store,
-            &retrained(6, "v6 refused: its bundle record is too large"),
+            &retrained(
+                6,
+                RetrainOutcome::Refused {
+                    bytes: 70_000_000,
+                    topic: "census.models".into(),
+                },
+            ),
         );
         let records = tracker.queued_records();
         assert_eq!(records.len(), 1);

@@ -138,12 +138,12 @@ pub async fn step_blocking<W: Worker>(
     mut worker: W,
     batch: Vec<InMessage>,
 ) -> Result<(W, Vec<InMessage>, Result<W::Output, W::Error>), BrokerError> {
-    crate::fault::point("after_fetch");
+    crate::util::fault::point("after_fetch");
     let stepped = tokio::task::spawn_blocking(move || {
         let output = worker.step(&batch);
         (worker, batch, output)
     })
     .await?;
-    crate::fault::point("after_step");
+    crate::util::fault::point("after_step");
     Ok(stepped)
 }

@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use super::batch::{
     check_fatal, fill_batch, step_blocking, store_offsets, Batching, Delivery, Worker,
 };
-use crate::fault;
 use crate::kafka::{next_offsets, BrokerError, InMessage};
+use crate::util::fault;
 
 /// Runs `worker` on `consumer`'s batches until `shutdown` or an error.
 pub async fn serve<W: Worker>(

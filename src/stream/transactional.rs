@@ -15,8 +15,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{check_fatal, fill_batch, step_blocking, Batching, Worker};
-use crate::fault;
 use crate::kafka::{next_offsets, BrokerError, InMessage, Transactions, TXN_CALL_TIMEOUT};
+use crate::util::fault;
 
 /// Runs `worker` on `consumer`'s batches, one transaction of `txn` a batch, until `shutdown` or
 /// an error; the batch in hand is finished first.

@@ -3,7 +3,6 @@
 //! them in a [`Registry`] when it serves them; tests read the same families directly.
 
 mod dashboard;
-mod lag;
 mod predictor;
 mod retrainer;
 mod server;
@@ -14,7 +13,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 pub use dashboard::DashboardMetrics;
-pub use lag::watch_lag;
 pub use predictor::{PredictorMetrics, ScoringLabels};
 pub use retrainer::RetrainerMetrics;
 pub use server::serve;

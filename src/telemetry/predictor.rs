@@ -144,7 +144,7 @@ impl PredictorMetrics {
         if truth == (probability >= 0.5) {
             self.correct.get_or_create(&labels).inc();
         }
-        let loss = crate::metrics::row_log_loss(truth, probability);
+        let loss = crate::train::evaluate::row_log_loss(truth, probability);
         self.log_loss.get_or_create(&labels).inc_by(loss);
     }
 

@@ -10,6 +10,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use super::{register_build_info, ReasonLabel, RoleLabel};
+use crate::lifecycle::{GateOutcome, RetrainOutcome, TriggerKind};
 
 /// A retrainer's metrics.
 #[derive(Debug, Clone)]
@@ -120,11 +121,20 @@ impl RetrainerMetrics {
         register_build_info(r);
     }
 
-    /// A retrain ended with `outcome` (`champion`, `challenger`, `rejected_offline`,
-    /// `refused`), started by a `trigger` of that kind.
-    pub fn retrained(&self, outcome: &str, trigger: &str, seconds: f64, cv_log_loss: f64) {
-        self.retrains.get_or_create(&label(outcome)).inc();
-        self.triggers.get_or_create(&label(trigger)).inc();
+    /// A retrain ended with `outcome`, started by a `trigger` of that kind.
+    pub fn retrained(
+        &self,
+        outcome: &RetrainOutcome,
+        trigger: TriggerKind,
+        seconds: f64,
+        cv_log_loss: f64,
+    ) {
+        self.retrains
+            .get_or_create(&label(outcome.as_label()))
+            .inc();
+        self.triggers
+            .get_or_create(&label(trigger.as_label()))
+            .inc();
         self.retrain_seconds.observe(seconds);
         self.cv_log_loss.set(cv_log_loss);
     }
@@ -135,9 +145,11 @@ impl RetrainerMetrics {
         self.gate_mean_difference.set(mean_difference);
     }
 
-    /// The gate decided (`promoted`, `rejected`, `rolled_back`, `kept`): none runs now.
-    pub fn gate_decided(&self, decision: &str) {
-        self.gate_decisions.get_or_create(&label(decision)).inc();
+    /// The gate decided: none runs now.
+    pub fn gate_decided(&self, decision: &GateOutcome) {
+        self.gate_decisions
+            .get_or_create(&label(decision.as_label()))
+            .inc();
         self.gate_progress(0, 0.0);
     }
 

@@ -91,7 +91,10 @@ impl VersionRecord {
             tags.push(("parent_version".to_owned(), p.to_string()));
         }
         if let Some(t) = &m.trigger {
-            tags.push(("trigger".to_owned(), format!("{}: {}", t.kind, t.figures)));
+            tags.push((
+                "trigger".to_owned(),
+                format!("{}: {}", t.kind.as_label(), t.figures),
+            ));
         }
         let v = m.version;
         let artifacts = vec![

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::lgbm::{LgbmError, TrainSet, Trainer};
 use super::TrainError;
 use crate::features::N_FEATURES;
-use crate::hyper::Hyperparams;
+use crate::train::space::Hyperparams;
 
 /// Rounds without improvement of the mean validation loss before a run stops.
 pub const EARLY_STOPPING_ROUNDS: usize = 20;

@@ -2,8 +2,10 @@
 //! by `initialize` and the retrainer.
 
 mod cv;
+pub mod evaluate;
 mod lgbm;
 mod search;
+pub mod space;
 
 use std::time::Instant;
 
@@ -13,9 +15,9 @@ pub use search::{search, SearchConfig, SearchOutcome, Trial};
 
 use crate::data::LabeledRow;
 use crate::features::FeatureProcessor;
-use crate::hyper::Hyperparams;
-use crate::metrics::Metrics;
 use crate::model::{Model, ModelError};
+use crate::train::evaluate::Metrics;
+use crate::train::space::Hyperparams;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

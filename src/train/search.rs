@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::cv::{cross_validate, CvScore, FoldSets, Matrix};
 use super::TrainError;
-use crate::hyper::{bounds, Hyperparams};
 use crate::settings::Folds;
+use crate::train::space::{bounds, Hyperparams};
 
 /// Swarm size: ten particles, as few generations as the budget allows.
 const MAX_PARTICLES: usize = 10;

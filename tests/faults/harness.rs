@@ -222,12 +222,12 @@ pub fn spawn(bin: &str, args: &[String], work: &Path, name: &str, fault: Option<
     cmd.args(args)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
-        .env_remove(census_stream::fault::ENV)
+        .env_remove(census_stream::util::fault::ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
     if let Some(f) = fault {
-        cmd.env(census_stream::fault::ENV, f);
+        cmd.env(census_stream::util::fault::ENV, f);
     }
     Service {
         child: cmd.spawn().expect("binary starts"),

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use census_stream::dashboard::{self, DashboardConfig};
 use census_stream::demo::{self, DemoConfig};
+use census_stream::lifecycle::triggers::Triggers;
 use census_stream::producer::Sink;
 use census_stream::retrainer::Promotion;
 use census_stream::settings::Rate;
-use census_stream::triggers::Triggers;
 use fantoccini::{Client, ClientBuilder, Locator};
 use tokio_util::sync::CancellationToken;
 

@@ -5,8 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use census_stream::bundle::assemble::bundle_files;
 use census_stream::bundle::{BundleStore, TrainingData};
-use census_stream::bundling::bundle_files;
+use census_stream::lifecycle::{Decided, GateOutcome, RetrainOutcome, TriggerKind};
 use census_stream::predictor::{self, PredictorConfig, PredictorStats};
 use census_stream::producer::{self, Input, ProducerConfig, Summary};
 use census_stream::registry::{read_registry, Alias};
@@ -121,7 +122,11 @@ async fn a_challenger_trained_on_shuffled_labels_is_never_shadowed_promoted_or_s
         .collect();
     assert!(!retrains.is_empty(), "a bad challenger was trained");
     for r in &retrains {
-        assert!(r.outcome.contains("rejected offline"), "{}", r.outcome);
+        assert!(
+            matches!(r.outcome, RetrainOutcome::RejectedOffline { .. }),
+            "{}",
+            r.outcome
+        );
     }
     assert!(
         !run.events.iter().any(|e| matches!(e, Event::Gate(_))),
@@ -165,11 +170,14 @@ async fn a_clearly_better_challenger_is_promoted_and_every_predictor_switches() 
         })
         .expect("the gate decided");
     assert_eq!(
-        decision.decision.as_deref(),
-        Some("v2 promoted over v1 by the gate"),
+        decision.decision,
+        Some(GateOutcome::Promoted {
+            challenger: 2,
+            champion: 1
+        }),
         "{decision:?}"
     );
-    let settings = census_stream::gate::GateSettings::default();
+    let settings = census_stream::lifecycle::gate::GateSettings::default();
     assert!(decision.evidence.n <= settings.max_labels);
     assert!(
         decision.evidence.interval[1] < -settings.delta,
@@ -205,10 +213,18 @@ async fn a_clearly_better_challenger_is_promoted_and_every_predictor_switches() 
     assert_eq!(store.current().unwrap(), Some(2));
     // Then the former champion went on probation, in shadow, and v2 passed it (v1 is far worse).
     let d = &run.retrainer.decisions;
-    let promoted = d
-        .iter()
-        .position(|x| x == "v2 promoted over v1 by the gate");
-    let passed = d.iter().position(|x| x == "v2 passed probation against v1");
+    let promoted = d.iter().position(|x| {
+        *x == Decided::Gate(GateOutcome::Promoted {
+            challenger: 2,
+            champion: 1,
+        })
+    });
+    let passed = d.iter().position(|x| {
+        *x == Decided::Gate(GateOutcome::Kept {
+            champion: 2,
+            former: 1,
+        })
+    });
     assert!(
         matches!((promoted, passed), (Some(a), Some(b)) if a < b),
         "{d:?}"
@@ -256,7 +272,7 @@ async fn a_restarted_retrainer_resumes_the_gate_from_the_rows_file() {
         .lock()
         .unwrap()
         .iter()
-        .any(|e| matches!(e, Event::Retrained(r) if r.outcome == "challenger"))
+        .any(|e| matches!(e, Event::Retrained(r) if r.outcome == RetrainOutcome::Challenger))
     {
         assert!(
             std::time::Instant::now() < deadline,
@@ -332,10 +348,16 @@ async fn after_a_promotion_flipped_labels_roll_back_and_the_loss_drift_trigger_r
     let retrainer = tokio::spawn(retrainer::run(rconf, stop.clone(), move |e| {
         seen.lock().unwrap().push(e.clone())
     }));
-    let decided = |words: &str| {
-        events.lock().unwrap().iter().any(|e| {
-            matches!(e, Event::Gate(g) if g.decision.as_deref().is_some_and(|d| d.starts_with(words)))
-        })
+    let decided = |outcome: GateOutcome| {
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, Event::Gate(g) if g.decision == Some(outcome)))
+    };
+    let promoted = GateOutcome::Promoted {
+        challenger: 2,
+        champion: 1,
     };
     // `n` rows of adult.test from `skip`, labels flipped or not, at 500/s.
     let send = |skip: usize, n: usize, flip: bool| {
@@ -359,7 +381,7 @@ async fn after_a_promotion_flipped_labels_roll_back_and_the_loss_drift_trigger_r
     // The weak v1 is replaced by v2 on true labels (in small steps, so that the labels flip
     // before v1's probation can end on true labels).
     let mut skip = 0;
-    while !decided("v2 promoted over v1") {
+    while !decided(promoted) {
         assert!(skip < 8000, "v2 was promoted");
         send(skip, 100, false).await.unwrap();
         skip += 100;
@@ -367,7 +389,7 @@ async fn after_a_promotion_flipped_labels_roll_back_and_the_loss_drift_trigger_r
     // Then the labels flip: confident v2 does worse than v1, on probation, on the same records,
     // and the champion's losses rise.
     let mut flipped = 0;
-    while !decided("rolled back to v1") {
+    while !decided(GateOutcome::RolledBack { to: 1, from: 2 }) {
         assert!(flipped < 6000, "rolled back");
         send(skip, 500, true).await.unwrap();
         (skip, flipped) = (skip + 500, flipped + 500);
@@ -378,13 +400,13 @@ async fn after_a_promotion_flipped_labels_roll_back_and_the_loss_drift_trigger_r
         .lock()
         .unwrap()
         .iter()
-        .position(|e| matches!(e, Event::Gate(g) if g.decision.as_deref().is_some_and(|d| d.starts_with("v2 promoted"))))
+        .position(|e| matches!(e, Event::Gate(g) if g.decision == Some(promoted)))
         .unwrap();
     let drift_then_retrain = || {
         let events = events.lock().unwrap();
         let drift = events[flip_at..]
             .iter()
-            .position(|e| matches!(e, Event::Drift(f) if f.kind == "loss_drift"));
+            .position(|e| matches!(e, Event::Drift(f) if f.kind == TriggerKind::LossDrift));
         drift.is_some_and(|d| {
             events[flip_at + d..]
                 .iter()
@@ -407,13 +429,11 @@ async fn after_a_promotion_flipped_labels_roll_back_and_the_loss_drift_trigger_r
         champion.version == Some(1) || champion.reason.contains("promoted"),
         "{champion:?}"
     );
-    let rollback = stats
-        .decisions
-        .iter()
-        .find(|d| d.starts_with("rolled back to v1"))
-        .unwrap();
     assert!(
-        rollback.contains("proved better than v2 on probation"),
-        "{rollback}"
+        stats
+            .decisions
+            .contains(&Decided::Gate(GateOutcome::RolledBack { to: 1, from: 2 })),
+        "{:?}",
+        stats.decisions
     );
 }

@@ -36,7 +36,7 @@ fn small_budget_initialize_writes_bundle_v1_with_auc_above_092() {
     assert_eq!(m.parent_version, None);
     assert_eq!(
         m.model_sha256,
-        census_stream::atomic::sha256_hex(&files.model_text)
+        census_stream::util::atomic_file::sha256_hex(&files.model_text)
     );
     let text = String::from_utf8(files.model_text.clone()).unwrap();
     assert!(
@@ -189,7 +189,8 @@ fn truncated_or_tampered_files_are_refused_naming_the_file() {
     // refuses it.
     let mut files = store.read_files(1).unwrap();
     files.processor.truncate(files.processor.len() - 10);
-    files.manifest.processor_sha256 = census_stream::atomic::sha256_hex(&files.processor);
+    files.manifest.processor_sha256 =
+        census_stream::util::atomic_file::sha256_hex(&files.processor);
     let err = files
         .load()
         .err()

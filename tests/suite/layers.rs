@@ -1,6 +1,6 @@
-//! No module imports one that imports it back: the library's top-level modules form a layered
-//! graph with no cycle, and so do the sibling modules inside each folder. Read from the sources:
-//! every `crate::x` and `super::x` path outside comments is an edge.
+//! The library's top-level modules keep the layers `lib.rs` declares (each uses only modules of
+//! earlier layers), and the sibling modules inside each folder form a graph with no cycle. Read
+//! from the sources: every `crate::x` and `super::x` path outside comments is an edge.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -100,8 +100,42 @@ fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
         .find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
 }
 
+/// The layers `lib.rs` declares, lowest first: its numbered `//! N. `a`, `b`` lines.
+fn declared_layers(lib: &str) -> Vec<Vec<String>> {
+    lib.lines()
+        .filter_map(|l| l.strip_prefix("//! "))
+        .filter_map(|l| {
+            let (number, rest) = l.split_once(". ")?;
+            number.parse::<usize>().ok()?;
+            Some(
+                rest.split(',')
+                    .map(|m| m.trim().trim_matches('`').to_owned())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// The edges of `graph` that do not go to an earlier layer.
+fn against_layers(
+    graph: &BTreeMap<String, BTreeSet<String>>,
+    layers: &[Vec<String>],
+) -> Vec<String> {
+    let layer_of = |m: &str| layers.iter().position(|l| l.iter().any(|x| x == m));
+    let mut bad = Vec::new();
+    for (from, tos) in graph {
+        for to in tos {
+            match (layer_of(from), layer_of(to)) {
+                (Some(a), Some(b)) if b < a => {}
+                (a, b) => bad.push(format!("{from} (layer {a:?}) uses {to} (layer {b:?})")),
+            }
+        }
+    }
+    bad
+}
+
 #[test]
-fn no_module_imports_one_that_imports_it_back() {
+fn modules_keep_their_declared_layers_and_siblings_have_no_cycle() {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
     let mods = modules(&src);
     let known: BTreeSet<Vec<String>> = mods.iter().map(|(m, _)| m.clone()).collect();
@@ -143,12 +177,34 @@ fn no_module_imports_one_that_imports_it_back() {
     }
     assert!(top.len() > 10, "the scan found the modules: {top:?}");
     assert!(
-        top["bundle"].contains("hyper") && top["retrainer"].contains("stream"),
+        top["bundle"].contains("train") && top["retrainer"].contains("stream"),
         "the scan sees edges: {top:?}"
     );
     if let Some(c) = cycle(&top) {
         panic!("top-level modules import each other: {}", c.join(" -> "));
     }
+    let layers = declared_layers(&std::fs::read_to_string(src.join("lib.rs")).unwrap());
+    let declared: BTreeSet<&String> = layers.iter().flatten().collect();
+    let top_level: BTreeSet<&String> = mods
+        .iter()
+        .filter(|(m, _)| m.len() == 1)
+        .map(|(m, _)| &m[0])
+        .collect();
+    assert_eq!(
+        declared, top_level,
+        "lib.rs's layer list names every top-level module, once"
+    );
+    assert_eq!(
+        declared.len(),
+        layers.iter().flatten().count(),
+        "{layers:?}"
+    );
+    let bad = against_layers(&top, &layers);
+    assert!(
+        bad.is_empty(),
+        "against lib.rs's layers:\n{}",
+        bad.join("\n")
+    );
     for (parent, graph) in &siblings {
         if let Some(c) = cycle(graph) {
             panic!("in {}: {}", parent.join("::"), c.join(" -> "));
@@ -169,6 +225,17 @@ fn the_cycle_finder_finds_cycles() {
     assert_eq!(
         cycle(&g(&[("a", "b"), ("b", "c"), ("c", "a")])),
         Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+    let layers = declared_layers("//! Layers:\n//!\n//! 1. `a`\n//! 2. `b`, `c`\n//! 3. `d`\n");
+    assert_eq!(layers, [vec!["a"], vec!["b", "c"], vec!["d"]]);
+    assert!(against_layers(&g(&[("d", "b"), ("c", "a")]), &layers).is_empty());
+    assert_eq!(
+        against_layers(&g(&[("b", "c"), ("a", "d"), ("e", "a")]), &layers),
+        [
+            "a (layer Some(0)) uses d (layer Some(2))",
+            "b (layer Some(1)) uses c (layer Some(1))",
+            "e (layer None) uses a (layer Some(0))"
+        ]
     );
     assert_eq!(
         names_after(

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use census_stream::atomic::sha256_hex;
 use census_stream::bundle::BundleStore;
 use census_stream::retrainer::{self, Event, Promotion, RetrainEvent, RetrainerConfig};
 use census_stream::tracking::{Tracker, TrackingConfig};
+use census_stream::util::atomic_file::sha256_hex;
 
 use crate::helpers::{adult_dir, small_search, test_kafka};
 use crate::registry::send_rows;

@@ -115,7 +115,7 @@ async fn five_thousand_rows_all_predicted_with_a_retrain_and_swap_mid_stream() {
     assert!(m.training_data.stream_rows >= 1000);
     // And what started it.
     let trigger = m.trigger.as_ref().expect("the trigger is recorded");
-    assert_eq!(trigger.kind, "rows");
+    assert_eq!(trigger.kind, census_stream::lifecycle::TriggerKind::Rows);
     assert!(trigger.figures.contains("new labeled rows"), "{trigger:?}");
     assert_eq!(
         m.training_data.stream_offsets.values().sum::<i64>() as usize,
@@ -397,7 +397,7 @@ async fn a_retrainer_restarted_after_storing_rows_trains_on_all_of_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_predictor_with_no_bundle_waits_then_loads_a_multi_megabyte_bundle_from_the_topic() {
     use census_stream::bundle::BundleFiles;
-    use census_stream::hyper::Hyperparams;
+    use census_stream::train::space::Hyperparams;
     use census_stream::train::{matrix, train_final};
 
     let (Some(data), Some((_dir, store))) = (crate::helpers::adult(), store_with_v1()) else {

@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::registry::Evidence;
+use super::Evidence;
 
 /// Probabilities are clipped to [EPS, 1 − EPS] before their log loss is taken.
 pub const EPS: f64 = 1e-4;

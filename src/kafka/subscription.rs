@@ -1,0 +1,44 @@
+//! A service's membership of its consumer group: the consumer, subscribed to its topic, with its
+//! lag kept in a gauge for as long as the subscription lives. The predictor and the retrainer
+//! set up their consumers here, the same way.
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::gauge::Gauge;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use tokio_util::sync::CancellationToken;
+
+use super::lag::watch_lag;
+use super::{BrokerError, KafkaSettings};
+
+/// A subscribed group member. Dropping it stops the lag watch.
+pub struct Subscription {
+    pub consumer: Arc<StreamConsumer>,
+    lag_stop: CancellationToken,
+}
+
+impl KafkaSettings {
+    /// Joins `group` (as the static member `instance_id`, if given), subscribed to `topic`, and
+    /// keeps `lag` at the records of its partitions not yet read until the subscription is
+    /// dropped or `shutdown` is cancelled.
+    pub fn subscribe(
+        &self,
+        group: &str,
+        instance_id: Option<&str>,
+        topic: &str,
+        lag: Gauge,
+        shutdown: &CancellationToken,
+    ) -> Result<Subscription, BrokerError> {
+        let consumer = Arc::new(self.member(group, instance_id)?);
+        consumer.subscribe(&[topic]).map_err(BrokerError::from)?;
+        let lag_stop = shutdown.child_token();
+        watch_lag(&consumer, lag, lag_stop.clone());
+        Ok(Subscription { consumer, lag_stop })
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.lag_stop.cancel();
+    }
+}

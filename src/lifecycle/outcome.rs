@@ -1,0 +1,219 @@
+//! The lifecycle's decisions as values: what became of a retrain's new version, and what the
+//! gate decided. Each has its words (`Display`, for logs and the registry's reasons) and one
+//! label (`as_label`, for Prometheus and MLflow), so rewording a message never changes a metric.
+
+use std::fmt;
+
+/// What became of a retrain's new version.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RetrainOutcome {
+    /// Published as the champion at once (promotion `always`).
+    Champion,
+    /// Passed the offline check: published as the challenger, for the gate to decide on.
+    Challenger,
+    /// Failed the offline check (`check` says on what figures): recorded, never shadowed.
+    RejectedOffline { check: String },
+    /// Its bundle record (`bytes`) is larger than the registry's topic accepts: neither
+    /// published nor kept.
+    Refused { bytes: usize, topic: String },
+}
+
+impl RetrainOutcome {
+    /// `champion`, `challenger`, `rejected_offline` or `refused`.
+    pub fn as_label(&self) -> &'static str {
+        match self {
+            RetrainOutcome::Champion => "champion",
+            RetrainOutcome::Challenger => "challenger",
+            RetrainOutcome::RejectedOffline { .. } => "rejected_offline",
+            RetrainOutcome::Refused { .. } => "refused",
+        }
+    }
+
+    /// Every label, in a fixed order (for metrics that show each from the start).
+    pub const LABELS: [&'static str; 4] = ["champion", "challenger", "rejected_offline", "refused"];
+
+    /// The version goes on to serve or to be shadowed.
+    pub fn published(&self) -> bool {
+        matches!(self, RetrainOutcome::Champion | RetrainOutcome::Challenger)
+    }
+}
+
+impl fmt::Display for RetrainOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RetrainOutcome::Champion => f.write_str("champion"),
+            RetrainOutcome::Challenger => f.write_str("challenger"),
+            RetrainOutcome::RejectedOffline { check } => write!(f, "rejected offline: {check}"),
+            RetrainOutcome::Refused { bytes, topic } => write!(
+                f,
+                "refused: its bundle record ({bytes} bytes) is larger than {topic} accepts \
+                 (max.message.bytes)"
+            ),
+        }
+    }
+}
+
+/// What the gate decided about a challenger, or about the former champion on probation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateOutcome {
+    /// The challenger proved better by the margin and became the champion.
+    Promoted { challenger: u32, champion: u32 },
+    /// The challenger cannot be better by the margin, or (`undecided`) was not shown better
+    /// within the labels allowed.
+    Rejected {
+        challenger: u32,
+        champion: u32,
+        undecided: bool,
+    },
+    /// The former champion, on probation, proved better than the one that replaced it, and
+    /// serves again.
+    RolledBack { to: u32, from: u32 },
+    /// The champion passed its probation against the former champion.
+    Kept { champion: u32, former: u32 },
+}
+
+impl GateOutcome {
+    /// `promoted`, `rejected`, `rolled_back` or `kept`.
+    pub fn as_label(&self) -> &'static str {
+        match self {
+            GateOutcome::Promoted { .. } => "promoted",
+            GateOutcome::Rejected { .. } => "rejected",
+            GateOutcome::RolledBack { .. } => "rolled_back",
+            GateOutcome::Kept { .. } => "kept",
+        }
+    }
+
+    /// Every label, in a fixed order.
+    pub const LABELS: [&'static str; 4] = ["promoted", "rejected", "rolled_back", "kept"];
+
+    /// The version that serves after this decision.
+    pub fn champion_after(&self) -> u32 {
+        match *self {
+            GateOutcome::Promoted { challenger, .. } => challenger,
+            GateOutcome::Rejected { champion, .. } => champion,
+            GateOutcome::RolledBack { to, .. } => to,
+            GateOutcome::Kept { champion, .. } => champion,
+        }
+    }
+
+    /// The champion changes.
+    pub fn changes_champion(&self) -> bool {
+        matches!(
+            self,
+            GateOutcome::Promoted { .. } | GateOutcome::RolledBack { .. }
+        )
+    }
+}
+
+impl fmt::Display for GateOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            GateOutcome::Promoted {
+                challenger,
+                champion,
+            } => write!(f, "v{challenger} promoted over v{champion} by the gate"),
+            GateOutcome::Rejected {
+                challenger,
+                champion,
+                undecided: true,
+            } => write!(
+                f,
+                "v{challenger} rejected by the gate: not better than v{champion} within the \
+                 labels allowed"
+            ),
+            GateOutcome::Rejected {
+                challenger,
+                champion,
+                undecided: false,
+            } => write!(
+                f,
+                "v{challenger} rejected by the gate: it cannot be better than v{champion} by the \
+                 margin"
+            ),
+            GateOutcome::RolledBack { to, from } => write!(
+                f,
+                "rolled back to v{to}: it proved better than v{from} on probation"
+            ),
+            GateOutcome::Kept { champion, former } => {
+                write!(f, "v{champion} passed probation against v{former}")
+            }
+        }
+    }
+}
+
+/// A decision the retrainer took about a version: one refused before any gate (offline, or too
+/// large), or the gate's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decided {
+    /// A new version that was neither promoted nor shadowed.
+    NotShadowed {
+        version: u32,
+        outcome: RetrainOutcome,
+    },
+    Gate(GateOutcome),
+}
+
+impl fmt::Display for Decided {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decided::NotShadowed { version, outcome } => write!(f, "v{version} {outcome}"),
+            Decided::Gate(g) => g.fmt(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_the_listed_ones_and_words_name_the_versions() {
+        let retrains = [
+            RetrainOutcome::Champion,
+            RetrainOutcome::Challenger,
+            RetrainOutcome::RejectedOffline {
+                check: "log loss 0.31 > 0.29".into(),
+            },
+            RetrainOutcome::Refused {
+                bytes: 70_000_000,
+                topic: "census.models".into(),
+            },
+        ];
+        let labels: Vec<_> = retrains.iter().map(RetrainOutcome::as_label).collect();
+        assert_eq!(labels, RetrainOutcome::LABELS);
+        assert_eq!(
+            retrains.iter().filter(|o| o.published()).count(),
+            2,
+            "only champion and challenger are published"
+        );
+        let gates = [
+            GateOutcome::Promoted {
+                challenger: 3,
+                champion: 2,
+            },
+            GateOutcome::Rejected {
+                challenger: 3,
+                champion: 2,
+                undecided: false,
+            },
+            GateOutcome::RolledBack { to: 2, from: 3 },
+            GateOutcome::Kept {
+                champion: 3,
+                former: 2,
+            },
+        ];
+        let labels: Vec<_> = gates.iter().map(GateOutcome::as_label).collect();
+        assert_eq!(labels, GateOutcome::LABELS);
+        let champions: Vec<_> = gates.iter().map(GateOutcome::champion_after).collect();
+        assert_eq!(champions, [3, 2, 2, 3]);
+        for g in gates {
+            let words = g.to_string();
+            assert!(words.contains("v2") && words.contains("v3"), "{words}");
+        }
+        let d = Decided::NotShadowed {
+            version: 4,
+            outcome: retrains[2].clone(),
+        };
+        assert_eq!(d.to_string(), "v4 rejected offline: log loss 0.31 > 0.29");
+    }
+}

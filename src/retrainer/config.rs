@@ -1,0 +1,81 @@
+//! The retrainer's settings: where rows and bundles live, when to retrain, how a new version
+//! becomes the champion.
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::bundle::BundleStore;
+use crate::data::Fetch;
+use crate::defaults;
+use crate::kafka::KafkaSettings;
+use crate::lifecycle::gate::GateSettings;
+use crate::lifecycle::triggers::Triggers;
+use crate::telemetry::RetrainerMetrics;
+use crate::tracking::Tracker;
+use crate::train::SearchConfig;
+
+/// How a new version becomes the champion.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Promotion {
+    /// Every retrain becomes the champion at once.
+    Always,
+    /// Through the offline check and the sequential gate.
+    Gate(GateSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct RetrainerConfig {
+    pub kafka: KafkaSettings,
+    pub group: String,
+    /// A stable name for this instance in the group (`group.instance.id`): a static member,
+    /// which takes its partitions back at once when restarted. None: a dynamic member.
+    pub instance_id: Option<String>,
+    /// Folder with adult.data (the base training rows) and adult.test (the offline check).
+    pub data_dir: PathBuf,
+    pub fetch: Fetch,
+    pub store: BundleStore,
+    /// Where the labeled stream rows are kept.
+    pub rows_file: PathBuf,
+    /// The rows trigger: retrain after this many new labeled rows.
+    pub retrain_every: NonZeroUsize,
+    /// The other triggers: time, feature drift, loss drift, and the minimum gap.
+    pub triggers: Triggers,
+    pub search: SearchConfig,
+    pub promotion: Promotion,
+    /// Train on shuffled labels: a deliberately bad challenger, for demos and tests.
+    pub shuffle_labels: bool,
+    pub max_batch: NonZeroUsize,
+    pub linger: Duration,
+    /// The registry publisher's Kafka transactional id: one retrainer publishes at a time, a
+    /// newer one with the same id fences the older.
+    pub transactional_id: String,
+    /// Its Prometheus metrics (served by the caller, if at all), kept from its events.
+    pub metrics: RetrainerMetrics,
+    /// Where to log each retrain and the gate's decisions, if anywhere (MLflow).
+    pub tracking: Option<Tracker>,
+}
+
+impl RetrainerConfig {
+    pub fn new(kafka: KafkaSettings, store: BundleStore) -> Self {
+        RetrainerConfig {
+            group: defaults::RETRAINER_GROUP.into(),
+            instance_id: None,
+            data_dir: defaults::DATA_DIR.into(),
+            fetch: Fetch::default(),
+            rows_file: store.models_dir().join(defaults::ROWS_FILE),
+            store,
+            retrain_every: defaults::RETRAIN_EVERY,
+            triggers: Triggers::default(),
+            search: SearchConfig::with_budget(defaults::RETRAIN_MAX_EVALS),
+            promotion: Promotion::Gate(GateSettings::default()),
+            shuffle_labels: false,
+            max_batch: defaults::MAX_BATCH,
+            linger: defaults::RETRAINER_LINGER,
+            transactional_id: crate::registry::publisher_id(&kafka.topics.models),
+            metrics: RetrainerMetrics::default(),
+            tracking: None,
+            kafka,
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Small crate-wide utilities: crash-safe file writes and hashes, the process's peak memory,
+//! the fault-injection points of the fault suite, and log set-up.
+
+pub mod atomic_file;
+pub mod fault;
+pub mod logging;
+pub mod peak_memory;
