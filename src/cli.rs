@@ -305,8 +305,9 @@ pub async fn serve_metrics(
     Ok(())
 }
 
-/// A token cancelled on Ctrl-C or SIGTERM: services finish their batch, commit and leave.
-pub fn shutdown_on_signals() -> tokio_util::sync::CancellationToken {
+/// A token cancelled on Ctrl-C or SIGTERM; `then` says what the binary does before it exits
+/// (logged as `shutting down: <then>`).
+pub fn shutdown_on_signals(then: &'static str) -> tokio_util::sync::CancellationToken {
     let token = tokio_util::sync::CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
@@ -321,7 +322,7 @@ pub fn shutdown_on_signals() -> tokio_util::sync::CancellationToken {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down: finishing the batch in hand");
+        tracing::info!("shutting down: {then}");
         t.cancel();
     });
     token

@@ -44,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
     config.predictor_group = flags.predictor_group;
     config.triggers.psi_window = flags.drift_window.get();
     config.triggers.psi = (flags.drift_psi > 0.0).then_some(flags.drift_psi);
-    let shutdown = shutdown_on_signals();
+    let shutdown = shutdown_on_signals("closing the page and its event streams");
     serve_metrics(
         flags.metrics_addr,
         |r| config.metrics.register(r),

@@ -75,9 +75,12 @@ async fn main() -> anyhow::Result<()> {
         dashboard: (!flags.no_dashboard).then_some(flags.dashboard_addr),
         stay: flags.stay,
     };
-    let summary = run(config, shutdown_on_signals())
-        .await
-        .context("demo failed")?;
+    let summary = run(
+        config,
+        shutdown_on_signals("stopping the stream, then every component"),
+    )
+    .await
+    .context("demo failed")?;
     if !summary.missing.is_empty() {
         anyhow::bail!("{} requests got no prediction", summary.missing.len());
     }

@@ -70,9 +70,12 @@ async fn main() -> anyhow::Result<()> {
         exactly_once: f.exactly_once,
         wait: Duration::from_secs(f.wait_secs),
     };
-    let report = run(config, shutdown_on_signals())
-        .await
-        .context("load test failed")?;
+    let report = run(
+        config,
+        shutdown_on_signals("stopping the load and reporting what was measured"),
+    )
+    .await
+    .context("load test failed")?;
     println!(
         "\n=== load test: {} records, rate {}, broker {}, {} predictor(s) here{} ===",
         f.records,

@@ -78,7 +78,8 @@ async fn main() -> anyhow::Result<()> {
     config.linger = Duration::from_millis(flags.linger_ms);
     config.in_flight = flags.batches_in_flight;
     config.store = (!flags.no_local_bundle).then(|| flags.store.store());
-    let shutdown = shutdown_on_signals();
+    let shutdown =
+        shutdown_on_signals("finishing the batches in hand, committing, leaving the group");
     serve_metrics(
         flags.metrics_addr,
         |r| config.metrics.register(r),

@@ -56,9 +56,12 @@ async fn main() -> anyhow::Result<()> {
     config.show_per_sec = flags.show_per_sec;
     // On stderr with the logs: redrawn in place on a terminal, a plain line every 5 s elsewhere.
     config.status = (!flags.no_status).then(Status::stderr);
-    let summary = run(config, shutdown_on_signals())
-        .await
-        .context("producer failed")?;
+    let summary = run(
+        config,
+        shutdown_on_signals("sending no more, then the summary of what came back"),
+    )
+    .await
+    .context("producer failed")?;
     println!(
         "\n{}{}",
         summary.report(),

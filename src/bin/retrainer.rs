@@ -76,7 +76,8 @@ async fn main() -> anyhow::Result<()> {
     config.triggers = flags.triggers.triggers();
     config.tracking = flags.tracking.tracker();
     let tracker = config.tracking.clone();
-    let shutdown = shutdown_on_signals();
+    let shutdown =
+        shutdown_on_signals("storing the batch in hand, committing, stopping any retrain");
     serve_metrics(
         flags.metrics_addr,
         |r| config.metrics.register(r),

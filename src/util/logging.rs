@@ -25,8 +25,19 @@ pub fn is_status_line_shown() -> bool {
 /// names it.
 const QUIET_COMPILER: &str = "cranelift=warn";
 
+/// Whether log lines may carry colour: stderr is a terminal and `NO_COLOR` is unset or empty
+/// (<https://no-color.org>). Logs redirected to a file or a pipe stay plain text.
+fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Installs a stderr logger. Safe to call more than once (later calls do nothing).
 pub fn init() {
+    use std::io::IsTerminal;
+    let ansi = colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let names_compiler = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("cranelift"));
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if !names_compiler {
@@ -42,5 +53,20 @@ pub fn init() {
             stderr
         })
         .with_target(false)
+        .with_ansi(ansi)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None));
+    }
 }

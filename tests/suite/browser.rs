@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use census_stream::dashboard::{self, DashboardConfig};
+use census_stream::dashboard;
 use census_stream::demo::{self, DemoConfig};
 use census_stream::lifecycle::triggers::Triggers;
 use census_stream::producer::Sink;
@@ -16,7 +16,7 @@ use census_stream::settings::Rate;
 use fantoccini::{Client, ClientBuilder, Locator};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{adult_dir, small_search, test_kafka};
+use crate::helpers::{adult_dir, own_dashboard, small_search, test_kafka};
 
 /// The program named by `var`, else the first of `names` on the PATH.
 fn program(var: &str, names: &[&str]) -> Option<PathBuf> {
@@ -126,12 +126,9 @@ async fn the_page_follows_the_stream_and_shows_a_retrain_in_a_real_browser() {
     let kafka = test_kafka(3).await;
     let stop = CancellationToken::new();
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let board = dashboard::start(
-        DashboardConfig::new(kafka.settings.clone(), addr),
-        stop.clone(),
-    )
-    .await
-    .expect("dashboard starts");
+    let board = dashboard::start(own_dashboard(&kafka.settings, addr), stop.clone())
+        .await
+        .expect("dashboard starts");
     let url = board.url.clone();
 
     // The demo's pipeline: a weak v1, then retrains every 1,500 labeled rows, gated.

@@ -8,16 +8,17 @@ use std::time::Duration;
 use census_stream::bundle::assemble::bundle_files;
 use census_stream::bundle::{BundleStore, TrainingData};
 use census_stream::lifecycle::{Decided, GateOutcome, RetrainOutcome, TriggerKind};
-use census_stream::predictor::{self, PredictorConfig, PredictorStats};
+use census_stream::predictor::{self, PredictorStats};
 use census_stream::producer::{self, Input, ProducerConfig, Summary};
 use census_stream::registry::{read_registry, Alias};
-use census_stream::retrainer::{self, Event, RetrainerConfig, RetrainerStats};
+use census_stream::retrainer::{self, Event, RetrainerStats};
 use census_stream::settings::Rate;
 use census_stream::train::fit;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
-    adult, adult_dir, small_search, store_with_v1, temp_store, test_kafka, TestKafka,
+    adult, adult_dir, own_predictor, own_retrainer, small_search, store_with_v1, temp_store,
+    test_kafka, TestKafka,
 };
 
 /// A store whose v1 is a weak champion: trained on 300 rows of adult.data.
@@ -52,7 +53,7 @@ async fn run_pipeline(kafka: &TestKafka, store: &BundleStore, rows: usize, shuff
     let predictors: Vec<_> = ["p1", "p2"]
         .iter()
         .map(|name| {
-            let mut c = PredictorConfig::new(kafka.settings.clone());
+            let mut c = own_predictor(&kafka.settings);
             c.store = Some(store.clone());
             c.name = name.to_string();
             tokio::spawn(predictor::run(c, stop.clone()))
@@ -61,7 +62,7 @@ async fn run_pipeline(kafka: &TestKafka, store: &BundleStore, rows: usize, shuff
     let events: Arc<Mutex<Vec<Event>>> = Arc::default();
     let decided_at: Arc<Mutex<Option<i64>>> = Arc::default();
     let (seen, decided) = (events.clone(), decided_at.clone());
-    let mut rconf = RetrainerConfig::new(kafka.settings.clone(), store.clone());
+    let mut rconf = own_retrainer(&kafka.settings, store.clone());
     rconf.data_dir = adult_dir().unwrap();
     rconf.rows_file = dir.path().join("rows.jsonl");
     rconf.retrain_every = 500.try_into().unwrap();
@@ -241,7 +242,7 @@ async fn a_restarted_retrainer_resumes_the_gate_from_the_rows_file() {
     let kafka = test_kafka(2).await;
     let rows_file = dir.path().join("rows.jsonl");
     let config = || {
-        let mut c = RetrainerConfig::new(kafka.settings.clone(), store.clone());
+        let mut c = own_retrainer(&kafka.settings, store.clone());
         c.data_dir = adult_dir().unwrap();
         c.rows_file = rows_file.clone();
         c.retrain_every = 300.try_into().unwrap();
@@ -335,12 +336,12 @@ async fn after_a_promotion_flipped_labels_roll_back_and_the_loss_drift_trigger_r
     };
     let kafka = test_kafka(3).await;
     let stop = CancellationToken::new();
-    let mut pconf = PredictorConfig::new(kafka.settings.clone());
+    let mut pconf = own_predictor(&kafka.settings);
     pconf.store = Some(store.clone());
     let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
     let events: Arc<Mutex<Vec<Event>>> = Arc::default();
     let seen = events.clone();
-    let mut rconf = RetrainerConfig::new(kafka.settings.clone(), store.clone());
+    let mut rconf = own_retrainer(&kafka.settings, store.clone());
     rconf.data_dir = adult_dir().unwrap();
     rconf.rows_file = dir.path().join("rows.jsonl");
     rconf.retrain_every = 500.try_into().unwrap();

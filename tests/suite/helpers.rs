@@ -128,6 +128,40 @@ pub async fn test_kafka(partitions: i32) -> TestKafka {
     }
 }
 
+/// A consumer group of this test's own for `role`: named after its requests topic, which is the
+/// test's own on a real broker (and each embedded broker is the test's own), so that tests
+/// running at once never share a group.
+pub fn own_group(s: &KafkaSettings, role: &str) -> String {
+    format!("{}.{role}", s.topics.requests)
+}
+
+/// A predictor's config in this test's own group.
+pub fn own_predictor(s: &KafkaSettings) -> census_stream::predictor::PredictorConfig {
+    let mut c = census_stream::predictor::PredictorConfig::new(s.clone());
+    c.group = own_group(s, "predictor");
+    c
+}
+
+/// A retrainer's config in this test's own group.
+pub fn own_retrainer(
+    s: &KafkaSettings,
+    store: BundleStore,
+) -> census_stream::retrainer::RetrainerConfig {
+    let mut c = census_stream::retrainer::RetrainerConfig::new(s.clone(), store);
+    c.group = own_group(s, "retrainer");
+    c
+}
+
+/// A dashboard's config showing the lag of this test's own predictor group.
+pub fn own_dashboard(
+    s: &KafkaSettings,
+    addr: std::net::SocketAddr,
+) -> census_stream::dashboard::DashboardConfig {
+    let mut c = census_stream::dashboard::DashboardConfig::new(s.clone(), addr);
+    c.predictor_group = own_group(s, "predictor");
+    c
+}
+
 impl TestKafka {
     pub fn is_embedded(&self) -> bool {
         self.embedded.is_some()

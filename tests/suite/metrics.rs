@@ -5,15 +5,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use census_stream::dashboard::{self, DashboardConfig};
-use census_stream::predictor::{self, PredictorConfig};
+use census_stream::dashboard;
+use census_stream::predictor;
 use census_stream::stream::messages::Prediction;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{headers_of, publish_champion, store_with_v1, test_kafka};
+use crate::helpers::{
+    headers_of, own_dashboard, own_predictor, publish_champion, store_with_v1, test_kafka,
+};
 
 const GOOD: &str = r#"{"request_id": "ID", "sent_at_ms": 1, "income_bracket": ">50K", "record": {"age": 52, "workclass": "Self-emp-inc", "fnlwgt": 287927, "education": "HS-grad", "education_num": 9, "marital_status": "Married-civ-spouse", "occupation": "Exec-managerial", "relationship": "Wife", "race": "White", "sex": "Female", "capital_gain": 15024, "capital_loss": 0, "hours_per_week": 40, "native_country": "United-States"}}"#;
 
@@ -153,7 +155,7 @@ async fn the_scraped_counters_and_the_dashboard_equal_the_topics_per_version_and
     let kafka = test_kafka(2).await;
     let s = &kafka.settings;
     let stop = CancellationToken::new();
-    let mut pconf = PredictorConfig::new(s.clone());
+    let mut pconf = own_predictor(s);
     pconf.store = Some(store.clone());
     let mut registry = prometheus_client::registry::Registry::default();
     pconf.metrics.register(&mut registry);
@@ -163,7 +165,7 @@ async fn the_scraped_counters_and_the_dashboard_equal_the_topics_per_version_and
             .unwrap();
     let running = tokio::spawn(predictor::run(pconf, stop.clone()));
     let board = dashboard::start(
-        DashboardConfig::new(s.clone(), "127.0.0.1:0".parse().unwrap()),
+        own_dashboard(s, "127.0.0.1:0".parse().unwrap()),
         stop.clone(),
     )
     .await

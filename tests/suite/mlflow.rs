@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use census_stream::bundle::BundleStore;
-use census_stream::retrainer::{self, Event, Promotion, RetrainEvent, RetrainerConfig};
+use census_stream::retrainer::{self, Event, Promotion, RetrainEvent};
 use census_stream::tracking::{Tracker, TrackingConfig};
 use census_stream::util::atomic_file::sha256_hex;
 
-use crate::helpers::{adult_dir, small_search, test_kafka};
+use crate::helpers::{adult_dir, own_retrainer, small_search, test_kafka};
 use crate::registry::send_rows;
 
 /// The tracking server of the tests. In CI a missing one fails the test; elsewhere the test is
@@ -140,7 +140,7 @@ async fn initialize_and_a_retrain_are_runs_and_model_versions_and_the_champion_a
     assert!(!stderr.contains("WARN"), "{stderr}");
 
     let kafka = test_kafka(2).await;
-    let mut config = RetrainerConfig::new(kafka.settings.clone(), store.clone());
+    let mut config = own_retrainer(&kafka.settings, store.clone());
     config.data_dir = adult_dir().unwrap();
     config.rows_file = dir.path().join("rows.jsonl");
     config.retrain_every = 300.try_into().unwrap();

@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use census_stream::kafka::KafkaSettings;
-use census_stream::predictor::{self, PredictorConfig};
+use census_stream::predictor;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{headers_of, set_topic_limit, store_with_v1, test_kafka};
+use crate::helpers::{headers_of, own_predictor, set_topic_limit, store_with_v1, test_kafka};
 
 const GOOD: &str = r#"{"request_id": "ID", "sent_at_ms": 1, "income_bracket": ">50K", "record": {"age": 52, "workclass": "Self-emp-inc", "fnlwgt": 287927, "education": "HS-grad", "education_num": 9, "marital_status": "Married-civ-spouse", "occupation": "Exec-managerial", "relationship": "Wife", "race": "White", "sex": "Female", "capital_gain": 15024, "capital_loss": 0, "hours_per_week": 40, "native_country": "United-States"}}"#;
 
@@ -119,10 +119,10 @@ async fn poison_records(exactly_once: bool) {
     }
 
     let stop = CancellationToken::new();
-    let mut pconf = PredictorConfig::new(s.clone());
+    let mut pconf = own_predictor(s);
     pconf.store = Some(store);
     pconf.exactly_once = exactly_once;
-    // The suite's tests share the default group: an id of its own.
+    // Exactly-once needs a name: its transactional id is `<group>-<instance id>`.
     pconf.instance_id = exactly_once.then(|| "poison-eos".into());
     let running = tokio::spawn(predictor::run(pconf, stop.clone()));
 
@@ -193,7 +193,7 @@ async fn a_prediction_refused_inside_a_transaction_is_dead_lettered_when_its_bat
     }
     let s = &kafka.settings;
     let stop = CancellationToken::new();
-    let mut pconf = PredictorConfig::new(s.clone());
+    let mut pconf = own_predictor(s);
     pconf.store = Some(store);
     pconf.exactly_once = true;
     pconf.instance_id = Some("poison-refused".into());

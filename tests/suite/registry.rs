@@ -16,7 +16,9 @@ use census_stream::retrainer::{
 use census_stream::settings::Rate;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{adult_dir, small_search, store_with_v1, temp_store, test_kafka};
+use crate::helpers::{
+    adult_dir, own_predictor, own_retrainer, small_search, store_with_v1, temp_store, test_kafka,
+};
 
 /// Sends `n` labeled rows of adult.test, from row `skip`, as JSON lines.
 pub async fn send_rows(settings: &KafkaSettings, work: &Path, skip: usize, n: usize) {
@@ -59,10 +61,10 @@ fn retrainer_config(
     group: &str,
     every: usize,
 ) -> RetrainerConfig {
-    let mut c = RetrainerConfig::new(settings.clone(), store.clone());
+    let mut c = own_retrainer(settings, store.clone());
     c.data_dir = adult_dir().unwrap();
     c.rows_file = rows_file;
-    c.group = group.into();
+    c.group = crate::helpers::own_group(settings, group);
     c.retrain_every = every.try_into().unwrap();
     c.search = small_search(2);
     // Every retrain becomes the champion: these tests are about numbering and fencing.
@@ -241,7 +243,7 @@ async fn versions_served(settings: &KafkaSettings, n: usize) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_roll_back_and_promote_by_hand_and_predictors_follow() {
-    use census_stream::predictor::{self, PredictorConfig};
+    use census_stream::predictor;
     use census_stream::registry::{publisher_id, AliasRecord, Publisher};
 
     let Some((_dir, store)) = store_with_v1() else {
@@ -269,7 +271,7 @@ async fn operators_roll_back_and_promote_by_hand_and_predictors_follow() {
     drop(publisher);
 
     let stop = CancellationToken::new();
-    let mut pconf = PredictorConfig::new(s.clone());
+    let mut pconf = own_predictor(s);
     pconf.store = None;
     let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
     assert_eq!(versions_served(s, 50).await, vec![2]);
@@ -301,7 +303,7 @@ async fn operators_roll_back_and_promote_by_hand_and_predictors_follow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bundles_on_the_topic_are_refused_and_the_predictor_keeps_following() {
-    use census_stream::predictor::{self, PredictorConfig};
+    use census_stream::predictor;
     use census_stream::registry::{AliasRecord, Publisher};
 
     let Some((_dir, store)) = store_with_v1() else {
@@ -317,7 +319,7 @@ async fn bad_bundles_on_the_topic_are_refused_and_the_predictor_keeps_following(
         .await
         .unwrap();
     let stop = CancellationToken::new();
-    let mut pconf = PredictorConfig::new(s.clone());
+    let mut pconf = own_predictor(s);
     pconf.store = None;
     let metrics = pconf.metrics.clone();
     let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));

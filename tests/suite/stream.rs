@@ -4,16 +4,19 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use census_stream::predictor::{self, PredictorConfig};
+use census_stream::predictor;
 use census_stream::producer::{self, Input, ProducerConfig};
-use census_stream::retrainer::{self, Event, Promotion, RetrainEvent, RetrainerConfig};
+use census_stream::retrainer::{self, Event, Promotion, RetrainEvent};
 use census_stream::settings::Rate;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{adult_dir, publish_champion, small_search, store_with_v1, test_kafka};
+use crate::helpers::{
+    adult_dir, own_predictor, own_retrainer, publish_champion, small_search, store_with_v1,
+    test_kafka,
+};
 
 fn adult_test() -> Option<std::path::PathBuf> {
     adult_dir().map(|d| d.join("adult.test"))
@@ -26,12 +29,12 @@ async fn five_thousand_rows_all_predicted_with_a_retrain_and_swap_mid_stream() {
     };
     let kafka = test_kafka(6).await;
     let stop = CancellationToken::new();
-    let mut pconf = PredictorConfig::new(kafka.settings.clone());
+    let mut pconf = own_predictor(&kafka.settings);
     pconf.store = Some(store.clone());
     let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
 
     let events: Arc<Mutex<Vec<RetrainEvent>>> = Arc::default();
-    let mut rconf = RetrainerConfig::new(kafka.settings.clone(), store.clone());
+    let mut rconf = own_retrainer(&kafka.settings, store.clone());
     // Every retrain becomes the champion: this test is about the swap (the gate has its own).
     rconf.promotion = Promotion::Always;
     rconf.data_dir = adult_dir().unwrap();
@@ -132,7 +135,7 @@ async fn every_bad_record_lands_in_the_dlq_with_its_reason_and_bytes() {
     };
     let kafka = test_kafka(2).await;
     let stop = CancellationToken::new();
-    let mut pconf = PredictorConfig::new(kafka.settings.clone());
+    let mut pconf = own_predictor(&kafka.settings);
     pconf.store = Some(store);
     let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
 
@@ -240,7 +243,7 @@ async fn two_predictors_split_the_partitions_and_both_switch_versions() {
     let kafka = test_kafka(6).await;
     let stop = CancellationToken::new();
     let start = |name: &str| {
-        let mut c = PredictorConfig::new(kafka.settings.clone());
+        let mut c = own_predictor(&kafka.settings);
         c.store = Some(store.clone());
         c.name = name.into();
         tokio::spawn(predictor::run(c, stop.clone()))
@@ -288,7 +291,7 @@ async fn a_predictor_killed_mid_stream_and_restarted_leaves_no_request_unanswere
     };
     let kafka = test_kafka(3).await;
     let config = {
-        let mut c = PredictorConfig::new(kafka.settings.clone());
+        let mut c = own_predictor(&kafka.settings);
         c.store = Some(store.clone());
         c
     };
@@ -327,7 +330,7 @@ async fn a_retrainer_restarted_after_storing_rows_trains_on_all_of_them() {
         return;
     };
     let kafka = test_kafka(2).await;
-    let mut rconf = RetrainerConfig::new(kafka.settings.clone(), store.clone());
+    let mut rconf = own_retrainer(&kafka.settings, store.clone());
     // Every retrain becomes the champion: this test is about the swap (the gate has its own).
     rconf.promotion = Promotion::Always;
     rconf.data_dir = adult_dir().unwrap();
@@ -405,7 +408,7 @@ async fn a_predictor_with_no_bundle_waits_then_loads_a_multi_megabyte_bundle_fro
     };
     let kafka = test_kafka(2).await;
     let stop = CancellationToken::new();
-    let mut pconf = PredictorConfig::new(kafka.settings.clone());
+    let mut pconf = own_predictor(&kafka.settings);
     pconf.store = None;
     let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
 
@@ -533,7 +536,7 @@ async fn a_partition_revoked_while_its_batch_lingers_does_not_stop_the_predictor
     let kafka = test_kafka(4).await;
     let stop = CancellationToken::new();
     // A holds each batch for 4 s: the rebalance that B's arrival starts lands inside one.
-    let mut a = PredictorConfig::new(kafka.settings.clone());
+    let mut a = own_predictor(&kafka.settings);
     a.store = Some(store.clone());
     a.linger = Duration::from_secs(4);
     a.max_batch = 100_000.try_into().unwrap();
@@ -547,7 +550,7 @@ async fn a_partition_revoked_while_its_batch_lingers_does_not_stop_the_predictor
     prod.wait = Duration::from_secs(60);
     let sending = tokio::spawn(producer::run(prod, CancellationToken::new()));
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let mut b = PredictorConfig::new(kafka.settings.clone());
+    let mut b = own_predictor(&kafka.settings);
     b.store = Some(store);
     b.name = "newcomer".into();
     let second = tokio::spawn(predictor::run(b, stop.clone()));
@@ -593,7 +596,7 @@ async fn the_producers_status_line_follows_the_stream_to_its_end() {
     };
     let kafka = test_kafka(2).await;
     let stop = CancellationToken::new();
-    let mut pconf = PredictorConfig::new(kafka.settings.clone());
+    let mut pconf = own_predictor(&kafka.settings);
     pconf.store = Some(store);
     let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
 
