@@ -13,10 +13,10 @@ use census_stream::lifecycle::triggers::Triggers;
 use census_stream::producer::Sink;
 use census_stream::retrainer::Promotion;
 use census_stream::settings::Rate;
-use fantoccini::{Client, ClientBuilder, Locator};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{adult_dir, own_dashboard, small_search, test_kafka};
+use crate::webdriver::Session;
 
 /// The program named by `var`, else the first of `names` on the PATH.
 fn program(var: &str, names: &[&str]) -> Option<PathBuf> {
@@ -47,7 +47,7 @@ impl Drop for Driver {
     }
 }
 
-async fn browser(driver: &std::path::Path, chromium: &std::path::Path) -> (Driver, Client) {
+async fn browser(driver: &std::path::Path, chromium: &std::path::Path) -> (Driver, Session) {
     let port = free_port();
     let child = Command::new(driver)
         .arg(format!("--port={port}"))
@@ -63,15 +63,9 @@ async fn browser(driver: &std::path::Path, chromium: &std::path::Path) -> (Drive
                      "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1400,2000"],
         }
     });
-    let caps = caps.as_object().unwrap().clone();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector)
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-        {
+        match Session::new(&format!("http://127.0.0.1:{port}"), caps.clone()).await {
             Ok(c) => return (driver, c),
             Err(e) if Instant::now() > deadline => panic!("no WebDriver session: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -79,8 +73,8 @@ async fn browser(driver: &std::path::Path, chromium: &std::path::Path) -> (Drive
     }
 }
 
-async fn text(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css))
+async fn text(c: &Session, css: &str) -> String {
+    c.find(css)
         .await
         .unwrap_or_else(|e| panic!("{css}: {e}"))
         .text()
@@ -89,7 +83,7 @@ async fn text(c: &Client, css: &str) -> String {
 }
 
 /// A tile's figure, as the page shows it ("12,345").
-async fn number(c: &Client, css: &str) -> u64 {
+async fn number(c: &Session, css: &str) -> u64 {
     let t = text(c, css).await;
     t.replace(',', "").parse().unwrap_or(0)
 }
@@ -178,7 +172,11 @@ async fn watch_the_page(
         || async { number(&c, "#t-predictions-total").await > 0 },
     )
     .await;
-    // The same page, not reloaded: only its event stream can move the counter.
+    // The same page, not reloaded: only its event stream can move the counter. A mark set on
+    // the page's window would be gone after a reload.
+    c.execute("window.censusMark = 'before';", vec![])
+        .await
+        .expect("a script runs in the page");
     let first = number(&c, "#t-predictions-total").await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let second = number(&c, "#t-predictions-total").await;
@@ -186,12 +184,20 @@ async fn watch_the_page(
         second > first,
         "the counter stayed at {first} while the stream ran"
     );
+    let mark = c
+        .execute("return window.censusMark;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        mark, "before",
+        "the page was reloaded between the two reads"
+    );
 
     wait_for(
         "a retrain on the timeline",
         Duration::from_secs(150),
         || async {
-            c.find_all(Locator::Css("#timeline li[data-kind='trained']"))
+            c.find_all("#timeline li[data-kind='trained']")
                 .await
                 .map_or(0, |l| l.len())
                 >= 2
@@ -203,10 +209,7 @@ async fn watch_the_page(
     let v1_accuracy = text(&c, "#versions tr[data-version='1'] td:nth-child(4)").await;
     assert!(v1_accuracy.ends_with('%'), "v1's accuracy: {v1_accuracy:?}");
     assert!(
-        !c.find_all(Locator::Css("#c-accuracy svg path"))
-            .await
-            .unwrap()
-            .is_empty(),
+        !c.find_all("#c-accuracy svg path").await.unwrap().is_empty(),
         "no accuracy line drawn"
     );
     let rate = number(&c, "#t-predictions-rate").await;

@@ -18,3 +18,4 @@ mod registry;
 mod scorer;
 mod steps;
 mod stream;
+mod webdriver;
