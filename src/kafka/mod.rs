@@ -4,6 +4,7 @@
 
 mod admin;
 mod assign;
+mod context;
 pub mod embedded;
 mod lag;
 mod message;
@@ -17,6 +18,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 pub use admin::{DLQ_MAX_MESSAGE_BYTES, KAFKA_DEFAULT_MAX_MESSAGE_BYTES};
 pub use assign::group_lag;
+pub use context::{KafkaProducer, QuietRetries};
 pub use embedded::{kafka_or_embedded, EmbeddedBroker};
 pub use message::{next_offsets, InMessage};
 pub use settings::{check_extra_setting, KafkaSettings, QuietEof, Topics, MAX_MESSAGE_BYTES};

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{ConsumerContext, DefaultConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::FutureProducer;
 use rdkafka::ClientContext;
 
+use super::context::{KafkaProducer, QuietRetries};
 use super::BrokerError;
 use crate::defaults;
 
@@ -119,14 +119,14 @@ impl KafkaSettings {
 
     /// An idempotent producer: every message acknowledged by all in-sync replicas, no duplicates
     /// from retries, sent at once (no linger: latency matters more than batching here).
-    pub fn producer(&self) -> Result<FutureProducer, BrokerError> {
+    pub fn producer(&self) -> Result<KafkaProducer, BrokerError> {
         self.idempotent_producer(MAX_MESSAGE_BYTES, None, None)
     }
 
     /// An idempotent producer as [`Self::producer`] for topics with these `max.message.bytes`
     /// limits: its batches stay within the smallest, so small records batched together never
     /// exceed a topic's limit, and a record over the largest fails at once, locally.
-    pub fn producer_within(&self, limits: &[usize]) -> Result<FutureProducer, BrokerError> {
+    pub fn producer_within(&self, limits: &[usize]) -> Result<KafkaProducer, BrokerError> {
         self.producer_for(limits, None)
     }
 
@@ -138,7 +138,7 @@ impl KafkaSettings {
         &self,
         limits: &[usize],
         transactional_id: &str,
-    ) -> Result<FutureProducer, BrokerError> {
+    ) -> Result<KafkaProducer, BrokerError> {
         self.producer_for(limits, Some(transactional_id))
     }
 
@@ -146,7 +146,7 @@ impl KafkaSettings {
         &self,
         limits: &[usize],
         transactional_id: Option<&str>,
-    ) -> Result<FutureProducer, BrokerError> {
+    ) -> Result<KafkaProducer, BrokerError> {
         match (limits.iter().min(), limits.iter().max()) {
             // Room for the record batch's own header in each produce request.
             (Some(&smallest), Some(&largest)) => self.idempotent_producer(
@@ -163,7 +163,7 @@ impl KafkaSettings {
         max_message: usize,
         batch: Option<usize>,
         transactional_id: Option<&str>,
-    ) -> Result<FutureProducer, BrokerError> {
+    ) -> Result<KafkaProducer, BrokerError> {
         let max = max_message.to_string();
         let batch = batch.map(|b| b.to_string());
         let txn_timeout = defaults::TRANSACTION_TIMEOUT.as_millis().to_string();
@@ -180,7 +180,7 @@ impl KafkaSettings {
             settings.push(("transactional.id", id));
             settings.push(("transaction.timeout.ms", txn_timeout.as_str()));
         }
-        Ok(self.client(&settings).create()?)
+        Ok(self.client(&settings).create_with_context(QuietRetries)?)
     }
 
     /// The producer of `census.models`: bundles are large text, compressed with lz4. With a
@@ -188,7 +188,7 @@ impl KafkaSettings {
     pub fn model_producer(
         &self,
         transactional_id: Option<&str>,
-    ) -> Result<FutureProducer, BrokerError> {
+    ) -> Result<KafkaProducer, BrokerError> {
         let max = MAX_MESSAGE_BYTES.to_string();
         let mut c = self.client(&[
             ("enable.idempotence", "true"),
@@ -199,7 +199,7 @@ impl KafkaSettings {
         if let Some(id) = transactional_id {
             c.set("transactional.id", id);
         }
-        Ok(c.create()?)
+        Ok(c.create_with_context(QuietRetries)?)
     }
 
     /// A consumer with manual offset commits, starting from the earliest offset when its group

@@ -8,20 +8,20 @@ use std::time::Duration;
 
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::TopicPartitionList;
 
-use super::BrokerError;
+use super::{BrokerError, KafkaProducer};
 
 /// How long a transaction call waits for the coordinator.
 pub const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
-type MakeProducer = Box<dyn Fn() -> Result<FutureProducer, BrokerError> + Send + Sync>;
+type MakeProducer = Box<dyn Fn() -> Result<KafkaProducer, BrokerError> + Send + Sync>;
 
 /// A transactional producer and the means to start a fresh one with the same id.
 pub struct Transactions {
     /// Replaced by [`Transactions::renew`].
-    producer: Mutex<FutureProducer>,
+    producer: Mutex<KafkaProducer>,
     make: MakeProducer,
     id: String,
 }
@@ -32,7 +32,7 @@ impl Transactions {
     /// same id left open and fences that producer.
     pub async fn start(
         id: &str,
-        make: impl Fn() -> Result<FutureProducer, BrokerError> + Send + Sync + 'static,
+        make: impl Fn() -> Result<KafkaProducer, BrokerError> + Send + Sync + 'static,
     ) -> Result<Self, BrokerError> {
         let producer = init(make()?).await?;
         Ok(Transactions {
@@ -47,7 +47,7 @@ impl Transactions {
     }
 
     /// The producer in use, to send records in the open transaction.
-    pub fn producer(&self) -> FutureProducer {
+    pub fn producer(&self) -> KafkaProducer {
         self.producer.lock().expect("transactions lock").clone()
     }
 
@@ -127,7 +127,7 @@ fn is_fencing(code: Option<RDKafkaErrorCode>) -> bool {
     )
 }
 
-async fn init(producer: FutureProducer) -> Result<FutureProducer, BrokerError> {
+async fn init(producer: KafkaProducer) -> Result<KafkaProducer, BrokerError> {
     let p = producer.clone();
     blocking(move || p.init_transactions(TXN_CALL_TIMEOUT)).await?;
     Ok(producer)

@@ -14,9 +14,10 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::future_producer::Delivery;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 
 use super::{Outcome, Scored};
+use crate::kafka::KafkaProducer;
 use crate::kafka::{BrokerError, RefusedRecord, Topics};
 use crate::stream::decode::Fault;
 
@@ -198,7 +199,7 @@ impl<'a> Output<'a> {
 /// records are returned in [`BrokerError::RefusedInTransaction`] instead, for the caller to
 /// abort and dead-letter them when the batch comes again.
 pub async fn deliver(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     topics: &Topics,
     outcomes: &[Outcome],
     limits: Limits,
@@ -300,7 +301,7 @@ impl Delivered {
 }
 
 async fn send_dead_letter(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     topic: &str,
     record: DeadLetterRecord,
 ) -> Result<Delivery, (KafkaError, OwnedMessage)> {

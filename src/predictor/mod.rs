@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
-use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +23,7 @@ pub use step::{score_batch, Outcome, Predictor, Scored};
 
 use crate::bundle::BundleStore;
 use crate::defaults;
+use crate::kafka::KafkaProducer;
 use crate::kafka::{BrokerError, InMessage, KafkaSettings, RefusedRecord, Topics, Transactions};
 use crate::registry::{self, champion_version, serve_alone, CurrentServing};
 use crate::stream::decode::Fault;
@@ -107,13 +107,13 @@ pub enum PredictorError {
 /// Where a predictor's outputs go.
 enum Sender {
     /// An idempotent producer (at-least-once).
-    Plain(FutureProducer),
+    Plain(KafkaProducer),
     /// The transactional producer whose transactions the worker loop opens and commits.
     Transactional(Arc<Transactions>),
 }
 
 impl Sender {
-    fn producer(&self) -> FutureProducer {
+    fn producer(&self) -> KafkaProducer {
         match self {
             Sender::Plain(p) => p.clone(),
             Sender::Transactional(t) => t.producer(),

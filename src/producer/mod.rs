@@ -15,7 +15,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
 pub use input::Input;
@@ -24,6 +23,7 @@ pub use summary::{quantiles, Summary, VersionTally};
 pub use view::Sink;
 
 use crate::defaults;
+use crate::kafka::KafkaProducer;
 use crate::kafka::{BrokerError, KafkaSettings};
 use crate::settings::Rate;
 use collect::{collect, Collector, Tally};
@@ -99,7 +99,7 @@ pub async fn run(
 /// records through one producer, so that the measured run does not include a new idempotent
 /// producer's start (connection, metadata, producer id: up to half a second).
 pub async fn run_with(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     config: ProducerConfig,
     shutdown: CancellationToken,
 ) -> Result<Summary, ProducerError> {

@@ -5,11 +5,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 
 use super::input::{Envelope, Outgoing};
 use crate::kafka::BrokerError;
+use crate::kafka::KafkaProducer;
 use crate::settings::Rate;
 use crate::stream::messages::now_ms;
 
@@ -64,7 +65,7 @@ pub(super) struct Plan<'a> {
 /// Sends the plan's records (stopping early on `shutdown`) and waits for their
 /// acknowledgements; returns the ids sent, in order.
 pub(super) async fn send_all(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     plan: Plan<'_>,
     sent: &SendTimes,
     shutdown: &CancellationToken,

@@ -1,6 +1,6 @@
 //! Named points where a test has the process killed with SIGKILL, as a crash or the kernel's
 //! OOM killer would, to prove what survives a crash at that exact moment (the fault suite,
-//! `tests/faults.rs`). Inert unless `CENSUS_FAULT_POINT` is set to `name:n`: the process kills
+//! `tests/faults/`). Inert unless `CENSUS_FAULT_POINT` is set to `name:n`: the process kills
 //! itself the n-th time it reaches `name` (n counts from 1).
 
 use std::sync::atomic::{AtomicU64, Ordering};
