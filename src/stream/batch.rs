@@ -79,11 +79,24 @@ pub async fn fill_batch(
     batching: &Batching,
     first: InMessage,
 ) -> Vec<InMessage> {
+    fill_from(batching, first, || async {
+        consumer.recv().await.map(|m| InMessage::from_borrowed(&m))
+    })
+    .await
+}
+
+/// [`fill_batch`] over any source of messages: `next` waits for the next one.
+async fn fill_from<F, Fut, E>(batching: &Batching, first: InMessage, mut next: F) -> Vec<InMessage>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<InMessage, E>>,
+    E: std::fmt::Display,
+{
     let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + batching.linger;
     while batch.len() < batching.max_batch.get() {
-        match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(Ok(m)) => batch.push(InMessage::from_borrowed(&m)),
+        match tokio::time::timeout_at(deadline, next()).await {
+            Ok(Ok(m)) => batch.push(m),
             Ok(Err(e)) => tracing::warn!("{}: consumer error: {e}", batching.name),
             Err(_) => break,
         }
@@ -146,4 +159,80 @@ pub async fn step_blocking<W: Worker>(
     .await?;
     crate::util::fault::point("after_step");
     Ok(stepped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    fn message(offset: i64) -> InMessage {
+        InMessage {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            key: None,
+            payload: None,
+        }
+    }
+
+    fn batching(max_batch: usize, linger_ms: u64) -> Batching {
+        Batching {
+            name: "test".into(),
+            max_batch: NonZeroUsize::new(max_batch).unwrap(),
+            linger: Duration::from_millis(linger_ms),
+            in_flight: NonZeroUsize::MIN,
+        }
+    }
+
+    /// A source that yields message n+1, n+2, … one every `every_ms`, or fails on offsets
+    /// divisible by `fail_every`.
+    fn every(
+        every_ms: u64,
+        fail_every: i64,
+    ) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = Result<InMessage, String>>>> {
+        let mut n = 0;
+        move || {
+            n += 1;
+            let offset = n;
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(every_ms)).await;
+                if offset % fail_every == 0 {
+                    Err(format!("no message {offset}"))
+                } else {
+                    Ok(message(offset))
+                }
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_takes_what_arrives_within_the_linger_and_no_more_time() {
+        let start = Instant::now();
+        let batch = fill_from(&batching(100, 25), message(0), every(10, i64::MAX)).await;
+        let offsets: Vec<i64> = batch.iter().map(|m| m.offset).collect();
+        assert_eq!(offsets, [0, 1, 2], "messages at 10 and 20 ms, not at 30");
+        assert_eq!(start.elapsed(), Duration::from_millis(25));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_does_not_wait_for_the_linger() {
+        let start = Instant::now();
+        let batch = fill_from(&batching(4, 1_000), message(0), every(10, i64::MAX)).await;
+        assert_eq!(batch.len(), 4);
+        assert_eq!(start.elapsed(), Duration::from_millis(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn errors_are_skipped_within_the_linger_and_no_linger_means_one_message() {
+        let batch = fill_from(&batching(100, 45), message(0), every(10, 2)).await;
+        let offsets: Vec<i64> = batch.iter().map(|m| m.offset).collect();
+        assert_eq!(
+            offsets,
+            [0, 1, 3],
+            "2 and 4 failed, 5 comes after the linger"
+        );
+        let batch = fill_from(&batching(100, 0), message(0), every(10, i64::MAX)).await;
+        assert_eq!(batch.len(), 1);
+    }
 }
