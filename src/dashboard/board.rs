@@ -317,12 +317,10 @@ impl Board {
     }
 
     pub fn alias(&mut self, a: AliasRecord) {
-        let evidence = a.evidence.as_ref().map_or(String::new(), |e| {
-            format!(
-                " (n {}, mean d {:+.4}, interval [{:+.4}, {:+.4}])",
-                e.n, e.mean_d, e.interval[0], e.interval[1]
-            )
-        });
+        let evidence = a
+            .evidence
+            .as_ref()
+            .map_or(String::new(), |e| format!(" ({e})"));
         let (kind, text) = match (a.alias, a.version) {
             (Alias::Champion, Some(v)) => ("champion", format!("v{v} champion: {}", a.reason)),
             (Alias::Champion, None) => ("champion", format!("no champion: {}", a.reason)),
