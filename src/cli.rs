@@ -168,16 +168,16 @@ pub struct PromotionArgs {
     #[arg(long, default_value = "gate", value_parser = ["gate", "always"])]
     pub promotion: String,
     /// The gate's error rate per decision, however often it looks.
-    #[arg(long, default_value_t = GateSettings::default().alpha, value_parser = settings::probability)]
+    #[arg(long, default_value_t = defaults::gate::ALPHA, value_parser = settings::probability)]
     pub gate_alpha: f64,
     /// The gate's margin δ: promote only a challenger better by more than this mean log loss.
-    #[arg(long, default_value_t = GateSettings::default().delta, value_parser = settings::non_negative)]
+    #[arg(long, default_value_t = defaults::gate::DELTA, value_parser = settings::non_negative)]
     pub gate_delta: f64,
     /// Labeled requests before the gate decides anything.
-    #[arg(long, default_value_t = GateSettings::default().min_labels)]
+    #[arg(long, default_value_t = defaults::gate::MIN_LABELS)]
     pub gate_min_labels: u64,
     /// Labeled requests after which an undecided challenger is rejected.
-    #[arg(long, default_value_t = GateSettings::default().max_labels)]
+    #[arg(long, default_value_t = defaults::gate::MAX_LABELS)]
     pub gate_max_labels: u64,
     /// Train retrains on shuffled labels: deliberately bad challengers (demos, tests).
     #[arg(long)]
@@ -204,24 +204,23 @@ impl PromotionArgs {
 pub struct TriggerArgs {
     /// Retrain every this many seconds when at least --retrain-min-rows new labeled rows came
     /// (0: off).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::triggers::EVERY.map_or(0, |d| d.as_secs()))]
     pub retrain_every_secs: u64,
-    #[arg(long, default_value_t = Triggers::default().min_rows)]
+    #[arg(long, default_value_t = defaults::triggers::MIN_ROWS)]
     pub retrain_min_rows: usize,
     /// Retrain when a feature's population stability index over the last --drift-window
     /// requests exceeds this (0: off).
-    #[arg(long, default_value_t = Triggers::default().psi.unwrap_or(0.0),
+    #[arg(long, default_value_t = defaults::triggers::PSI.unwrap_or(0.0),
           value_parser = settings::non_negative)]
     pub drift_psi: f64,
-    #[arg(long, default_value_t = NonZeroUsize::new(Triggers::default().psi_window).unwrap(),
-          value_parser = settings::positive)]
+    #[arg(long, default_value_t = defaults::triggers::PSI_WINDOW, value_parser = settings::positive)]
     pub drift_window: NonZeroUsize,
     /// Retrain when the Page-Hinkley statistic of the champion's log loss exceeds this (0: off).
-    #[arg(long, default_value_t = PageHinkleySettings::default().lambda,
+    #[arg(long, default_value_t = defaults::loss_drift::LAMBDA,
           value_parser = settings::non_negative)]
     pub drift_loss_lambda: f64,
     /// Seconds at least between two retrains.
-    #[arg(long, default_value_t = Triggers::default().min_gap.as_secs())]
+    #[arg(long, default_value_t = defaults::triggers::MIN_GAP.as_secs())]
     pub retrain_min_gap_secs: u64,
 }
 

@@ -5,7 +5,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -240,10 +239,10 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     tokio::task::spawn_blocking(move || demo_input(&data_dir, rows, &input_path)).await??;
     let mut prod = ProducerConfig::new(kafka, Input::JsonLines(input));
     prod.rate = config.rate;
-    prod.wait = Duration::from_secs(60);
+    prod.wait = crate::defaults::demo::WAIT;
     prod.sink = Some(out.clone());
     prod.status = config.status.clone();
-    prod.show_per_sec = 4;
+    prod.show_per_sec = crate::defaults::demo::SHOW_PER_SEC;
     let summary = producer::run(prod, shutdown.clone()).await;
 
     if let (true, Some(b)) = (config.stay, &board) {
