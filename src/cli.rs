@@ -13,6 +13,7 @@ use crate::defaults;
 use crate::kafka::{KafkaSettings, Topics};
 use crate::lifecycle::gate::GateSettings;
 use crate::lifecycle::triggers::{PageHinkleySettings, Triggers};
+use crate::model::{Scorer, Scoring};
 use crate::retrainer::Promotion;
 use crate::settings::{self, Folds};
 use crate::tracking::{Tracker, TrackingConfig};
@@ -32,6 +33,45 @@ pub struct StoreArgs {
 impl StoreArgs {
     pub fn store(&self) -> BundleStore {
         BundleStore::new(&self.models_dir, &self.processors_dir)
+    }
+}
+
+/// Whether a model loads only when its compiled or walked trees score as LightGBM does, for the
+/// binaries that load models with the default scorer.
+#[derive(Debug, Clone, Args)]
+pub struct StrictArgs {
+    /// A model whose compiled or walked trees do not score the canary set as LightGBM does fails
+    /// to load, instead of being scored by LightGBM (logged as an error). From the environment:
+    /// strict unless empty, `0`, `false`, `no` or `off`.
+    #[arg(long, env = "CENSUS_SCORER_STRICT",
+          value_parser = clap::builder::FalseyValueParser::new())]
+    pub scorer_strict: bool,
+}
+
+impl StrictArgs {
+    pub fn scoring(&self) -> Scoring {
+        Scoring::strict(self.scorer_strict)
+    }
+}
+
+/// Which implementation scores, and how strictly models load (the predictor).
+#[derive(Debug, Clone, Args)]
+pub struct ScoringArgs {
+    /// Which implementation scores. Compiled and native trees are checked against LightGBM on a
+    /// canary set when a bundle loads (LightGBM scores a bundle that differs, logged, unless
+    /// --scorer-strict). All give the same probabilities; see BENCHMARKS.md for their speeds.
+    #[arg(long, env = "CENSUS_SCORER", value_enum, default_value_t = Scoring::default().scorer)]
+    pub scorer: Scorer,
+    #[command(flatten)]
+    pub strict: StrictArgs,
+}
+
+impl ScoringArgs {
+    pub fn scoring(&self) -> Scoring {
+        Scoring {
+            scorer: self.scorer,
+            strict: self.strict.scorer_strict,
+        }
     }
 }
 

@@ -6,7 +6,8 @@ use anyhow::Context;
 use clap::Parser;
 
 use census_stream::cli::{
-    shutdown_on_signals, DataArgs, EmbeddedOrKafkaArgs, PromotionArgs, SearchArgs, TriggerArgs,
+    shutdown_on_signals, DataArgs, EmbeddedOrKafkaArgs, PromotionArgs, SearchArgs, StrictArgs,
+    TriggerArgs,
 };
 use census_stream::defaults::demo;
 use census_stream::demo::{run, DemoConfig};
@@ -39,6 +40,8 @@ struct Flags {
     #[command(flatten)]
     search: SearchArgs,
     #[command(flatten)]
+    strict: StrictArgs,
+    #[command(flatten)]
     promotion: PromotionArgs,
     #[command(flatten)]
     triggers: TriggerArgs,
@@ -66,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
         rate: flags.rate,
         retrain_every: flags.retrain_every,
         search: flags.search.config(flags.max_evals),
+        scoring: flags.strict.scoring(),
         bootstrap_rows: (flags.bootstrap_rows > 0).then_some(flags.bootstrap_rows),
         promotion: flags.promotion.promotion(),
         shuffle_labels: flags.promotion.shuffle_labels,

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{shutdown_on_signals, DataArgs, EmbeddedOrKafkaArgs, StoreArgs};
+use census_stream::cli::{
+    shutdown_on_signals, DataArgs, EmbeddedOrKafkaArgs, StoreArgs, StrictArgs,
+};
 use census_stream::defaults::{self, loadtest};
 use census_stream::loadtest::{run, LoadConfig};
 use census_stream::settings::{positive, Rate};
@@ -19,6 +21,8 @@ struct Flags {
     kafka: EmbeddedOrKafkaArgs,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    strict: StrictArgs,
     #[command(flatten)]
     data: DataArgs,
     /// Records measured (adult.test rows, repeated as needed).
@@ -59,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         kafka,
         embedded,
         store: f.store.store(),
+        scoring: f.strict.scoring(),
         data_dir: f.data.data_dir,
         records: f.records,
         warmup: f.warmup,

@@ -8,9 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{serve_metrics, shutdown_on_signals, KafkaArgs, StoreArgs};
+use census_stream::cli::{serve_metrics, shutdown_on_signals, KafkaArgs, ScoringArgs, StoreArgs};
 use census_stream::defaults;
-use census_stream::model::Scorer;
 use census_stream::predictor::{run, PredictorConfig};
 use census_stream::settings::positive;
 
@@ -44,12 +43,8 @@ struct Flags {
     /// Most records scored in one batch.
     #[arg(long, default_value_t = defaults::MAX_BATCH, value_parser = positive)]
     max_batch: NonZeroUsize,
-    /// `compiled`: each bundle's trees compiled to machine code when it loads; `native`: the
-    /// trees walked natively; `lightgbm`: LightGBM's own predict. Compiled and native trees are
-    /// checked against LightGBM on a canary set when they load (LightGBM scores a bundle that
-    /// differs, logged). All give the same probabilities; see BENCHMARKS.md for their speeds.
-    #[arg(long, env = "CENSUS_SCORER", default_value = "compiled", value_parser = Scorer::NAMES)]
-    scorer: String,
+    #[command(flatten)]
+    scoring: ScoringArgs,
     /// Milliseconds a batch waits for more records after its first (0: it takes what has
     /// arrived; batches still grow under load, while the previous batch is scored and sent).
     #[arg(long, default_value_t = defaults::PREDICTOR_LINGER.as_millis() as u64)]
@@ -67,9 +62,6 @@ struct Flags {
 async fn main() -> anyhow::Result<()> {
     census_stream::util::logging::init();
     let flags = Flags::parse();
-    census_stream::model::set_scorer(
-        Scorer::from_name(&flags.scorer).expect("the parser takes only the scorers' names"),
-    );
     let mut config = PredictorConfig::new(flags.kafka.settings());
     config.group = flags.group;
     config.instance_id = flags.instance_id;
@@ -78,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
     config.linger = Duration::from_millis(flags.linger_ms);
     config.in_flight = flags.batches_in_flight;
     config.store = (!flags.no_local_bundle).then(|| flags.store.store());
+    config.scoring = flags.scoring.scoring();
     let shutdown = shutdown_on_signals();
     serve_metrics(
         flags.metrics_addr,

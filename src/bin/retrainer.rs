@@ -9,7 +9,7 @@ use clap::Parser;
 
 use census_stream::cli::{
     serve_metrics, shutdown_on_signals, DataArgs, KafkaArgs, PromotionArgs, SearchArgs, StoreArgs,
-    TrackingArgs, TriggerArgs,
+    StrictArgs, TrackingArgs, TriggerArgs,
 };
 use census_stream::defaults;
 use census_stream::retrainer::{run, RetrainerConfig};
@@ -22,6 +22,8 @@ struct Flags {
     kafka: KafkaArgs,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    strict: StrictArgs,
     #[command(flatten)]
     data: DataArgs,
     /// File keeping the labeled stream rows (default: stream_rows.jsonl in the models folder).
@@ -65,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
     config.group = flags.group;
     config.instance_id = flags.instance_id;
     config.data_dir = flags.data.data_dir;
+    config.scoring = flags.strict.scoring();
     if let Some(f) = flags.rows_file {
         config.rows_file = f;
     }

@@ -25,6 +25,7 @@ pub use step::{score_batch, Outcome, Predictor, Scored};
 use crate::bundle::BundleStore;
 use crate::defaults;
 use crate::kafka::{BrokerError, InMessage, KafkaSettings, RefusedRecord, Topics, Transactions};
+use crate::model::Scoring;
 use crate::registry::{self, champion_version, serve_alone, CurrentServing};
 use crate::stream::decode::Fault;
 use crate::stream::messages::now_ms;
@@ -42,6 +43,8 @@ pub struct PredictorConfig {
     pub instance_id: Option<String>,
     /// Local bundles to start from, if any (the newest on `census.models` wins when newer).
     pub store: Option<BundleStore>,
+    /// How the bundles it loads score.
+    pub scoring: Scoring,
     pub max_batch: NonZeroUsize,
     /// How long a batch waits for more records after its first.
     pub linger: Duration,
@@ -65,6 +68,7 @@ impl PredictorConfig {
             group: defaults::PREDICTOR_GROUP.into(),
             instance_id: None,
             store: None,
+            scoring: Scoring::default(),
             max_batch: defaults::MAX_BATCH,
             linger: defaults::PREDICTOR_LINGER,
             in_flight: defaults::PREDICTOR_IN_FLIGHT,
@@ -135,7 +139,7 @@ struct Service {
 }
 
 /// A batch's outcomes, when its step began and the champion that scored it.
-struct Scoring {
+struct ScoredBatch {
     outcomes: Vec<Outcome>,
     started: Instant,
     champion: u32,
@@ -149,11 +153,11 @@ struct Answered {
 }
 
 impl Worker for Service {
-    type Output = Scoring;
+    type Output = ScoredBatch;
     type Delivered = Answered;
     type Error = PredictorError;
 
-    fn step(&mut self, batch: &[InMessage]) -> Result<Scoring, PredictorError> {
+    fn step(&mut self, batch: &[InMessage]) -> Result<ScoredBatch, PredictorError> {
         let started = Instant::now();
         let mut outcomes = self.predictor.step(batch);
         let champion = *self
@@ -179,23 +183,23 @@ impl Worker for Service {
                 }
             }
         }
-        Ok(Scoring {
+        Ok(ScoredBatch {
             outcomes,
             started,
             champion,
         })
     }
 
-    fn deliver(&mut self, scoring: Scoring) -> worker::Delivery<Answered, PredictorError> {
+    fn deliver(&mut self, scored: ScoredBatch) -> worker::Delivery<Answered, PredictorError> {
         let producer = self.sender.producer();
         let in_transaction = matches!(self.sender, Sender::Transactional(_));
         let (topics, limits) = (self.topics.clone(), self.limits);
         Box::pin(async move {
-            let Scoring {
+            let ScoredBatch {
                 outcomes,
                 started,
                 champion,
-            } = scoring;
+            } = scored;
             match deliver(&producer, &topics, &outcomes, limits, in_transaction).await {
                 Ok(delivered) => Ok(Answered {
                     delivered,
@@ -283,7 +287,8 @@ pub async fn run(
     config.kafka.ensure_topics().await?;
     let current = CurrentServing::default();
     if let Some(store) = config.store.clone() {
-        match tokio::task::spawn_blocking(move || store.load_current()).await? {
+        let scoring = config.scoring;
+        match tokio::task::spawn_blocking(move || store.load_current(scoring)).await? {
             Ok(bundle) => {
                 tracing::info!(
                     "{name}: serving local v{} until {} names a champion",
@@ -303,6 +308,7 @@ pub async fn run(
         config.metrics.bundles_refused.clone(),
         loaded_tx,
         name.clone(),
+        config.scoring,
         follower_stop.clone(),
     ));
     if champion_version(&current).is_none() {

@@ -11,7 +11,7 @@ use census_stream::settings::Rate;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{adult_dir, store_with_v1, test_kafka, TestKafka};
+use crate::helpers::{adult_dir, scoring, store_with_v1, test_kafka, TestKafka};
 
 /// The real broker named by `KAFKA_BROKERS`: librdkafka's mock cluster accepts a transaction's
 /// offsets and forgets them, and shows aborted records (the test command runs these there).
@@ -47,6 +47,7 @@ fn exactly_once(
     id: &str,
 ) -> PredictorConfig {
     let mut c = PredictorConfig::new(kafka.settings.clone());
+    c.scoring = scoring();
     c.store = Some(store.clone());
     c.exactly_once = true;
     c.instance_id = Some(id.into());

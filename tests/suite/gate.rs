@@ -17,14 +17,14 @@ use census_stream::train::fit;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
-    adult, adult_dir, small_search, store_with_v1, temp_store, test_kafka, TestKafka,
+    adult, adult_dir, scoring, small_search, store_with_v1, temp_store, test_kafka, TestKafka,
 };
 
 /// A store whose v1 is a weak champion: trained on 300 rows of adult.data.
 fn weak_store() -> Option<(tempfile::TempDir, BundleStore)> {
     let data = adult()?;
     let (dir, store) = temp_store();
-    let weak = fit(&data.train[..300], None, &small_search(2)).unwrap();
+    let weak = fit(&data.train[..300], None, &small_search(2), scoring()).unwrap();
     let files = bundle_files(
         weak,
         &small_search(2),
@@ -53,6 +53,7 @@ async fn run_pipeline(kafka: &TestKafka, store: &BundleStore, rows: usize, shuff
         .iter()
         .map(|name| {
             let mut c = PredictorConfig::new(kafka.settings.clone());
+            c.scoring = scoring();
             c.store = Some(store.clone());
             c.name = name.to_string();
             tokio::spawn(predictor::run(c, stop.clone()))
@@ -62,6 +63,7 @@ async fn run_pipeline(kafka: &TestKafka, store: &BundleStore, rows: usize, shuff
     let decided_at: Arc<Mutex<Option<i64>>> = Arc::default();
     let (seen, decided) = (events.clone(), decided_at.clone());
     let mut rconf = RetrainerConfig::new(kafka.settings.clone(), store.clone());
+    rconf.scoring = scoring();
     rconf.data_dir = adult_dir().unwrap();
     rconf.rows_file = dir.path().join("rows.jsonl");
     rconf.retrain_every = 500.try_into().unwrap();
@@ -242,6 +244,7 @@ async fn a_restarted_retrainer_resumes_the_gate_from_the_rows_file() {
     let rows_file = dir.path().join("rows.jsonl");
     let config = || {
         let mut c = RetrainerConfig::new(kafka.settings.clone(), store.clone());
+        c.scoring = scoring();
         c.data_dir = adult_dir().unwrap();
         c.rows_file = rows_file.clone();
         c.retrain_every = 300.try_into().unwrap();
@@ -336,11 +339,13 @@ async fn after_a_promotion_flipped_labels_roll_back_and_the_loss_drift_trigger_r
     let kafka = test_kafka(3).await;
     let stop = CancellationToken::new();
     let mut pconf = PredictorConfig::new(kafka.settings.clone());
+    pconf.scoring = scoring();
     pconf.store = Some(store.clone());
     let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
     let events: Arc<Mutex<Vec<Event>>> = Arc::default();
     let seen = events.clone();
     let mut rconf = RetrainerConfig::new(kafka.settings.clone(), store.clone());
+    rconf.scoring = scoring();
     rconf.data_dir = adult_dir().unwrap();
     rconf.rows_file = dir.path().join("rows.jsonl");
     rconf.retrain_every = 500.try_into().unwrap();

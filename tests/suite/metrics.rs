@@ -13,7 +13,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{headers_of, publish_champion, store_with_v1, test_kafka};
+use crate::helpers::{headers_of, publish_champion, scoring, store_with_v1, test_kafka};
 
 const GOOD: &str = r#"{"request_id": "ID", "sent_at_ms": 1, "income_bracket": ">50K", "record": {"age": 52, "workclass": "Self-emp-inc", "fnlwgt": 287927, "education": "HS-grad", "education_num": 9, "marital_status": "Married-civ-spouse", "occupation": "Exec-managerial", "relationship": "Wife", "race": "White", "sex": "Female", "capital_gain": 15024, "capital_loss": 0, "hours_per_week": 40, "native_country": "United-States"}}"#;
 
@@ -154,6 +154,7 @@ async fn the_scraped_counters_and_the_dashboard_equal_the_topics_per_version_and
     let s = &kafka.settings;
     let stop = CancellationToken::new();
     let mut pconf = PredictorConfig::new(s.clone());
+    pconf.scoring = scoring();
     pconf.store = Some(store.clone());
     let mut registry = prometheus_client::registry::Registry::default();
     pconf.metrics.register(&mut registry);

@@ -16,7 +16,7 @@ use census_stream::retrainer::{self, Event, Promotion, RetrainEvent, RetrainerCo
 use census_stream::tracking::{Tracker, TrackingConfig};
 use census_stream::util::atomic_file::sha256_hex;
 
-use crate::helpers::{adult_dir, small_search, test_kafka};
+use crate::helpers::{adult_dir, scoring, small_search, test_kafka};
 use crate::registry::send_rows;
 
 /// The tracking server of the tests. In CI a missing one fails the test; elsewhere the test is
@@ -141,6 +141,7 @@ async fn initialize_and_a_retrain_are_runs_and_model_versions_and_the_champion_a
 
     let kafka = test_kafka(2).await;
     let mut config = RetrainerConfig::new(kafka.settings.clone(), store.clone());
+    config.scoring = scoring();
     config.data_dir = adult_dir().unwrap();
     config.rows_file = dir.path().join("rows.jsonl");
     config.retrain_every = 300.try_into().unwrap();
@@ -297,7 +298,7 @@ fn a_tracking_server_that_is_down_stops_nothing_and_is_warned_about_once() {
     assert!(ok, "{stderr}");
     let store = BundleStore::new(dir.path().join("models"), dir.path().join("dataprocessors"));
     assert_eq!(store.current().unwrap(), Some(1));
-    store.load(1).expect("the bundle is whole");
+    store.load(1, scoring()).expect("the bundle is whole");
     let failed: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains(&format!("MLflow tracking at {uri} failed")))

@@ -11,7 +11,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{headers_of, set_topic_limit, store_with_v1, test_kafka};
+use crate::helpers::{headers_of, scoring, set_topic_limit, store_with_v1, test_kafka};
 
 const GOOD: &str = r#"{"request_id": "ID", "sent_at_ms": 1, "income_bracket": ">50K", "record": {"age": 52, "workclass": "Self-emp-inc", "fnlwgt": 287927, "education": "HS-grad", "education_num": 9, "marital_status": "Married-civ-spouse", "occupation": "Exec-managerial", "relationship": "Wife", "race": "White", "sex": "Female", "capital_gain": 15024, "capital_loss": 0, "hours_per_week": 40, "native_country": "United-States"}}"#;
 
@@ -120,6 +120,7 @@ async fn poison_records(exactly_once: bool) {
 
     let stop = CancellationToken::new();
     let mut pconf = PredictorConfig::new(s.clone());
+    pconf.scoring = scoring();
     pconf.store = Some(store);
     pconf.exactly_once = exactly_once;
     // The suite's tests share the default group: an id of its own.
@@ -194,6 +195,7 @@ async fn a_prediction_refused_inside_a_transaction_is_dead_lettered_when_its_bat
     let s = &kafka.settings;
     let stop = CancellationToken::new();
     let mut pconf = PredictorConfig::new(s.clone());
+    pconf.scoring = scoring();
     pconf.store = Some(store);
     pconf.exactly_once = true;
     pconf.instance_id = Some("poison-refused".into());

@@ -16,7 +16,7 @@ use census_stream::retrainer::{
 use census_stream::settings::Rate;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{adult_dir, small_search, store_with_v1, temp_store, test_kafka};
+use crate::helpers::{adult_dir, scoring, small_search, store_with_v1, temp_store, test_kafka};
 
 /// Sends `n` labeled rows of adult.test, from row `skip`, as JSON lines.
 pub async fn send_rows(settings: &KafkaSettings, work: &Path, skip: usize, n: usize) {
@@ -60,6 +60,7 @@ fn retrainer_config(
     every: usize,
 ) -> RetrainerConfig {
     let mut c = RetrainerConfig::new(settings.clone(), store.clone());
+    c.scoring = scoring();
     c.data_dir = adult_dir().unwrap();
     c.rows_file = rows_file;
     c.group = group.into();
@@ -270,6 +271,7 @@ async fn operators_roll_back_and_promote_by_hand_and_predictors_follow() {
 
     let stop = CancellationToken::new();
     let mut pconf = PredictorConfig::new(s.clone());
+    pconf.scoring = scoring();
     pconf.store = None;
     let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
     assert_eq!(versions_served(s, 50).await, vec![2]);
@@ -318,6 +320,7 @@ async fn bad_bundles_on_the_topic_are_refused_and_the_predictor_keeps_following(
         .unwrap();
     let stop = CancellationToken::new();
     let mut pconf = PredictorConfig::new(s.clone());
+    pconf.scoring = scoring();
     pconf.store = None;
     let metrics = pconf.metrics.clone();
     let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));

@@ -13,7 +13,9 @@ use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{adult_dir, publish_champion, small_search, store_with_v1, test_kafka};
+use crate::helpers::{
+    adult_dir, publish_champion, scoring, small_search, store_with_v1, test_kafka,
+};
 
 fn adult_test() -> Option<std::path::PathBuf> {
     adult_dir().map(|d| d.join("adult.test"))
@@ -27,11 +29,13 @@ async fn five_thousand_rows_all_predicted_with_a_retrain_and_swap_mid_stream() {
     let kafka = test_kafka(6).await;
     let stop = CancellationToken::new();
     let mut pconf = PredictorConfig::new(kafka.settings.clone());
+    pconf.scoring = scoring();
     pconf.store = Some(store.clone());
     let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
 
     let events: Arc<Mutex<Vec<RetrainEvent>>> = Arc::default();
     let mut rconf = RetrainerConfig::new(kafka.settings.clone(), store.clone());
+    rconf.scoring = scoring();
     // Every retrain becomes the champion: this test is about the swap (the gate has its own).
     rconf.promotion = Promotion::Always;
     rconf.data_dir = adult_dir().unwrap();
@@ -133,6 +137,7 @@ async fn every_bad_record_lands_in_the_dlq_with_its_reason_and_bytes() {
     let kafka = test_kafka(2).await;
     let stop = CancellationToken::new();
     let mut pconf = PredictorConfig::new(kafka.settings.clone());
+    pconf.scoring = scoring();
     pconf.store = Some(store);
     let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
 
@@ -241,6 +246,7 @@ async fn two_predictors_split_the_partitions_and_both_switch_versions() {
     let stop = CancellationToken::new();
     let start = |name: &str| {
         let mut c = PredictorConfig::new(kafka.settings.clone());
+        c.scoring = scoring();
         c.store = Some(store.clone());
         c.name = name.into();
         tokio::spawn(predictor::run(c, stop.clone()))
@@ -289,6 +295,7 @@ async fn a_predictor_killed_mid_stream_and_restarted_leaves_no_request_unanswere
     let kafka = test_kafka(3).await;
     let config = {
         let mut c = PredictorConfig::new(kafka.settings.clone());
+        c.scoring = scoring();
         c.store = Some(store.clone());
         c
     };
@@ -328,6 +335,7 @@ async fn a_retrainer_restarted_after_storing_rows_trains_on_all_of_them() {
     };
     let kafka = test_kafka(2).await;
     let mut rconf = RetrainerConfig::new(kafka.settings.clone(), store.clone());
+    rconf.scoring = scoring();
     // Every retrain becomes the champion: this test is about the swap (the gate has its own).
     rconf.promotion = Promotion::Always;
     rconf.data_dir = adult_dir().unwrap();
@@ -406,6 +414,7 @@ async fn a_predictor_with_no_bundle_waits_then_loads_a_multi_megabyte_bundle_fro
     let kafka = test_kafka(2).await;
     let stop = CancellationToken::new();
     let mut pconf = PredictorConfig::new(kafka.settings.clone());
+    pconf.scoring = scoring();
     pconf.store = None;
     let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
 
@@ -534,6 +543,7 @@ async fn a_partition_revoked_while_its_batch_lingers_does_not_stop_the_predictor
     let stop = CancellationToken::new();
     // A holds each batch for 4 s: the rebalance that B's arrival starts lands inside one.
     let mut a = PredictorConfig::new(kafka.settings.clone());
+    a.scoring = scoring();
     a.store = Some(store.clone());
     a.linger = Duration::from_secs(4);
     a.max_batch = 100_000.try_into().unwrap();
@@ -548,6 +558,7 @@ async fn a_partition_revoked_while_its_batch_lingers_does_not_stop_the_predictor
     let sending = tokio::spawn(producer::run(prod, CancellationToken::new()));
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mut b = PredictorConfig::new(kafka.settings.clone());
+    b.scoring = scoring();
     b.store = Some(store);
     b.name = "newcomer".into();
     let second = tokio::spawn(predictor::run(b, stop.clone()));
@@ -594,6 +605,7 @@ async fn the_producers_status_line_follows_the_stream_to_its_end() {
     let kafka = test_kafka(2).await;
     let stop = CancellationToken::new();
     let mut pconf = PredictorConfig::new(kafka.settings.clone());
+    pconf.scoring = scoring();
     pconf.store = Some(store);
     let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
 
