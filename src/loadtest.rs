@@ -14,7 +14,7 @@ use crate::defaults;
 use crate::initialize::{self, InitConfig};
 use crate::kafka::{kafka_or_embedded, BrokerError, KafkaSettings};
 use crate::model::Scoring;
-use crate::predictor::{self, PredictorConfig, PredictorStats};
+use crate::predictor::{self, Mode, PredictorConfig, PredictorStats};
 use crate::producer::{self, Input, ProducerConfig, Summary};
 use crate::settings::Rate;
 use crate::train::SearchConfig;
@@ -115,9 +115,12 @@ pub async fn run(config: LoadConfig, shutdown: CancellationToken) -> Result<Load
             p.linger = config.linger;
             p.in_flight = config.in_flight;
             p.name = format!("predictor-{i}");
-            p.exactly_once = config.exactly_once;
-            // Each its own transactional id.
-            p.instance_id = config.exactly_once.then(|| format!("loadtest-{i}"));
+            if config.exactly_once {
+                // Each its own transactional id.
+                p.mode = Mode::ExactlyOnce {
+                    instance_id: format!("loadtest-{i}"),
+                };
+            }
             tokio::spawn(predictor::run(p, services.clone()))
         })
         .collect();

@@ -6,7 +6,7 @@ use std::num::NonZeroUsize;
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{serve_metrics, shutdown_on_signals, KafkaArgs};
+use census_stream::cli::{serve_metrics, shutdown_on_signals, KafkaArgs, MetricsArgs};
 use census_stream::dashboard::{run, DashboardConfig};
 use census_stream::defaults;
 use census_stream::settings::{self, positive};
@@ -29,9 +29,8 @@ struct Flags {
     #[arg(long, default_value_t = defaults::triggers::PSI.unwrap_or(0.0),
           value_parser = settings::non_negative)]
     drift_psi: f64,
-    /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long, env = "CENSUS_METRICS_ADDR")]
-    metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[tokio::main]
@@ -44,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     config.triggers.psi = (flags.drift_psi > 0.0).then_some(flags.drift_psi);
     let shutdown = shutdown_on_signals();
     serve_metrics(
-        flags.metrics_addr,
+        flags.metrics.metrics_addr,
         |r| config.metrics.register(r),
         shutdown.clone(),
     )

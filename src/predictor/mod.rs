@@ -32,15 +32,46 @@ use crate::stream::messages::now_ms;
 use crate::stream::worker::{self, Batching, Guarantee, Worker};
 use crate::telemetry::{PredictorMetrics, ReasonLabel, VersionLabel};
 
+/// How a predictor delivers, and the name it goes by in its group. An instance id makes it a
+/// static member of the group (`group.instance.id`), which takes its partitions back at once
+/// when restarted; without one it is a dynamic member. Exactly-once needs one: its transactional
+/// id is built from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Offsets are committed once a batch's outputs are acknowledged: a crash repeats at most
+    /// the batches in flight.
+    AtLeastOnce { instance_id: Option<String> },
+    /// Each batch's predictions, dead letters and offsets in one Kafka transaction, as
+    /// transactional id `<group>-<instance_id>`: a `read_committed` reader sees every request
+    /// answered once, crashes included.
+    ExactlyOnce { instance_id: String },
+}
+
+impl Mode {
+    /// The static member's name in its group, if any.
+    pub fn instance_id(&self) -> Option<&str> {
+        match self {
+            Mode::AtLeastOnce { instance_id } => instance_id.as_deref(),
+            Mode::ExactlyOnce { instance_id } => Some(instance_id),
+        }
+    }
+}
+
+impl Default for Mode {
+    /// At-least-once, a dynamic member.
+    fn default() -> Self {
+        Mode::AtLeastOnce { instance_id: None }
+    }
+}
+
 /// Settings of one predictor instance.
 #[derive(Debug, Clone)]
 pub struct PredictorConfig {
     pub kafka: KafkaSettings,
     /// Consumer group shared by all predictor instances.
     pub group: String,
-    /// A stable name for this instance in the group (`group.instance.id`): a static member,
-    /// which takes its partitions back at once when restarted. None: a dynamic member.
-    pub instance_id: Option<String>,
+    /// At-least-once or exactly-once, and the instance's name in the group.
+    pub mode: Mode,
     /// Local bundles to start from, if any (the newest on `census.models` wins when newer).
     pub store: Option<BundleStore>,
     /// How the bundles it loads score.
@@ -54,9 +85,6 @@ pub struct PredictorConfig {
     pub in_flight: NonZeroUsize,
     /// Its Prometheus metrics (served by the caller, if at all).
     pub metrics: PredictorMetrics,
-    /// Each batch's predictions, dead letters and offsets in one Kafka transaction, as
-    /// transactional id `<group>-<instance_id>` (needs `instance_id`).
-    pub exactly_once: bool,
     /// Name in logs.
     pub name: String,
 }
@@ -66,13 +94,12 @@ impl PredictorConfig {
         PredictorConfig {
             kafka,
             group: defaults::PREDICTOR_GROUP.into(),
-            instance_id: None,
+            mode: Mode::default(),
             store: None,
             scoring: Scoring::default(),
             max_batch: defaults::MAX_BATCH,
             linger: defaults::PREDICTOR_LINGER,
             in_flight: defaults::PREDICTOR_IN_FLIGHT,
-            exactly_once: false,
             metrics: PredictorMetrics::default(),
             name: "predictor".into(),
         }
@@ -99,8 +126,6 @@ pub enum PredictorError {
     Join(#[from] tokio::task::JoinError),
     #[error("the broker refused {} predictions of the batch", .0.len())]
     Refused(Vec<RefusedRecord>),
-    #[error("exactly-once mode needs an instance id (its transactional id is built from it)")]
-    NoInstanceId,
     #[error(
         "exactly-once mode needs a real Kafka broker: the embedded one does not commit offsets \
          in transactions"
@@ -276,13 +301,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<PredictorStats, PredictorError> {
     let name = config.name.clone();
-    if config.exactly_once {
-        if !config.kafka.transactional_offsets {
-            return Err(PredictorError::NoTransactionalOffsets);
-        }
-        if config.instance_id.is_none() {
-            return Err(PredictorError::NoInstanceId);
-        }
+    if matches!(config.mode, Mode::ExactlyOnce { .. }) && !config.kafka.transactional_offsets {
+        return Err(PredictorError::NoTransactionalOffsets);
     }
     config.kafka.ensure_topics().await?;
     let current = CurrentServing::default();
@@ -339,17 +359,13 @@ pub async fn run(
         .await;
     // The transactional producer first: its start aborts what a killed predictor with the same
     // id left open, before this one reads the partitions that transaction held.
-    let (sender, guarantee) = match config.exactly_once {
-        false => (
+    let (sender, guarantee) = match &config.mode {
+        Mode::AtLeastOnce { .. } => (
             Sender::Plain(config.kafka.producer_within(&limits)?),
             Guarantee::AtLeastOnce,
         ),
-        true => {
-            let instance = config
-                .instance_id
-                .as_deref()
-                .ok_or(PredictorError::NoInstanceId)?;
-            let id = format!("{}-{instance}", config.group);
+        Mode::ExactlyOnce { instance_id } => {
+            let id = format!("{}-{instance_id}", config.group);
             let (kafka, l, i) = (config.kafka.clone(), limits.clone(), id.clone());
             let txn = Arc::new(
                 Transactions::start(&id, move || kafka.transactional_producer_within(&l, &i))
@@ -364,7 +380,7 @@ pub async fn run(
     };
     let member = config.kafka.subscribe(
         &config.group,
-        config.instance_id.as_deref(),
+        config.mode.instance_id(),
         &config.kafka.topics.requests,
         config.metrics.consumer_lag.clone(),
         &shutdown,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use census_stream::kafka::KafkaSettings;
-use census_stream::predictor::{self, PredictorConfig};
+use census_stream::predictor::{self, Mode, PredictorConfig};
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
@@ -122,9 +122,12 @@ async fn poison_records(exactly_once: bool) {
     let mut pconf = PredictorConfig::new(s.clone());
     pconf.scoring = scoring();
     pconf.store = Some(store);
-    pconf.exactly_once = exactly_once;
-    // The suite's tests share the default group: an id of its own.
-    pconf.instance_id = exactly_once.then(|| "poison-eos".into());
+    if exactly_once {
+        // The suite's tests share the default group: an id of its own.
+        pconf.mode = Mode::ExactlyOnce {
+            instance_id: "poison-eos".into(),
+        };
+    }
     let running = tokio::spawn(predictor::run(pconf, stop.clone()));
 
     let embedded = kafka.is_embedded();
@@ -197,8 +200,9 @@ async fn a_prediction_refused_inside_a_transaction_is_dead_lettered_when_its_bat
     let mut pconf = PredictorConfig::new(s.clone());
     pconf.scoring = scoring();
     pconf.store = Some(store);
-    pconf.exactly_once = true;
-    pconf.instance_id = Some("poison-refused".into());
+    pconf.mode = Mode::ExactlyOnce {
+        instance_id: "poison-refused".into(),
+    };
     let running = tokio::spawn(predictor::run(pconf, stop.clone()));
     let raw = s.producer().unwrap();
     let send = |id: String| {
