@@ -71,6 +71,10 @@ pub const SEED: u64 = 1;
 pub const PRODUCER_RATE: f64 = 100.0;
 pub const PRODUCER_WAIT: Duration = Duration::from_secs(30);
 pub const SHOW_PER_SEC: u32 = 20;
+/// How often the producer's status line is redrawn on a terminal, and written as a plain line
+/// elsewhere.
+pub const STATUS_REDRAW: Duration = Duration::from_millis(250);
+pub const STATUS_LINE_EVERY: Duration = Duration::from_secs(5);
 
 /// The gate between a challenger and the champion (`lifecycle::gate`).
 pub mod gate {
@@ -138,6 +142,8 @@ pub mod loadtest {
     use super::{nz, NonZeroUsize};
     pub const RECORDS: usize = 100_000;
     pub const WARMUP: usize = 1000;
+    /// Records a second: 0, as fast as possible.
+    pub const RATE: f64 = 0.0;
     pub const PREDICTORS: usize = 1;
     pub const WAIT_SECS: u64 = 60;
     /// Budget of the bootstrap `initialize` when there is no bundle yet.

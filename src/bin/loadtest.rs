@@ -33,7 +33,7 @@ struct Flags {
     #[arg(long, default_value_t = loadtest::WARMUP)]
     warmup: usize,
     /// Records a second (0: as fast as possible).
-    #[arg(long, default_value_t = Rate::UNLIMITED, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = Rate::new(loadtest::RATE).unwrap(), allow_negative_numbers = true)]
     rate: Rate,
     /// Predictor instances in this process (0: predictors already running elsewhere).
     #[arg(long, default_value_t = loadtest::PREDICTORS)]
