@@ -408,7 +408,7 @@ impl DefaultGroup for RetrainerGroup {
 /// A member of a consumer group (the predictor, the retrainer): its group, with the default of
 /// its kind `G`, its name in it, its metrics and its batches.
 #[derive(Debug, Clone, Args)]
-pub struct MemberArgs<G: DefaultGroup + Clone + Send + Sync + 'static> {
+pub struct MemberArgs<G: DefaultGroup> {
     /// Consumer group (Kafka's `group.id`).
     #[arg(long, default_value = G::GROUP)]
     pub group: String,
@@ -427,7 +427,7 @@ pub struct MemberArgs<G: DefaultGroup + Clone + Send + Sync + 'static> {
     kind: PhantomData<G>,
 }
 
-impl<G: DefaultGroup + Clone + Send + Sync + 'static> MemberArgs<G> {
+impl<G: DefaultGroup> MemberArgs<G> {
     /// A predictor's mode: exactly-once needs the instance id, which its transactional id is
     /// built from; at-least-once keeps it, if given, as its static membership's.
     pub fn mode(&self, exactly_once: bool) -> Result<Mode, Contradiction> {
