@@ -19,7 +19,7 @@ use census_stream::bundle::{Bundle, BundleStore};
 use census_stream::data::{label_text, read_labeled, CensusRow, Fetch};
 use census_stream::initialize::{self, InitConfig};
 use census_stream::kafka::InMessage;
-use census_stream::model::{Model, Scorer};
+use census_stream::model::{Model, Scorer, Scoring};
 use census_stream::predictor::score_batch;
 use census_stream::registry::Serving;
 use census_stream::stream::decode::decode_request;
@@ -33,6 +33,15 @@ struct Fixture {
     payloads: Vec<Vec<u8>>,
     rows: Vec<CensusRow>,
     _temp: Option<tempfile::TempDir>,
+}
+
+/// The bundle's trees scored by `scorer` (not strict: a model that differs is scored by LightGBM,
+/// logged).
+fn scored_by(scorer: Scorer) -> Scoring {
+    Scoring {
+        scorer,
+        ..Scoring::default()
+    }
 }
 
 fn fixture() -> Fixture {
@@ -54,7 +63,9 @@ fn fixture() -> Fixture {
             (store, Some(temp))
         }
     };
-    let bundle = store.load_current().expect("bundle loads");
+    let bundle = store
+        .load_current(Scoring::default())
+        .expect("bundle loads");
     let model_text = String::from_utf8(
         store
             .read_files(bundle.manifest.version)
@@ -129,19 +140,19 @@ fn scoring(c: &mut Criterion) {
     let features = f.bundle.processor.transform_batch(f.rows.iter());
     let m = features.len() / f.rows.len();
     let compiled = Instant::now();
-    let model = Model::with_scorer(&f.model_text, Scorer::Compiled).expect("model");
+    let model = Model::from_text(&f.model_text, scored_by(Scorer::Compiled)).expect("model");
     eprintln!(
         "model loaded, compiled and checked on the canary set in {:.1} ms",
         compiled.elapsed().as_secs_f64() * 1e3
     );
     let lightgbm = Instant::now();
-    let _ = Model::with_scorer(&f.model_text, Scorer::LightGbm).expect("model");
+    let _ = Model::from_text(&f.model_text, scored_by(Scorer::LightGbm)).expect("model");
     eprintln!(
         "model loaded by LightGBM alone in {:.1} ms",
         lightgbm.elapsed().as_secs_f64() * 1e3
     );
     for scorer in [Scorer::Compiled, Scorer::Native, Scorer::LightGbm] {
-        let model = Model::with_scorer(&f.model_text, scorer).expect("model");
+        let model = Model::from_text(&f.model_text, scored_by(scorer)).expect("model");
         assert_eq!(
             model.scorer(),
             scorer,

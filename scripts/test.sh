@@ -25,7 +25,8 @@ case "$stages" in
 esac
 
 # Every model any test loads (in the test process or a service it starts) must score its canary
-# set exactly as LightGBM does with its compiled trees, or fail to load.
+# set exactly as LightGBM does with its compiled trees, or fail to load: the services read this as
+# their --scorer-strict flag, the suite's own loads through its helpers.
 export CENSUS_SCORER_STRICT=1
 
 cargo build --release --bins --tests

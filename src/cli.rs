@@ -1,18 +1,29 @@
 //! Flags shared by the binaries. Each flag parses straight into a validated setting
-//! ([`crate::settings`]), so a bad value stops a binary at start with the flag's name, before
-//! any data is read or connection opened. Defaults come from [`crate::defaults`].
+//! ([`crate::settings`]), and flags that must agree with each other are checked once, as a
+//! binary turns them into its settings ([`Check`]): a bad value or a contradiction stops a binary
+//! at start with the flags' names, before any data is read or connection opened. Defaults come
+//! from [`crate::defaults`]. The environment is read here and in the binaries only, as flags'
+//! fallbacks.
 
+mod check;
+
+use std::marker::PhantomData;
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+
+pub use check::{parse, try_parse_from, Check, Contradiction, Given};
 
 use crate::bundle::BundleStore;
 use crate::defaults;
 use crate::kafka::{KafkaSettings, Topics};
 use crate::lifecycle::gate::GateSettings;
 use crate::lifecycle::triggers::{PageHinkleySettings, Triggers};
+use crate::model::{Scorer, Scoring};
+use crate::predictor::Mode;
 use crate::retrainer::Promotion;
 use crate::settings::{self, Folds};
 use crate::tracking::{Tracker, TrackingConfig};
@@ -32,6 +43,45 @@ pub struct StoreArgs {
 impl StoreArgs {
     pub fn store(&self) -> BundleStore {
         BundleStore::new(&self.models_dir, &self.processors_dir)
+    }
+}
+
+/// Whether a model loads only when its compiled or walked trees score as LightGBM does, for the
+/// binaries that load models with the default scorer.
+#[derive(Debug, Clone, Args)]
+pub struct StrictArgs {
+    /// A model whose compiled or walked trees do not score the canary set as LightGBM does fails
+    /// to load, instead of being scored by LightGBM (logged as an error). From the environment:
+    /// strict unless empty, `0`, `false`, `no` or `off`.
+    #[arg(long, env = "CENSUS_SCORER_STRICT",
+          value_parser = clap::builder::FalseyValueParser::new())]
+    pub scorer_strict: bool,
+}
+
+impl StrictArgs {
+    pub fn scoring(&self) -> Scoring {
+        Scoring::strict(self.scorer_strict)
+    }
+}
+
+/// Which implementation scores, and how strictly models load (the predictor).
+#[derive(Debug, Clone, Args)]
+pub struct ScoringArgs {
+    /// Which implementation scores. Compiled and native trees are checked against LightGBM on a
+    /// canary set when a bundle loads (LightGBM scores a bundle that differs, logged, unless
+    /// --scorer-strict). All give the same probabilities; see BENCHMARKS.md for their speeds.
+    #[arg(long, env = "CENSUS_SCORER", value_enum, default_value_t = Scoring::default().scorer)]
+    pub scorer: Scorer,
+    #[command(flatten)]
+    pub strict: StrictArgs,
+}
+
+impl ScoringArgs {
+    pub fn scoring(&self) -> Scoring {
+        Scoring {
+            scorer: self.scorer,
+            strict: self.strict.scorer_strict,
+        }
     }
 }
 
@@ -160,24 +210,40 @@ impl SearchArgs {
     }
 }
 
+/// How a retrain becomes the champion (`--promotion`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum PromotionKind {
+    /// A new version is a challenger until the sequential gate promotes or rejects it.
+    #[default]
+    Gate,
+    /// Every retrain becomes the champion at once.
+    Always,
+}
+
+/// The gate's flags, by id: none applies with `--promotion always`.
+const GATE_FLAGS: [(&str, &str); 4] = [
+    ("gate_alpha", "--gate-alpha"),
+    ("gate_delta", "--gate-delta"),
+    ("gate_min_labels", "--gate-min-labels"),
+    ("gate_max_labels", "--gate-max-labels"),
+];
+
 /// How new versions become the champion.
 #[derive(Debug, Clone, Args)]
 pub struct PromotionArgs {
-    /// `gate`: a new version is a challenger until the sequential gate promotes or rejects it;
-    /// `always`: every retrain becomes the champion at once.
-    #[arg(long, default_value = "gate", value_parser = ["gate", "always"])]
-    pub promotion: String,
+    #[arg(long, value_enum, default_value_t = PromotionKind::default())]
+    pub promotion: PromotionKind,
     /// The gate's error rate per decision, however often it looks.
-    #[arg(long, default_value_t = GateSettings::default().alpha, value_parser = settings::probability)]
+    #[arg(long, default_value_t = defaults::gate::ALPHA, value_parser = settings::probability)]
     pub gate_alpha: f64,
     /// The gate's margin δ: promote only a challenger better by more than this mean log loss.
-    #[arg(long, default_value_t = GateSettings::default().delta, value_parser = settings::non_negative)]
+    #[arg(long, default_value_t = defaults::gate::DELTA, value_parser = settings::non_negative)]
     pub gate_delta: f64,
     /// Labeled requests before the gate decides anything.
-    #[arg(long, default_value_t = GateSettings::default().min_labels)]
+    #[arg(long, default_value_t = defaults::gate::MIN_LABELS)]
     pub gate_min_labels: u64,
     /// Labeled requests after which an undecided challenger is rejected.
-    #[arg(long, default_value_t = GateSettings::default().max_labels)]
+    #[arg(long, default_value_t = defaults::gate::MAX_LABELS)]
     pub gate_max_labels: u64,
     /// Train retrains on shuffled labels: deliberately bad challengers (demos, tests).
     #[arg(long)]
@@ -185,17 +251,42 @@ pub struct PromotionArgs {
 }
 
 impl PromotionArgs {
-    pub fn promotion(&self) -> Promotion {
-        if self.promotion == "always" {
-            return Promotion::Always;
+    /// The promotion these flags stand for. Refused: a gate that would give up on a challenger
+    /// before it may decide (`--gate-max-labels` below `--gate-min-labels`), and gate settings
+    /// given with `--promotion always`, which has no gate.
+    pub fn promotion(&self, given: &Given) -> Result<Promotion, Contradiction> {
+        match self.promotion {
+            PromotionKind::Always => match GATE_FLAGS.iter().find(|(id, _)| given.contains(id)) {
+                Some((_, flag)) => Err(Contradiction::new(format!(
+                    "'{flag}' is a setting of the gate, and '--promotion always' has none"
+                ))),
+                None => Ok(Promotion::Always),
+            },
+            PromotionKind::Gate if self.gate_max_labels < self.gate_min_labels => {
+                let default = |id| {
+                    if given.contains(id) {
+                        ""
+                    } else {
+                        ", its default"
+                    }
+                };
+                Err(Contradiction::new(format!(
+                    "'--gate-max-labels' ({}{}) is below '--gate-min-labels' ({}{}): the gate \
+                     would reject every challenger before it may decide",
+                    self.gate_max_labels,
+                    default("gate_max_labels"),
+                    self.gate_min_labels,
+                    default("gate_min_labels"),
+                )))
+            }
+            PromotionKind::Gate => Ok(Promotion::Gate(GateSettings {
+                alpha: self.gate_alpha,
+                delta: self.gate_delta,
+                min_labels: self.gate_min_labels,
+                max_labels: self.gate_max_labels,
+                ..GateSettings::default()
+            })),
         }
-        Promotion::Gate(GateSettings {
-            alpha: self.gate_alpha,
-            delta: self.gate_delta,
-            min_labels: self.gate_min_labels,
-            max_labels: self.gate_max_labels.max(self.gate_min_labels),
-            ..GateSettings::default()
-        })
     }
 }
 
@@ -204,24 +295,23 @@ impl PromotionArgs {
 pub struct TriggerArgs {
     /// Retrain every this many seconds when at least --retrain-min-rows new labeled rows came
     /// (0: off).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::triggers::EVERY.map_or(0, |d| d.as_secs()))]
     pub retrain_every_secs: u64,
-    #[arg(long, default_value_t = Triggers::default().min_rows)]
+    #[arg(long, default_value_t = defaults::triggers::MIN_ROWS)]
     pub retrain_min_rows: usize,
     /// Retrain when a feature's population stability index over the last --drift-window
     /// requests exceeds this (0: off).
-    #[arg(long, default_value_t = Triggers::default().psi.unwrap_or(0.0),
+    #[arg(long, default_value_t = defaults::triggers::PSI.unwrap_or(0.0),
           value_parser = settings::non_negative)]
     pub drift_psi: f64,
-    #[arg(long, default_value_t = NonZeroUsize::new(Triggers::default().psi_window).unwrap(),
-          value_parser = settings::positive)]
+    #[arg(long, default_value_t = defaults::triggers::PSI_WINDOW, value_parser = settings::positive)]
     pub drift_window: NonZeroUsize,
     /// Retrain when the Page-Hinkley statistic of the champion's log loss exceeds this (0: off).
-    #[arg(long, default_value_t = PageHinkleySettings::default().lambda,
+    #[arg(long, default_value_t = defaults::loss_drift::LAMBDA,
           value_parser = settings::non_negative)]
     pub drift_loss_lambda: f64,
     /// Seconds at least between two retrains.
-    #[arg(long, default_value_t = Triggers::default().min_gap.as_secs())]
+    #[arg(long, default_value_t = defaults::triggers::MIN_GAP.as_secs())]
     pub retrain_min_gap_secs: u64,
 }
 
@@ -253,10 +343,10 @@ pub struct TrackingArgs {
     #[arg(long, env = "MLFLOW_EXPERIMENT_NAME", default_value = defaults::MLFLOW_EXPERIMENT)]
     pub mlflow_experiment: String,
     /// Registered model of the versions (created when missing).
-    #[arg(long, default_value = defaults::MLFLOW_MODEL)]
+    #[arg(long, default_value = defaults::MLFLOW_MODEL, requires = "mlflow_uri")]
     pub mlflow_model: String,
     /// Seconds to wait at exit for the tracking server to take what is not logged yet.
-    #[arg(long, default_value_t = defaults::MLFLOW_WAIT_SECS)]
+    #[arg(long, default_value_t = defaults::MLFLOW_WAIT_SECS, requires = "mlflow_uri")]
     pub mlflow_wait_secs: u64,
 }
 
@@ -283,6 +373,72 @@ impl TrackingArgs {
 
     pub fn wait(&self) -> Duration {
         Duration::from_secs(self.mlflow_wait_secs)
+    }
+}
+
+/// Where a service serves its Prometheus metrics, if anywhere.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464).
+    #[arg(long, env = "CENSUS_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// The default consumer group of a kind of service, for [`MemberArgs`].
+pub trait DefaultGroup {
+    const GROUP: &'static str;
+}
+
+/// The predictors' group.
+#[derive(Debug, Clone)]
+pub struct PredictorGroup;
+
+impl DefaultGroup for PredictorGroup {
+    const GROUP: &'static str = defaults::PREDICTOR_GROUP;
+}
+
+/// The retrainer's group.
+#[derive(Debug, Clone)]
+pub struct RetrainerGroup;
+
+impl DefaultGroup for RetrainerGroup {
+    const GROUP: &'static str = defaults::RETRAINER_GROUP;
+}
+
+/// A member of a consumer group (the predictor, the retrainer): its group, with the default of
+/// its kind `G`, its name in it, its metrics and its batches.
+#[derive(Debug, Clone, Args)]
+pub struct MemberArgs<G: DefaultGroup> {
+    /// Consumer group (Kafka's `group.id`).
+    #[arg(long, default_value = G::GROUP)]
+    pub group: String,
+    /// A stable name for this instance in its consumer group (Kafka's `group.instance.id`,
+    /// static membership): restarted with the same name within the session timeout (10 s), it
+    /// takes its partitions back at once, without a rebalance. Give each instance its own
+    /// (e.g. its host name in a StatefulSet); two running with one name fence each other.
+    #[arg(long, env = "CENSUS_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+    /// Most records handled in one batch.
+    #[arg(long, default_value_t = defaults::MAX_BATCH, value_parser = settings::positive)]
+    pub max_batch: NonZeroUsize,
+    #[arg(skip)]
+    kind: PhantomData<G>,
+}
+
+impl<G: DefaultGroup> MemberArgs<G> {
+    /// A predictor's mode: exactly-once needs the instance id, which its transactional id is
+    /// built from; at-least-once keeps it, if given, as its static membership's.
+    pub fn mode(&self, exactly_once: bool) -> Result<Mode, Contradiction> {
+        match (exactly_once, self.instance_id.clone()) {
+            (true, Some(instance_id)) => Ok(Mode::ExactlyOnce { instance_id }),
+            (true, None) => Err(Contradiction::new(
+                "'--exactly-once' needs '--instance-id' (or CENSUS_INSTANCE_ID): its \
+                 transactional id is built from it",
+            )),
+            (false, instance_id) => Ok(Mode::AtLeastOnce { instance_id }),
+        }
     }
 }
 
@@ -326,4 +482,93 @@ pub fn shutdown_on_signals(then: &'static str) -> tokio_util::sync::Cancellation
         t.cancel();
     });
     token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A retrainer's promotion flags and a predictor's mode flags together.
+    #[derive(Debug, clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        promotion: PromotionArgs,
+        #[command(flatten)]
+        member: MemberArgs<RetrainerGroup>,
+        #[arg(long)]
+        exactly_once: bool,
+    }
+
+    impl Check for Flags {
+        type Valid = (Promotion, Mode, String);
+        fn check(self, given: &Given) -> Result<Self::Valid, Contradiction> {
+            let promotion = self.promotion.promotion(given)?;
+            let mode = self.member.mode(self.exactly_once)?;
+            Ok((promotion, mode, self.member.group))
+        }
+    }
+
+    fn parse(args: &[&str]) -> Result<(Promotion, Mode, String), String> {
+        try_parse_from::<Flags, _, _>(std::iter::once("test").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn contradictions_are_refused_naming_their_flags() {
+        for (args, says) in [
+            (
+                &["--gate-min-labels", "500", "--gate-max-labels", "400"][..],
+                "'--gate-max-labels' (400) is below '--gate-min-labels' (500)",
+            ),
+            (
+                &["--gate-min-labels", "20000"],
+                "'--gate-max-labels' (10000, its default) is below '--gate-min-labels' (20000)",
+            ),
+            (
+                &["--promotion", "always", "--gate-delta", "0.1"],
+                "'--gate-delta' is a setting of the gate",
+            ),
+            (
+                &["--exactly-once"],
+                "'--exactly-once' needs '--instance-id'",
+            ),
+            (&["--promotion", "sometimes"], "'--promotion <PROMOTION>'"),
+        ] {
+            let err = parse(args).expect_err("refused");
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn flags_that_agree_make_their_settings() {
+        assert_eq!(
+            parse(&[]).unwrap(),
+            (
+                Promotion::Gate(GateSettings::default()),
+                Mode::AtLeastOnce { instance_id: None },
+                defaults::RETRAINER_GROUP.to_owned()
+            )
+        );
+        let (promotion, mode, _) = parse(&[
+            "--gate-min-labels=300",
+            "--gate-max-labels=300",
+            "--instance-id=a",
+        ])
+        .unwrap();
+        let Promotion::Gate(gate) = promotion else {
+            panic!("{promotion:?}")
+        };
+        assert_eq!((gate.min_labels, gate.max_labels), (300, 300));
+        assert_eq!(mode.instance_id(), Some("a"), "at-least-once keeps the id");
+        assert_eq!(
+            parse(&["--promotion", "always"]).unwrap().0,
+            Promotion::Always
+        );
+        assert_eq!(
+            parse(&["--exactly-once", "--instance-id", "b"]).unwrap().1,
+            Mode::ExactlyOnce {
+                instance_id: "b".into()
+            }
+        );
+    }
 }

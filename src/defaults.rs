@@ -71,6 +71,56 @@ pub const SEED: u64 = 1;
 pub const PRODUCER_RATE: f64 = 100.0;
 pub const PRODUCER_WAIT: Duration = Duration::from_secs(30);
 pub const SHOW_PER_SEC: u32 = 20;
+/// How often the producer's status line is redrawn on a terminal, and written as a plain line
+/// elsewhere.
+pub const STATUS_REDRAW: Duration = Duration::from_millis(250);
+pub const STATUS_LINE_EVERY: Duration = Duration::from_secs(5);
+
+/// The gate between a challenger and the champion (`lifecycle::gate`).
+pub mod gate {
+    /// Error rate of each decision, however often the gate looks.
+    pub const ALPHA: f64 = 0.05;
+    /// The margin: promote only a challenger better by more than this mean log loss.
+    pub const DELTA: f64 = 0.01;
+    /// Labeled requests before any decision.
+    pub const MIN_LABELS: u64 = 200;
+    /// Labeled requests after which an undecided challenger is rejected.
+    pub const MAX_LABELS: u64 = 10_000;
+    /// Requests per batch mean.
+    pub const BATCH: u64 = 20;
+    /// Batches at which the interval is tightest (the mixture's m₀).
+    pub const TUNED_BATCHES: f64 = 50.0;
+}
+
+/// The retrain triggers besides the count of new rows (`lifecycle::triggers`).
+pub mod triggers {
+    use super::{nz, Duration, NonZeroUsize};
+    /// The time trigger's period: off.
+    pub const EVERY: Option<Duration> = None;
+    /// New labeled rows the time and drift triggers wait for.
+    pub const MIN_ROWS: usize = 100;
+    /// The feature-drift trigger's PSI threshold, and its window of requests.
+    pub const PSI: Option<f64> = Some(0.25);
+    pub const PSI_WINDOW: NonZeroUsize = nz(2000);
+    /// The loss-drift trigger is on (with the Page-Hinkley settings of [`super::loss_drift`]).
+    pub const LOSS_DRIFT: bool = true;
+    /// No retrain starts sooner than this after the last one started.
+    pub const MIN_GAP: Duration = Duration::from_secs(5);
+}
+
+/// The Page-Hinkley test of the loss-drift trigger. Per-row log losses of a good model on this
+/// data have a mean near 0.28 and a standard deviation near 0.45: with δ = 0.05 and λ = 100 a
+/// steady stream practically never alarms (the chance that a walk with drift −0.05 and step
+/// deviation 0.45 ever climbs 100 is about e^(−2·0.05·100/0.45²) ≈ 1e-22), while flipped labels
+/// (losses near 2) alarm within about 60 rows.
+pub mod loss_drift {
+    /// The tolerated rise per observation.
+    pub const DELTA: f64 = 0.05;
+    /// The alarm threshold on the cumulative rise.
+    pub const LAMBDA: f64 = 100.0;
+    /// Observations before an alarm may sound.
+    pub const MIN_N: u64 = 100;
+}
 
 /// The demo: rows of adult.test streamed, their rate, its retrain cadence and budget.
 pub mod demo {
@@ -81,6 +131,10 @@ pub mod demo {
     pub const RATE: f64 = 500.0;
     pub const RETRAIN_EVERY: NonZeroUsize = nz(2000);
     pub const MAX_EVALS: NonZeroUsize = nz(5);
+    /// How long the demo's producer waits for the last predictions.
+    pub const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+    /// Prediction lines shown a second.
+    pub const SHOW_PER_SEC: u32 = 4;
 }
 
 /// The load test.
@@ -88,6 +142,8 @@ pub mod loadtest {
     use super::{nz, NonZeroUsize};
     pub const RECORDS: usize = 100_000;
     pub const WARMUP: usize = 1000;
+    /// Records a second: 0, as fast as possible.
+    pub const RATE: f64 = 0.0;
     pub const PREDICTORS: usize = 1;
     pub const WAIT_SECS: u64 = 60;
     /// Budget of the bootstrap `initialize` when there is no bundle yet.

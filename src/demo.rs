@@ -5,7 +5,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +14,7 @@ use crate::dashboard::{self, DashboardConfig};
 use crate::data::{ensure_file, load_training_rows, read_labeled, Fetch, TEST_FILE};
 use crate::initialize::{self, InitConfig, InitError, Initialized};
 use crate::kafka::{kafka_or_embedded, BrokerError, KafkaSettings};
+use crate::model::Scoring;
 use crate::predictor::{self, PredictorConfig};
 use crate::producer::{self, Input, ProducerConfig, Sink, Summary};
 use crate::retrainer::{self, RetrainerConfig};
@@ -34,6 +34,8 @@ pub struct DemoConfig {
     pub retrain_every: std::num::NonZeroUsize,
     /// The search of the bootstrap bundle and of each retrain.
     pub search: SearchConfig,
+    /// How every model the demo trains or loads scores.
+    pub scoring: Scoring,
     /// Train v1 on this many rows of adult.data only (a weak champion the first retrain beats);
     /// `None`: `initialize` on all of them.
     pub bootstrap_rows: Option<usize>,
@@ -117,10 +119,11 @@ fn weak_bootstrap(
     data_dir: &Path,
     rows: usize,
     search: &SearchConfig,
+    scoring: Scoring,
 ) -> Result<Manifest, DemoError> {
     let (train, sha256) = load_training_rows(data_dir, &Fetch::default())?;
     let rows = rows.clamp(search.folds.get() * 10, train.len());
-    let trained = fit(&train[..rows], None, search).map_err(InitError::from)?;
+    let trained = fit(&train[..rows], None, search, scoring).map_err(InitError::from)?;
     let files = bundle_files(
         trained,
         search,
@@ -187,18 +190,21 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
         None => {
             let mut init = InitConfig::new(store.clone(), config.search.clone());
             init.data_dir = config.data_dir.clone();
+            init.scoring = config.scoring;
             match tokio::task::spawn_blocking(move || initialize::run(&init)).await?? {
                 Initialized::Trained(m) => *m,
                 Initialized::AlreadyThere(_) => unreachable!("a new store has no bundle"),
             }
         }
         Some(n) => {
-            let (s, dir, search) = (
+            let (s, dir, search, scoring) = (
                 store.clone(),
                 config.data_dir.clone(),
                 config.search.clone(),
+                config.scoring,
             );
-            tokio::task::spawn_blocking(move || weak_bootstrap(&s, &dir, n, &search)).await??
+            tokio::task::spawn_blocking(move || weak_bootstrap(&s, &dir, n, &search, scoring))
+                .await??
         }
     };
     out.line(&format!(
@@ -216,10 +222,12 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     }
     let mut pconf = PredictorConfig::new(kafka.clone());
     pconf.store = Some(store.clone());
+    pconf.scoring = config.scoring;
     let predictor = tokio::spawn(predictor::run(pconf, services.clone()));
 
     let mut rconf = RetrainerConfig::new(kafka.clone(), store.clone());
     rconf.data_dir = config.data_dir.clone();
+    rconf.scoring = config.scoring;
     rconf.retrain_every = config.retrain_every;
     rconf.search = config.search.clone();
     // A new broker starts its offsets at zero: keep this run's rows apart.
@@ -240,10 +248,10 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     tokio::task::spawn_blocking(move || demo_input(&data_dir, rows, &input_path)).await??;
     let mut prod = ProducerConfig::new(kafka, Input::JsonLines(input));
     prod.rate = config.rate;
-    prod.wait = Duration::from_secs(60);
+    prod.wait = crate::defaults::demo::WAIT;
     prod.sink = Some(out.clone());
     prod.status = config.status.clone();
-    prod.show_per_sec = 4;
+    prod.show_per_sec = crate::defaults::demo::SHOW_PER_SEC;
     let summary = producer::run(prod, shutdown.clone()).await;
 
     if let (true, Some(b)) = (config.stay, &board) {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use crate::bundle::assemble::bundle_files;
 use crate::bundle::{BundleStore, Manifest, TrainingData};
 use crate::data::{load_adult, Fetch};
+use crate::model::Scoring;
 use crate::tracking::{Tracker, VersionRecord};
 use crate::train::{fit, SearchConfig};
 
@@ -17,6 +18,8 @@ pub struct InitConfig {
     pub fetch: Fetch,
     pub store: BundleStore,
     pub search: SearchConfig,
+    /// How the new model loads when it is trained (to score the test set).
+    pub scoring: Scoring,
     /// Do nothing when the store already has a current bundle (scripted set-ups that run this on
     /// every start, the demo, the load test).
     pub if_missing: bool,
@@ -32,6 +35,7 @@ impl InitConfig {
             fetch: Fetch::default(),
             store,
             search,
+            scoring: Scoring::default(),
             if_missing: false,
             tracking: None,
         }
@@ -78,7 +82,12 @@ pub fn run(config: &InitConfig) -> Result<Initialized, InitError> {
         config.data_dir.display()
     );
     let started_ms = chrono::Utc::now().timestamp_millis();
-    let trained = fit(&data.train, Some(&data.test), &config.search)?;
+    let trained = fit(
+        &data.train,
+        Some(&data.test),
+        &config.search,
+        config.scoring,
+    )?;
     let log_losses = trained.search.log_losses();
     let files = bundle_files(
         trained,

@@ -13,7 +13,8 @@ use crate::bundle::BundleStore;
 use crate::defaults;
 use crate::initialize::{self, InitConfig};
 use crate::kafka::{kafka_or_embedded, BrokerError, KafkaSettings};
-use crate::predictor::{self, PredictorConfig, PredictorStats};
+use crate::model::Scoring;
+use crate::predictor::{self, Mode, PredictorConfig, PredictorStats};
 use crate::producer::{self, Input, ProducerConfig, Summary};
 use crate::settings::Rate;
 use crate::train::SearchConfig;
@@ -25,6 +26,8 @@ pub struct LoadConfig {
     /// Start an embedded broker instead of using `kafka.brokers`.
     pub embedded: bool,
     pub store: BundleStore,
+    /// How the bundles of the predictors run here (and a bootstrap bundle) score.
+    pub scoring: Scoring,
     pub data_dir: PathBuf,
     /// Records measured (adult.test rows, repeated as needed).
     pub records: usize,
@@ -99,6 +102,7 @@ pub async fn run(config: LoadConfig, shutdown: CancellationToken) -> Result<Load
     );
     init.data_dir = config.data_dir.clone();
     init.if_missing = true;
+    init.scoring = config.scoring;
     tokio::task::spawn_blocking(move || initialize::run(&init)).await??;
 
     let services = shutdown.child_token();
@@ -106,13 +110,17 @@ pub async fn run(config: LoadConfig, shutdown: CancellationToken) -> Result<Load
         .map(|i| {
             let mut p = PredictorConfig::new(kafka.clone());
             p.store = Some(config.store.clone());
+            p.scoring = config.scoring;
             p.max_batch = config.max_batch;
             p.linger = config.linger;
             p.in_flight = config.in_flight;
             p.name = format!("predictor-{i}");
-            p.exactly_once = config.exactly_once;
-            // Each its own transactional id.
-            p.instance_id = config.exactly_once.then(|| format!("loadtest-{i}"));
+            if config.exactly_once {
+                // Each its own transactional id.
+                p.mode = Mode::ExactlyOnce {
+                    instance_id: format!("loadtest-{i}"),
+                };
+            }
             tokio::spawn(predictor::run(p, services.clone()))
         })
         .collect();

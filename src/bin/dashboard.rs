@@ -6,10 +6,9 @@ use std::num::NonZeroUsize;
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{serve_metrics, shutdown_on_signals, KafkaArgs};
+use census_stream::cli::{serve_metrics, shutdown_on_signals, KafkaArgs, MetricsArgs};
 use census_stream::dashboard::{run, DashboardConfig};
 use census_stream::defaults;
-use census_stream::lifecycle::triggers::Triggers;
 use census_stream::settings::{self, positive};
 
 #[derive(Debug, Parser)]
@@ -24,16 +23,14 @@ struct Flags {
     #[arg(long, default_value = defaults::PREDICTOR_GROUP)]
     predictor_group: String,
     /// Requests per drift window (as the retrainer's --drift-window).
-    #[arg(long, default_value_t = NonZeroUsize::new(Triggers::default().psi_window).unwrap(),
-          value_parser = positive)]
+    #[arg(long, default_value_t = defaults::triggers::PSI_WINDOW, value_parser = positive)]
     drift_window: NonZeroUsize,
     /// The drift threshold marked on the page (as the retrainer's --drift-psi; 0: none).
-    #[arg(long, default_value_t = Triggers::default().psi.unwrap_or(0.0),
+    #[arg(long, default_value_t = defaults::triggers::PSI.unwrap_or(0.0),
           value_parser = settings::non_negative)]
     drift_psi: f64,
-    /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long, env = "CENSUS_METRICS_ADDR")]
-    metrics_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[tokio::main]
@@ -46,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     config.triggers.psi = (flags.drift_psi > 0.0).then_some(flags.drift_psi);
     let shutdown = shutdown_on_signals("closing the page and its event streams");
     serve_metrics(
-        flags.metrics_addr,
+        flags.metrics.metrics_addr,
         |r| config.metrics.register(r),
         shutdown.clone(),
     )

@@ -6,7 +6,8 @@ use anyhow::Context;
 use clap::Parser;
 
 use census_stream::cli::{
-    shutdown_on_signals, DataArgs, EmbeddedOrKafkaArgs, PromotionArgs, SearchArgs, TriggerArgs,
+    self, shutdown_on_signals, Check, Contradiction, DataArgs, EmbeddedOrKafkaArgs, Given,
+    PromotionArgs, SearchArgs, StrictArgs, TriggerArgs,
 };
 use census_stream::defaults::demo;
 use census_stream::demo::{run, DemoConfig};
@@ -39,6 +40,8 @@ struct Flags {
     #[command(flatten)]
     search: SearchArgs,
     #[command(flatten)]
+    strict: StrictArgs,
+    #[command(flatten)]
     promotion: PromotionArgs,
     #[command(flatten)]
     triggers: TriggerArgs,
@@ -46,35 +49,43 @@ struct Flags {
     #[arg(long, default_value = census_stream::defaults::DASHBOARD_ADDR)]
     dashboard_addr: std::net::SocketAddr,
     /// No dashboard.
-    #[arg(long, conflicts_with = "stay")]
+    #[arg(long, conflicts_with_all = ["stay", "dashboard_addr"])]
     no_dashboard: bool,
     /// After the stream, keep the dashboard up until Ctrl-C (to look at it at leisure).
     #[arg(long)]
     stay: bool,
 }
 
+impl Check for Flags {
+    type Valid = DemoConfig;
+
+    fn check(self, given: &Given) -> Result<DemoConfig, Contradiction> {
+        let (kafka, embedded) = self.kafka.settings();
+        Ok(DemoConfig {
+            kafka,
+            embedded,
+            data_dir: self.data.data_dir,
+            rows: self.rows,
+            rate: self.rate,
+            retrain_every: self.retrain_every,
+            search: self.search.config(self.max_evals),
+            scoring: self.strict.scoring(),
+            bootstrap_rows: (self.bootstrap_rows > 0).then_some(self.bootstrap_rows),
+            promotion: self.promotion.promotion(given)?,
+            shuffle_labels: self.promotion.shuffle_labels,
+            triggers: self.triggers.triggers(),
+            sink: Sink::stdout(),
+            status: Some(census_stream::producer::Status::stderr()),
+            dashboard: (!self.no_dashboard).then_some(self.dashboard_addr),
+            stay: self.stay,
+        })
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     census_stream::util::logging::init();
-    let flags = Flags::parse();
-    let (kafka, embedded) = flags.kafka.settings();
-    let config = DemoConfig {
-        kafka,
-        embedded,
-        data_dir: flags.data.data_dir,
-        rows: flags.rows,
-        rate: flags.rate,
-        retrain_every: flags.retrain_every,
-        search: flags.search.config(flags.max_evals),
-        bootstrap_rows: (flags.bootstrap_rows > 0).then_some(flags.bootstrap_rows),
-        promotion: flags.promotion.promotion(),
-        shuffle_labels: flags.promotion.shuffle_labels,
-        triggers: flags.triggers.triggers(),
-        sink: Sink::stdout(),
-        status: Some(census_stream::producer::Status::stderr()),
-        dashboard: (!flags.no_dashboard).then_some(flags.dashboard_addr),
-        stay: flags.stay,
-    };
+    let config = cli::parse::<Flags>();
     let summary = run(
         config,
         shutdown_on_signals("stopping the stream, then every component"),

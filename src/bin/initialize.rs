@@ -7,7 +7,7 @@ use std::num::NonZeroUsize;
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{DataArgs, SearchArgs, StoreArgs, TrackingArgs};
+use census_stream::cli::{DataArgs, SearchArgs, StoreArgs, StrictArgs, TrackingArgs};
 use census_stream::data::Fetch;
 use census_stream::defaults;
 use census_stream::initialize::{run, InitConfig, Initialized};
@@ -33,6 +33,8 @@ struct Flags {
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
+    strict: StrictArgs,
+    #[command(flatten)]
     tracking: TrackingArgs,
 }
 
@@ -43,6 +45,7 @@ fn main() -> anyhow::Result<()> {
     search.progress = std::io::stderr().is_terminal();
     let mut config = InitConfig::new(flags.store.store(), search);
     config.data_dir = flags.data.data_dir;
+    config.scoring = flags.strict.scoring();
     config.fetch = if flags.offline {
         Fetch::Never
     } else {

@@ -7,7 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{shutdown_on_signals, DataArgs, EmbeddedOrKafkaArgs, StoreArgs};
+use census_stream::cli::{
+    self, shutdown_on_signals, Check, Contradiction, DataArgs, EmbeddedOrKafkaArgs, Given,
+    StoreArgs, StrictArgs,
+};
 use census_stream::defaults::{self, loadtest};
 use census_stream::loadtest::{run, LoadConfig};
 use census_stream::settings::{positive, Rate};
@@ -20,6 +23,8 @@ struct Flags {
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
+    strict: StrictArgs,
+    #[command(flatten)]
     data: DataArgs,
     /// Records measured (adult.test rows, repeated as needed).
     #[arg(long, default_value_t = loadtest::RECORDS)]
@@ -28,7 +33,7 @@ struct Flags {
     #[arg(long, default_value_t = loadtest::WARMUP)]
     warmup: usize,
     /// Records a second (0: as fast as possible).
-    #[arg(long, default_value_t = Rate::UNLIMITED, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = Rate::new(loadtest::RATE).unwrap(), allow_negative_numbers = true)]
     rate: Rate,
     /// Predictor instances in this process (0: predictors already running elsewhere).
     #[arg(long, default_value_t = loadtest::PREDICTORS)]
@@ -40,9 +45,11 @@ struct Flags {
     #[arg(long, default_value_t = defaults::PREDICTOR_LINGER.as_millis() as u64)]
     linger_ms: u64,
     /// Batches a predictor run here has in flight in at-least-once mode (see predictor --help).
-    #[arg(long, default_value_t = defaults::PREDICTOR_IN_FLIGHT, value_parser = positive)]
+    #[arg(long, default_value_t = defaults::PREDICTOR_IN_FLIGHT, value_parser = positive,
+          conflicts_with = "exactly_once")]
     batches_in_flight: NonZeroUsize,
-    /// The predictors run here score in exactly-once mode (Kafka transactions).
+    /// The predictors run here score in exactly-once mode (Kafka transactions; a real broker
+    /// only).
     #[arg(long)]
     exactly_once: bool,
     /// Seconds to wait for the last predictions.
@@ -50,43 +57,87 @@ struct Flags {
     wait_secs: u64,
 }
 
+/// The flags of the predictors run here, by id: none applies with `--predictors 0`.
+const PREDICTOR_FLAGS: [(&str, &str); 4] = [
+    ("max_batch", "--max-batch"),
+    ("linger_ms", "--linger-ms"),
+    ("batches_in_flight", "--batches-in-flight"),
+    ("exactly_once", "--exactly-once"),
+];
+
+impl Check for Flags {
+    type Valid = LoadConfig;
+
+    fn check(self, given: &Given) -> Result<LoadConfig, Contradiction> {
+        let (kafka, embedded) = self.kafka.settings();
+        if self.predictors == 0 {
+            if embedded {
+                return Err(Contradiction::new(
+                    "'--predictors 0' needs '--brokers' (or KAFKA_BROKERS): no predictor \
+                     elsewhere can reach the embedded broker of this process",
+                ));
+            }
+            if let Some((_, flag)) = PREDICTOR_FLAGS.iter().find(|(id, _)| given.contains(id)) {
+                return Err(Contradiction::new(format!(
+                    "'{flag}' sets the predictors run here, and '--predictors 0' runs none"
+                )));
+            }
+        }
+        if self.exactly_once && embedded {
+            return Err(Contradiction::new(
+                "'--exactly-once' needs '--brokers' (or KAFKA_BROKERS): the embedded broker does \
+                 not commit offsets in transactions",
+            ));
+        }
+        Ok(LoadConfig {
+            kafka,
+            embedded,
+            store: self.store.store(),
+            scoring: self.strict.scoring(),
+            data_dir: self.data.data_dir,
+            records: self.records,
+            warmup: self.warmup,
+            rate: self.rate,
+            predictors: self.predictors,
+            max_batch: self.max_batch,
+            linger: Duration::from_millis(self.linger_ms),
+            in_flight: self.batches_in_flight,
+            exactly_once: self.exactly_once,
+            wait: Duration::from_secs(self.wait_secs),
+        })
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     census_stream::util::logging::init();
-    let f = Flags::parse();
-    let (kafka, embedded) = f.kafka.settings();
-    let config = LoadConfig {
-        kafka,
-        embedded,
-        store: f.store.store(),
-        data_dir: f.data.data_dir,
-        records: f.records,
-        warmup: f.warmup,
-        rate: f.rate,
-        predictors: f.predictors,
-        max_batch: f.max_batch,
-        linger: Duration::from_millis(f.linger_ms),
-        in_flight: f.batches_in_flight,
-        exactly_once: f.exactly_once,
-        wait: Duration::from_secs(f.wait_secs),
-    };
+    let config = cli::parse::<Flags>();
+    let title = format!(
+        "{} records, rate {}, broker {}, {} predictor(s) here{}",
+        config.records,
+        match config.rate.per_sec() {
+            Some(r) => format!("{r} records/s"),
+            None => "as fast as possible".into(),
+        },
+        if config.embedded {
+            "embedded"
+        } else {
+            &config.kafka.brokers
+        },
+        config.predictors,
+        if config.exactly_once {
+            ", exactly-once"
+        } else {
+            ""
+        }
+    );
     let report = run(
         config,
         shutdown_on_signals("stopping the load and reporting what was measured"),
     )
     .await
     .context("load test failed")?;
-    println!(
-        "\n=== load test: {} records, rate {}, broker {}, {} predictor(s) here{} ===",
-        f.records,
-        match f.rate.per_sec() {
-            Some(r) => format!("{r} records/s"),
-            None => "as fast as possible".into(),
-        },
-        f.kafka.brokers.as_deref().unwrap_or("embedded"),
-        f.predictors,
-        if f.exactly_once { ", exactly-once" } else { "" }
-    );
+    println!("\n=== load test: {title} ===");
     print!("{}", report.text());
     println!(
         "warm-up {:.1} s; this process: {}",

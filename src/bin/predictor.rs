@@ -2,15 +2,18 @@
 //! `census.predictions`, dead-letters what it cannot score, hot-swaps bundles from
 //! `census.models`.
 
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{serve_metrics, shutdown_on_signals, KafkaArgs, StoreArgs};
+use census_stream::cli::{
+    self, serve_metrics, shutdown_on_signals, Check, Contradiction, Given, KafkaArgs, MemberArgs,
+    PredictorGroup, ScoringArgs, StoreArgs,
+};
 use census_stream::defaults;
-use census_stream::model::Scorer;
 use census_stream::predictor::{run, PredictorConfig};
 use census_stream::settings::positive;
 
@@ -24,32 +27,16 @@ struct Flags {
     /// Start without local bundles: wait for one on census.models.
     #[arg(long)]
     no_local_bundle: bool,
-    #[arg(long, default_value = defaults::PREDICTOR_GROUP)]
-    group: String,
-    /// A stable name for this instance in its consumer group (Kafka's `group.instance.id`,
-    /// static membership): restarted with the same name within the session timeout (10 s), it
-    /// takes its partitions back at once, without a rebalance. Give each instance its own
-    /// (e.g. its host name in a StatefulSet); two running with one name fence each other.
-    #[arg(long, env = "CENSUS_INSTANCE_ID")]
-    instance_id: Option<String>,
+    #[command(flatten)]
+    member: MemberArgs<PredictorGroup>,
     /// Exactly-once: each batch's predictions, dead letters and offsets in one Kafka
     /// transaction, as transactional id `<group>-<instance id>`, so that a `read_committed`
     /// reader of census.predictions sees every request answered once, crashes included.
     /// Needs --instance-id. Costs throughput and latency (see README).
-    #[arg(long, requires = "instance_id")]
+    #[arg(long)]
     exactly_once: bool,
-    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464).
-    #[arg(long, env = "CENSUS_METRICS_ADDR")]
-    metrics_addr: Option<std::net::SocketAddr>,
-    /// Most records scored in one batch.
-    #[arg(long, default_value_t = defaults::MAX_BATCH, value_parser = positive)]
-    max_batch: NonZeroUsize,
-    /// `compiled`: each bundle's trees compiled to machine code when it loads; `native`: the
-    /// trees walked natively; `lightgbm`: LightGBM's own predict. Compiled and native trees are
-    /// checked against LightGBM on a canary set when they load (LightGBM scores a bundle that
-    /// differs, logged). All give the same probabilities; see BENCHMARKS.md for their speeds.
-    #[arg(long, env = "CENSUS_SCORER", default_value = "compiled", value_parser = Scorer::NAMES)]
-    scorer: String,
+    #[command(flatten)]
+    scoring: ScoringArgs,
     /// Milliseconds a batch waits for more records after its first (0: it takes what has
     /// arrived; batches still grow under load, while the previous batch is scored and sent).
     #[arg(long, default_value_t = defaults::PREDICTOR_LINGER.as_millis() as u64)]
@@ -59,29 +46,47 @@ struct Flags {
     /// the next is read). Offsets are still committed in order, only past acknowledged
     /// predictions; a crash repeats at most these batches. At-least-once only: --exactly-once
     /// keeps one.
-    #[arg(long, default_value_t = defaults::PREDICTOR_IN_FLIGHT, value_parser = positive)]
+    #[arg(long, default_value_t = defaults::PREDICTOR_IN_FLIGHT, value_parser = positive,
+          conflicts_with = "exactly_once")]
     batches_in_flight: NonZeroUsize,
+}
+
+/// The predictor's settings, its flags checked.
+struct Settings {
+    config: PredictorConfig,
+    metrics_addr: Option<SocketAddr>,
+}
+
+impl Check for Flags {
+    type Valid = Settings;
+
+    fn check(self, _: &Given) -> Result<Settings, Contradiction> {
+        let mut config = PredictorConfig::new(self.kafka.settings());
+        config.mode = self.member.mode(self.exactly_once)?;
+        config.group = self.member.group;
+        config.max_batch = self.member.max_batch;
+        config.linger = Duration::from_millis(self.linger_ms);
+        config.in_flight = self.batches_in_flight;
+        config.store = (!self.no_local_bundle).then(|| self.store.store());
+        config.scoring = self.scoring.scoring();
+        Ok(Settings {
+            config,
+            metrics_addr: self.member.metrics.metrics_addr,
+        })
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     census_stream::util::logging::init();
-    let flags = Flags::parse();
-    census_stream::model::set_scorer(
-        Scorer::from_name(&flags.scorer).expect("the parser takes only the scorers' names"),
-    );
-    let mut config = PredictorConfig::new(flags.kafka.settings());
-    config.group = flags.group;
-    config.instance_id = flags.instance_id;
-    config.exactly_once = flags.exactly_once;
-    config.max_batch = flags.max_batch;
-    config.linger = Duration::from_millis(flags.linger_ms);
-    config.in_flight = flags.batches_in_flight;
-    config.store = (!flags.no_local_bundle).then(|| flags.store.store());
+    let Settings {
+        config,
+        metrics_addr,
+    } = cli::parse::<Flags>();
     let shutdown =
         shutdown_on_signals("finishing the batches in hand, committing, leaving the group");
     serve_metrics(
-        flags.metrics_addr,
+        metrics_addr,
         |r| config.metrics.register(r),
         shutdown.clone(),
     )

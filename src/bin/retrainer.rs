@@ -1,6 +1,7 @@
 //! The retrainer: keeps every labeled row of `census.requests`, retrains every N rows, stores and
 //! announces each new bundle version on `census.models`.
 
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
@@ -8,8 +9,9 @@ use anyhow::Context;
 use clap::Parser;
 
 use census_stream::cli::{
-    serve_metrics, shutdown_on_signals, DataArgs, KafkaArgs, PromotionArgs, SearchArgs, StoreArgs,
-    TrackingArgs, TriggerArgs,
+    self, serve_metrics, shutdown_on_signals, Check, Contradiction, DataArgs, Given, KafkaArgs,
+    MemberArgs, PromotionArgs, RetrainerGroup, SearchArgs, StoreArgs, StrictArgs, TrackingArgs,
+    TriggerArgs,
 };
 use census_stream::defaults;
 use census_stream::retrainer::{run, RetrainerConfig};
@@ -22,6 +24,8 @@ struct Flags {
     kafka: KafkaArgs,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    strict: StrictArgs,
     #[command(flatten)]
     data: DataArgs,
     /// File keeping the labeled stream rows (default: stream_rows.jsonl in the models folder).
@@ -39,54 +43,66 @@ struct Flags {
     promotion: PromotionArgs,
     #[command(flatten)]
     triggers: TriggerArgs,
-    #[arg(long, default_value = defaults::RETRAINER_GROUP)]
-    group: String,
-    /// A stable name for this instance in its consumer group (Kafka's `group.instance.id`,
-    /// static membership): restarted with the same name within the session timeout (10 s), it
-    /// takes its partitions back at once, without a rebalance. Give each instance its own
-    /// (e.g. its host name in a StatefulSet); two running with one name fence each other.
-    #[arg(long, env = "CENSUS_INSTANCE_ID")]
-    instance_id: Option<String>,
-    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9465).
-    #[arg(long, env = "CENSUS_METRICS_ADDR")]
-    metrics_addr: Option<std::net::SocketAddr>,
-    /// Most records stored in one batch.
-    #[arg(long, default_value_t = defaults::MAX_BATCH, value_parser = positive)]
-    max_batch: NonZeroUsize,
+    #[command(flatten)]
+    member: MemberArgs<RetrainerGroup>,
     #[command(flatten)]
     tracking: TrackingArgs,
+}
+
+/// The retrainer's settings, its flags checked.
+struct Settings {
+    config: RetrainerConfig,
+    metrics_addr: Option<SocketAddr>,
+    tracking: TrackingArgs,
+}
+
+impl Check for Flags {
+    type Valid = Settings;
+
+    fn check(self, given: &Given) -> Result<Settings, Contradiction> {
+        let mut config = RetrainerConfig::new(self.kafka.settings(), self.store.store());
+        config.promotion = self.promotion.promotion(given)?;
+        config.shuffle_labels = self.promotion.shuffle_labels;
+        config.group = self.member.group;
+        config.instance_id = self.member.instance_id;
+        config.max_batch = self.member.max_batch;
+        config.scoring = self.strict.scoring();
+        config.data_dir = self.data.data_dir;
+        if let Some(f) = self.rows_file {
+            config.rows_file = f;
+        }
+        config.retrain_every = self.retrain_every;
+        config.search = self.search.config(self.max_evals);
+        config.triggers = self.triggers.triggers();
+        Ok(Settings {
+            config,
+            metrics_addr: self.member.metrics.metrics_addr,
+            tracking: self.tracking,
+        })
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     census_stream::util::logging::init();
-    let flags = Flags::parse();
-    let mut config = RetrainerConfig::new(flags.kafka.settings(), flags.store.store());
-    config.group = flags.group;
-    config.instance_id = flags.instance_id;
-    config.data_dir = flags.data.data_dir;
-    if let Some(f) = flags.rows_file {
-        config.rows_file = f;
-    }
-    config.retrain_every = flags.retrain_every;
-    config.search = flags.search.config(flags.max_evals);
-    config.max_batch = flags.max_batch;
-    config.promotion = flags.promotion.promotion();
-    config.shuffle_labels = flags.promotion.shuffle_labels;
-    config.triggers = flags.triggers.triggers();
-    config.tracking = flags.tracking.tracker();
+    let Settings {
+        mut config,
+        metrics_addr,
+        tracking,
+    } = cli::parse::<Flags>();
+    config.tracking = tracking.tracker();
     let tracker = config.tracking.clone();
     let shutdown =
         shutdown_on_signals("storing the batch in hand, committing, stopping any retrain");
     serve_metrics(
-        flags.metrics_addr,
+        metrics_addr,
         |r| config.metrics.register(r),
         shutdown.clone(),
     )
     .await?;
     let result = run(config, shutdown, |_| {}).await;
     if let Some(tracker) = tracker {
-        let wait = flags.tracking.wait();
+        let wait = tracking.wait();
         tokio::task::spawn_blocking(move || tracker.finish(wait)).await?;
     }
     let stats = result.context("retrainer failed")?;

@@ -15,7 +15,7 @@ pub use manifest::{
 pub use store::BundleStore;
 
 use crate::features::{feature_names, FeatureProcessor, ProcessorFileError};
-use crate::model::{Model, ModelError};
+use crate::model::{Model, ModelError, Scoring};
 use crate::util::atomic_file::sha256_hex;
 
 #[derive(Debug, thiserror::Error)]
@@ -82,9 +82,14 @@ impl BundleFiles {
         m.processor_sha256 = sha256_hex(&self.processor);
     }
 
-    /// Verifies both files against the manifest and loads them.
-    pub fn load(&self) -> Result<Bundle, BundleError> {
-        self.load_named(&self.manifest.model_file, &self.manifest.processor_file)
+    /// Verifies both files against the manifest and loads them, the model scored as `scoring`
+    /// says.
+    pub fn load(&self, scoring: Scoring) -> Result<Bundle, BundleError> {
+        self.load_named(
+            &self.manifest.model_file,
+            &self.manifest.processor_file,
+            scoring,
+        )
     }
 
     /// The manifest checked and the processor verified and loaded, without the model (for
@@ -139,6 +144,7 @@ impl BundleFiles {
         &self,
         model_name: &str,
         processor_name: &str,
+        scoring: Scoring,
     ) -> Result<Bundle, BundleError> {
         self.check_manifest()?;
         verify(model_name, &self.manifest.model_sha256, &self.model_text)?;
@@ -147,7 +153,7 @@ impl BundleFiles {
             file: model_name.to_owned(),
             source: ModelError::NotUtf8(e),
         })?;
-        let model = Model::from_text(text).map_err(|source| BundleError::Model {
+        let model = Model::from_text(text, scoring).map_err(|source| BundleError::Model {
             file: model_name.to_owned(),
             source,
         })?;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use super::{
     manifest_file, model_file, processor_file, Bundle, BundleError, BundleFiles, Manifest,
 };
+use crate::model::Scoring;
 use crate::util::atomic_file::{create_atomic, write_atomic};
 
 const CURRENT: &str = "CURRENT";
@@ -134,14 +135,16 @@ impl BundleStore {
         })
     }
 
-    /// Reads and verifies a version; errors name the offending file's path.
-    pub fn load(&self, version: u32) -> Result<Bundle, BundleError> {
+    /// Reads, verifies and loads a version (see [`BundleFiles::load`]); errors name the
+    /// offending file's path.
+    pub fn load(&self, version: u32, scoring: Scoring) -> Result<Bundle, BundleError> {
         let files = self.read_files(version)?;
         let model_path = self.models.join(&files.manifest.model_file);
         let proc_path = self.processors.join(&files.manifest.processor_file);
         files.load_named(
             &model_path.display().to_string(),
             &proc_path.display().to_string(),
+            scoring,
         )
     }
 
@@ -152,8 +155,8 @@ impl BundleStore {
     }
 
     /// Loads the promoted version.
-    pub fn load_current(&self) -> Result<Bundle, BundleError> {
-        self.load(self.current_version()?)
+    pub fn load_current(&self, scoring: Scoring) -> Result<Bundle, BundleError> {
+        self.load(self.current_version()?, scoring)
     }
 
     /// Stores a new version of `files` above every version in use, filling in its number, file
@@ -191,8 +194,9 @@ impl BundleStore {
 
     /// Stores `files` as the version its manifest names (a bundle from the registry, whose
     /// number is already given). A version already stored with the same files is left as it is;
-    /// one with other files is a conflict, never overwritten.
-    pub fn put(&self, files: &BundleFiles) -> Result<(), BundleError> {
+    /// one with other files is a conflict, never overwritten. A new version is loaded (as
+    /// `scoring` says) before it is stored: a bundle that does not load is not stored.
+    pub fn put(&self, files: &BundleFiles, scoring: Scoring) -> Result<(), BundleError> {
         let m = &files.manifest;
         let version = m.version;
         let manifest_path = self.models.join(manifest_file(version));
@@ -208,7 +212,7 @@ impl BundleStore {
             }
             return Ok(());
         }
-        files.load()?;
+        files.load(scoring)?;
         for (path, bytes) in [
             (
                 self.processors.join(processor_file(version)),

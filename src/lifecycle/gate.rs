@@ -47,13 +47,14 @@ pub struct GateSettings {
 
 impl Default for GateSettings {
     fn default() -> Self {
+        use crate::defaults::gate;
         GateSettings {
-            alpha: 0.05,
-            delta: 0.01,
-            min_labels: 200,
-            max_labels: 10_000,
-            batch: 20,
-            tuned_batches: 50.0,
+            alpha: gate::ALPHA,
+            delta: gate::DELTA,
+            min_labels: gate::MIN_LABELS,
+            max_labels: gate::MAX_LABELS,
+            batch: gate::BATCH,
+            tuned_batches: gate::TUNED_BATCHES,
         }
     }
 }

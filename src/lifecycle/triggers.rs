@@ -97,13 +97,14 @@ pub struct Triggers {
 
 impl Default for Triggers {
     fn default() -> Self {
+        use crate::defaults::triggers;
         Triggers {
-            every: None,
-            min_rows: 100,
-            psi: Some(0.25),
-            psi_window: 2000,
-            loss_drift: Some(PageHinkleySettings::default()),
-            min_gap: Duration::from_secs(5),
+            every: triggers::EVERY,
+            min_rows: triggers::MIN_ROWS,
+            psi: triggers::PSI,
+            psi_window: triggers::PSI_WINDOW.get(),
+            loss_drift: triggers::LOSS_DRIFT.then(PageHinkleySettings::default),
+            min_gap: triggers::MIN_GAP,
         }
     }
 }
@@ -208,16 +209,13 @@ pub struct PageHinkleySettings {
 }
 
 impl Default for PageHinkleySettings {
-    /// Per-row log losses of a good model on this data have a mean near 0.28 and a standard
-    /// deviation near 0.45: with δ = 0.05 and λ = 100 a steady stream practically never alarms
-    /// (the chance that a walk with drift −0.05 and step deviation 0.45 ever climbs 100 is about
-    /// e^(−2·0.05·100/0.45²) ≈ 1e-22), while flipped labels (losses near 2) alarm within about
-    /// 60 rows.
+    /// [`crate::defaults::loss_drift`], which says why these values.
     fn default() -> Self {
+        use crate::defaults::loss_drift;
         PageHinkleySettings {
-            delta: 0.05,
-            lambda: 100.0,
-            min_n: 100,
+            delta: loss_drift::DELTA,
+            lambda: loss_drift::LAMBDA,
+            min_n: loss_drift::MIN_N,
         }
     }
 }

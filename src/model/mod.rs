@@ -2,12 +2,11 @@
 //! checked against the feature schema. The same trees are compiled to machine code when the
 //! model loads ([`compiled`], the default scorer) or laid out for a native walk ([`trees`]); either
 //! scores only once it has given LightGBM's probabilities bit for bit on a canary set, and
-//! LightGBM's own predict scores otherwise, or when chosen ([`set_scorer`]).
+//! LightGBM's own predict scores otherwise (or a strict load fails), or when chosen: each load
+//! says how in a [`Scoring`].
 
 mod compiled;
 mod trees;
-
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use lightgbm3::Booster;
 use rand::{Rng, SeedableRng};
@@ -38,36 +37,28 @@ pub enum ModelError {
     NoTrees,
     #[error("the model answers {0} for a row of zeros: not a probability")]
     NotAProbability(f64),
-    #[error("the {scorer} trees do not score as LightGBM does ({STRICT} is set): {detail}")]
+    #[error("the {scorer} trees do not score as LightGBM does (strict scoring): {detail}")]
     NotAsLightGbm {
         scorer: &'static str,
         detail: String,
     },
 }
 
-/// Set (to anything but `0`), a model whose compiled or walked trees do not score the canary set
-/// as LightGBM does fails to load, instead of being scored by LightGBM.
-pub const STRICT: &str = "CENSUS_SCORER_STRICT";
-
-fn strict() -> bool {
-    std::env::var(STRICT).is_ok_and(|v| v != "0")
-}
-
-/// Which implementation scores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which implementation scores. The command lines take its names (`--scorer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Scorer {
-    /// The trees compiled to machine code, where they matched LightGBM on the canary set.
+    /// The trees compiled to machine code as the bundle loads, where they matched LightGBM on
+    /// the canary set.
+    #[default]
     Compiled,
     /// The trees walked natively, where they matched LightGBM on the canary set.
     Native,
     /// LightGBM's own predict.
+    #[value(name = "lightgbm")]
     LightGbm,
 }
 
 impl Scorer {
-    /// The names the command lines take.
-    pub const NAMES: [&'static str; 3] = ["compiled", "native", "lightgbm"];
-
     pub fn name(self) -> &'static str {
         match self {
             Scorer::Compiled => "compiled",
@@ -75,27 +66,25 @@ impl Scorer {
             Scorer::LightGbm => "lightgbm",
         }
     }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        [Scorer::Compiled, Scorer::Native, Scorer::LightGbm]
-            .into_iter()
-            .find(|s| s.name() == name)
-    }
 }
 
-static SCORER: AtomicU8 = AtomicU8::new(Scorer::Compiled as u8);
-
-/// Chooses the scorer of every model loaded from now on with [`Model::from_text`] (the default
-/// is the compiled trees).
-pub fn set_scorer(scorer: Scorer) {
-    SCORER.store(scorer as u8, Ordering::Relaxed);
+/// How every model a service loads scores: given to each load, never read from anywhere else.
+/// The default: the compiled trees, not strict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scoring {
+    pub scorer: Scorer,
+    /// A model whose compiled or walked trees do not score the canary set as LightGBM does fails
+    /// to load, instead of being scored by LightGBM (tests, and whoever wants to know).
+    pub strict: bool,
 }
 
-fn default_scorer() -> Scorer {
-    match SCORER.load(Ordering::Relaxed) {
-        x if x == Scorer::Compiled as u8 => Scorer::Compiled,
-        x if x == Scorer::Native as u8 => Scorer::Native,
-        _ => Scorer::LightGbm,
+impl Scoring {
+    /// The default scorer, loading strictly or not.
+    pub fn strict(strict: bool) -> Self {
+        Scoring {
+            strict,
+            ..Scoring::default()
+        }
     }
 }
 
@@ -159,13 +148,10 @@ unsafe impl Sync for Model {}
 impl Model {
     /// Parses LightGBM's text format and checks that it is a binary model of this build's
     /// features with at least one tree, which answers a probability for a row of zeros; scored
-    /// as [`set_scorer`] chose.
-    pub fn from_text(text: &str) -> Result<Self, ModelError> {
-        Self::with_scorer(text, default_scorer())
-    }
-
-    /// The same, scored by `scorer` where it matches LightGBM on the canary set.
-    pub fn with_scorer(text: &str, scorer: Scorer) -> Result<Self, ModelError> {
+    /// by `scoring.scorer` where it matches LightGBM on the canary set (else by LightGBM, or not
+    /// loaded at all when `scoring.strict`).
+    pub fn from_text(text: &str, scoring: Scoring) -> Result<Self, ModelError> {
+        let scorer = scoring.scorer;
         // lightgbm3 hands the text to C as a C string: a NUL byte would panic there.
         if let Some(at) = text.bytes().position(|b| b == 0) {
             return Err(ModelError::NulByte(at));
@@ -189,7 +175,7 @@ impl Model {
         if scorer != Scorer::LightGbm {
             model.fast = match model.fast_scorer(text, scorer) {
                 Ok(fast) => Some(fast),
-                Err(detail) if strict() => {
+                Err(detail) if scoring.strict => {
                     return Err(ModelError::NotAsLightGbm {
                         scorer: scorer.name(),
                         detail,

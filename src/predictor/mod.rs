@@ -25,11 +25,44 @@ use crate::bundle::BundleStore;
 use crate::defaults;
 use crate::kafka::KafkaProducer;
 use crate::kafka::{BrokerError, InMessage, KafkaSettings, RefusedRecord, Topics, Transactions};
+use crate::model::Scoring;
 use crate::registry::{self, champion_version, serve_alone, CurrentServing};
 use crate::stream::decode::Fault;
 use crate::stream::messages::now_ms;
 use crate::stream::worker::{self, Batching, Guarantee, Worker};
 use crate::telemetry::{PredictorMetrics, ReasonLabel, VersionLabel};
+
+/// How a predictor delivers, and the name it goes by in its group. An instance id makes it a
+/// static member of the group (`group.instance.id`), which takes its partitions back at once
+/// when restarted; without one it is a dynamic member. Exactly-once needs one: its transactional
+/// id is built from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Offsets are committed once a batch's outputs are acknowledged: a crash repeats at most
+    /// the batches in flight.
+    AtLeastOnce { instance_id: Option<String> },
+    /// Each batch's predictions, dead letters and offsets in one Kafka transaction, as
+    /// transactional id `<group>-<instance_id>`: a `read_committed` reader sees every request
+    /// answered once, crashes included.
+    ExactlyOnce { instance_id: String },
+}
+
+impl Mode {
+    /// The static member's name in its group, if any.
+    pub fn instance_id(&self) -> Option<&str> {
+        match self {
+            Mode::AtLeastOnce { instance_id } => instance_id.as_deref(),
+            Mode::ExactlyOnce { instance_id } => Some(instance_id),
+        }
+    }
+}
+
+impl Default for Mode {
+    /// At-least-once, a dynamic member.
+    fn default() -> Self {
+        Mode::AtLeastOnce { instance_id: None }
+    }
+}
 
 /// Settings of one predictor instance.
 #[derive(Debug, Clone)]
@@ -37,11 +70,12 @@ pub struct PredictorConfig {
     pub kafka: KafkaSettings,
     /// Consumer group shared by all predictor instances.
     pub group: String,
-    /// A stable name for this instance in the group (`group.instance.id`): a static member,
-    /// which takes its partitions back at once when restarted. None: a dynamic member.
-    pub instance_id: Option<String>,
+    /// At-least-once or exactly-once, and the instance's name in the group.
+    pub mode: Mode,
     /// Local bundles to start from, if any (the newest on `census.models` wins when newer).
     pub store: Option<BundleStore>,
+    /// How the bundles it loads score.
+    pub scoring: Scoring,
     pub max_batch: NonZeroUsize,
     /// How long a batch waits for more records after its first.
     pub linger: Duration,
@@ -51,9 +85,6 @@ pub struct PredictorConfig {
     pub in_flight: NonZeroUsize,
     /// Its Prometheus metrics (served by the caller, if at all).
     pub metrics: PredictorMetrics,
-    /// Each batch's predictions, dead letters and offsets in one Kafka transaction, as
-    /// transactional id `<group>-<instance_id>` (needs `instance_id`).
-    pub exactly_once: bool,
     /// Name in logs.
     pub name: String,
 }
@@ -63,12 +94,12 @@ impl PredictorConfig {
         PredictorConfig {
             kafka,
             group: defaults::PREDICTOR_GROUP.into(),
-            instance_id: None,
+            mode: Mode::default(),
             store: None,
+            scoring: Scoring::default(),
             max_batch: defaults::MAX_BATCH,
             linger: defaults::PREDICTOR_LINGER,
             in_flight: defaults::PREDICTOR_IN_FLIGHT,
-            exactly_once: false,
             metrics: PredictorMetrics::default(),
             name: "predictor".into(),
         }
@@ -95,8 +126,6 @@ pub enum PredictorError {
     Join(#[from] tokio::task::JoinError),
     #[error("the broker refused {} predictions of the batch", .0.len())]
     Refused(Vec<RefusedRecord>),
-    #[error("exactly-once mode needs an instance id (its transactional id is built from it)")]
-    NoInstanceId,
     #[error(
         "exactly-once mode needs a real Kafka broker: the embedded one does not commit offsets \
          in transactions"
@@ -135,7 +164,7 @@ struct Service {
 }
 
 /// A batch's outcomes, when its step began and the champion that scored it.
-struct Scoring {
+struct ScoredBatch {
     outcomes: Vec<Outcome>,
     started: Instant,
     champion: u32,
@@ -149,11 +178,11 @@ struct Answered {
 }
 
 impl Worker for Service {
-    type Output = Scoring;
+    type Output = ScoredBatch;
     type Delivered = Answered;
     type Error = PredictorError;
 
-    fn step(&mut self, batch: &[InMessage]) -> Result<Scoring, PredictorError> {
+    fn step(&mut self, batch: &[InMessage]) -> Result<ScoredBatch, PredictorError> {
         let started = Instant::now();
         let mut outcomes = self.predictor.step(batch);
         let champion = *self
@@ -179,23 +208,23 @@ impl Worker for Service {
                 }
             }
         }
-        Ok(Scoring {
+        Ok(ScoredBatch {
             outcomes,
             started,
             champion,
         })
     }
 
-    fn deliver(&mut self, scoring: Scoring) -> worker::Delivery<Answered, PredictorError> {
+    fn deliver(&mut self, scored: ScoredBatch) -> worker::Delivery<Answered, PredictorError> {
         let producer = self.sender.producer();
         let in_transaction = matches!(self.sender, Sender::Transactional(_));
         let (topics, limits) = (self.topics.clone(), self.limits);
         Box::pin(async move {
-            let Scoring {
+            let ScoredBatch {
                 outcomes,
                 started,
                 champion,
-            } = scoring;
+            } = scored;
             match deliver(&producer, &topics, &outcomes, limits, in_transaction).await {
                 Ok(delivered) => Ok(Answered {
                     delivered,
@@ -272,18 +301,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<PredictorStats, PredictorError> {
     let name = config.name.clone();
-    if config.exactly_once {
-        if !config.kafka.transactional_offsets {
-            return Err(PredictorError::NoTransactionalOffsets);
-        }
-        if config.instance_id.is_none() {
-            return Err(PredictorError::NoInstanceId);
-        }
+    if matches!(config.mode, Mode::ExactlyOnce { .. }) && !config.kafka.transactional_offsets {
+        return Err(PredictorError::NoTransactionalOffsets);
     }
     config.kafka.ensure_topics().await?;
     let current = CurrentServing::default();
     if let Some(store) = config.store.clone() {
-        match tokio::task::spawn_blocking(move || store.load_current()).await? {
+        let scoring = config.scoring;
+        match tokio::task::spawn_blocking(move || store.load_current(scoring)).await? {
             Ok(bundle) => {
                 tracing::info!(
                     "{name}: serving local v{} until {} names a champion",
@@ -303,6 +328,7 @@ pub async fn run(
         config.metrics.bundles_refused.clone(),
         loaded_tx,
         name.clone(),
+        config.scoring,
         follower_stop.clone(),
     ));
     if champion_version(&current).is_none() {
@@ -333,17 +359,13 @@ pub async fn run(
         .await;
     // The transactional producer first: its start aborts what a killed predictor with the same
     // id left open, before this one reads the partitions that transaction held.
-    let (sender, guarantee) = match config.exactly_once {
-        false => (
+    let (sender, guarantee) = match &config.mode {
+        Mode::AtLeastOnce { .. } => (
             Sender::Plain(config.kafka.producer_within(&limits)?),
             Guarantee::AtLeastOnce,
         ),
-        true => {
-            let instance = config
-                .instance_id
-                .as_deref()
-                .ok_or(PredictorError::NoInstanceId)?;
-            let id = format!("{}-{instance}", config.group);
+        Mode::ExactlyOnce { instance_id } => {
+            let id = format!("{}-{instance_id}", config.group);
             let (kafka, l, i) = (config.kafka.clone(), limits.clone(), id.clone());
             let txn = Arc::new(
                 Transactions::start(&id, move || kafka.transactional_producer_within(&l, &i))
@@ -358,7 +380,7 @@ pub async fn run(
     };
     let member = config.kafka.subscribe(
         &config.group,
-        config.instance_id.as_deref(),
+        config.mode.instance_id(),
         &config.kafka.topics.requests,
         config.metrics.consumer_lag.clone(),
         &shutdown,

@@ -1,5 +1,6 @@
 //! Reading what comes back: this run's predictions and dead letters, tallied as they arrive
-//! (first answers, duplicates, accuracy per version, latencies) and shown on the view.
+//! (first answers, duplicates, accuracy per version, latencies) and shown on the view. Whoever
+//! waits for the readers to fetch, or for the answers, is told on watch channels.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ use rdkafka::consumer::StreamConsumer;
 use crate::kafka::QuietEof;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::send::SendTimes;
@@ -93,14 +95,24 @@ pub(super) struct Collector {
     pub run_id: String,
     pub sent: Arc<SendTimes>,
     pub tally: Arc<Mutex<Tally>>,
-    /// Partitions (of both topics) whose reader has reached the end once: each has fetched, so
-    /// its answers are read as they come. Needs `enable.partition.eof` on the readers.
-    pub at_end: Arc<Mutex<HashSet<(String, i32)>>>,
+    /// How many partitions (of both topics) have had their reader reach the end once: each has
+    /// fetched, so its answers are read as they come. Needs `enable.partition.eof` on the
+    /// readers.
+    pub fetched: watch::Sender<usize>,
+    /// How many requests have had their first answer (a prediction or a dead letter).
+    pub answered: watch::Sender<usize>,
 }
 
 /// Tallies this run's answers until `stop`.
 pub(super) async fn collect(c: Collector, stop: CancellationToken) {
     let prefix = format!("{}-", c.run_id);
+    let mut at_end: HashSet<(&str, i32)> = HashSet::new();
+    let answered = |tally: &Tally| {
+        c.answered.send_if_modified(|n| {
+            let now = tally.answered();
+            std::mem::replace(n, now) != now
+        });
+    };
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -123,10 +135,13 @@ pub(super) async fn collect(c: Collector, stop: CancellationToken) {
                         .sent
                         .latency_ms(index)
                         .unwrap_or_else(|| (now_ms() - p.sent_at_ms) as f64);
-                    c.tally.lock().expect("tally").on_prediction(p, latency);
+                    let mut tally = c.tally.lock().expect("tally");
+                    tally.on_prediction(p, latency);
+                    answered(&tally);
                 }
                 Err(KafkaError::PartitionEOF(p)) => {
-                    c.at_end.lock().expect("at_end").insert(("p".into(), p));
+                    at_end.insert(("predictions", p));
+                    c.fetched.send_replace(at_end.len());
                 }
                 Err(e) => tracing::warn!("predictions: {e}"),
             },
@@ -134,11 +149,14 @@ pub(super) async fn collect(c: Collector, stop: CancellationToken) {
                 Ok(m) => {
                     let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
                     if let Some(key) = key.filter(|k| k.starts_with(&prefix)) {
-                        c.tally.lock().expect("tally").on_dead_letter(key);
+                        let mut tally = c.tally.lock().expect("tally");
+                        tally.on_dead_letter(key);
+                        answered(&tally);
                     }
                 }
                 Err(KafkaError::PartitionEOF(p)) => {
-                    c.at_end.lock().expect("at_end").insert(("d".into(), p));
+                    at_end.insert(("dlq", p));
+                    c.fetched.send_replace(at_end.len());
                 }
                 Err(e) => tracing::warn!("dead letters: {e}"),
             },

@@ -15,6 +15,7 @@ use super::collect::Tally;
 use super::send::SendTimes;
 use super::summary::VersionTally;
 use super::view::Sink;
+use crate::defaults;
 use crate::util::logging;
 
 /// How the status line is shown.
@@ -27,16 +28,17 @@ pub struct Status {
 }
 
 impl Status {
-    /// On stderr: in place four times a second on a terminal, else a line every 5 s.
+    /// On stderr: redrawn in place on a terminal ([`defaults::STATUS_REDRAW`]), else a plain
+    /// line every [`defaults::STATUS_LINE_EVERY`].
     pub fn stderr() -> Self {
         let in_place = std::io::stderr().is_terminal();
         Status {
             sink: Sink::new(std::io::stderr()),
             in_place,
             every: if in_place {
-                Duration::from_millis(250)
+                defaults::STATUS_REDRAW
             } else {
-                Duration::from_secs(5)
+                defaults::STATUS_LINE_EVERY
             },
         }
     }

@@ -22,6 +22,7 @@ use super::records::{parse, Alias};
 use super::state::Registry;
 use crate::bundle::{Bundle, BundleError};
 use crate::kafka::{BrokerError, KafkaSettings};
+use crate::model::Scoring;
 use crate::stream::messages::ModelMessage;
 
 /// What a predictor scores with: the champion serves, the challenger is scored in shadow.
@@ -67,8 +68,13 @@ impl RefusedBundle {
     }
 }
 
-/// Verifies and loads the bundle record of `version` (CPU work: call off the runtime).
-pub fn load_bundle(version: u32, payload: &[u8]) -> Result<Bundle, RefusedBundle> {
+/// Verifies and loads the bundle record of `version`, its model scored as `scoring` says (CPU
+/// work: call off the runtime).
+pub fn load_bundle(
+    version: u32,
+    payload: &[u8],
+    scoring: Scoring,
+) -> Result<Bundle, RefusedBundle> {
     let msg: ModelMessage =
         serde_json::from_slice(payload).map_err(RefusedBundle::NotAModelMessage)?;
     if msg.manifest.version != version {
@@ -78,7 +84,7 @@ pub fn load_bundle(version: u32, payload: &[u8]) -> Result<Bundle, RefusedBundle
         });
     }
     let files = msg.into_files().map_err(RefusedBundle::NotBase64)?;
-    Ok(files.load()?)
+    Ok(files.load(scoring)?)
 }
 
 /// Serves `bundle` as champion with no challenger (a predictor's local bundle at start).
@@ -90,15 +96,16 @@ pub fn serve_alone(current: &CurrentServing, bundle: Bundle) {
 }
 
 /// Follows the registry until `shutdown`, keeping `current` on the champion and challenger it
-/// names and announcing the champion's version on `loaded`. The topic is first read to its end
-/// and only its final state served (never the champions of the past, one after another); then
-/// each new record is applied as it comes.
+/// names (loaded as `scoring` says) and announcing the champion's version on `loaded`. The topic
+/// is first read to its end and only its final state served (never the champions of the past,
+/// one after another); then each new record is applied as it comes.
 pub async fn follow(
     settings: KafkaSettings,
     current: CurrentServing,
     refused: Family<ReasonLabel, Counter>,
     loaded: watch::Sender<Option<u32>>,
     who: String,
+    scoring: Scoring,
     shutdown: CancellationToken,
 ) -> Result<(), BrokerError> {
     let topic = settings.topics.models.clone();
@@ -112,6 +119,7 @@ pub async fn follow(
         who,
         topic: topic.clone(),
         refused,
+        scoring,
     };
     if let Some(s) = follower.current.load_full() {
         follower
@@ -163,6 +171,8 @@ struct Follower {
     topic: String,
     /// Bundles refused, by reason.
     refused: Family<ReasonLabel, Counter>,
+    /// How the bundles it loads score.
+    scoring: Scoring,
 }
 
 impl Follower {
@@ -198,7 +208,9 @@ impl Follower {
             };
             // A loader that panics (inside LightGBM) refuses the bundle too: the follower must
             // keep following, or the predictor would serve a stale bundle forever.
-            let loaded = tokio::task::spawn_blocking(move || load_bundle(v, &payload)).await;
+            let scoring = self.scoring;
+            let loaded =
+                tokio::task::spawn_blocking(move || load_bundle(v, &payload, scoring)).await;
             match loaded {
                 Ok(Ok(b)) => {
                     self.cache.insert(v, Some(Arc::new(b)));

@@ -11,6 +11,7 @@ use crate::defaults;
 use crate::kafka::KafkaSettings;
 use crate::lifecycle::gate::GateSettings;
 use crate::lifecycle::triggers::Triggers;
+use crate::model::Scoring;
 use crate::telemetry::RetrainerMetrics;
 use crate::tracking::Tracker;
 use crate::train::SearchConfig;
@@ -35,6 +36,8 @@ pub struct RetrainerConfig {
     pub data_dir: PathBuf,
     pub fetch: Fetch,
     pub store: BundleStore,
+    /// How the bundles it loads and trains score.
+    pub scoring: Scoring,
     /// Where the labeled stream rows are kept.
     pub rows_file: PathBuf,
     /// The rows trigger: retrain after this many new labeled rows.
@@ -65,6 +68,7 @@ impl RetrainerConfig {
             fetch: Fetch::default(),
             rows_file: store.models_dir().join(defaults::ROWS_FILE),
             store,
+            scoring: Scoring::default(),
             retrain_every: defaults::RETRAIN_EVERY,
             triggers: Triggers::default(),
             search: SearchConfig::with_budget(defaults::RETRAIN_MAX_EVALS),

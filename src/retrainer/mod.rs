@@ -78,7 +78,8 @@ pub async fn run(
     config.kafka.ensure_topics().await?;
     let publisher = Publisher::start(&config.kafka, &config.transactional_id).await?;
     let registry = read_registry(&config.kafka).await?;
-    let champion = registry_sync::sync(&config.store, &registry, &publisher).await?;
+    let champion =
+        registry_sync::sync(&config.store, &registry, &publisher, config.scoring).await?;
 
     let (data_dir, fetch) = (config.data_dir.clone(), config.fetch.clone());
     let adult = tokio::task::spawn_blocking(move || load_adult(&data_dir, &fetch)).await??;

@@ -4,14 +4,17 @@
 
 use super::RetrainerError;
 use crate::bundle::{BundleFiles, BundleStore};
+use crate::model::Scoring;
 use crate::registry::{load_bundle, Alias, AliasRecord, Publisher, Registry};
 use crate::stream::messages::ModelMessage;
 
-/// Brings the local cache up to the registry and returns the champion's files.
+/// Brings the local cache up to the registry and returns the champion's files (each bundle
+/// loaded as `scoring` says before it is cached or published).
 pub async fn sync(
     store: &BundleStore,
     registry: &Registry,
     publisher: &Publisher,
+    scoring: Scoring,
 ) -> Result<BundleFiles, RetrainerError> {
     let missing: Vec<(u32, Vec<u8>)> = {
         let local = store.versions()?;
@@ -27,7 +30,7 @@ pub async fn sync(
         for (v, payload) in missing {
             // A bundle that does not load is left out of the cache (the follower refuses it
             // too); the registry still numbers around it.
-            if let Err(e) = load_bundle(v, &payload) {
+            if let Err(e) = load_bundle(v, &payload, scoring) {
                 tracing::error!(
                     "registry bundle v{v} is refused: {}",
                     crate::error_chain(&e)
@@ -37,7 +40,7 @@ pub async fn sync(
             let msg: ModelMessage =
                 serde_json::from_slice(&payload).expect("a bundle that loads is a model message");
             let files = msg.into_files().expect("a bundle that loads decodes");
-            s.put(&files)?;
+            s.put(&files, scoring)?;
             written.push(v);
         }
         Ok(written)
@@ -53,7 +56,7 @@ pub async fn sync(
             let v = store.current_version()?;
             let s = store.clone();
             let files = tokio::task::spawn_blocking(move || s.read_files(v)).await??;
-            files.load()?;
+            files.load(scoring)?;
             let on_topic = registry.bundle(v).is_some();
             publisher
                 .publish(
@@ -72,7 +75,7 @@ pub async fn sync(
     let s = store.clone();
     let files = tokio::task::spawn_blocking(move || -> Result<_, RetrainerError> {
         let files = s.read_files(champion)?;
-        files.load()?;
+        files.load(scoring)?;
         s.promote(champion)?;
         Ok(files)
     })

@@ -117,8 +117,9 @@ async fn train(
     let config = &trainer.config;
     let mut search = config.search.clone();
     search.cancel = cancel;
-    let training = rows.training.clone();
-    let trained = tokio::task::spawn_blocking(move || fit(&training, None, &search)).await??;
+    let (training, scoring) = (rows.training.clone(), config.scoring);
+    let trained =
+        tokio::task::spawn_blocking(move || fit(&training, None, &search, scoring)).await??;
     let log_losses = trained.search.log_losses();
     // No test metrics: the stream replays adult.test, so a test-set score would be contaminated.
     let mut files = bundle_files(
@@ -196,8 +197,9 @@ async fn check_offline(
         Promotion::Always => None,
     };
     let (test, champion) = (trainer.test.clone(), champion.clone());
+    let scoring = trainer.config.scoring;
     tokio::task::spawn_blocking(move || {
-        let bundle = files.load()?;
+        let bundle = files.load(scoring)?;
         let check = delta.map(|delta| {
             offline::check(&bundle, &champion, &rows.held, &test, &rows.stream, delta)
         });
@@ -230,9 +232,9 @@ async fn publish_and_cache(
     }
     published?;
     let champion_now = outcome == RetrainOutcome::Champion;
-    let store = trainer.config.store.clone();
+    let (store, scoring) = (trainer.config.store.clone(), trainer.config.scoring);
     let files = tokio::task::spawn_blocking(move || {
-        store.put(&files)?;
+        store.put(&files, scoring)?;
         if champion_now {
             store.promote(version)?;
         }

@@ -60,7 +60,9 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         stop_training: CancellationToken,
         on_event: F,
     ) -> Result<Self, RetrainerError> {
-        let champion = Arc::new(tokio::task::spawn_blocking(move || champion.load()).await??);
+        let scoring = trainer.config.scoring;
+        let champion =
+            Arc::new(tokio::task::spawn_blocking(move || champion.load(scoring)).await??);
         let triggers = trainer.config.triggers;
         let mut service = Service {
             monitors: Monitors::new(triggers, &champion),
@@ -99,8 +101,11 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         let Some(v) = record.version.filter(|&v| v != champion) else {
             return Ok(());
         };
-        let store = self.trainer.config.store.clone();
-        let challenger = match tokio::task::spawn_blocking(move || store.load(v)).await? {
+        let (store, scoring) = (
+            self.trainer.config.store.clone(),
+            self.trainer.config.scoring,
+        );
+        let challenger = match tokio::task::spawn_blocking(move || store.load(v, scoring)).await? {
             Ok(c) => c,
             Err(e) => {
                 // Its gate cannot go on; the next retrain brings a new challenger.

@@ -15,7 +15,7 @@ pub use search::{search, SearchConfig, SearchOutcome, Trial};
 
 use crate::data::LabeledRow;
 use crate::features::FeatureProcessor;
-use crate::model::{Model, ModelError};
+use crate::model::{Model, ModelError, Scoring};
 use crate::train::evaluate::Metrics;
 use crate::train::space::Hyperparams;
 
@@ -75,11 +75,12 @@ pub fn train_final(
 }
 
 /// Fits the processor on `train`, searches hyperparameters by CV, trains the final model on all
-/// of `train`, and evaluates it on `test` when given.
+/// of `train`, loads it as `scoring` says, and evaluates it on `test` when given.
 pub fn fit(
     train: &[LabeledRow],
     test: Option<&[LabeledRow]>,
     config: &SearchConfig,
+    scoring: Scoring,
 ) -> Result<Trained, TrainError> {
     let k = config.folds.get();
     if train.len() < k * 10 {
@@ -102,7 +103,7 @@ pub fn fit(
     );
     let start = Instant::now();
     let model_text = train_final(&data, &best.params, best.score.rounds, config.seed)?;
-    let model = Model::from_text(&model_text)?;
+    let model = Model::from_text(&model_text, scoring)?;
     tracing::info!(
         "final model trained in {:.1} s",
         start.elapsed().as_secs_f64()

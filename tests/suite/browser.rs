@@ -135,6 +135,7 @@ async fn the_page_follows_the_stream_and_shows_a_retrain_in_a_real_browser() {
             rate: Rate::new(400.0).unwrap(),
             retrain_every: std::num::NonZeroUsize::new(1500).unwrap(),
             search: small_search(2),
+            scoring: crate::helpers::scoring(),
             bootstrap_rows: Some(1000),
             promotion: Promotion::Gate(Default::default()),
             shuffle_labels: false,

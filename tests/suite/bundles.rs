@@ -4,7 +4,7 @@
 use census_stream::bundle::{BundleError, BundleFiles, MAX_VERSION};
 use census_stream::model::ModelError;
 
-use crate::helpers::initialized;
+use crate::helpers::{initialized, scoring};
 
 fn v1() -> Option<BundleFiles> {
     let init = initialized()?;
@@ -22,7 +22,7 @@ fn with_model(files: &BundleFiles, edit: impl Fn(&str) -> String) -> BundleFiles
 }
 
 fn model_error(files: &BundleFiles) -> ModelError {
-    match files.load() {
+    match files.load(scoring()) {
         Err(BundleError::Model { source, .. }) => source,
         Err(e) => panic!("refused for another reason: {e}"),
         Ok(_) => panic!("loaded"),
@@ -49,7 +49,7 @@ fn each_bad_bundle_kind_is_refused_with_its_reason() {
     let Some(files) = v1() else {
         return;
     };
-    assert!(files.load().is_ok(), "the good bundle loads");
+    assert!(files.load(scoring()).is_ok(), "the good bundle loads");
 
     let nul = with_model(&files, |t| t.replacen("\n", "\n\0", 3));
     assert!(
@@ -78,7 +78,7 @@ fn each_bad_bundle_kind_is_refused_with_its_reason() {
     for version in [0, MAX_VERSION + 1, u32::MAX] {
         let mut out_of_range = files.clone();
         out_of_range.stamp(version);
-        match out_of_range.load() {
+        match out_of_range.load(scoring()) {
             Err(BundleError::Manifest { reason, .. }) => {
                 assert!(reason.contains("outside"), "{reason}")
             }

@@ -248,12 +248,21 @@ fn prometheus_scrapes_each_service_where_it_serves_its_metrics() {
             .find(|j| j["job_name"].as_str() == Some(name))
             .unwrap_or_else(|| panic!("no {name} job"))
     };
-    for service in ["predictor", "retrainer", "dashboard"] {
-        // The binary reads the address from this variable.
-        let source = read(&format!("src/bin/{service}.rs"));
+    for (service, bin) in [
+        ("predictor", env!("CARGO_BIN_EXE_predictor")),
+        ("retrainer", env!("CARGO_BIN_EXE_retrainer")),
+        ("dashboard", env!("CARGO_BIN_EXE_dashboard")),
+    ] {
+        // The binary reads the address from this variable (its --metrics-addr flag's).
+        let help = std::process::Command::new(bin)
+            .arg("--help")
+            .env_remove("CENSUS_METRICS_ADDR")
+            .output()
+            .expect("the binary runs");
+        let help = String::from_utf8_lossy(&help.stdout);
         assert!(
-            source.contains(r#"env = "CENSUS_METRICS_ADDR""#),
-            "{service}"
+            help.contains("--metrics-addr") && help.contains("[env: CENSUS_METRICS_ADDR="),
+            "{service}: {help}"
         );
         let addr = env(&doc["services"][service], "CENSUS_METRICS_ADDR")
             .unwrap_or_else(|| panic!("{service} serves metrics"));

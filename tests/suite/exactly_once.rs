@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use census_stream::kafka::BrokerError;
-use census_stream::predictor::{self, PredictorConfig, PredictorError};
+use census_stream::predictor::{self, Mode, PredictorConfig, PredictorError};
 use census_stream::producer::{self, Input, ProducerConfig, Summary};
 use census_stream::settings::Rate;
 use tokio::task::JoinHandle;
@@ -48,8 +48,9 @@ fn exactly_once(
 ) -> PredictorConfig {
     let mut c = own_predictor(&kafka.settings);
     c.store = Some(store.clone());
-    c.exactly_once = true;
-    c.instance_id = Some(id.into());
+    c.mode = Mode::ExactlyOnce {
+        instance_id: id.into(),
+    };
     c.name = id.into();
     c
 }

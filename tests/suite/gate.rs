@@ -17,15 +17,15 @@ use census_stream::train::fit;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
-    adult, adult_dir, own_predictor, own_retrainer, small_search, store_with_v1, temp_store,
-    test_kafka, TestKafka,
+    adult, adult_dir, own_predictor, own_retrainer, scoring, small_search, store_with_v1,
+    temp_store, test_kafka, TestKafka,
 };
 
 /// A store whose v1 is a weak champion: trained on 300 rows of adult.data.
 fn weak_store() -> Option<(tempfile::TempDir, BundleStore)> {
     let data = adult()?;
     let (dir, store) = temp_store();
-    let weak = fit(&data.train[..300], None, &small_search(2)).unwrap();
+    let weak = fit(&data.train[..300], None, &small_search(2), scoring()).unwrap();
     let files = bundle_files(
         weak,
         &small_search(2),

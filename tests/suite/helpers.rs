@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use census_stream::bundle::BundleStore;
 use census_stream::data::{ensure_file, load_adult, AdultData, Fetch};
 use census_stream::initialize::{self as init, run, InitConfig};
+use census_stream::model::Scoring;
 use census_stream::settings::Folds;
 use census_stream::train::SearchConfig;
 
@@ -56,6 +57,19 @@ pub fn small_search(max_evals: usize) -> SearchConfig {
     }
 }
 
+/// How the suite's models load: strictly when `CENSUS_SCORER_STRICT` is set as the binaries read
+/// it (anything but empty, `0`, `false`, `no` or `off`), as the test script sets it, so that a
+/// model whose compiled trees do not score as LightGBM does fails to load in every test.
+pub fn scoring() -> Scoring {
+    let strict = std::env::var("CENSUS_SCORER_STRICT").is_ok_and(|v| {
+        !matches!(
+            v.to_ascii_lowercase().as_str(),
+            "" | "0" | "n" | "no" | "f" | "false" | "off"
+        )
+    });
+    Scoring::strict(strict)
+}
+
 /// A bundle made once by `initialize` with a small budget, shared by the tests that only read it.
 pub struct Initialized {
     pub _dir: tempfile::TempDir,
@@ -71,6 +85,7 @@ pub fn initialized() -> Option<&'static Initialized> {
         let mut config = InitConfig::new(store.clone(), small_search(5));
         config.data_dir = data_dir;
         config.fetch = Fetch::Never;
+        config.scoring = scoring();
         let init::Initialized::Trained(manifest) = run(&config).expect("initialize runs") else {
             unreachable!("a new store has no bundle")
         };
@@ -139,6 +154,7 @@ pub fn own_group(s: &KafkaSettings, role: &str) -> String {
 pub fn own_predictor(s: &KafkaSettings) -> census_stream::predictor::PredictorConfig {
     let mut c = census_stream::predictor::PredictorConfig::new(s.clone());
     c.group = own_group(s, "predictor");
+    c.scoring = scoring();
     c
 }
 
@@ -149,6 +165,7 @@ pub fn own_retrainer(
 ) -> census_stream::retrainer::RetrainerConfig {
     let mut c = census_stream::retrainer::RetrainerConfig::new(s.clone(), store);
     c.group = own_group(s, "retrainer");
+    c.scoring = scoring();
     c
 }
 

@@ -8,7 +8,7 @@ use census_stream::data::{load_adult, read_labeled, CensusRow, Fetch};
 use census_stream::features::FeatureProcessor;
 use census_stream::train::{fit, SearchOutcome, Trial};
 
-use crate::helpers::{adult, initialized, small_search, temp_store};
+use crate::helpers::{adult, initialized, scoring, small_search, temp_store};
 
 #[test]
 fn small_budget_initialize_writes_bundle_v1_with_auc_above_092() {
@@ -59,7 +59,7 @@ fn small_budget_initialize_writes_bundle_v1_with_auc_above_092() {
 #[test]
 fn saved_and_loaded_bundle_predicts_exactly_as_in_memory_on_all_test_rows() {
     let Some(data) = adult() else { return };
-    let trained = fit(&data.train, None, &small_search(2)).unwrap();
+    let trained = fit(&data.train, None, &small_search(2), scoring()).unwrap();
     let features = trained
         .processor
         .transform_batch(data.test.iter().map(|r| &r.row));
@@ -72,7 +72,7 @@ fn saved_and_loaded_bundle_predicts_exactly_as_in_memory_on_all_test_rows() {
         processor: trained.processor.to_bytes(),
     };
     let manifest = store.save(files, true).unwrap();
-    let loaded = store.load(manifest.version).unwrap();
+    let loaded = store.load(manifest.version, scoring()).unwrap();
     let from_disk = loaded.predict(data.test.iter().map(|r| &r.row)).unwrap();
     assert_eq!(in_memory.len(), data.test.len());
     assert_eq!(in_memory, from_disk, "bit-identical probabilities");
@@ -108,7 +108,7 @@ fn a_second_run_makes_a_new_version_and_leaves_the_old_one_untouched() {
         .path()
         .join("dataprocessors/dataprocessor_v0002.bin")
         .is_file());
-    assert!(store.load(1).is_ok() && store.load(2).is_ok());
+    assert!(store.load(1, scoring()).is_ok() && store.load(2, scoring()).is_ok());
 }
 
 fn person() -> CensusRow {
@@ -133,7 +133,7 @@ fn person() -> CensusRow {
 #[test]
 fn records_with_unknown_fields_or_unseen_categories_are_scored() {
     let Some(init) = initialized() else { return };
-    let bundle = init.store.load_current().unwrap();
+    let bundle = init.store.load_current(scoring()).unwrap();
     let mut question = person();
     question.workclass = "?".into();
     question.occupation = "?".into();
@@ -166,7 +166,7 @@ fn truncated_or_tampered_files_are_refused_naming_the_file() {
 
     fs::write(&model, &model_bytes[..model_bytes.len() / 2]).unwrap();
     let err = store
-        .load(1)
+        .load(1, scoring())
         .err()
         .expect("truncated model refused")
         .to_string();
@@ -178,7 +178,7 @@ fn truncated_or_tampered_files_are_refused_naming_the_file() {
     tampered[last] ^= 0x55;
     fs::write(&proc, &tampered).unwrap();
     let err = store
-        .load(1)
+        .load(1, scoring())
         .err()
         .expect("tampered processor refused")
         .to_string();
@@ -192,12 +192,15 @@ fn truncated_or_tampered_files_are_refused_naming_the_file() {
     files.manifest.processor_sha256 =
         census_stream::util::atomic_file::sha256_hex(&files.processor);
     let err = files
-        .load()
+        .load(scoring())
         .err()
         .expect("corrupt processor refused")
         .to_string();
     assert!(err.contains("dataprocessor_v0001.bin"), "{err}");
-    assert!(store.load(1).is_ok(), "restored files load again");
+    assert!(
+        store.load(1, scoring()).is_ok(),
+        "restored files load again"
+    );
 }
 
 #[test]
@@ -301,13 +304,13 @@ fn the_uci_files_read_with_the_known_row_counts() {
 #[test]
 fn the_search_is_seeded_and_reproducible_on_both_cores() {
     let Some(data) = adult() else { return };
-    let a = fit(&data.train, None, &small_search(4)).unwrap();
-    let b = fit(&data.train, None, &small_search(4)).unwrap();
+    let a = fit(&data.train, None, &small_search(4), scoring()).unwrap();
+    let b = fit(&data.train, None, &small_search(4), scoring()).unwrap();
     assert_eq!(a.search.best, b.search.best);
     assert_eq!(a.model_text, b.model_text);
     let mut other_seed = small_search(4);
     other_seed.seed = 2;
-    let c = fit(&data.train, None, &other_seed).unwrap();
+    let c = fit(&data.train, None, &other_seed, scoring()).unwrap();
     assert_ne!(a.search.best.params, c.search.best.params);
 }
 
@@ -316,8 +319,8 @@ fn the_search_gives_up_only_evaluations_that_cannot_win_and_stays_reproducible()
     let Some(data) = adult() else { return };
     // Ten particles, two generations: the second is measured against the first's best.
     let pruned = small_search(20);
-    let a = fit(&data.train, None, &pruned).unwrap();
-    let b = fit(&data.train, None, &pruned).unwrap();
+    let a = fit(&data.train, None, &pruned, scoring()).unwrap();
+    let b = fit(&data.train, None, &pruned, scoring()).unwrap();
     // The same evaluations, given up or not, whatever order the threads finished them in.
     let sorted = |o: &SearchOutcome| {
         let mut t = o.trials.clone();
@@ -351,7 +354,7 @@ fn the_search_gives_up_only_evaluations_that_cannot_win_and_stays_reproducible()
     // Run to their ends, the given-up evaluations would not have won: the same choice.
     let mut full = pruned.clone();
     full.prune = false;
-    let c = fit(&data.train, None, &full).unwrap();
+    let c = fit(&data.train, None, &full, scoring()).unwrap();
     assert!(c.search.trials.iter().all(|t| !t.score.abandoned));
     assert_eq!(a.search.best, c.search.best);
     assert_eq!(a.model_text, c.model_text);

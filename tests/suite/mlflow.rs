@@ -16,7 +16,7 @@ use census_stream::retrainer::{self, Event, Promotion, RetrainEvent};
 use census_stream::tracking::{Tracker, TrackingConfig};
 use census_stream::util::atomic_file::sha256_hex;
 
-use crate::helpers::{adult_dir, own_retrainer, small_search, test_kafka};
+use crate::helpers::{adult_dir, own_retrainer, scoring, small_search, test_kafka};
 use crate::registry::send_rows;
 
 /// The tracking server of the tests. In CI a missing one fails the test; elsewhere the test is
@@ -297,7 +297,7 @@ fn a_tracking_server_that_is_down_stops_nothing_and_is_warned_about_once() {
     assert!(ok, "{stderr}");
     let store = BundleStore::new(dir.path().join("models"), dir.path().join("dataprocessors"));
     assert_eq!(store.current().unwrap(), Some(1));
-    store.load(1).expect("the bundle is whole");
+    store.load(1, scoring()).expect("the bundle is whole");
     let failed: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains(&format!("MLflow tracking at {uri} failed")))

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use census_stream::kafka::KafkaSettings;
-use census_stream::predictor;
+use census_stream::predictor::{self, Mode};
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
@@ -121,9 +121,12 @@ async fn poison_records(exactly_once: bool) {
     let stop = CancellationToken::new();
     let mut pconf = own_predictor(s);
     pconf.store = Some(store);
-    pconf.exactly_once = exactly_once;
-    // Exactly-once needs a name: its transactional id is `<group>-<instance id>`.
-    pconf.instance_id = exactly_once.then(|| "poison-eos".into());
+    if exactly_once {
+        // Exactly-once needs a name: its transactional id is `<group>-<instance id>`.
+        pconf.mode = Mode::ExactlyOnce {
+            instance_id: "poison-eos".into(),
+        };
+    }
     let running = tokio::spawn(predictor::run(pconf, stop.clone()));
 
     let embedded = kafka.is_embedded();
@@ -195,8 +198,9 @@ async fn a_prediction_refused_inside_a_transaction_is_dead_lettered_when_its_bat
     let stop = CancellationToken::new();
     let mut pconf = own_predictor(s);
     pconf.store = Some(store);
-    pconf.exactly_once = true;
-    pconf.instance_id = Some("poison-refused".into());
+    pconf.mode = Mode::ExactlyOnce {
+        instance_id: "poison-refused".into(),
+    };
     let running = tokio::spawn(predictor::run(pconf, stop.clone()));
     let raw = s.producer().unwrap();
     let send = |id: String| {

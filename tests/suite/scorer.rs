@@ -3,14 +3,15 @@
 //! seen, zeros, negative and extreme numbers), for the bundles the suite trains. (Every model is
 //! also checked on a canary set when it loads, before its compiled trees score anything; the
 //! test script sets `CENSUS_SCORER_STRICT`, so that a model failing that check fails to load in
-//! every test.)
+//! every test: the services a test starts read it as `--scorer-strict`, the suite's own loads
+//! through `helpers::scoring`.)
 
 use census_stream::bundle::Bundle;
 use census_stream::data::{read_labeled, CensusRow, Fetch};
 use census_stream::initialize::{self, InitConfig};
-use census_stream::model::{canary_rows, Model, Scorer};
+use census_stream::model::{canary_rows, Model, Scorer, Scoring};
 
-use crate::helpers::{adult_dir, initialized, small_search, temp_store};
+use crate::helpers::{adult_dir, initialized, scoring, small_search, temp_store};
 
 /// Rows built to leave the paths the training data takes.
 fn odd_rows(base: &CensusRow) -> Vec<CensusRow> {
@@ -93,14 +94,22 @@ fn the_compiled_trees_and_the_native_walk_give_lightgbms_probabilities_bit_for_b
     let mut search = small_search(3);
     search.seed = 7;
     let mut config = InitConfig::new(other.clone(), search);
+    config.scoring = scoring();
     config.data_dir = data_dir.clone();
     config.fetch = Fetch::Never;
     initialize::run(&config).unwrap();
     for (store, version) in [(&init.store, init.version), (&other, 1)] {
-        let bundle = store.load(version).unwrap();
+        let bundle = store.load(version, scoring()).unwrap();
         let text = String::from_utf8(store.read_files(version).unwrap().model_text).unwrap();
         for scorer in [Scorer::Compiled, Scorer::Native] {
-            let model = Model::with_scorer(&text, scorer).unwrap();
+            let model = Model::from_text(
+                &text,
+                Scoring {
+                    scorer,
+                    ..scoring()
+                },
+            )
+            .unwrap();
             assert_eq!(model.scorer(), scorer, "the canary check refused it");
             assert_scores_as_lightgbm(&bundle, &model, &rows);
         }

@@ -9,7 +9,7 @@ use census_stream::registry::{serve_alone, CurrentServing};
 use census_stream::retrainer::{Retrainer, RowLog, StepReport};
 use census_stream::stream::messages::Prediction;
 
-use crate::helpers::initialized;
+use crate::helpers::{initialized, scoring};
 
 const GOOD: &str = r#"{"request_id": "good", "sent_at_ms": 1, "income_bracket": ">50K", "record": {"age": 52, "workclass": "Self-emp-inc", "fnlwgt": 287927, "education": "HS-grad", "education_num": 9, "marital_status": "Married-civ-spouse", "occupation": "Exec-managerial", "relationship": "Wife", "race": "White", "sex": "Female", "capital_gain": 15024, "capital_loss": 0, "hours_per_week": 40, "native_country": "United-States"}}"#;
 
@@ -39,7 +39,7 @@ fn the_predictors_step_answers_a_mixed_batch_in_input_order_with_the_right_reaso
         return;
     };
     let current = CurrentServing::default();
-    serve_alone(&current, init.store.load(init.version).unwrap());
+    serve_alone(&current, init.store.load(init.version, scoring()).unwrap());
     let mut predictor = Predictor::new(current);
 
     // (payload, expected: Ok(request id) for a prediction, Err(reason) for a dead letter)
@@ -141,9 +141,9 @@ fn a_challenger_is_scored_in_shadow_and_never_changes_the_served_prediction() {
     let Some(init) = initialized() else {
         return;
     };
-    let bundle = Arc::new(init.store.load(init.version).unwrap());
+    let bundle = Arc::new(init.store.load(init.version, scoring()).unwrap());
     let alone = CurrentServing::default();
-    serve_alone(&alone, init.store.load(init.version).unwrap());
+    serve_alone(&alone, init.store.load(init.version, scoring()).unwrap());
     let shadowed = CurrentServing::default();
     shadowed.store(Some(Arc::new(Serving {
         champion: bundle.clone(),
