@@ -9,13 +9,17 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+mod report;
+
+pub use report::LoadReport;
+
 use crate::bundle::BundleStore;
 use crate::defaults;
 use crate::initialize::{self, InitConfig};
 use crate::kafka::{kafka_or_embedded, BrokerError, KafkaSettings};
 use crate::model::Scoring;
-use crate::predictor::{self, Mode, PredictorConfig, PredictorStats};
-use crate::producer::{self, Input, ProducerConfig, Summary};
+use crate::predictor::{self, Mode, PredictorConfig};
+use crate::producer::{self, Input, ProducerConfig};
 use crate::settings::Rate;
 use crate::train::SearchConfig;
 
@@ -66,31 +70,6 @@ pub enum LoadError {
     },
     #[error("a worker thread failed")]
     Join(#[from] tokio::task::JoinError),
-}
-
-/// What the load test measured.
-#[derive(Debug)]
-pub struct LoadReport {
-    pub summary: Summary,
-    pub predictors: Vec<PredictorStats>,
-    pub warmup: Duration,
-}
-
-impl LoadReport {
-    pub fn text(&self) -> String {
-        let mut s = self.summary.report();
-        if !self.predictors.is_empty() {
-            let batches: u64 = self.predictors.iter().map(|p| p.batches).sum();
-            let scored: u64 = self.predictors.iter().map(|p| p.predicted).sum();
-            s += &format!(
-                "predictors here: {}, {} batches, {:.1} records a batch\n",
-                self.predictors.len(),
-                batches,
-                scored as f64 / batches.max(1) as f64
-            );
-        }
-        s
-    }
 }
 
 /// Runs the load test.

@@ -3,23 +3,25 @@
 //! the producer streaming adult.test (with a few malformed records, to show the dead-letter
 //! topic). Ends by itself with a summary, written to the sink it is given.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::bundle::assemble::bundle_files;
-use crate::bundle::{BundleStore, Manifest, TrainingData};
+mod narration;
+mod setup;
+
+use narration::event_line;
+use setup::{demo_input, weak_bootstrap};
+
+use crate::bundle::BundleStore;
 use crate::dashboard::{self, DashboardConfig};
-use crate::data::{ensure_file, load_training_rows, read_labeled, Fetch, TEST_FILE};
-use crate::initialize::{self, InitConfig, InitError, Initialized};
+use crate::initialize::{self, InitConfig, Initialized};
 use crate::kafka::{kafka_or_embedded, BrokerError, KafkaSettings};
 use crate::model::Scoring;
 use crate::predictor::{self, PredictorConfig};
 use crate::producer::{self, Input, ProducerConfig, Sink, Summary};
 use crate::retrainer::{self, RetrainerConfig};
 use crate::settings::Rate;
-use crate::train::fit;
 use crate::train::SearchConfig;
 
 #[derive(Debug, Clone)]
@@ -77,79 +79,6 @@ pub enum DemoError {
     Join(#[from] tokio::task::JoinError),
     #[error("the dashboard failed")]
     Dashboard(#[from] dashboard::DashboardError),
-}
-
-/// Malformed records mixed into the demo stream, one of each dead-letter reason.
-const BAD_RECORDS: [&str; 4] = [
-    "this is not JSON",
-    r#"{"record": {"age": 40}}"#,
-    r#"{"record": {"age": "forty", "workclass": "Private", "fnlwgt": 1, "education": "HS-grad", "education_num": 9, "marital_status": "Divorced", "occupation": "Sales", "relationship": "Unmarried", "race": "White", "sex": "Female", "capital_gain": 0, "capital_loss": 0, "hours_per_week": 40, "native_country": "Peru"}}"#,
-    r#"{"record": {"age": -5, "workclass": "Private", "fnlwgt": 1, "education": "HS-grad", "education_num": 9, "marital_status": "Divorced", "occupation": "Sales", "relationship": "Unmarried", "race": "White", "sex": "Female", "capital_gain": 0, "capital_loss": 0, "hours_per_week": 40, "native_country": "Peru"}}"#,
-];
-
-/// Writes the demo's input: adult.test rows as JSON lines with the bad records spread in.
-fn demo_input(data_dir: &Path, rows: usize, out: &Path) -> Result<(), DemoError> {
-    let test = read_labeled(&ensure_file(data_dir, TEST_FILE, &Fetch::default())?)?;
-    let io_err = |source| DemoError::Io {
-        path: out.to_path_buf(),
-        source,
-    };
-    let mut f = std::io::BufWriter::new(std::fs::File::create(out).map_err(io_err)?);
-    let every = (rows / (BAD_RECORDS.len() + 1)).max(1);
-    let mut bad = BAD_RECORDS.iter();
-    for (i, r) in test.iter().cycle().take(rows).enumerate() {
-        if i > 0 && i % every == 0 {
-            if let Some(b) = bad.next() {
-                writeln!(f, "{b}").map_err(io_err)?;
-            }
-        }
-        let line = serde_json::json!({
-            "income_bracket": crate::data::label_text(r.label),
-            "record": r.row,
-        });
-        writeln!(f, "{line}").map_err(io_err)?;
-    }
-    f.flush().map_err(io_err)
-}
-
-/// Version 1 trained on the first `rows` rows of adult.data only: a deliberately weak champion,
-/// so that the first retrain is clearly better and the gate has something to promote.
-fn weak_bootstrap(
-    store: &BundleStore,
-    data_dir: &Path,
-    rows: usize,
-    search: &SearchConfig,
-    scoring: Scoring,
-) -> Result<Manifest, DemoError> {
-    let (train, sha256) = load_training_rows(data_dir, &Fetch::default())?;
-    let rows = rows.clamp(search.folds.get() * 10, train.len());
-    let trained = fit(&train[..rows], None, search, scoring).map_err(InitError::from)?;
-    let files = bundle_files(
-        trained,
-        search,
-        None,
-        TrainingData::adult_data(&sha256, rows),
-    );
-    Ok(store.save(files, true).map_err(InitError::from)?)
-}
-
-/// A retrainer event as the demo shows it (the drift measures of each window are not shown).
-fn event_line(e: &retrainer::Event) -> Option<String> {
-    Some(match e {
-        retrainer::Event::FeatureDrift { .. } => return None,
-        retrainer::Event::Retrained(e) => format!(
-            ">>> retrain ({}: {}): v{} trained on {} stream rows, CV log loss {:.4}, in {:.1} s: {}",
-            e.trigger.kind,
-            e.trigger.figures,
-            e.version,
-            e.rows,
-            e.cv_log_loss,
-            (e.finished_at_ms - e.started_at_ms) as f64 / 1000.0,
-            e.outcome
-        ),
-        retrainer::Event::Drift(f) => format!(">>> drift ({}): {}", f.kind, f.figures),
-        retrainer::Event::Gate(g) => format!(">>> {g}"),
-    })
 }
 
 /// The dashboard at `addr`, or at any free port when that one is taken.

@@ -2,13 +2,15 @@
 //! LightGBM hyperparameters, trains and evaluates the final model, and stores it as a new bundle
 //! version (version 1 on a fresh checkout), promoted to `models/CURRENT`.
 
+mod tracked;
+
 use std::path::PathBuf;
 
 use crate::bundle::assemble::bundle_files;
 use crate::bundle::{BundleStore, Manifest, TrainingData};
 use crate::data::{load_adult, Fetch};
 use crate::model::Scoring;
-use crate::tracking::{Tracker, VersionRecord};
+use crate::tracking::Tracker;
 use crate::train::{fit, SearchConfig};
 
 /// Settings of an `initialize` run.
@@ -97,12 +99,7 @@ pub fn run(config: &InitConfig) -> Result<Initialized, InitError> {
     );
     let manifest = config.store.save(files, true)?;
     if let Some(tracker) = &config.tracking {
-        let mut record =
-            VersionRecord::of_bundle(&manifest, &config.store, &log_losses, started_ms);
-        record.tag("made_by", "initialize");
-        tracker.log_version(record);
-        // It is the champion (models/CURRENT), and the registry's first records name it so.
-        tracker.set_alias(crate::tracking::CHAMPION, manifest.version);
+        tracked::track(tracker, &config.store, &manifest, &log_losses, started_ms);
     }
     Ok(Initialized::Trained(Box::new(manifest)))
 }
