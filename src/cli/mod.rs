@@ -80,7 +80,7 @@ impl ScoringArgs {
     pub fn scoring(&self) -> Scoring {
         Scoring {
             scorer: self.scorer,
-            strict: self.strict.scorer_strict,
+            ..self.strict.scoring()
         }
     }
 }

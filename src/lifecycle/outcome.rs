@@ -29,9 +29,6 @@ impl RetrainOutcome {
         }
     }
 
-    /// Every label, in a fixed order (for metrics that show each from the start).
-    pub const LABELS: [&'static str; 4] = ["champion", "challenger", "rejected_offline", "refused"];
-
     /// The version goes on to serve or to be shadowed.
     pub fn published(&self) -> bool {
         matches!(self, RetrainOutcome::Champion | RetrainOutcome::Challenger)
@@ -82,9 +79,6 @@ impl GateOutcome {
             GateOutcome::Kept { .. } => "kept",
         }
     }
-
-    /// Every label, in a fixed order.
-    pub const LABELS: [&'static str; 4] = ["promoted", "rejected", "rolled_back", "kept"];
 
     /// The version that serves after this decision.
     pub fn champion_after(&self) -> u32 {
@@ -180,7 +174,10 @@ mod tests {
             },
         ];
         let labels: Vec<_> = retrains.iter().map(RetrainOutcome::as_label).collect();
-        assert_eq!(labels, RetrainOutcome::LABELS);
+        assert_eq!(
+            labels,
+            ["champion", "challenger", "rejected_offline", "refused"]
+        );
         assert_eq!(
             retrains.iter().filter(|o| o.published()).count(),
             2,
@@ -203,7 +200,7 @@ mod tests {
             },
         ];
         let labels: Vec<_> = gates.iter().map(GateOutcome::as_label).collect();
-        assert_eq!(labels, GateOutcome::LABELS);
+        assert_eq!(labels, ["promoted", "rejected", "rolled_back", "kept"]);
         let champions: Vec<_> = gates.iter().map(GateOutcome::champion_after).collect();
         assert_eq!(champions, [3, 2, 2, 3]);
         for g in gates {

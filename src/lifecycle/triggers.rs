@@ -45,13 +45,6 @@ pub enum TriggerKind {
 }
 
 impl TriggerKind {
-    pub const ALL: [TriggerKind; 4] = [
-        TriggerKind::Rows,
-        TriggerKind::Time,
-        TriggerKind::FeatureDrift,
-        TriggerKind::LossDrift,
-    ];
-
     /// The label of metrics and MLflow tags, as serialized in manifests.
     pub fn as_label(self) -> &'static str {
         match self {
@@ -60,11 +53,6 @@ impl TriggerKind {
             TriggerKind::FeatureDrift => "feature_drift",
             TriggerKind::LossDrift => "loss_drift",
         }
-    }
-
-    /// A drift trigger (it waits for new rows, and a new champion drops a feature-drift alarm).
-    pub fn is_drift(self) -> bool {
-        matches!(self, TriggerKind::FeatureDrift | TriggerKind::LossDrift)
     }
 }
 

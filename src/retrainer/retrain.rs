@@ -103,11 +103,13 @@ pub fn prepare(
     }
 }
 
-/// Step 2: searches and trains on `rows.training`, and makes the files of the version after
-/// `parent` (numbered past every version used locally or in the registry), with the CV log loss
-/// of each evaluation.
+/// Step 2: searches and trains on `training` (taken out of `rows`, so that it moves to the
+/// training thread instead of being copied), and makes the files of the version after `parent`
+/// (numbered past every version used locally or in the registry), with the CV log loss of each
+/// evaluation.
 async fn train(
     trainer: &Trainer,
+    training: Vec<LabeledRow>,
     rows: &Prepared,
     stream_offsets: &BTreeMap<String, i64>,
     parent: &Manifest,
@@ -117,7 +119,7 @@ async fn train(
     let config = &trainer.config;
     let mut search = config.search.clone();
     search.cancel = cancel;
-    let (training, scoring) = (rows.training.clone(), config.scoring);
+    let scoring = config.scoring;
     let trained =
         tokio::task::spawn_blocking(move || fit(&training, None, &search, scoring)).await??;
     let log_losses = trained.search.log_losses();
@@ -259,7 +261,7 @@ pub async fn retrain(
     let started_at_ms = now_ms();
     let total_rows = stream.rows.len();
     let gated = matches!(config.promotion, Promotion::Gate(_));
-    let rows = prepare(
+    let mut rows = prepare(
         &trainer.base,
         stream.rows,
         gated.then_some(&parent.training_data.stream_offsets),
@@ -281,8 +283,17 @@ pub async fn retrain(
             ""
         }
     );
-    let (files, log_losses) =
-        train(&trainer, &rows, &stream.offsets, &parent, &trigger, cancel).await?;
+    let training = std::mem::take(&mut rows.training);
+    let (files, log_losses) = train(
+        &trainer,
+        training,
+        &rows,
+        &stream.offsets,
+        &parent,
+        &trigger,
+        cancel,
+    )
+    .await?;
     let version = files.manifest.version;
     let (bundle, check) = check_offline(&trainer, &files, &champion, rows).await?;
     let (outcome, alias) = judge(version, parent.version, check.as_ref(), &stream.offsets);
