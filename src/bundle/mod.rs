@@ -99,6 +99,22 @@ impl BundleFiles {
         self.processor_named(&self.manifest.processor_file)
     }
 
+    /// The manifest checked and both files verified against it, nothing loaded: whether these
+    /// are a bundle of this build, whole and unaltered.
+    pub fn verify(&self) -> Result<(), BundleError> {
+        self.check_manifest()?;
+        verify(
+            &self.manifest.model_file,
+            &self.manifest.model_sha256,
+            &self.model_text,
+        )?;
+        verify(
+            &self.manifest.processor_file,
+            &self.manifest.processor_sha256,
+            &self.processor,
+        )
+    }
+
     /// The manifest's version, format and feature schema are this build's.
     fn check_manifest(&self) -> Result<(), BundleError> {
         let m = &self.manifest;

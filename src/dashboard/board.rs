@@ -486,12 +486,13 @@ impl Board {
             let (psi, rows, complete) = match &d.last {
                 Some((psi, rows)) => (Some(psi.clone()), *rows, true),
                 None if d.window.rows() >= DRIFT_MIN_ROWS => {
-                    let processor = self.versions[&d.version]
-                        .processor
-                        .as_ref()
-                        .expect("drift needs a processor");
-                    let psi = processor.drift_reference().psi(&d.window);
-                    (Some(psi), d.window.rows(), false)
+                    // A version whose processor did not load has no drift to show.
+                    let psi = self
+                        .versions
+                        .get(&d.version)
+                        .and_then(|v| v.processor.as_ref())
+                        .map(|p| p.drift_reference().psi(&d.window));
+                    (psi, d.window.rows(), false)
                 }
                 None => (None, d.window.rows(), false),
             };

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::board::Board;
 use crate::kafka::{group_lag, BrokerError, KafkaSettings};
-use crate::stream::messages::{now_ms, ModelMessage, Prediction};
+use crate::registry::{bundle_files, Alias, Registry};
+use crate::stream::messages::{now_ms, Prediction};
 use crate::telemetry::DashboardMetrics;
 
 const LAG_EVERY: Duration = Duration::from_secs(2);
@@ -27,6 +28,9 @@ pub async fn read_topics(
     let topics = [&t.requests, &t.predictions, &t.dlq, &t.models].map(|s| s.to_owned());
     let consumer: StreamConsumer = settings.reader()?;
     settings.assign_from_beginning(&consumer, &topics).await?;
+    // What the models topic says, junk ignored as every reader of it does; the bundles' bytes
+    // are let go once read.
+    let mut registry = Registry::default();
     loop {
         let m = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -45,7 +49,18 @@ pub async fn read_topics(
         let topic = m.topic();
         metrics.read(topic);
         if topic == t.models {
-            read_model_record(&board, m.key(), m.payload()).await;
+            match registry.read_off_runtime(m.key(), m.payload()).await {
+                Ok(()) => show_model_record(&board, &mut registry, m.key()).await,
+                Err(e) => {
+                    tracing::warn!(
+                        "dashboard: {topic} offset {}: record ignored ({}): {}",
+                        m.offset(),
+                        e.reason(),
+                        crate::error_chain(&e)
+                    );
+                    metrics.registry_ignored(e.reason());
+                }
+            }
             continue;
         }
         let mut board = board.lock().expect("board lock");
@@ -71,44 +86,42 @@ pub async fn read_topics(
     }
 }
 
-async fn read_model_record(board: &Mutex<Board>, key: Option<&[u8]>, payload: Option<&[u8]>) {
-    match crate::registry::records::parse(key, payload) {
-        Ok(crate::registry::records::Record::Bundle { version, payload }) => {
-            // Only the manifest and the processor (for drift) are needed: the model is not
-            // loaded. A bundle whose processor does not load still has its manifest shown.
-            let loaded = tokio::task::spawn_blocking(move || {
-                let msg = serde_json::from_slice::<ModelMessage>(&payload).ok()?;
-                if msg.manifest.version != version {
-                    tracing::warn!("bundle v{version} holds v{}", msg.manifest.version);
-                    return None;
-                }
-                let manifest = msg.manifest.clone();
-                let processor = match msg.into_files() {
-                    Ok(files) => files
-                        .load_processor()
-                        .map_err(|e| {
-                            tracing::warn!("bundle v{version}: {}", crate::error_chain(&e))
-                        })
-                        .ok(),
-                    Err(e) => {
-                        tracing::warn!("bundle v{version}: {e}");
-                        None
-                    }
-                };
-                Some((manifest, processor))
-            })
-            .await;
-            if let Ok(Some((manifest, processor))) = loaded {
-                board
-                    .lock()
-                    .expect("board lock")
-                    .bundle(manifest, processor);
+/// Shows on `board` the record of `key` that `registry` just took in: a bundle's manifest and
+/// processor (for drift; the model is not loaded), or an alias record.
+async fn show_model_record(board: &Mutex<Board>, registry: &mut Registry, key: Option<&[u8]>) {
+    let key = key.map(String::from_utf8_lossy).unwrap_or_default();
+    if let Some(version) = key
+        .strip_prefix("bundle/v")
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        let Some(payload) = registry.bundle(version).map(<[u8]>::to_vec) else {
+            return; // the same bundle again
+        };
+        registry.retain_bundles(|_| false);
+        // A bundle whose processor does not load still has its manifest shown.
+        let loaded = tokio::task::spawn_blocking(move || {
+            let files = bundle_files(version, &payload).ok()?;
+            let processor = files
+                .load_processor()
+                .map_err(|e| tracing::warn!("bundle v{version}: {}", crate::error_chain(&e)))
+                .ok();
+            Some((files.manifest, processor))
+        })
+        .await;
+        if let Ok(Some((manifest, processor))) = loaded {
+            board
+                .lock()
+                .expect("board lock")
+                .bundle(manifest, processor);
+        }
+        return;
+    }
+    for alias in [Alias::Champion, Alias::Challenger] {
+        if key == alias.key() {
+            if let Some(a) = registry.alias(alias) {
+                board.lock().expect("board lock").alias(a.clone());
             }
         }
-        Ok(crate::registry::records::Record::Alias(a)) => {
-            board.lock().expect("board lock").alias(a);
-        }
-        Err(e) => tracing::debug!("registry record skipped: {}", crate::error_chain(&e)),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The records of `census.models`: one immutable bundle record per version, keyed
-//! `bundle/vNNNN`, and alias records keyed `alias/champion` and `alias/challenger` that say which
-//! version plays which part, since when, why, and on what evidence. The topic is compacted: the
-//! newest record of each key is what stays.
+//! `bundle/vNNNN`; alias records keyed `alias/champion` and `alias/challenger` that say which
+//! version plays which part, since when, why, and on what evidence; the operator's pin (`pin`);
+//! and operators' commands (`command/<id>`), each answered under its own key by whoever applied
+//! it. The topic is compacted: the newest record of each key is what stays.
 
 use std::collections::BTreeMap;
 
@@ -54,6 +55,14 @@ pub struct AliasRecord {
     /// it if it proves better.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub probation: bool,
+    /// The content of the version named ([`crate::bundle::Manifest::bundle_sha256`]): a
+    /// reader serves only a bundle record with this content, so a record that replaced the
+    /// version's bundle later (and that compaction kept) is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_sha256: Option<String>,
+    /// Who asked, for a change an operator's command made (`user@host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_by: Option<String>,
 }
 
 impl AliasRecord {
@@ -67,9 +76,94 @@ impl AliasRecord {
             evidence: None,
             from_offsets: BTreeMap::new(),
             probation: false,
+            bundle_sha256: None,
+            asked_by: None,
         }
     }
 }
+
+/// The operator's pin (key `pin`): while it names a version, nothing but an operator's command
+/// changes the champion: the gate's promotions and rollbacks are held.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PinRecord {
+    /// `None`: unpinned.
+    pub version: Option<u32>,
+    pub reason: String,
+    pub asked_by: String,
+    pub set_at_ms: i64,
+}
+
+impl PinRecord {
+    pub const KEY: &'static str = "pin";
+}
+
+/// What an operator asks of the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum Action {
+    /// Make `version` the champion.
+    Promote { version: u32 },
+    /// Make the champion's previous version the champion again; with `pin`, pin it there.
+    Rollback {
+        #[serde(default)]
+        pin: bool,
+    },
+    /// Make `version` the champion (if it is not) and pin it.
+    Pin { version: u32 },
+    /// Let the gate decide again.
+    Unpin,
+}
+
+impl Action {
+    /// `promote`, `rollback`, `pin` or `unpin`.
+    pub fn as_label(&self) -> &'static str {
+        match self {
+            Action::Promote { .. } => "promote",
+            Action::Rollback { .. } => "rollback",
+            Action::Pin { .. } => "pin",
+            Action::Unpin => "unpin",
+        }
+    }
+}
+
+/// The answer to a command, written under the command's key by whoever applied or refused it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub applied: bool,
+    /// What was done, or why not.
+    pub message: String,
+    /// Who answered: the retrainer (its instance) or the command line itself.
+    pub answered_by: String,
+    pub at_ms: i64,
+}
+
+/// An operator's command (key `command/<id>`): written by `registry promote|rollback|pin|unpin`
+/// when a retrainer runs, applied by the retrainer (the registry's one writer), and answered
+/// under the same key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    pub id: String,
+    #[serde(flatten)]
+    pub action: Action,
+    pub reason: String,
+    pub asked_by: String,
+    pub asked_at_ms: i64,
+    /// A command not answered by then is refused as expired: whoever asked has stopped waiting.
+    pub expires_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Answer>,
+}
+
+impl CommandRecord {
+    pub fn key(&self) -> String {
+        format!("{COMMAND_PREFIX}{}", self.id)
+    }
+}
+
+const COMMAND_PREFIX: &str = "command/";
+
+/// The largest record a reader accepts; a larger one is ignored unread.
+pub const MAX_RECORD_BYTES: usize = 64 << 20;
 
 /// The key of a version's bundle record.
 pub fn bundle_key(version: u32) -> String {
@@ -85,6 +179,8 @@ pub enum Record {
         payload: Vec<u8>,
     },
     Alias(AliasRecord),
+    Pin(PinRecord),
+    Command(CommandRecord),
 }
 
 /// Why a record of the topic is not understood.
@@ -106,6 +202,31 @@ pub enum RecordError {
     Empty(String),
     #[error("record `{0}` names a version outside 1..={max}", max = crate::bundle::MAX_VERSION)]
     VersionOutOfRange(String),
+    #[error("record `{key}` has {bytes} bytes, over the {MAX_RECORD_BYTES} a reader accepts")]
+    TooLarge { key: String, bytes: usize },
+    #[error("record `{key}` is not valid")]
+    BadRecord {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("command record `{key}` carries the id `{id}`")]
+    CommandMismatch { key: String, id: String },
+}
+
+impl RecordError {
+    /// A short name for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RecordError::NoKey => "no_key",
+            RecordError::UnknownKey(_) => "unknown_key",
+            RecordError::BadAlias { .. } | RecordError::AliasMismatch { .. } => "bad_alias",
+            RecordError::Empty(_) => "empty",
+            RecordError::VersionOutOfRange(_) => "version_out_of_range",
+            RecordError::TooLarge { .. } => "too_large",
+            RecordError::BadRecord { .. } | RecordError::CommandMismatch { .. } => "bad_record",
+        }
+    }
 }
 
 /// Reads one record of the topic.
@@ -114,6 +235,31 @@ pub fn parse(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<Record, Recor
     let payload = payload
         .filter(|p| !p.is_empty())
         .ok_or_else(|| RecordError::Empty(key.clone()))?;
+    if payload.len() > MAX_RECORD_BYTES {
+        return Err(RecordError::TooLarge {
+            key,
+            bytes: payload.len(),
+        });
+    }
+    let json = |key: &str| {
+        let key = key.to_owned();
+        move |source| RecordError::BadRecord { key, source }
+    };
+    if key == PinRecord::KEY {
+        return Ok(Record::Pin(
+            serde_json::from_slice(payload).map_err(json(&key))?,
+        ));
+    }
+    if let Some(id) = key.strip_prefix(COMMAND_PREFIX) {
+        let command: CommandRecord = serde_json::from_slice(payload).map_err(json(&key))?;
+        if command.id != id {
+            return Err(RecordError::CommandMismatch {
+                id: command.id,
+                key,
+            });
+        }
+        return Ok(Record::Command(command));
+    }
     if let Some(v) = key.strip_prefix("bundle/v") {
         let version: u32 = v
             .parse()

@@ -6,7 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::register_build_info;
+use super::{register_build_info, ReasonLabel};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabel {
@@ -19,6 +19,8 @@ pub struct DashboardMetrics {
     pub records_read: Family<TopicLabel, Counter>,
     /// Pages open now (server-sent event streams).
     pub viewers: Gauge,
+    /// Records of the models topic ignored, by reason.
+    pub registry_records_ignored: Family<ReasonLabel, Counter>,
 }
 
 impl DashboardMetrics {
@@ -26,6 +28,14 @@ impl DashboardMetrics {
         self.records_read
             .get_or_create(&TopicLabel {
                 topic: topic.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn registry_ignored(&self, reason: &str) {
+        self.registry_records_ignored
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
             })
             .inc();
     }
@@ -41,6 +51,11 @@ impl DashboardMetrics {
             "dashboard_viewers",
             "Pages following the dashboard's live updates now",
             self.viewers.clone(),
+        );
+        r.register(
+            "registry_records_ignored",
+            "Records of the models topic ignored, by reason",
+            self.registry_records_ignored.clone(),
         );
         register_build_info(r);
     }
