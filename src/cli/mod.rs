@@ -97,20 +97,20 @@ pub struct DataArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// Partitions of census.requests and census.predictions when this creates them.
-    #[arg(long, env = "CENSUS_PARTITIONS", default_value_t = defaults::PARTITIONS,
+    #[arg(global = true, long, env = "CENSUS_PARTITIONS", default_value_t = defaults::PARTITIONS,
           value_parser = settings::partitions)]
     pub partitions: i32,
-    #[arg(long, default_value = defaults::REQUESTS_TOPIC)]
+    #[arg(global = true, long, default_value = defaults::REQUESTS_TOPIC)]
     pub requests_topic: String,
-    #[arg(long, default_value = defaults::PREDICTIONS_TOPIC)]
+    #[arg(global = true, long, default_value = defaults::PREDICTIONS_TOPIC)]
     pub predictions_topic: String,
-    #[arg(long, default_value = defaults::DLQ_TOPIC)]
+    #[arg(global = true, long, default_value = defaults::DLQ_TOPIC)]
     pub dlq_topic: String,
-    #[arg(long, default_value = defaults::MODELS_TOPIC)]
+    #[arg(global = true, long, default_value = defaults::MODELS_TOPIC)]
     pub models_topic: String,
     /// Extra librdkafka setting for every Kafka client, `key=value` (repeatable), e.g.
     /// `--kafka-config security.protocol=SASL_SSL`.
-    #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    #[arg(global = true, long = "kafka-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub kafka_config: Vec<(String, String)>,
 }
 
@@ -145,7 +145,7 @@ impl ClientArgs {
 #[derive(Debug, Clone, Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = defaults::BROKERS,
+    #[arg(global = true, long, env = "KAFKA_BROKERS", default_value = defaults::BROKERS,
           value_parser = settings::brokers)]
     pub brokers: String,
     #[command(flatten)]
@@ -162,7 +162,7 @@ impl KafkaArgs {
 #[derive(Debug, Clone, Args)]
 pub struct EmbeddedOrKafkaArgs {
     /// A real Kafka to use instead of the embedded broker.
-    #[arg(long, env = "KAFKA_BROKERS", value_parser = settings::brokers)]
+    #[arg(global = true, long, env = "KAFKA_BROKERS", value_parser = settings::brokers)]
     pub brokers: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,

@@ -18,5 +18,11 @@ pub(super) fn event_line(e: &retrainer::Event) -> Option<String> {
         ),
         retrainer::Event::Drift(f) => format!(">>> drift ({}): {}", f.kind, f.figures),
         retrainer::Event::Gate(g) => format!(">>> {g}"),
+        retrainer::Event::Command(c) => format!(
+            ">>> {} command of {}: {}",
+            c.command.action.as_label(),
+            c.command.asked_by,
+            c.command.answer.as_ref().map_or("", |a| a.message.as_str())
+        ),
     })
 }

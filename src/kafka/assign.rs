@@ -167,3 +167,21 @@ fn high_watermark(probe: &BaseConsumer, topic: &str, partition: i32) -> Result<i
         }
     }
 }
+
+impl KafkaSettings {
+    /// How many members `group` has now (0: none, or the group is unknown).
+    pub async fn group_members(&self, group: &str) -> Result<usize, BrokerError> {
+        let probe: BaseConsumer = self.client(&[]).create()?;
+        let group = group.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let list = probe.fetch_group_list(Some(&group), REQUEST_TIMEOUT)?;
+            Ok(list
+                .groups()
+                .iter()
+                .filter(|g| g.name() == group)
+                .map(|g| g.members().len())
+                .sum())
+        })
+        .await?
+    }
+}

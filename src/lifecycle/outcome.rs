@@ -16,6 +16,9 @@ pub enum RetrainOutcome {
     /// Its bundle record (`bytes`) is larger than the registry's topic accepts: neither
     /// published nor kept.
     Refused { bytes: usize, topic: String },
+    /// Would have been the champion at once (promotion `always`), but an operator pinned
+    /// `pinned`: published and kept, playing no part.
+    Held { pinned: u32 },
 }
 
 impl RetrainOutcome {
@@ -26,6 +29,7 @@ impl RetrainOutcome {
             RetrainOutcome::Challenger => "challenger",
             RetrainOutcome::RejectedOffline { .. } => "rejected_offline",
             RetrainOutcome::Refused { .. } => "refused",
+            RetrainOutcome::Held { .. } => "held",
         }
     }
 
@@ -46,6 +50,9 @@ impl fmt::Display for RetrainOutcome {
                 "refused: its bundle record ({bytes} bytes) is larger than {topic} accepts \
                  (max.message.bytes)"
             ),
+            RetrainOutcome::Held { pinned } => {
+                write!(f, "held: an operator pinned v{pinned} as the champion")
+            }
         }
     }
 }
@@ -67,6 +74,13 @@ pub enum GateOutcome {
     RolledBack { to: u32, from: u32 },
     /// The champion passed its probation against the former champion.
     Kept { champion: u32, former: u32 },
+    /// The test would have made `challenger` the champion (a promotion, or with `rollback` a
+    /// rollback to the former champion), but an operator pinned `champion`: nothing changed.
+    Held {
+        challenger: u32,
+        champion: u32,
+        rollback: bool,
+    },
 }
 
 impl GateOutcome {
@@ -77,6 +91,7 @@ impl GateOutcome {
             GateOutcome::Rejected { .. } => "rejected",
             GateOutcome::RolledBack { .. } => "rolled_back",
             GateOutcome::Kept { .. } => "kept",
+            GateOutcome::Held { .. } => "held",
         }
     }
 
@@ -87,6 +102,7 @@ impl GateOutcome {
             GateOutcome::Rejected { champion, .. } => champion,
             GateOutcome::RolledBack { to, .. } => to,
             GateOutcome::Kept { champion, .. } => champion,
+            GateOutcome::Held { champion, .. } => champion,
         }
     }
 
@@ -130,6 +146,18 @@ impl fmt::Display for GateOutcome {
             ),
             GateOutcome::Kept { champion, former } => {
                 write!(f, "v{champion} passed probation against v{former}")
+            }
+            GateOutcome::Held {
+                challenger,
+                champion,
+                rollback,
+            } => {
+                write!(
+                f,
+                "held: the gate would have {} v{challenger} over v{champion}, which an operator \
+                 pinned",
+                if rollback { "rolled back to" } else { "promoted" }
+            )
             }
         }
     }

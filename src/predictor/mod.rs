@@ -321,12 +321,14 @@ pub async fn run(
         }
     }
     let (loaded_tx, mut loaded) = watch::channel(champion_version(&current));
+    let (state_tx, _in_step) = watch::channel(registry::FollowerState::default());
     let follower_stop = shutdown.child_token();
     let mut follower = tokio::spawn(registry::follow(
         config.kafka.clone(),
         current.clone(),
-        config.metrics.bundles_refused.clone(),
+        config.metrics.registry.clone(),
         loaded_tx,
+        state_tx,
         name.clone(),
         config.scoring,
         follower_stop.clone(),

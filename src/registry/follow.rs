@@ -1,29 +1,37 @@
 //! Following the registry: a predictor reads `census.models` from its beginning and keeps the
 //! bundles of the champion and the challenger loaded, in an [`ArcSwapOption`] that its batches
 //! read. A bundle that cannot be verified or loaded is refused with a log line, and the part it
-//! was meant for keeps its current bundle.
+//! was meant for keeps its current bundle. A follower never stops on an error of the broker: it
+//! tries again with backoff, says how long it has been behind (a metric, and a warning once it
+//! is behind for long), and tells its service through [`FollowerState`] whether it is in step.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::Message;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::telemetry::ReasonLabel;
-
-use super::read::catch_up;
-use super::records::{parse, Alias};
+use super::bundle_record::load_bundle;
+use super::read::{catch_up, warn_ignored};
+use super::records::Alias;
 use super::state::Registry;
-use crate::bundle::{Bundle, BundleError};
+use crate::bundle::Bundle;
 use crate::kafka::{BrokerError, KafkaSettings};
 use crate::model::Scoring;
-use crate::stream::messages::ModelMessage;
+use crate::telemetry::{ReasonLabel, RegistryMetrics};
+
+/// The first wait before trying again after an error of the broker; it doubles up to
+/// [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait between two tries: once the broker is back, a follower is in step again
+/// within this (plus the time to read the topic).
+pub const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Behind for this long, a follower warns at each try.
+const BEHIND_LOUDLY: Duration = Duration::from_secs(30);
 
 /// What a predictor scores with: the champion serves, the challenger is scored in shadow.
 pub struct Serving {
@@ -39,54 +47,6 @@ pub fn champion_version(current: &CurrentServing) -> Option<u32> {
     current.load().as_ref().map(|s| s.champion.manifest.version)
 }
 
-/// Why a bundle record was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum RefusedBundle {
-    #[error("not a model message")]
-    NotAModelMessage(#[source] serde_json::Error),
-    #[error("the processor is not base64")]
-    NotBase64(#[source] base64::DecodeError),
-    #[error("record of v{key} holds the bundle of v{inside}")]
-    WrongVersion { key: u32, inside: u32 },
-    #[error(transparent)]
-    Bundle(#[from] BundleError),
-}
-
-impl RefusedBundle {
-    /// A short name for metrics.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            RefusedBundle::NotAModelMessage(_) => "not_a_model_message",
-            RefusedBundle::NotBase64(_) => "not_base64",
-            RefusedBundle::WrongVersion { .. } => "wrong_version",
-            RefusedBundle::Bundle(BundleError::Integrity { .. }) => "integrity",
-            RefusedBundle::Bundle(BundleError::Processor { .. }) => "processor",
-            RefusedBundle::Bundle(BundleError::Model { .. }) => "model",
-            RefusedBundle::Bundle(BundleError::Manifest { .. }) => "manifest",
-            RefusedBundle::Bundle(_) => "other",
-        }
-    }
-}
-
-/// Verifies and loads the bundle record of `version`, its model scored as `scoring` says (CPU
-/// work: call off the runtime).
-pub fn load_bundle(
-    version: u32,
-    payload: &[u8],
-    scoring: Scoring,
-) -> Result<Bundle, RefusedBundle> {
-    let msg: ModelMessage =
-        serde_json::from_slice(payload).map_err(RefusedBundle::NotAModelMessage)?;
-    if msg.manifest.version != version {
-        return Err(RefusedBundle::WrongVersion {
-            key: version,
-            inside: msg.manifest.version,
-        });
-    }
-    let files = msg.into_files().map_err(RefusedBundle::NotBase64)?;
-    Ok(files.load(scoring)?)
-}
-
 /// Serves `bundle` as champion with no challenger (a predictor's local bundle at start).
 pub fn serve_alone(current: &CurrentServing, bundle: Bundle) {
     current.store(Some(Arc::new(Serving {
@@ -95,15 +55,28 @@ pub fn serve_alone(current: &CurrentServing, bundle: Bundle) {
     })));
 }
 
+/// Whether a follower serves what the registry names: `caught_up` once it has read the topic to
+/// its end, `in_step` while nothing the registry names is left to load (a bundle refused for
+/// good does not count: it is never going to load).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FollowerState {
+    pub caught_up: bool,
+    pub in_step: bool,
+}
+
 /// Follows the registry until `shutdown`, keeping `current` on the champion and challenger it
-/// names (loaded as `scoring` says) and announcing the champion's version on `loaded`. The topic
-/// is first read to its end and only its final state served (never the champions of the past,
-/// one after another); then each new record is applied as it comes.
+/// names (loaded as `scoring` says), announcing the champion's version on `loaded` and whether
+/// it is in step on `state`. The topic is first read to its end and only its final state served
+/// (never the champions of the past, one after another); then each new record is applied as it
+/// comes. Errors of the broker are retried, never returned: the only error is a consumer that
+/// cannot be made at all.
+#[allow(clippy::too_many_arguments)]
 pub async fn follow(
     settings: KafkaSettings,
     current: CurrentServing,
-    refused: Family<ReasonLabel, Counter>,
+    metrics: RegistryMetrics,
     loaded: watch::Sender<Option<u32>>,
+    state: watch::Sender<FollowerState>,
     who: String,
     scoring: Scoring,
     shutdown: CancellationToken,
@@ -116,46 +89,88 @@ pub async fn follow(
         cache: BTreeMap::new(),
         current,
         loaded,
+        state,
         who,
         topic: topic.clone(),
-        refused,
+        metrics,
         scoring,
+        behind_since: Some(Instant::now()),
     };
     if let Some(s) = follower.current.load_full() {
         follower
             .cache
             .insert(s.champion.manifest.version, Some(s.champion.clone()));
     }
-    tokio::select! {
-        _ = shutdown.cancelled() => return Ok(()),
-        r = catch_up(&settings, &consumer, &mut follower.registry) => r?,
-    }
-    follower.reconcile().await?;
+    let mut wait = RETRY_FIRST;
     loop {
+        let metrics = follower.metrics.clone();
+        let read = catch_up(&settings, &consumer, &mut follower.registry, |e| {
+            metrics.ignored(e.reason())
+        });
+        let r = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = read => r,
+        };
+        match r {
+            Ok(()) => break,
+            Err(e) => {
+                follower.still_behind(&e);
+                // Read again from the beginning: nothing half-read is kept.
+                follower.registry = Registry::default();
+                if sleep_or_stop(&mut wait, &shutdown).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    follower.state.send_modify(|s| s.caught_up = true);
+    let mut wait = RETRY_FIRST;
+    loop {
+        // Behind (a bundle named but not loaded, for want of the broker): try again soon,
+        // whether or not a record comes.
+        let retry = follower.behind_since.is_some();
         let msg = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            m = consumer.recv() => m,
+            m = consumer.recv() => Some(m),
+            () = tokio::time::sleep(wait), if retry => None,
         };
         match msg {
-            Ok(m) => match parse(m.key(), m.payload()) {
-                Ok(record) => follower.registry.apply(record),
-                Err(e) => {
-                    tracing::warn!(
-                        "{}: {topic}: skipped: {}",
-                        follower.who,
-                        crate::error_chain(&e)
-                    );
+            Some(Ok(m)) => {
+                if let Err(e) = follower
+                    .registry
+                    .read_off_runtime(m.key(), m.payload())
+                    .await
+                {
+                    warn_ignored(&topic, m.offset(), &e);
+                    follower.metrics.ignored(e.reason());
                     continue;
                 }
-            },
-            Err(e) => {
+            }
+            Some(Err(e)) => {
                 tracing::warn!("{}: {topic}: {e}", follower.who);
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
+            None => {}
         }
-        follower.reconcile().await?;
+        match follower.reconcile().await {
+            Ok(()) => wait = RETRY_FIRST,
+            Err(e) => {
+                follower.still_behind(&e);
+                wait = (wait * 2).min(RETRY_MAX);
+            }
+        }
     }
+}
+
+/// Sleeps `wait` (then doubles it, up to [`RETRY_MAX`]); `true` if `shutdown` came first.
+async fn sleep_or_stop(wait: &mut Duration, shutdown: &CancellationToken) -> bool {
+    let stop = tokio::select! {
+        _ = shutdown.cancelled() => true,
+        () = tokio::time::sleep(*wait) => false,
+    };
+    *wait = (*wait * 2).min(RETRY_MAX);
+    stop
 }
 
 /// A predictor's view of the registry and the bundles it loaded.
@@ -167,22 +182,69 @@ struct Follower {
     cache: BTreeMap<u32, Option<Arc<Bundle>>>,
     current: CurrentServing,
     loaded: watch::Sender<Option<u32>>,
+    state: watch::Sender<FollowerState>,
     who: String,
     topic: String,
-    /// Bundles refused, by reason.
-    refused: Family<ReasonLabel, Counter>,
+    metrics: RegistryMetrics,
     /// How the bundles it loads score.
     scoring: Scoring,
+    /// Since when it has not served what the registry names, if it does not.
+    behind_since: Option<Instant>,
 }
 
 impl Follower {
     fn refuse(&mut self, version: u32, reason: &str) {
         self.cache.insert(version, None);
-        self.refused
+        self.metrics
+            .bundles_refused
             .get_or_create(&ReasonLabel {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Notes that the registry could not be read (`e`): behind since when it first was, said
+    /// as a metric, and loudly once it has been for long.
+    fn still_behind(&mut self, e: &BrokerError) {
+        let since = *self.behind_since.get_or_insert_with(Instant::now);
+        let behind = since.elapsed();
+        self.metrics.stale_seconds.set(behind.as_secs_f64());
+        self.state.send_modify(|s| s.in_step = false);
+        let serving = champion_version(&self.current)
+            .map_or_else(|| "nothing".to_owned(), |v| format!("v{v}"));
+        let wanted = self
+            .registry
+            .version_of(Alias::Champion)
+            .map_or_else(String::new, |v| format!(" (the registry names v{v})"));
+        let what = format!(
+            "{}: {}: cannot read the registry, trying again: {}; serving {serving}{wanted}, \
+             behind for {:.0} s",
+            self.who,
+            self.topic,
+            crate::error_chain(e),
+            behind.as_secs_f64()
+        );
+        if behind >= BEHIND_LOUDLY {
+            tracing::error!("{what}");
+        } else {
+            tracing::warn!("{what}");
+        }
+    }
+
+    /// Notes that it serves what the registry names.
+    fn in_step(&mut self) {
+        if let Some(since) = self.behind_since.take() {
+            if since.elapsed() >= RETRY_FIRST {
+                tracing::info!(
+                    "{}: in step with {} again after {:.1} s",
+                    self.who,
+                    self.topic,
+                    since.elapsed().as_secs_f64()
+                );
+            }
+        }
+        self.metrics.stale_seconds.set(0.0);
+        self.state.send_modify(|s| s.in_step = true);
     }
 
     /// Serves the champion and challenger the registry names now, loading what it must.
@@ -193,18 +255,37 @@ impl Follower {
             .registry
             .version_of(Alias::Challenger)
             .filter(|&c| Some(c) != champion);
-        for v in champion.into_iter().chain(challenger) {
+        for (alias, v) in [(Alias::Champion, champion), (Alias::Challenger, challenger)] {
+            let Some(v) = v else { continue };
             if self.cache.contains_key(&v) {
+                continue;
+            }
+            if !self.registry.alias_content_matches(alias) {
+                tracing::error!(
+                    "{who}: refused bundle v{v} from {topic}: its record is not the bundle the \
+                     {} record names (a record replaced it)",
+                    alias.as_str()
+                );
+                self.refuse(v, "not_the_named_bundle");
                 continue;
             }
             let payload = match self.registry.bundle(v) {
                 Some(p) => p.to_vec(),
                 // An older version named again (a rollback, an operator's promote): its bytes
                 // were let go, so the topic is read once more for them.
-                None => match super::read_registry(&self.settings).await?.bundle(v) {
-                    Some(p) => p.to_vec(),
-                    None => continue, // its bundle record has not arrived yet
-                },
+                None => {
+                    let metrics = self.metrics.clone();
+                    let again = super::read::read_registry_with(&self.settings, |e| {
+                        metrics.ignored(e.reason())
+                    })
+                    .await?;
+                    match again.bundle(v) {
+                        Some(p) if again.content(v) == self.registry.content(v) => p.to_vec(),
+                        // Its bundle record has not arrived yet, or what the topic holds now
+                        // is not the bundle first read for it.
+                        _ => continue,
+                    }
+                }
             };
             // A loader that panics (inside LightGBM) refuses the bundle too: the follower must
             // keep following, or the predictor would serve a stale bundle forever.
@@ -234,6 +315,7 @@ impl Follower {
         let in_use = self.current.load_full();
         let new_champion = get(champion).or_else(|| in_use.as_ref().map(|s| s.champion.clone()));
         let Some(new_champion) = new_champion else {
+            self.in_step_if_loaded(champion, challenger);
             return Ok(());
         };
         let new_challenger = get(challenger);
@@ -246,6 +328,7 @@ impl Follower {
                 }
         });
         if same {
+            self.in_step_if_loaded(champion, challenger);
             return Ok(());
         }
         tracing::info!(
@@ -268,6 +351,24 @@ impl Follower {
         self.registry
             .retain_bundles(|v| Some(v) == challenger || champion.is_none_or(|c| v >= c));
         self.loaded.send_replace(Some(version));
+        self.in_step_if_loaded(champion, challenger);
         Ok(())
+    }
+
+    /// In step if every version named is loaded or refused for good; a bundle whose record
+    /// has not come yet leaves the follower behind.
+    fn in_step_if_loaded(&mut self, champion: Option<u32>, challenger: Option<u32>) {
+        let waiting = champion
+            .into_iter()
+            .chain(challenger)
+            .any(|v| !self.cache.contains_key(&v));
+        if !waiting {
+            return self.in_step();
+        }
+        let since = *self.behind_since.get_or_insert_with(Instant::now);
+        self.metrics
+            .stale_seconds
+            .set(since.elapsed().as_secs_f64());
+        self.state.send_modify(|s| s.in_step = false);
     }
 }

@@ -5,17 +5,22 @@
 //! [`follow`] it; the retrainer reads it whole at start ([`read_registry`]).
 
 pub mod admin;
+mod bundle_record;
+pub mod commands;
 pub mod follow;
 mod publish;
 mod read;
 pub mod records;
 mod state;
+mod watch;
 
-pub use follow::{champion_version, follow, load_bundle, serve_alone, CurrentServing, Serving};
+pub use bundle_record::{bundle_files, load_bundle, RefusedBundle};
+pub use follow::{champion_version, follow, serve_alone, CurrentServing, FollowerState, Serving};
 pub use publish::Publisher;
-pub use read::read_registry;
-pub use records::{Alias, AliasRecord};
-pub use state::Registry;
+pub use read::{read_registry, read_registry_with};
+pub use records::{Action, Alias, AliasRecord, Answer, CommandRecord, PinRecord};
+pub use state::{Ignored, Registry, MAX_VERSION_GAP};
+pub use watch::watch_commands;
 
 use crate::kafka::BrokerError;
 

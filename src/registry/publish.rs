@@ -7,7 +7,7 @@
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
 
-use super::records::{bundle_key, bundle_payload, AliasRecord};
+use super::records::{bundle_key, bundle_payload, AliasRecord, CommandRecord, PinRecord};
 use super::RegistryError;
 use crate::bundle::BundleFiles;
 use crate::kafka::{is_fencing_error, BrokerError, KafkaSettings, Transactions, TXN_CALL_TIMEOUT};
@@ -55,6 +55,17 @@ impl Publisher {
         bundle: Option<&BundleFiles>,
         aliases: &[AliasRecord],
     ) -> Result<(), RegistryError> {
+        self.publish_all(bundle, aliases, None, None).await
+    }
+
+    /// Publishes `bundle`, `aliases`, `pin` and `command` (each if any) in one transaction.
+    pub async fn publish_all(
+        &self,
+        bundle: Option<&BundleFiles>,
+        aliases: &[AliasRecord],
+        pin: Option<&PinRecord>,
+        command: Option<&CommandRecord>,
+    ) -> Result<(), RegistryError> {
         let mut records: Vec<(String, Vec<u8>)> = Vec::new();
         if let Some(files) = bundle {
             let payload = bundle_payload(files).map_err(|source| RegistryError::NotUtf8 {
@@ -66,6 +77,14 @@ impl Publisher {
         for a in aliases {
             let payload = serde_json::to_vec(a).expect("alias record serializes");
             records.push((a.alias.key(), payload));
+        }
+        if let Some(p) = pin {
+            let payload = serde_json::to_vec(p).expect("pin record serializes");
+            records.push((PinRecord::KEY.to_owned(), payload));
+        }
+        if let Some(c) = command {
+            let payload = serde_json::to_vec(c).expect("command record serializes");
+            records.push((c.key(), payload));
         }
         self.txn.begin().await.map_err(|e| self.fenced_or(e))?;
         let producer = self.txn.producer();

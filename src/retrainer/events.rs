@@ -18,6 +18,8 @@ pub struct RetrainerStats {
     pub versions: Vec<u32>,
     /// Its decisions: versions refused before any gate, and the gate's.
     pub decisions: Vec<Decided>,
+    /// Retrains that failed (logged; the service went on).
+    pub failed_retrains: u64,
 }
 
 /// One retrain, as seen by the logs and the demo.
@@ -72,11 +74,23 @@ impl std::fmt::Display for GateEvent {
     }
 }
 
+/// An operator's command, answered.
+#[derive(Debug, Clone)]
+pub struct CommandEvent {
+    /// The command with its answer.
+    pub command: crate::registry::CommandRecord,
+    /// The new champion, when the command changed it.
+    pub champion: Option<u32>,
+    /// The pinned version after the command, if any.
+    pub pinned: Option<u32>,
+}
+
 /// What the retrainer tells its caller as it happens.
 #[derive(Debug, Clone)]
 pub enum Event {
     Retrained(RetrainEvent),
     Gate(GateEvent),
+    Command(CommandEvent),
     /// A drift trigger fired (its retrain starts when no retrain or gate runs).
     Drift(Fired),
     /// Each feature's PSI over the window of requests just ended, against the champion's

@@ -14,6 +14,7 @@ mod gating;
 mod monitors;
 mod observed;
 mod offline;
+mod operator;
 mod registry_sync;
 mod retrain;
 mod rowlog;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Promotion, RetrainerConfig};
-pub use events::{Event, GateEvent, RetrainEvent, RetrainerStats};
+pub use events::{CommandEvent, Event, GateEvent, RetrainEvent, RetrainerStats};
 pub use rowlog::{RowLog, RowLogError, StoredRow};
 pub use step::{Retrainer, StepReport};
 
@@ -99,6 +100,13 @@ pub async fn run(
         // Its rows are durable once a step returns: nothing to wait for between batches.
         in_flight: std::num::NonZeroUsize::MIN,
     };
+    // Operators' commands: a retrainer applies them itself, so a command fences nobody.
+    let (commands_tx, commands) = tokio::sync::mpsc::channel(16);
+    let watcher = tokio::spawn(crate::registry::watch_commands(
+        config.kafka.clone(),
+        commands_tx,
+        shutdown.child_token(),
+    ));
     let stop_training = CancellationToken::new();
     let trainer = Arc::new(Trainer {
         registry_highest: registry.highest().unwrap_or(0),
@@ -114,6 +122,7 @@ pub async fn run(
         champion,
         &registry,
         stop_training.clone(),
+        commands,
         on_event,
     )
     .await?;
@@ -128,6 +137,7 @@ pub async fn run(
     .await;
     stop_training.cancel();
     drop(member);
+    watcher.abort();
     result?.stop().await
 }
 

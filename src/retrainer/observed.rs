@@ -37,6 +37,25 @@ pub fn observe(metrics: &RetrainerMetrics, event: &Event) {
                 metrics.feature_drift(feature, *value);
             }
         }
+        Event::Command(c) => {
+            let answered = c.command.answer.as_ref();
+            metrics
+                .commands
+                .get_or_create(&crate::telemetry::CommandLabels {
+                    action: c.command.action.as_label().to_owned(),
+                    result: match answered.is_some_and(|a| a.applied) {
+                        true => "applied",
+                        false => "refused",
+                    }
+                    .to_owned(),
+                })
+                .inc();
+            if let Some(v) = c.champion {
+                metrics.set_version(CHAMPION, v);
+                metrics.set_version(CHALLENGER, 0);
+            }
+            metrics.pinned.set(i64::from(c.pinned.is_some()));
+        }
         Event::Drift(_) => {}
     }
 }

@@ -61,12 +61,15 @@ pub async fn sync(
             publisher
                 .publish(
                     (!on_topic).then_some(&files),
-                    &[AliasRecord::new(
-                        Alias::Champion,
-                        Some(v),
-                        None,
-                        "bootstrap: the local store's current version",
-                    )],
+                    &[AliasRecord {
+                        bundle_sha256: Some(files.manifest.bundle_sha256()),
+                        ..AliasRecord::new(
+                            Alias::Champion,
+                            Some(v),
+                            None,
+                            "bootstrap: the local store's current version",
+                        )
+                    }],
                 )
                 .await?;
             v

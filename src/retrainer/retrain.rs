@@ -18,7 +18,7 @@ use super::offline::{self, OfflineCheck};
 use super::rowlog::StoredRow;
 use super::{Promotion, RetrainEvent, RetrainerConfig, RetrainerError};
 use crate::bundle::assemble::bundle_files;
-use crate::bundle::{Bundle, BundleFiles, Manifest, TrainingData};
+use crate::bundle::{Bundle, BundleError, BundleFiles, Manifest, TrainingData};
 use crate::data::LabeledRow;
 use crate::lifecycle::{Fired, RetrainOutcome};
 use crate::registry::{Alias, AliasRecord, Publisher, RegistryError};
@@ -141,23 +141,45 @@ async fn train(
         .await??
         .max(parent.version)
         .max(trainer.registry_highest)
-        + 1;
+        .saturating_add(1);
+    if version > crate::bundle::MAX_VERSION {
+        return Err(BundleError::Manifest {
+            file: crate::bundle::manifest_file(version),
+            reason: format!(
+                "the next version, {version}, is beyond {}: no version number is left",
+                crate::bundle::MAX_VERSION
+            ),
+        }
+        .into());
+    }
     files.stamp(version);
     files.manifest.promoted = matches!(config.promotion, Promotion::Always);
     files.manifest.trigger = Some(trigger.clone());
     Ok((files, log_losses))
 }
 
-/// Step 3, the decision: without the gate (`check` `None`) the new `version` is the champion;
-/// with it, the challenger if it passed the offline check, else rejected. With the alias record
-/// that says so (a rejected version clears no alias but records why).
+/// Step 3, the decision: without the gate (`check` `None`) the new `version` is the champion,
+/// unless an operator `pinned` one (then it is held); with the gate, the challenger if it passed
+/// the offline check, else rejected. With the alias record that says so (a rejected or held
+/// version clears no alias but records why).
 pub fn judge(
     version: u32,
     parent: u32,
     check: Option<&OfflineCheck>,
     from_offsets: &BTreeMap<String, i64>,
+    pinned: Option<u32>,
 ) -> (RetrainOutcome, AliasRecord) {
     match check {
+        None if pinned.is_some() => {
+            let outcome = RetrainOutcome::Held {
+                pinned: pinned.unwrap_or_default(),
+            };
+            let reason = format!("v{version} {outcome}");
+            (
+                outcome,
+                AliasRecord::new(Alias::Challenger, None, None, &reason),
+            )
+        }
         None => (
             RetrainOutcome::Champion,
             AliasRecord::new(Alias::Champion, Some(version), Some(parent), "retrain"),
@@ -254,6 +276,7 @@ pub async fn retrain(
     parent: Manifest,
     champion: Arc<Bundle>,
     trigger: Fired,
+    pinned: Option<u32>,
     cancel: CancellationToken,
 ) -> Result<Retrained, RetrainerError> {
     let config = &trainer.config;
@@ -296,7 +319,16 @@ pub async fn retrain(
     .await?;
     let version = files.manifest.version;
     let (bundle, check) = check_offline(&trainer, &files, &champion, rows).await?;
-    let (outcome, alias) = judge(version, parent.version, check.as_ref(), &stream.offsets);
+    let (outcome, mut alias) = judge(
+        version,
+        parent.version,
+        check.as_ref(),
+        &stream.offsets,
+        pinned,
+    );
+    if alias.version == Some(version) {
+        alias.bundle_sha256 = Some(files.manifest.bundle_sha256());
+    }
     let (outcome, manifest) = publish_and_cache(&trainer, files, alias, outcome).await?;
     if outcome.published() {
         tracing::info!(
@@ -342,14 +374,19 @@ mod tests {
     #[test]
     fn judge_makes_a_champion_without_the_gate_and_a_challenger_or_a_rejection_with_it() {
         let offsets = BTreeMap::from([("0".to_owned(), 500)]);
-        let (outcome, record) = judge(4, 3, None, &offsets);
+        // Pinned, a version that would have been the champion at once is held.
+        let (outcome, record) = judge(4, 3, None, &offsets, Some(2));
+        assert_eq!(outcome, RetrainOutcome::Held { pinned: 2 });
+        assert_eq!((record.alias, record.version), (Alias::Challenger, None));
+
+        let (outcome, record) = judge(4, 3, None, &offsets, None);
         assert_eq!(outcome, RetrainOutcome::Champion);
         assert_eq!(
             (record.alias, record.version, record.previous),
             (Alias::Champion, Some(4), Some(3))
         );
 
-        let (outcome, record) = judge(4, 3, Some(&check(0.305)), &offsets);
+        let (outcome, record) = judge(4, 3, Some(&check(0.305)), &offsets, None);
         assert_eq!(outcome, RetrainOutcome::Challenger);
         assert_eq!((record.alias, record.version), (Alias::Challenger, Some(4)));
         assert_eq!(
@@ -357,7 +394,7 @@ mod tests {
             "the gate counts from the cut-off"
         );
 
-        let (outcome, record) = judge(4, 3, Some(&check(0.32)), &offsets);
+        let (outcome, record) = judge(4, 3, Some(&check(0.32)), &offsets, None);
         assert!(
             matches!(outcome, RetrainOutcome::RejectedOffline { .. }),
             "{outcome:?}"

@@ -8,8 +8,13 @@ use std::time::Instant;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use tokio::sync::mpsc;
+
+mod commanded;
+
 use super::gating::GateRun;
 use super::monitors::Monitors;
+use super::operator::Operator;
 use super::retrain::{retrain, Retrained, StreamRows, Trainer};
 use super::verdict::{verdict, Verdict};
 use super::{Event, GateEvent, Promotion, Retrainer, RetrainerError, RetrainerStats, StepReport};
@@ -18,7 +23,7 @@ use crate::kafka::InMessage;
 use crate::lifecycle::gate::{Decision, GateSettings};
 use crate::lifecycle::triggers::{Now, Schedule};
 use crate::lifecycle::{Decided, Fired, RetrainOutcome};
-use crate::registry::{Alias, Registry};
+use crate::registry::{Alias, CommandRecord, Registry, RegistryError};
 use crate::stream::worker::{Delivery, Worker};
 use crate::train::TrainError;
 
@@ -46,6 +51,7 @@ pub struct Service<F> {
     schedule: Schedule,
     monitors: Monitors,
     stats: RetrainerStats,
+    operator: Operator,
     on_event: F,
 }
 
@@ -58,6 +64,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         champion: BundleFiles,
         registry: &Registry,
         stop_training: CancellationToken,
+        commands: mpsc::Receiver<CommandRecord>,
         on_event: F,
     ) -> Result<Self, RetrainerError> {
         let scoring = trainer.config.scoring;
@@ -77,8 +84,24 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
                 stop: stop_training,
             },
             stats: RetrainerStats::default(),
+            operator: Operator::new(registry, commands),
             on_event,
         };
+        if let Some(pin) = service
+            .operator
+            .pin
+            .as_ref()
+            .filter(|p| p.version.is_some())
+        {
+            tracing::info!(
+                "retrainer: v{} is pinned (by {}: {}): the gate's promotions and rollbacks are \
+                 held",
+                pin.version.unwrap_or_default(),
+                pin.asked_by,
+                pin.reason
+            );
+        }
+        service.emit_pin();
         service.resume_gate(registry).await?;
         Ok(service)
     }
@@ -148,10 +171,40 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         (self.on_event)(&event);
     }
 
+    /// The version the running gate shadows, if any.
+    fn gate_challenger(&self) -> Option<u32> {
+        self.gate.as_ref().map(|g| g.challenger_version())
+    }
+
+    /// Ends the running gate, if any, without a decision (its challenger was cleared).
+    fn drop_gate(&mut self) {
+        if let Some(run) = self.gate.take() {
+            tracing::info!(
+                "retrainer: the gate of v{} against v{} ends undecided: an operator changed the \
+                 champion",
+                run.challenger_version(),
+                run.champion_version()
+            );
+        }
+    }
+
     /// A new champion serves from now on.
     fn serve(&mut self, champion: Arc<Bundle>) {
+        let before = self.champion.manifest.version;
+        if champion.manifest.version != before {
+            self.operator.previous = Some(before);
+        }
         self.champion = champion;
         self.monitors.new_champion(&self.champion);
+    }
+
+    /// Tells the metrics whether a version is pinned.
+    fn emit_pin(&self) {
+        self.trainer
+            .config
+            .metrics
+            .pinned
+            .set(i64::from(self.operator.pinned().is_some()));
     }
 
     /// The trigger that calls for a retrain now, if any.
@@ -173,7 +226,18 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         let done = match result {
             Ok(done) => done,
             Err(RetrainerError::Train(TrainError::Cancelled)) => return Ok(()),
-            Err(e) => return Err(e),
+            // Fenced: another retrainer took over the registry; this one must stop.
+            Err(e @ RetrainerError::Registry(RegistryError::Fenced { .. })) => return Err(e),
+            // A retrain that failed costs that retrain, never the service: the next one is
+            // due after as many new rows again.
+            Err(e) => {
+                tracing::error!(
+                    "retrainer: the retrain failed, nothing published: {}",
+                    crate::error_chain(&e)
+                );
+                self.stats.failed_retrains += 1;
+                return Ok(());
+            }
         };
         let version = done.manifest.version;
         self.emit(Event::Retrained(done.event.clone()));
@@ -217,6 +281,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
             self.champion.manifest.clone(),
             self.champion.clone(),
             trigger,
+            self.operator.pinned(),
             self.training.stop.child_token(),
         )));
     }
@@ -240,6 +305,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
             run.champion_version(),
             &evidence,
             &offsets,
+            self.operator.pinned().is_some(),
         );
         let Some(verdict) = decided else {
             if run.gate.labels() >= run.reported + PROGRESS_EVERY {
@@ -255,7 +321,17 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
 
     /// Publishes a decision's alias records, then serves the new champion (if any) and puts the
     /// former one on probation (after a promotion).
-    async fn carry_out(&mut self, run: GateRun, verdict: Verdict) -> Result<(), RetrainerError> {
+    async fn carry_out(
+        &mut self,
+        run: GateRun,
+        mut verdict: Verdict,
+    ) -> Result<(), RetrainerError> {
+        for r in &mut verdict.records {
+            r.bundle_sha256 = [&run.challenger, &run.champion]
+                .into_iter()
+                .find(|b| Some(b.manifest.version) == r.version)
+                .map(|b| b.manifest.bundle_sha256());
+        }
         self.trainer
             .publisher
             .publish(None, &verdict.records)
@@ -358,25 +434,43 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
             if self.due().is_some() {
                 return;
             }
-            return match self.schedule.next_look(Instant::now()) {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
+            let next = self.schedule.next_look(Instant::now());
+            return tokio::select! {
+                () = self.operator.wait() => {}
+                () = sleep_until(next) => {}
             };
         };
-        let result = task.await;
-        self.training.task = None;
-        self.training.finished = Some(result);
+        let finished = tokio::select! {
+            () = self.operator.wait() => None,
+            result = task => Some(result),
+        };
+        if let Some(result) = finished {
+            self.training.task = None;
+            self.training.finished = Some(result);
+        }
     }
 
-    /// Takes in the finished retrain, if any, and starts the next one if one is due.
+    /// Takes in the finished retrain, if any, applies an operator's command, if one came, and
+    /// starts the next retrain if one is due.
     async fn on_background(&mut self) -> Result<(), RetrainerError> {
         if let Some(result) = self.training.finished.take() {
             self.take_result(result?).await?;
+        }
+        if let Some(command) = self.operator.take() {
+            self.apply_command(command).await?;
         }
         self.apply_gate().await?;
         if let Some(trigger) = self.due() {
             self.start_retrain(trigger);
         }
         Ok(())
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

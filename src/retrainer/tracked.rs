@@ -27,7 +27,7 @@ pub fn track(tracker: &Tracker, store: &BundleStore, event: &Event) {
                 RetrainOutcome::Champion => tracker.set_alias(CHAMPION, e.version),
                 RetrainOutcome::Challenger => tracker.set_alias(CHALLENGER, e.version),
                 RetrainOutcome::RejectedOffline { .. } => tracker.remove_alias(CHALLENGER),
-                RetrainOutcome::Refused { .. } => {}
+                RetrainOutcome::Refused { .. } | RetrainOutcome::Held { .. } => {}
             }
         }
         Event::Gate(g) => match g.decision {
@@ -43,11 +43,17 @@ pub fn track(tracker: &Tracker, store: &BundleStore, event: &Event) {
                 tracker.set_alias(CHAMPION, to);
                 tracker.remove_alias(CHALLENGER);
             }
-            Some(GateOutcome::Rejected { .. } | GateOutcome::Kept { .. }) => {
-                tracker.remove_alias(CHALLENGER)
-            }
+            Some(
+                GateOutcome::Rejected { .. } | GateOutcome::Kept { .. } | GateOutcome::Held { .. },
+            ) => tracker.remove_alias(CHALLENGER),
             None => {}
         },
+        Event::Command(c) => {
+            if let Some(v) = c.champion {
+                tracker.set_alias(CHAMPION, v);
+                tracker.remove_alias(CHALLENGER);
+            }
+        }
         Event::Drift(_) | Event::FeatureDrift { .. } => {}
     }
 }
@@ -73,6 +79,11 @@ mod tests {
             } => (challenger, champion, false),
             GateOutcome::RolledBack { to, from } => (to, from, true),
             GateOutcome::Kept { champion, former } => (former, champion, true),
+            GateOutcome::Held {
+                challenger,
+                champion,
+                rollback,
+            } => (challenger, champion, rollback),
         };
         Event::gate_example(challenger, champion, probation, 600, Some(decision))
     }

@@ -21,7 +21,8 @@ pub struct Verdict {
 
 /// The gate's `decision` on `challenger` against `champion` (`probation`: the challenger is the
 /// former champion), with `offsets_now` the rows file's offsets (a probation counts from
-/// there). `None` while the test goes on.
+/// there). `None` while the test goes on. With the champion `pinned` by an operator, a decision
+/// that would change the champion is held: the challenger is cleared and nothing else changes.
 ///
 /// | probation | test says | outcome | champion after | challenger after |
 /// |---|---|---|---|---|
@@ -36,9 +37,15 @@ pub fn verdict(
     champion: u32,
     evidence: &Evidence,
     offsets_now: &BTreeMap<String, i64>,
+    pinned: bool,
 ) -> Option<Verdict> {
     let (c, p) = (challenger, champion);
     let outcome = match (probation, decision) {
+        (_, Decision::Promote) if pinned => GateOutcome::Held {
+            challenger: c,
+            champion: p,
+            rollback: probation,
+        },
         (_, Decision::Continue) => return None,
         (false, Decision::Promote) => GateOutcome::Promoted {
             challenger: c,
@@ -86,7 +93,9 @@ pub fn verdict(
             ],
             None,
         ),
-        GateOutcome::Rejected { .. } | GateOutcome::Kept { .. } => (vec![no_challenger], None),
+        GateOutcome::Rejected { .. } | GateOutcome::Kept { .. } | GateOutcome::Held { .. } => {
+            (vec![no_challenger], None)
+        }
     };
     Some(Verdict {
         outcome,
@@ -123,7 +132,7 @@ mod tests {
     }
 
     fn decide(decision: Decision, probation: bool) -> Option<Verdict> {
-        verdict(&decision, probation, 3, 2, &evidence(), &offsets())
+        verdict(&decision, probation, 3, 2, &evidence(), &offsets(), false)
     }
 
     #[test]
@@ -198,5 +207,44 @@ mod tests {
         );
         assert_eq!(shape(&v), [(Alias::Challenger, None, Some(3), false)]);
         assert!(!v.outcome.changes_champion());
+    }
+
+    #[test]
+    fn with_the_champion_pinned_a_promotion_or_rollback_is_held_and_only_clears_the_challenger() {
+        for probation in [false, true] {
+            let v = verdict(
+                &Decision::Promote,
+                probation,
+                3,
+                2,
+                &evidence(),
+                &offsets(),
+                true,
+            )
+            .unwrap();
+            assert_eq!(
+                v.outcome,
+                GateOutcome::Held {
+                    challenger: 3,
+                    champion: 2,
+                    rollback: probation
+                }
+            );
+            assert_eq!(shape(&v), [(Alias::Challenger, None, Some(3), false)]);
+            assert_eq!(v.probation_from, None);
+            assert!(!v.outcome.changes_champion());
+        }
+        // A rejection is a rejection, pinned or not.
+        let v = verdict(
+            &Decision::Reject { undecided: false },
+            false,
+            3,
+            2,
+            &evidence(),
+            &offsets(),
+            true,
+        )
+        .unwrap();
+        assert_eq!(v.outcome.as_label(), "rejected");
     }
 }

@@ -9,7 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use super::{register_build_info, ReasonLabel, RoleLabel, VersionLabel};
+use super::{register_build_info, ReasonLabel, RegistryMetrics, RoleLabel, VersionLabel};
 
 /// A predictor's metrics. Counters move when a batch's outputs are committed, so that they
 /// equal what a reader of the topics finds.
@@ -19,8 +19,8 @@ pub struct PredictorMetrics {
     pub predictions: Family<VersionLabel, Counter>,
     /// Dead letters committed, by `dlq.reason`.
     pub dead_letters: Family<ReasonLabel, Counter>,
-    /// Bundles on `census.models` refused, by reason (integrity, model, …).
-    pub bundles_refused: Family<ReasonLabel, Counter>,
+    /// Its reading of `census.models`: records ignored, bundles refused, staleness.
+    pub registry: RegistryMetrics,
     /// Transactions aborted (exactly-once mode).
     pub transactions_aborted: Counter,
     /// One batch: scoring, delivery and commit.
@@ -58,7 +58,7 @@ impl Default for PredictorMetrics {
         PredictorMetrics {
             predictions: Family::default(),
             dead_letters,
-            bundles_refused: Family::default(),
+            registry: RegistryMetrics::default(),
             transactions_aborted: Counter::default(),
             // 0.5 ms to about 16 s.
             batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
@@ -86,11 +86,7 @@ impl PredictorMetrics {
             "Dead letters committed, by reason",
             self.dead_letters.clone(),
         );
-        r.register(
-            "bundles_refused",
-            "Bundles on the models topic refused, by reason",
-            self.bundles_refused.clone(),
-        );
+        self.registry.register(r);
         r.register(
             "transactions_aborted",
             "Transactions aborted (exactly-once mode)",

@@ -15,7 +15,7 @@ use crate::lifecycle::{GateOutcome, RetrainOutcome, TriggerKind};
 /// A retrainer's metrics.
 #[derive(Debug, Clone)]
 pub struct RetrainerMetrics {
-    /// Retrains by outcome: `champion`, `challenger`, `rejected_offline`, `refused`.
+    /// Retrains by outcome: `champion`, `challenger`, `rejected_offline`, `refused`, `held`.
     pub retrains: Family<ReasonLabel, Counter>,
     /// Retrains by the kind of trigger that started them (`rows`, `time`, `feature_drift`,
     /// `loss_drift`).
@@ -24,7 +24,7 @@ pub struct RetrainerMetrics {
     pub retrain_seconds: Histogram,
     /// The newest version's cross-validated log loss.
     pub cv_log_loss: Gauge<f64, AtomicU64>,
-    /// The gate's decisions: `promoted`, `rejected`, `rolled_back`, `kept`.
+    /// The gate's decisions: `promoted`, `rejected`, `rolled_back`, `kept`, `held`.
     pub gate_decisions: Family<ReasonLabel, Counter>,
     /// The running gate's labeled requests (0: no gate running).
     pub gate_labels: Gauge,
@@ -37,6 +37,18 @@ pub struct RetrainerMetrics {
     /// Each feature's PSI over the last window of requests, against the champion's training
     /// data.
     pub feature_drift: Family<FeatureLabel, Gauge<f64, AtomicU64>>,
+    /// Operators' commands answered, by action and result (`applied`, `refused`).
+    pub commands: Family<CommandLabels, Counter>,
+    /// 1 while an operator has pinned the champion.
+    pub pinned: Gauge,
+    /// Retrains that failed (the service went on).
+    pub retrains_failed: Counter,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    pub action: String,
+    pub result: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,6 +70,9 @@ impl Default for RetrainerMetrics {
             model_version: Family::default(),
             consumer_lag: Gauge::default(),
             feature_drift: Family::default(),
+            commands: Family::default(),
+            pinned: Gauge::default(),
+            retrains_failed: Counter::default(),
         }
     }
 }
@@ -117,6 +132,21 @@ impl RetrainerMetrics {
             "Each feature's PSI over the last window of requests, against the champion's \
              training data",
             self.feature_drift.clone(),
+        );
+        r.register(
+            "registry_commands",
+            "Operators' commands answered, by action and result",
+            self.commands.clone(),
+        );
+        r.register(
+            "registry_pinned",
+            "1 while an operator has pinned the champion",
+            self.pinned.clone(),
+        );
+        r.register(
+            "retrains_failed",
+            "Retrains that failed (the retrainer went on)",
+            self.retrains_failed.clone(),
         );
         register_build_info(r);
     }

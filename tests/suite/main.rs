@@ -2,12 +2,14 @@
 
 mod browser;
 mod bundles;
+mod commands;
 mod compose;
 mod exactly_once;
 mod flags;
 mod gate;
 mod helpers;
 mod initialize;
+mod junk;
 mod layers;
 mod metrics;
 mod mlflow;

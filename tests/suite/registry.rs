@@ -46,7 +46,7 @@ fn lines_in(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
 
-async fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+pub async fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -54,7 +54,7 @@ async fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn retrainer_config(
+pub fn retrainer_config(
     settings: &KafkaSettings,
     store: &census_stream::bundle::BundleStore,
     rows_file: PathBuf,
@@ -74,7 +74,7 @@ fn retrainer_config(
 
 type Events = Arc<Mutex<Vec<RetrainEvent>>>;
 
-fn recorder() -> (Events, impl Fn(&Event) + Send + Sync + 'static) {
+pub fn recorder() -> (Events, impl Fn(&Event) + Send + Sync + 'static) {
     let events: Events = Arc::default();
     let seen = events.clone();
     (events, move |e: &Event| {
@@ -207,7 +207,10 @@ async fn a_newer_retrainer_fences_the_older_which_publishes_nothing_more() {
 }
 
 /// Runs the `registry` binary against the test's Kafka.
-fn registry_command(kafka: &crate::helpers::TestKafka, args: &[&str]) -> (bool, String, String) {
+pub fn registry_command(
+    kafka: &crate::helpers::TestKafka,
+    args: &[&str],
+) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_registry"))
         .args(crate::process::kafka_flags(kafka))
         .args(args)
@@ -222,7 +225,7 @@ fn registry_command(kafka: &crate::helpers::TestKafka, args: &[&str]) -> (bool, 
 }
 
 /// The versions of the predictions of `n` requests.
-async fn versions_served(settings: &KafkaSettings, n: usize) -> Vec<u32> {
+pub async fn versions_served(settings: &KafkaSettings, n: usize) -> Vec<u32> {
     let mut prod = ProducerConfig::new(
         settings.clone(),
         Input::Uci(adult_dir().unwrap().join("adult.test")),
@@ -276,9 +279,18 @@ async fn operators_roll_back_and_promote_by_hand_and_predictors_follow() {
     let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
     assert_eq!(versions_served(s, 50).await, vec![2]);
 
-    let (ok, stdout, stderr) = registry_command(&kafka, &["rollback", "--reason", "v2 misbehaves"]);
+    // No retrainer runs (the mock cluster cannot list groups to tell).
+    let command = |args: &[&str]| {
+        let mut all = vec!["--no-retrainer"];
+        all.extend_from_slice(args);
+        registry_command(&kafka, &all)
+    };
+    let (ok, stdout, stderr) = command(&["rollback", "--reason", "v2 misbehaves"]);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("\"version\":1"), "{stdout}");
+    assert!(
+        stdout.contains("applied (no retrainer running): v1 is the champion (was v2)"),
+        "{stdout}"
+    );
     let registry = read_registry(s).await.unwrap();
     let champion = registry.alias(Alias::Champion).unwrap();
     assert_eq!((champion.version, champion.previous), (Some(1), Some(2)));
@@ -286,12 +298,12 @@ async fn operators_roll_back_and_promote_by_hand_and_predictors_follow() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(versions_served(s, 50).await, vec![1]);
 
-    let (ok, _, stderr) = registry_command(&kafka, &["promote", "2", "--reason", "fixed"]);
+    let (ok, _, stderr) = command(&["promote", "2", "--reason", "fixed"]);
     assert!(ok, "{stderr}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(versions_served(s, 50).await, vec![2]);
 
-    let (ok, _, stderr) = registry_command(&kafka, &["promote", "9", "--reason", "typo"]);
+    let (ok, _, stderr) = command(&["promote", "9", "--reason", "typo"]);
     assert!(!ok);
     assert!(stderr.contains("v9 is not in the registry"), "{stderr}");
     let (ok, stdout, _) = registry_command(&kafka, &["status"]);
@@ -363,6 +375,7 @@ async fn bad_bundles_on_the_topic_are_refused_and_the_predictor_keeps_following(
     // Each refusal counted by its reason (the u32::MAX record is skipped before any load).
     let refused = |reason: &str| {
         metrics
+            .registry
             .bundles_refused
             .get_or_create(&census_stream::telemetry::ReasonLabel {
                 reason: reason.into(),
