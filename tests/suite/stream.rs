@@ -173,6 +173,8 @@ async fn every_bad_record_lands_in_the_dlq_with_its_reason_and_bytes() {
     .unwrap();
 
     let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::JsonLines(input));
+    // The line that is not JSON goes as it is, for the predictor to dead-letter.
+    prod.send_non_json = true;
     prod.rate = Rate::UNLIMITED;
     prod.show_per_sec = 0;
     let summary = producer::run(prod, CancellationToken::new()).await.unwrap();
