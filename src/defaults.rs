@@ -71,6 +71,9 @@ pub const SEED: u64 = 1;
 pub const PRODUCER_RATE: f64 = 100.0;
 pub const PRODUCER_WAIT: Duration = Duration::from_secs(30);
 pub const SHOW_PER_SEC: u32 = 20;
+/// The producer's longest input line, in bytes: a request made of one still fits Kafka's default
+/// `max.message.bytes` (1 MiB) with the id and send time the producer adds.
+pub const PRODUCER_MAX_LINE_BYTES: NonZeroUsize = nz(1_000_000);
 /// How often the producer's status line is redrawn on a terminal, and written as a plain line
 /// elsewhere.
 pub const STATUS_REDRAW: Duration = Duration::from_millis(250);

@@ -1,5 +1,6 @@
 //! Streams census rows into `census.requests` and shows the predictions that come back.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use clap::Parser;
 use census_stream::cli::{shutdown_on_signals, DataArgs, KafkaArgs};
 use census_stream::defaults;
 use census_stream::producer::{run, Input, ProducerConfig, Sink, Status};
-use census_stream::settings::Rate;
+use census_stream::settings::{positive, Rate};
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -19,6 +20,16 @@ struct Flags {
     /// Rows to send: a CSV in UCI format, or JSON lines (`.jsonl`/`.json`). Default: adult.test.
     #[arg(long)]
     input: Option<PathBuf>,
+    /// Longest input line sent, in bytes (its line ending not counted): a longer one is
+    /// reported with its file and line number and skipped, as is a line that is not UTF-8, not
+    /// JSON, or a UCI line that does not parse.
+    #[arg(long, default_value_t = defaults::PRODUCER_MAX_LINE_BYTES,
+          value_parser = positive)]
+    max_line_bytes: NonZeroUsize,
+    /// Send a JSON-lines line that is not a JSON object as it is (the predictor dead-letters it)
+    /// instead of skipping it: to try out the dead-letter queue.
+    #[arg(long)]
+    send_non_json: bool,
     #[command(flatten)]
     data: DataArgs,
     /// Records a second (0: as fast as possible).
@@ -49,6 +60,8 @@ async fn main() -> anyhow::Result<()> {
         None => Input::AdultTest(flags.data.data_dir.clone()),
     };
     let mut config = ProducerConfig::new(flags.kafka.settings(), input);
+    config.max_line_bytes = flags.max_line_bytes;
+    config.send_non_json = flags.send_non_json;
     config.rate = flags.rate;
     config.limit = flags.limit;
     config.wait = Duration::from_secs(flags.wait_secs);

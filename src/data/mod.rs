@@ -10,7 +10,7 @@ pub use download::{download, known_sha256, UCI_BASE_URL};
 pub use schema::{
     check_numeric, label_text, parse_label, CensusRow, ImpossibleValue, LabeledRow, COLUMNS,
 };
-pub use uci::read_labeled;
+pub use uci::{parse_uci_line, read_labeled};
 
 /// The training file of the Adult data set.
 pub const TRAIN_FILE: &str = "adult.data";

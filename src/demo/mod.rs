@@ -176,6 +176,8 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     let input_path = input.clone();
     tokio::task::spawn_blocking(move || demo_input(&data_dir, rows, &input_path)).await??;
     let mut prod = ProducerConfig::new(kafka, Input::JsonLines(input));
+    // Its malformed records include a line that is not JSON, for the dead-letter queue.
+    prod.send_non_json = true;
     prod.rate = config.rate;
     prod.wait = crate::defaults::demo::WAIT;
     prod.sink = Some(out.clone());

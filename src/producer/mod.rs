@@ -1,7 +1,8 @@
 //! The producer: streams census rows into `census.requests` at a chosen rate ([`send`]), reads
 //! `census.predictions` and `census.dlq` ([`collect`]), shows each prediction beside its request
 //! on a [`Sink`] ([`view`]), and ends with a [`Summary`]: sent, predicted, missing, duplicates,
-//! dead-lettered, accuracy per model version and latency percentiles.
+//! dead-lettered, accuracy per model version and latency percentiles, and the input lines it
+//! skipped ([`input`]: not UTF-8, not JSON, too long, a UCI line that does not parse).
 
 mod collect;
 mod input;
@@ -10,6 +11,7 @@ mod status;
 mod summary;
 mod view;
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use input::Input;
+pub use input::{Input, SkippedLine};
 pub use status::Status;
 pub use summary::{quantiles, Summary, VersionTally};
 pub use view::Sink;
@@ -27,6 +29,7 @@ use crate::kafka::KafkaProducer;
 use crate::kafka::{BrokerError, KafkaSettings};
 use crate::settings::Rate;
 use collect::{collect, Collector, Tally};
+use input::{Loaded, ReadOptions};
 use send::{send_all, Plan, SendTimes};
 use view::View;
 
@@ -37,6 +40,12 @@ const READERS_READY_WAIT: Duration = Duration::from_secs(5);
 pub struct ProducerConfig {
     pub kafka: KafkaSettings,
     pub input: Input,
+    /// Longest input line sent, in bytes: a longer one is skipped (and never held whole).
+    pub max_line_bytes: NonZeroUsize,
+    /// Send a JSON-lines line that is not a JSON object (not UTF-8, not JSON, another JSON
+    /// value) as its bytes, for the predictor to dead-letter, instead of skipping it: for tests
+    /// and demos of the dead-letter queue.
+    pub send_non_json: bool,
     pub rate: Rate,
     /// Records to send; the input is repeated when it has fewer (load tests). `None`: the input
     /// once.
@@ -58,6 +67,8 @@ impl ProducerConfig {
         ProducerConfig {
             kafka,
             input,
+            max_line_bytes: defaults::PRODUCER_MAX_LINE_BYTES,
+            send_non_json: false,
             rate: Rate::new(defaults::PRODUCER_RATE).expect("the default rate is valid"),
             limit: None,
             wait: defaults::PRODUCER_WAIT,
@@ -104,7 +115,15 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) -> Result<Summary, ProducerError> {
     let input = config.input.clone();
-    let outgoing = tokio::task::spawn_blocking(move || input::load_input(&input)).await??;
+    let options = ReadOptions {
+        max_line_bytes: config.max_line_bytes,
+        send_non_json: config.send_non_json,
+    };
+    let Loaded {
+        outgoing,
+        skipped,
+        first_skipped,
+    } = tokio::task::spawn_blocking(move || input::load_input(&input, options)).await??;
     let total = if outgoing.is_empty() {
         0
     } else {
@@ -192,10 +211,17 @@ pub async fn run_with(
         .expect("collector stopped")
         .into_inner()
         .expect("tally");
-    Ok(summarize(t, ids, start))
+    Ok(summarize(t, ids, start, (skipped, first_skipped)))
 }
 
-fn summarize(t: Tally, ids: Vec<String>, start: Instant) -> Summary {
+/// The summary of what came back for `ids`, sent from `start`, with the input lines `skipped`
+/// (how many, and the first of them).
+fn summarize(
+    t: Tally,
+    ids: Vec<String>,
+    start: Instant,
+    skipped: (usize, Vec<SkippedLine>),
+) -> Summary {
     let missing: Vec<String> = ids
         .iter()
         .filter(|id| !t.first.contains_key(*id) && !t.dead.contains_key(*id))
@@ -216,5 +242,7 @@ fn summarize(t: Tally, ids: Vec<String>, start: Instant) -> Summary {
         predictions: t.predictions,
         latencies_ms: t.latencies_ms,
         scored_ms: t.scored_ms,
+        skipped_lines: skipped.0,
+        first_skipped: skipped.1,
     }
 }

@@ -1,9 +1,10 @@
 //! The end-of-run summary: sent, predicted, missing, duplicates, dead-lettered, accuracy per
-//! model version, latency percentiles.
+//! model version, latency percentiles, input lines skipped.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::SkippedLine;
 use crate::stream::messages::Prediction;
 
 /// Accuracy of one model version on the labeled requests it scored.
@@ -40,6 +41,10 @@ pub struct Summary {
     pub elapsed: Duration,
     /// First send to last prediction or dead letter.
     pub throughput: f64,
+    /// Input lines not sent (not UTF-8, not JSON, too long, a UCI line that does not parse).
+    pub skipped_lines: usize,
+    /// The first few of them.
+    pub first_skipped: Vec<SkippedLine>,
 }
 
 impl Summary {
@@ -55,6 +60,16 @@ impl Summary {
             self.throughput,
             self.elapsed.as_secs_f64()
         );
+        s += &format!("input lines skipped: {}\n", self.skipped_lines);
+        for skipped in &self.first_skipped {
+            s += &format!("  {skipped}\n");
+        }
+        if self.skipped_lines > self.first_skipped.len() {
+            s += &format!(
+                "  and {} more (each in the log)\n",
+                self.skipped_lines - self.first_skipped.len()
+            );
+        }
         for (name, values) in [
             ("latency ms", &self.latencies_ms),
             ("  of which send to scored", &self.scored_ms),
@@ -94,6 +109,32 @@ pub fn quantiles<const N: usize>(values: &[f64], qs: [f64; N]) -> Option<[f64; N
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_report_counts_the_skipped_lines_and_lists_the_first() {
+        let mut s = Summary::default();
+        assert!(
+            s.report().contains("\ninput lines skipped: 0\n"),
+            "{}",
+            s.report()
+        );
+        s.skipped_lines = 3;
+        s.first_skipped = (2..4)
+            .map(|line| SkippedLine {
+                file: "in.jsonl".into(),
+                line,
+                reason: "not JSON".into(),
+            })
+            .collect();
+        let report = s.report();
+        assert!(
+            report.contains(
+                "input lines skipped: 3\n  in.jsonl:2: not JSON\n  in.jsonl:3: not JSON\n  \
+                 and 1 more (each in the log)\n"
+            ),
+            "{report}"
+        );
+    }
 
     #[test]
     fn quantiles_are_nearest_ranks_of_one_sort() {

@@ -38,7 +38,7 @@ fn run_bin(path: &str, args: &[&str], data_dir: &std::path::Path) -> (Option<i32
 fn each_bad_setting_fails_at_start_naming_its_flag() {
     let empty = tempfile::tempdir().unwrap();
     let nowhere = "--brokers=127.0.0.1:1";
-    let cases: [(&str, Vec<&str>, &str); 18] = [
+    let cases: [(&str, Vec<&str>, &str); 19] = [
         (
             env!("CARGO_BIN_EXE_predictor"),
             vec![nowhere, "--kafka-config", "acks=0"],
@@ -88,6 +88,11 @@ fn each_bad_setting_fails_at_start_naming_its_flag() {
             env!("CARGO_BIN_EXE_producer"),
             vec![nowhere, "--rate", "NaN"],
             "--rate",
+        ),
+        (
+            env!("CARGO_BIN_EXE_producer"),
+            vec![nowhere, "--max-line-bytes", "0"],
+            "--max-line-bytes",
         ),
         (
             env!("CARGO_BIN_EXE_initialize"),

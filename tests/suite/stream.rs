@@ -173,6 +173,8 @@ async fn every_bad_record_lands_in_the_dlq_with_its_reason_and_bytes() {
     .unwrap();
 
     let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::JsonLines(input));
+    // The line that is not JSON goes as it is, for the predictor to dead-letter.
+    prod.send_non_json = true;
     prod.rate = Rate::UNLIMITED;
     prod.show_per_sec = 0;
     let summary = producer::run(prod, CancellationToken::new()).await.unwrap();
@@ -233,6 +235,69 @@ async fn every_bad_record_lands_in_the_dlq_with_its_reason_and_bytes() {
         assert!(letter.1["dlq.source.partition"].parse::<i32>().is_ok());
         assert!(!letter.1["dlq.error"].is_empty());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_lines_are_skipped_with_their_line_numbers_and_the_rest_is_sent() {
+    let kafka = test_kafka(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = |age: u32| GOOD.replace(r#""age": 52"#, &format!(r#""age": {age}"#));
+    let mut not_utf8 = good(30).into_bytes();
+    not_utf8[60] = 0xff;
+    // Over the default limit (1,000,000 bytes), and over what census.requests takes.
+    let oversized = good(31).replace("Atlantis", &"x".repeat(2 << 20));
+    let lines: Vec<Vec<u8>> = vec![
+        good(20).into_bytes(),
+        not_utf8,
+        good(21).into_bytes(),
+        oversized.into_bytes(),
+        good(22).into_bytes(),
+        b"{\"record\": oops".to_vec(),
+        good(23).into_bytes(),
+    ];
+    let input = dir.path().join("requests.jsonl");
+    std::fs::write(&input, lines.join(&b"\n"[..])).unwrap();
+
+    let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::JsonLines(input.clone()));
+    prod.rate = Rate::UNLIMITED;
+    // No predictor: nothing to wait for.
+    prod.wait = Duration::from_millis(10);
+    prod.show_per_sec = 0;
+    let summary = producer::run(prod, CancellationToken::new()).await.unwrap();
+    assert_eq!(summary.sent, 4);
+    assert_eq!(summary.skipped_lines, 3);
+    let skipped: Vec<usize> = summary.first_skipped.iter().map(|s| s.line).collect();
+    assert_eq!(skipped, [2, 4, 6]);
+    let report = summary.report();
+    let file = input.display();
+    for expected in [
+        "input lines skipped: 3\n".to_owned(),
+        format!("{file}:2: not UTF-8"),
+        format!("{file}:4: 2097509 bytes, longer than the limit of 1000000"),
+        format!("{file}:6: not JSON"),
+    ] {
+        assert!(report.contains(&expected), "{expected} not in:\n{report}");
+    }
+
+    // The four good lines are on census.requests, in full.
+    let reader: StreamConsumer = kafka.settings.reader().unwrap();
+    kafka
+        .settings
+        .assign_all(&reader, &kafka.settings.topics.requests, false)
+        .await
+        .unwrap();
+    let mut ages = Vec::new();
+    while ages.len() < 4 {
+        let m = tokio::time::timeout(Duration::from_secs(20), reader.recv())
+            .await
+            .expect("the requests arrive")
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        assert_eq!(v["record"]["native_country"], "Atlantis");
+        ages.push(v["record"]["age"].as_u64().unwrap());
+    }
+    ages.sort();
+    assert_eq!(ages, [20, 21, 22, 23]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
