@@ -24,10 +24,11 @@ RUN bash -c 'source scripts/env.sh && cargo build --release --locked --bins' \
 
 # --- run ---------------------------------------------------------------------
 FROM debian:bookworm-slim
-# libgomp1: LightGBM's OpenMP runtime; ca-certificates: downloading the Adult data set.
+# libgomp1: LightGBM's OpenMP runtime; ca-certificates: downloading the Adult data set;
+# curl: the services' health checks (their /readyz).
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libgomp1 ca-certificates \
+        libgomp1 ca-certificates curl \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/ /usr/local/bin/
 # The binaries' default folders (models, dataprocessors, data) are relative to this one.

@@ -45,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
     serve_metrics(
         flags.metrics.metrics_addr,
         |r| config.metrics.register(r),
+        config.health.clone(),
         shutdown.clone(),
     )
     .await?;

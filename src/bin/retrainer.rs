@@ -97,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
     serve_metrics(
         metrics_addr,
         |r| config.metrics.register(r),
+        config.health.clone(),
         shutdown.clone(),
     )
     .await?;

@@ -447,6 +447,7 @@ impl<G: DefaultGroup> MemberArgs<G> {
 pub async fn serve_metrics(
     addr: Option<std::net::SocketAddr>,
     register: impl FnOnce(&mut prometheus_client::registry::Registry),
+    health: crate::util::health::Health,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
@@ -455,7 +456,7 @@ pub async fn serve_metrics(
     };
     let mut registry = prometheus_client::registry::Registry::default();
     register(&mut registry);
-    crate::telemetry::serve(addr, registry, shutdown)
+    crate::telemetry::serve(addr, registry, health, shutdown)
         .await
         .with_context(|| format!("serving metrics at {addr}"))?;
     Ok(())

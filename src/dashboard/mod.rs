@@ -42,6 +42,8 @@ pub struct DashboardConfig {
     /// The drift window and threshold (the retrainer's defaults unless told otherwise).
     pub triggers: Triggers,
     pub metrics: DashboardMetrics,
+    /// Its readiness probe (the broker answers), served at the page's `/readyz`.
+    pub health: crate::util::health::Health,
 }
 
 impl DashboardConfig {
@@ -53,6 +55,7 @@ impl DashboardConfig {
             gate: GateSettings::default(),
             triggers: Triggers::default(),
             metrics: DashboardMetrics::default(),
+            health: Default::default(),
         }
     }
 }
@@ -101,6 +104,7 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(bind_err)?;
+    config.health.set("broker", config.kafka.broker_probe()?);
     config.kafka.ensure_topics().await?;
     let board = Arc::new(Mutex::new(Board::new(
         &config.kafka.topics.requests,
@@ -109,8 +113,14 @@ pub async fn start(
     )));
     let (tx, rx) = watch::channel(Published::default());
     publish(&board, &tx);
-    let bound =
-        server::serve(listener, rx, config.metrics.clone(), shutdown.clone()).map_err(bind_err)?;
+    let bound = server::serve(
+        listener,
+        rx,
+        config.metrics.clone(),
+        config.health.clone(),
+        shutdown.clone(),
+    )
+    .map_err(bind_err)?;
     let reader = tokio::spawn(read::read_topics(
         config.kafka.clone(),
         board.clone(),

@@ -30,6 +30,7 @@ pub fn serve(
     listener: tokio::net::TcpListener,
     state: watch::Receiver<Published>,
     metrics: DashboardMetrics,
+    health: crate::util::health::Health,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let bound = listener.local_addr()?;
@@ -43,7 +44,8 @@ pub fn serve(
             state,
             metrics,
             shutdown: shutdown.clone(),
-        });
+        })
+        .merge(crate::telemetry::health_routes(health));
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())

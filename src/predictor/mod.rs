@@ -31,6 +31,7 @@ use crate::stream::decode::Fault;
 use crate::stream::messages::now_ms;
 use crate::stream::worker::{self, Batching, Guarantee, Worker};
 use crate::telemetry::{PredictorMetrics, ReasonLabel, VersionLabel};
+use crate::util::health::Health;
 
 /// How a predictor delivers, and the name it goes by in its group. An instance id makes it a
 /// static member of the group (`group.instance.id`), which takes its partitions back at once
@@ -85,6 +86,9 @@ pub struct PredictorConfig {
     pub in_flight: NonZeroUsize,
     /// Its Prometheus metrics (served by the caller, if at all).
     pub metrics: PredictorMetrics,
+    /// Its readiness probes (served by the caller, if at all): broker, champion, registry,
+    /// group.
+    pub health: Health,
     /// Name in logs.
     pub name: String,
 }
@@ -101,6 +105,7 @@ impl PredictorConfig {
             linger: defaults::PREDICTOR_LINGER,
             in_flight: defaults::PREDICTOR_IN_FLIGHT,
             metrics: PredictorMetrics::default(),
+            health: Health::default(),
             name: "predictor".into(),
         }
     }
@@ -321,7 +326,19 @@ pub async fn run(
         }
     }
     let (loaded_tx, mut loaded) = watch::channel(champion_version(&current));
-    let (state_tx, _in_step) = watch::channel(registry::FollowerState::default());
+    let (state_tx, in_step) = watch::channel(registry::FollowerState::default());
+    let health = &config.health;
+    health.set("broker", config.kafka.broker_probe()?);
+    let serving = current.clone();
+    health.set("champion", move || match champion_version(&serving) {
+        Some(v) => Ok(format!("serving v{v}")),
+        None => Err("no champion loaded yet".into()),
+    });
+    health.set("registry", move || match *in_step.borrow() {
+        s if !s.caught_up => Err("reading the registry".into()),
+        s if !s.in_step => Err("behind the registry (see census_registry_stale_seconds)".into()),
+        _ => Ok("in step".into()),
+    });
     let follower_stop = shutdown.child_token();
     let mut follower = tokio::spawn(registry::follow(
         config.kafka.clone(),
@@ -387,6 +404,10 @@ pub async fn run(
         config.metrics.consumer_lag.clone(),
         &shutdown,
     )?;
+    health.set(
+        "group",
+        crate::kafka::membership_probe(&member.consumer, &config.group),
+    );
     let service = Service {
         predictor: Predictor::new(current),
         sender,

@@ -55,6 +55,8 @@ pub struct RetrainerConfig {
     pub transactional_id: String,
     /// Its Prometheus metrics (served by the caller, if at all), kept from its events.
     pub metrics: RetrainerMetrics,
+    /// Its readiness probes (served by the caller, if at all): broker, registry, group.
+    pub health: crate::util::health::Health,
     /// Where to log each retrain and the gate's decisions, if anywhere (MLflow).
     pub tracking: Option<Tracker>,
 }
@@ -78,6 +80,7 @@ impl RetrainerConfig {
             linger: defaults::RETRAINER_LINGER,
             transactional_id: crate::registry::publisher_id(&kafka.topics.models),
             metrics: RetrainerMetrics::default(),
+            health: Default::default(),
             tracking: None,
             kafka,
         }

@@ -76,6 +76,9 @@ pub async fn run(
         }
         on_event(e)
     };
+    let health = config.health.clone();
+    health.set("broker", config.kafka.broker_probe()?);
+    health.set("registry", || Err("reading the registry".into()));
     config.kafka.ensure_topics().await?;
     let publisher = Publisher::start(&config.kafka, &config.transactional_id).await?;
     let registry = read_registry(&config.kafka).await?;
@@ -93,6 +96,13 @@ pub async fn run(
         config.metrics.consumer_lag.clone(),
         &shutdown,
     )?;
+    health.set("registry", || {
+        Ok("read; this retrainer is its writer".into())
+    });
+    health.set(
+        "group",
+        crate::kafka::membership_probe(&member.consumer, &config.group),
+    );
     let batching = Batching {
         name: "retrainer".into(),
         max_batch: config.max_batch,

@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 pub use dashboard::DashboardMetrics;
 pub use predictor::{PredictorMetrics, ScoringLabels};
 pub use retrainer::{CommandLabels, RetrainerMetrics};
-pub use server::serve;
+pub use server::{health_routes, serve};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabel {

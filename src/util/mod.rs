@@ -1,8 +1,9 @@
 //! Small crate-wide utilities: crash-safe file writes and hashes, the process's peak memory,
-//! the fault-injection points of the fault suite, the host's name, and log set-up.
+//! the fault-injection points of the fault suite, the host's name, a service's readiness probes, and log set-up.
 
 pub mod atomic_file;
 pub mod fault;
+pub mod health;
 pub mod host;
 pub mod logging;
 pub mod peak_memory;

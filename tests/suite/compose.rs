@@ -288,3 +288,29 @@ fn prometheus_scrapes_each_service_where_it_serves_its_metrics() {
         assert_eq!(scraped, port.to_string(), "{service}");
     }
 }
+
+#[test]
+fn the_services_are_checked_by_their_readiness_endpoint() {
+    let doc = compose();
+    assert!(
+        read("Dockerfile").contains(" curl"),
+        "the image has the client the checks run"
+    );
+    for service in ["predictor", "retrainer", "dashboard"] {
+        let s = &doc["services"][service];
+        let addr = env(s, "CENSUS_METRICS_ADDR").unwrap();
+        let port = addr.rsplit_once(':').unwrap().1;
+        let check = strings(&s["healthcheck"]["test"]).join(" ");
+        assert!(
+            check.starts_with("CMD curl -fsS")
+                && check.ends_with(&format!("http://localhost:{port}/readyz")),
+            "{service}: {check}"
+        );
+    }
+    let producer = &doc["services"]["producer"];
+    assert_eq!(
+        text(&producer["depends_on"]["predictor"]["condition"]).as_deref(),
+        Some("service_healthy"),
+        "the producer starts once a predictor is ready"
+    );
+}

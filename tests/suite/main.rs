@@ -7,6 +7,7 @@ mod compose;
 mod exactly_once;
 mod flags;
 mod gate;
+mod health;
 mod helpers;
 mod initialize;
 mod junk;
