@@ -78,7 +78,10 @@ async fn ready_only_in_step_with_the_registry() {
         .version;
     let publisher = Publisher::start(s, "test-health").await.unwrap();
     let alias = AliasRecord::new(Alias::Champion, Some(v2), Some(1), "test");
-    publisher.publish(None, &[alias.clone()]).await.unwrap();
+    publisher
+        .publish(None, std::slice::from_ref(&alias))
+        .await
+        .unwrap();
     let body = until(&ready, 503).await;
     assert!(body.contains("NOT   registry: behind"), "{body}");
     assert!(body.contains("ok    champion: serving v1"), "{body}");
