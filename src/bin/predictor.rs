@@ -14,6 +14,7 @@ use census_stream::cli::{
     PredictorGroup, ScoringArgs, StoreArgs,
 };
 use census_stream::defaults;
+use census_stream::util::slot::HostSlot;
 use census_stream::predictor::{run, PredictorConfig};
 use census_stream::settings::positive;
 
@@ -32,7 +33,8 @@ struct Flags {
     /// Exactly-once: each batch's predictions, dead letters and offsets in one Kafka
     /// transaction, as transactional id `<group>-<instance id>`, so that a `read_committed`
     /// reader of census.predictions sees every request answered once, crashes included.
-    /// Needs --instance-id. Costs throughput and latency (see README).
+    /// Needs an instance name (the default, `--instance-id auto`, is one). Costs throughput and
+    /// latency (see README).
     #[arg(long)]
     exactly_once: bool,
     #[command(flatten)]
@@ -55,6 +57,8 @@ struct Flags {
 struct Settings {
     config: PredictorConfig,
     metrics_addr: Option<SocketAddr>,
+    /// The host slot its instance name holds, while it runs.
+    _slot: Option<HostSlot>,
 }
 
 impl Check for Flags {
@@ -62,7 +66,8 @@ impl Check for Flags {
 
     fn check(self, _: &Given) -> Result<Settings, Contradiction> {
         let mut config = PredictorConfig::new(self.kafka.settings());
-        config.mode = self.member.mode(self.exactly_once)?;
+        let (instance, slot) = self.member.instance()?;
+        config.mode = self.member.mode(self.exactly_once, instance)?;
         config.group = self.member.group;
         config.max_batch = self.member.max_batch;
         config.linger = Duration::from_millis(self.linger_ms);
@@ -72,6 +77,7 @@ impl Check for Flags {
         Ok(Settings {
             config,
             metrics_addr: self.member.metrics.metrics_addr,
+            _slot: slot,
         })
     }
 }
@@ -82,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
     let Settings {
         config,
         metrics_addr,
+        _slot,
     } = cli::parse::<Flags>();
     let shutdown =
         shutdown_on_signals("finishing the batches in hand, committing, leaving the group");

@@ -14,6 +14,7 @@ use census_stream::cli::{
     TriggerArgs,
 };
 use census_stream::defaults;
+use census_stream::util::slot::HostSlot;
 use census_stream::retrainer::{run, RetrainerConfig};
 use census_stream::settings::positive;
 
@@ -54,6 +55,8 @@ struct Settings {
     config: RetrainerConfig,
     metrics_addr: Option<SocketAddr>,
     tracking: TrackingArgs,
+    /// The host slot its instance name holds, while it runs.
+    _slot: Option<HostSlot>,
 }
 
 impl Check for Flags {
@@ -63,8 +66,9 @@ impl Check for Flags {
         let mut config = RetrainerConfig::new(self.kafka.settings(), self.store.store());
         config.promotion = self.promotion.promotion(given)?;
         config.shuffle_labels = self.promotion.shuffle_labels;
+        let (instance, slot) = self.member.instance()?;
+        config.instance_id = instance;
         config.group = self.member.group;
-        config.instance_id = self.member.instance_id;
         config.max_batch = self.member.max_batch;
         config.scoring = self.strict.scoring();
         config.data_dir = self.data.data_dir;
@@ -78,6 +82,7 @@ impl Check for Flags {
             config,
             metrics_addr: self.member.metrics.metrics_addr,
             tracking: self.tracking,
+            _slot: slot,
         })
     }
 }
@@ -89,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
         mut config,
         metrics_addr,
         tracking,
+        _slot,
     } = cli::parse::<Flags>();
     config.tracking = tracking.tracker();
     let tracker = config.tracking.clone();

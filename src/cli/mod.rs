@@ -28,6 +28,7 @@ use crate::retrainer::Promotion;
 use crate::settings::{self, Folds};
 use crate::tracking::{Tracker, TrackingConfig};
 use crate::train::SearchConfig;
+use crate::util::slot::HostSlot;
 
 /// Where bundles are stored.
 #[derive(Debug, Clone, Args)]
@@ -412,12 +413,15 @@ pub struct MemberArgs<G: DefaultGroup> {
     /// Consumer group (Kafka's `group.id`).
     #[arg(long, default_value = G::GROUP)]
     pub group: String,
-    /// A stable name for this instance in its consumer group (Kafka's `group.instance.id`,
-    /// static membership): restarted with the same name within the session timeout (10 s), it
-    /// takes its partitions back at once, without a rebalance. Give each instance its own
-    /// (e.g. its host name in a StatefulSet); two running with one name fence each other.
-    #[arg(long, env = "CENSUS_INSTANCE_ID")]
-    pub instance_id: Option<String>,
+    /// This instance's stable name in its consumer group (Kafka's `group.instance.id`, static
+    /// membership): restarted with the same name within the session timeout (10 s), it takes
+    /// its partitions back at once, without a rebalance. `auto`: the host's name and the first
+    /// free slot on this host (`<host>-0`, `<host>-1`, …; held with a lock file while it runs,
+    /// so two on one host never share one, and one restarted after a crash gets its name
+    /// back). `none`: a dynamic member (a clean stop hands its partitions over at once, a crash
+    /// holds them for the session timeout). Or a name of your own, one per instance.
+    #[arg(long, env = "CENSUS_INSTANCE_ID", default_value = "auto", value_parser = identity)]
+    pub instance_id: Identity,
     #[command(flatten)]
     pub metrics: MetricsArgs,
     /// Most records handled in one batch.
@@ -428,17 +432,58 @@ pub struct MemberArgs<G: DefaultGroup> {
 }
 
 impl<G: DefaultGroup> MemberArgs<G> {
-    /// A predictor's mode: exactly-once needs the instance id, which its transactional id is
-    /// built from; at-least-once keeps it, if given, as its static membership's.
-    pub fn mode(&self, exactly_once: bool) -> Result<Mode, Contradiction> {
-        match (exactly_once, self.instance_id.clone()) {
+    /// The instance's name in its group, claiming a slot on this host for `auto` (held by the
+    /// returned slot; keep it for as long as the process runs).
+    pub fn instance(&self) -> Result<(Option<String>, Option<HostSlot>), Contradiction> {
+        match &self.instance_id {
+            Identity::Named(name) => Ok((Some(name.clone()), None)),
+            Identity::Dynamic => Ok((None, None)),
+            Identity::Auto => {
+                let slot = crate::util::slot::claim(&crate::util::slot::default_dir(), &self.group)
+                    .map_err(|e| {
+                        Contradiction::new(format!(
+                            "'--instance-id auto' cannot claim a slot on this host ({e}): pass \
+                             '--instance-id NAME' or 'none'"
+                        ))
+                    })?;
+                let name = format!("{}-{}", crate::util::host::hostname(), slot.number);
+                Ok((Some(name), Some(slot)))
+            }
+        }
+    }
+
+    /// A predictor's mode: exactly-once needs an instance name, which its transactional id is
+    /// built from; at-least-once keeps it, if any, as its static membership's.
+    pub fn mode(
+        &self,
+        exactly_once: bool,
+        instance_id: Option<String>,
+    ) -> Result<Mode, Contradiction> {
+        match (exactly_once, instance_id) {
             (true, Some(instance_id)) => Ok(Mode::ExactlyOnce { instance_id }),
             (true, None) => Err(Contradiction::new(
-                "'--exactly-once' needs '--instance-id' (or CENSUS_INSTANCE_ID): its \
-                 transactional id is built from it",
+                "'--exactly-once' needs an instance name ('--instance-id auto' or a name, not \
+                 'none'): its transactional id is built from it",
             )),
             (false, instance_id) => Ok(Mode::AtLeastOnce { instance_id }),
         }
+    }
+}
+
+/// How a group member names itself: see [`MemberArgs::instance_id`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    Auto,
+    Dynamic,
+    Named(String),
+}
+
+fn identity(s: &str) -> Result<Identity, String> {
+    match s.trim() {
+        "" => Err("an empty name: give a name, 'auto' or 'none'".into()),
+        "auto" => Ok(Identity::Auto),
+        "none" => Ok(Identity::Dynamic),
+        name => Ok(Identity::Named(name.to_owned())),
     }
 }
 
@@ -504,7 +549,8 @@ mod tests {
         type Valid = (Promotion, Mode, String);
         fn check(self, given: &Given) -> Result<Self::Valid, Contradiction> {
             let promotion = self.promotion.promotion(given)?;
-            let mode = self.member.mode(self.exactly_once)?;
+            let (instance, _slot) = self.member.instance()?;
+            let mode = self.member.mode(self.exactly_once, instance)?;
             Ok((promotion, mode, self.member.group))
         }
     }
@@ -530,9 +576,10 @@ mod tests {
                 "'--gate-delta' is a setting of the gate",
             ),
             (
-                &["--exactly-once"],
-                "'--exactly-once' needs '--instance-id'",
+                &["--exactly-once", "--instance-id", "none"],
+                "'--exactly-once' needs an instance name",
             ),
+            (&["--instance-id", ""], "an empty name"),
             (&["--promotion", "sometimes"], "'--promotion <PROMOTION>'"),
         ] {
             let err = parse(args).expect_err("refused");
@@ -542,14 +589,25 @@ mod tests {
 
     #[test]
     fn flags_that_agree_make_their_settings() {
+        let (promotion, mode, group) = parse(&[]).unwrap();
+        assert_eq!(promotion, Promotion::Gate(GateSettings::default()));
+        assert_eq!(group, defaults::RETRAINER_GROUP);
+        // By default, the host's name and a slot on this host.
+        let auto = mode.instance_id().unwrap().to_owned();
+        let host = crate::util::host::hostname();
+        let slot: u32 = auto
+            .strip_prefix(&format!("{host}-"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{auto}"));
+        assert!(slot < 1024);
         assert_eq!(
-            parse(&[]).unwrap(),
-            (
-                Promotion::Gate(GateSettings::default()),
-                Mode::AtLeastOnce { instance_id: None },
-                defaults::RETRAINER_GROUP.to_owned()
-            )
+            parse(&["--instance-id", "none"]).unwrap().1,
+            Mode::AtLeastOnce { instance_id: None }
         );
+        assert!(matches!(
+            parse(&["--exactly-once"]).unwrap().1,
+            Mode::ExactlyOnce { .. }
+        ));
         let (promotion, mode, _) = parse(&[
             "--gate-min-labels=300",
             "--gate-max-labels=300",

@@ -30,6 +30,10 @@ impl KafkaSettings {
         shutdown: &CancellationToken,
     ) -> Result<Subscription, BrokerError> {
         let consumer = Arc::new(self.member(group, instance_id)?);
+        match instance_id {
+            Some(id) => tracing::info!("joining {group} as static member {id}"),
+            None => tracing::info!("joining {group} as a dynamic member"),
+        }
         consumer.subscribe(&[topic]).map_err(BrokerError::from)?;
         let lag_stop = shutdown.child_token();
         watch_lag(&consumer, lag, lag_stop.clone());

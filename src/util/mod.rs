@@ -1,5 +1,5 @@
 //! Small crate-wide utilities: crash-safe file writes and hashes, the process's peak memory,
-//! the fault-injection points of the fault suite, the host's name, a service's readiness probes, and log set-up.
+//! the fault-injection points of the fault suite, the host's name and per-host slots, a service's readiness probes, and log set-up.
 
 pub mod atomic_file;
 pub mod fault;
@@ -7,3 +7,4 @@ pub mod health;
 pub mod host;
 pub mod logging;
 pub mod peak_memory;
+pub mod slot;

@@ -185,8 +185,8 @@ fn contradictory_flags_fail_at_start_naming_them() {
         ),
         (
             env!("CARGO_BIN_EXE_predictor"),
-            vec![nowhere, "--exactly-once"],
-            &["'--exactly-once'", "'--instance-id'"],
+            vec![nowhere, "--exactly-once", "--instance-id=none"],
+            &["'--exactly-once'", "instance name"],
         ),
         (
             env!("CARGO_BIN_EXE_predictor"),
