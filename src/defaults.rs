@@ -50,6 +50,8 @@ pub const RETRAINER_LINGER: Duration = Duration::from_millis(20);
 /// that is not restarted is replaced within about this long (plus a rebalance). Kafka's own
 /// default is 45 s; the broker's minimum is 6 s.
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a service may take to stop after SIGTERM before it exits anyway.
+pub const SHUTDOWN: Duration = Duration::from_secs(10);
 /// How often a group member heartbeats (a third of the session timeout or less).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the broker lets a transaction stay open before it aborts it. A predictor in

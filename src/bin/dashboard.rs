@@ -6,7 +6,9 @@ use std::num::NonZeroUsize;
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{serve_metrics, shutdown_on_signals, KafkaArgs, MetricsArgs};
+use census_stream::cli::{
+    serve_metrics, shutdown_on_signals, KafkaArgs, MetricsArgs, ShutdownArgs,
+};
 use census_stream::dashboard::{run, DashboardConfig};
 use census_stream::defaults;
 use census_stream::settings::{self, positive};
@@ -16,6 +18,8 @@ use census_stream::settings::{self, positive};
 struct Flags {
     #[command(flatten)]
     kafka: KafkaArgs,
+    #[command(flatten)]
+    shutdown: ShutdownArgs,
     /// Serve the page at http://ADDR/ (0.0.0.0:8080 to reach it from other machines).
     #[arg(long, env = "CENSUS_DASHBOARD_ADDR", default_value = defaults::DASHBOARD_ADDR)]
     addr: std::net::SocketAddr,
@@ -41,7 +45,10 @@ async fn main() -> anyhow::Result<()> {
     config.predictor_group = flags.predictor_group;
     config.triggers.psi_window = flags.drift_window.get();
     config.triggers.psi = (flags.drift_psi > 0.0).then_some(flags.drift_psi);
-    let shutdown = shutdown_on_signals("closing the page and its event streams");
+    let shutdown = shutdown_on_signals(
+        "closing the page and its event streams",
+        Some(flags.shutdown.deadline()),
+    );
     serve_metrics(
         flags.metrics.metrics_addr,
         |r| config.metrics.register(r),
@@ -49,5 +56,8 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .await?;
-    run(config, shutdown).await.context("dashboard failed")
+    run(config, shutdown).await.context("dashboard failed")?;
+    // Stopped: exit now, without waiting for a look-up that waits for the broker (the runtime's
+    // end would wait for it).
+    std::process::exit(0)
 }

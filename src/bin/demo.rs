@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
     let config = cli::parse::<Flags>();
     let summary = run(
         config,
-        shutdown_on_signals("stopping the stream, then every component"),
+        shutdown_on_signals("stopping the stream, then every component", None),
     )
     .await
     .context("demo failed")?;

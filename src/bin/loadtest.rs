@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let report = run(
         config,
-        shutdown_on_signals("stopping the load and reporting what was measured"),
+        shutdown_on_signals("stopping the load and reporting what was measured", None),
     )
     .await
     .context("load test failed")?;

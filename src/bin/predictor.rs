@@ -11,18 +11,20 @@ use clap::Parser;
 
 use census_stream::cli::{
     self, serve_metrics, shutdown_on_signals, Check, Contradiction, Given, KafkaArgs, MemberArgs,
-    PredictorGroup, ScoringArgs, StoreArgs,
+    PredictorGroup, ScoringArgs, ShutdownArgs, StoreArgs,
 };
 use census_stream::defaults;
-use census_stream::util::slot::HostSlot;
 use census_stream::predictor::{run, PredictorConfig};
 use census_stream::settings::positive;
+use census_stream::util::slot::HostSlot;
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Flags {
     #[command(flatten)]
     kafka: KafkaArgs,
+    #[command(flatten)]
+    shutdown: ShutdownArgs,
     #[command(flatten)]
     store: StoreArgs,
     /// Start without local bundles: wait for one on census.models.
@@ -59,6 +61,7 @@ struct Settings {
     metrics_addr: Option<SocketAddr>,
     /// The host slot its instance name holds, while it runs.
     _slot: Option<HostSlot>,
+    deadline: std::time::Duration,
 }
 
 impl Check for Flags {
@@ -78,6 +81,7 @@ impl Check for Flags {
             config,
             metrics_addr: self.member.metrics.metrics_addr,
             _slot: slot,
+            deadline: self.shutdown.deadline(),
         })
     }
 }
@@ -89,9 +93,12 @@ async fn main() -> anyhow::Result<()> {
         config,
         metrics_addr,
         _slot,
+        deadline,
     } = cli::parse::<Flags>();
-    let shutdown =
-        shutdown_on_signals("finishing the batches in hand, committing, leaving the group");
+    let shutdown = shutdown_on_signals(
+        "finishing the batches in hand, committing, leaving the group",
+        Some(deadline),
+    );
     serve_metrics(
         metrics_addr,
         |r| config.metrics.register(r),

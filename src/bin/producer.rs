@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{shutdown_on_signals, DataArgs, KafkaArgs};
+use census_stream::cli::{shutdown_on_signals, DataArgs, KafkaArgs, ShutdownArgs};
 use census_stream::defaults;
 use census_stream::producer::{run, Input, ProducerConfig, Sink, Status};
 use census_stream::settings::{positive, Rate};
@@ -17,6 +17,8 @@ use census_stream::settings::{positive, Rate};
 struct Flags {
     #[command(flatten)]
     kafka: KafkaArgs,
+    #[command(flatten)]
+    shutdown: ShutdownArgs,
     /// Rows to send: a CSV in UCI format, or JSON lines (`.jsonl`/`.json`). Default: adult.test.
     #[arg(long)]
     input: Option<PathBuf>,
@@ -71,7 +73,10 @@ async fn main() -> anyhow::Result<()> {
     config.status = (!flags.no_status).then(Status::stderr);
     let summary = run(
         config,
-        shutdown_on_signals("sending no more, then the summary of what came back"),
+        shutdown_on_signals(
+            "sending no more, then the summary of what came back",
+            Some(flags.shutdown.deadline()),
+        ),
     )
     .await
     .context("producer failed")?;

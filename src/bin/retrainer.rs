@@ -10,19 +10,21 @@ use clap::Parser;
 
 use census_stream::cli::{
     self, serve_metrics, shutdown_on_signals, Check, Contradiction, DataArgs, Given, KafkaArgs,
-    MemberArgs, PromotionArgs, RetrainerGroup, SearchArgs, StoreArgs, StrictArgs, TrackingArgs,
-    TriggerArgs,
+    MemberArgs, PromotionArgs, RetrainerGroup, SearchArgs, ShutdownArgs, StoreArgs, StrictArgs,
+    TrackingArgs, TriggerArgs,
 };
 use census_stream::defaults;
-use census_stream::util::slot::HostSlot;
 use census_stream::retrainer::{run, RetrainerConfig};
 use census_stream::settings::positive;
+use census_stream::util::slot::HostSlot;
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Flags {
     #[command(flatten)]
     kafka: KafkaArgs,
+    #[command(flatten)]
+    shutdown: ShutdownArgs,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -57,6 +59,7 @@ struct Settings {
     tracking: TrackingArgs,
     /// The host slot its instance name holds, while it runs.
     _slot: Option<HostSlot>,
+    deadline: std::time::Duration,
 }
 
 impl Check for Flags {
@@ -83,6 +86,7 @@ impl Check for Flags {
             metrics_addr: self.member.metrics.metrics_addr,
             tracking: self.tracking,
             _slot: slot,
+            deadline: self.shutdown.deadline(),
         })
     }
 }
@@ -95,11 +99,14 @@ async fn main() -> anyhow::Result<()> {
         metrics_addr,
         tracking,
         _slot,
+        deadline,
     } = cli::parse::<Flags>();
     config.tracking = tracking.tracker();
     let tracker = config.tracking.clone();
-    let shutdown =
-        shutdown_on_signals("storing the batch in hand, committing, stopping any retrain");
+    let shutdown = shutdown_on_signals(
+        "storing the batch in hand, committing, stopping any retrain",
+        Some(deadline),
+    );
     serve_metrics(
         metrics_addr,
         |r| config.metrics.register(r),

@@ -507,27 +507,80 @@ pub async fn serve_metrics(
     Ok(())
 }
 
+/// How long a service may take to stop.
+#[derive(Debug, Clone, Args)]
+pub struct ShutdownArgs {
+    /// Seconds from SIGTERM (or Ctrl-C) to exit, however the broker is doing: work in hand is
+    /// finished and committed if it can be within them; what was not acknowledged is not
+    /// committed, and is read again after a restart. A second signal exits at once.
+    #[arg(long, env = "CENSUS_SHUTDOWN_SECS",
+          default_value_t = NonZeroUsize::new(defaults::SHUTDOWN.as_secs() as usize).unwrap(),
+          value_parser = settings::positive)]
+    pub shutdown_secs: NonZeroUsize,
+}
+
+impl ShutdownArgs {
+    pub fn deadline(&self) -> Duration {
+        Duration::from_secs(self.shutdown_secs.get() as u64)
+    }
+}
+
 /// A token cancelled on Ctrl-C or SIGTERM; `then` says what the binary does before it exits
-/// (logged as `shutting down: <then>`).
-pub fn shutdown_on_signals(then: &'static str) -> tokio_util::sync::CancellationToken {
+/// (logged as `shutting down: <then>`). A second signal exits at once (status 130); with a
+/// `deadline`, a process still running that long after the first exits (status 1).
+pub fn shutdown_on_signals(
+    then: &'static str,
+    deadline: Option<Duration>,
+) -> tokio_util::sync::CancellationToken {
     let token = tokio_util::sync::CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+        if signalled().await.is_err() {
+            return;
         }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down: {then}");
+        match deadline {
+            Some(d) => tracing::info!(
+                "shutting down: {then} (at most {} s; a second Ctrl-C exits at once)",
+                d.as_secs()
+            ),
+            None => tracing::info!("shutting down: {then} (a second Ctrl-C exits at once)"),
+        }
         t.cancel();
+        // A thread of its own: it keeps counting while the runtime shuts down (which waits for
+        // blocking calls, such as a metadata request to a broker that does not answer).
+        if let Some(d) = deadline {
+            std::thread::spawn(move || {
+                std::thread::sleep(d);
+                tracing::error!(
+                    "not stopped within {} s of the signal (is the broker unreachable?): \
+                     exiting now; what was not acknowledged is not committed, and is read again \
+                     after a restart",
+                    d.as_secs()
+                );
+                std::process::exit(1);
+            });
+        }
+        if signalled().await.is_ok() {
+            tracing::warn!("a second signal: exiting now");
+            std::process::exit(130);
+        }
     });
     token
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn signalled() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
 }
 
 #[cfg(test)]

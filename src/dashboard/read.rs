@@ -136,7 +136,11 @@ pub async fn watch_group_lag(
     let topic = settings.topics.requests.clone();
     loop {
         let (r, t) = (reader.clone(), topic.clone());
-        let lag = tokio::task::spawn_blocking(move || group_lag(&r, &t)).await?;
+        // A look-up waits for the broker (seconds, when it is gone): never for shutdown.
+        let lag = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            lag = tokio::task::spawn_blocking(move || group_lag(&r, &t)) => lag?,
+        };
         match lag {
             Ok(n) => board.lock().expect("board lock").set_lag(Some(n)),
             Err(e) => tracing::debug!("the lag of group {group}: {}", crate::error_chain(&e)),

@@ -27,10 +27,12 @@ pub fn claim(dir: &Path, kind: &str) -> std::io::Result<HostSlot> {
     std::fs::create_dir_all(dir)?;
     let kind: String = kind
         .chars()
-        .map(|c| match c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-            true => c,
-            false => '_',
-        })
+        .map(
+            |c| match c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                true => c,
+                false => '_',
+            },
+        )
         .collect();
     for number in 0..MAX_SLOTS {
         let path = dir.join(format!("{kind}.{number}.lock"));

@@ -51,6 +51,17 @@ impl Broker {
         wait_until("the broker to die", 30, || !alive(pid));
     }
 
+    /// SIGSTOP: the broker stops answering, its connections open (a long GC pause, a frozen
+    /// VM).
+    pub fn pause(&self) {
+        kill(self.pid(), libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self) {
+        kill(self.pid(), libc::SIGCONT);
+    }
+
     /// Starts it again on the same data; returns when it answers.
     pub fn start(&self) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-local.sh");
@@ -235,6 +246,10 @@ pub fn spawn(bin: &str, args: &[String], work: &Path, name: &str, fault: Option<
     }
 }
 
+/// The name to give [`predictor_with`] for a predictor started without `--instance-id` (its
+/// default identity: the host's name and a slot on this host).
+pub const DEFAULT_IDENTITY: &str = "";
+
 /// A predictor of `group` serving the shared bundle v1, a static member named `instance`.
 pub fn predictor(
     s: &KafkaSettings,
@@ -260,17 +275,17 @@ pub fn predictor_with(
     args.extend(flags.iter().map(|f| f.to_string()));
     args.extend([
         format!("--group={group}"),
-        format!("--instance-id={instance}"),
         format!("--models-dir={}", v1.join("models").display()),
         format!("--processors-dir={}", v1.join("dataprocessors").display()),
     ]);
-    spawn(
-        env!("CARGO_BIN_EXE_predictor"),
-        &args,
-        work,
-        instance,
-        fault,
-    )
+    if instance != DEFAULT_IDENTITY {
+        args.push(format!("--instance-id={instance}"));
+    }
+    let name = match instance {
+        DEFAULT_IDENTITY => "predictor",
+        named => named,
+    };
+    spawn(env!("CARGO_BIN_EXE_predictor"), &args, work, name, fault)
 }
 
 /// Streams `n` rows of adult.test at `rate` records/s into the scenario's requests topic; the
@@ -546,4 +561,25 @@ pub fn store_copy(into: &Path) {
             std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
         }
     }
+}
+
+/// A free TCP port on this host (for a service's HTTP address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The value of the Prometheus sample `name` (labels included, e.g.
+/// `census_model_version{role="champion"}`) at `http://127.0.0.1:port/metrics`, if it answers.
+pub fn scrape(port: u16, name: &str) -> Option<f64> {
+    let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

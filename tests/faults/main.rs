@@ -7,13 +7,14 @@
 //! Run by `scripts/test.sh` on its real broker (`cargo test --release --test faults`), one
 //! scenario at a time: they kill processes and the broker.
 
+mod control;
 mod harness;
 
 use std::time::{Duration, Instant};
 
 use harness::{
     committed, first_after, now_ms, oracle, predictor, predictor_with, report, scenario_settings,
-    stream, wait_for_lag_zero, wait_until, Broker,
+    stream, wait_for_lag_zero, wait_until, Broker, DEFAULT_IDENTITY,
 };
 
 /// The predictor's default batch bound and batches in flight: duplicates after a kill are at
@@ -134,12 +135,13 @@ async fn named_points(mode: Mode) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_predictor_killed_at_random_moments_and_restarted_at_once_loses_nothing() {
+async fn a_predictor_killed_at_random_moments_and_restarted_without_an_instance_id_loses_nothing() {
     random_kills(Mode::AtLeastOnce).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_exactly_once_mode_a_predictor_killed_at_random_moments_answers_each_request_once() {
+async fn in_exactly_once_mode_a_predictor_killed_at_random_moments_and_restarted_answers_each_request_once(
+) {
     random_kills(Mode::ExactlyOnce).await;
 }
 
@@ -148,7 +150,10 @@ async fn random_kills(mode: Mode) {
     let work = harness::work_dir(&mode.label("random").replace(": ", "-"));
     let s = scenario_settings(&broker, 6).await;
     let group = &format!("{}-group", s.topics.requests);
-    let mut current = predictor_with(&s, &work, group, "p1", None, mode.flags());
+    // Started as README starts it, without --instance-id: restarted on the same host, it takes
+    // the same name, and its partitions back at once.
+    let start = || predictor_with(&s, &work, group, DEFAULT_IDENTITY, None, mode.flags());
+    let mut current = start();
     // 15 s of stream: the four kills land within the first 11.5 s, each followed by traffic.
     let sending = stream(&s, RANDOM_RECORDS, 2000.0, Duration::from_secs(60));
     let mut kills = Vec::new();
@@ -164,7 +169,7 @@ async fn random_kills(mode: Mode) {
         current.sigkill();
         kills.push(now_ms());
         let at_kill = committed(&s, group).await;
-        current = predictor_with(&s, &work, group, "p1", None, mode.flags());
+        current = start();
         unanswered_committed.push(at_kill);
     }
     let summary = sending.await.unwrap();
@@ -180,7 +185,7 @@ async fn random_kills(mode: Mode) {
         })
         .collect();
     report(
-        &mode.label("predictor SIGKILL at random moments"),
+        &mode.label("predictor SIGKILL at random moments, no --instance-id"),
         &v,
         kills.len(),
         &recovery,
