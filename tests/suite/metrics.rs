@@ -292,3 +292,116 @@ async fn the_scraped_counters_and_the_dashboard_equal_the_topics_per_version_and
     assert_eq!(stats.predicted, 270);
     assert_eq!(stats.dead_lettered, 9);
 }
+
+/// The metric names README's "Metrics" section lists after `marker` (up to the next service's).
+fn readme_metrics(marker: &str, next: Option<&str>) -> std::collections::BTreeSet<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("## Metrics (Prometheus)").unwrap()..];
+    let section = &section[..section[3..].find("\n## ").unwrap()];
+    let from = section.find(marker).unwrap_or_else(|| panic!("{marker}"));
+    let part = &section[from..];
+    let part = match next.and_then(|n| part.find(n)) {
+        Some(end) => &part[..end],
+        None => part,
+    };
+    part.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter_map(|t| {
+            let name = t.split('{').next()?;
+            let ok = name.starts_with("census_")
+                && name.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+            ok.then(|| name.to_owned())
+        })
+        .collect()
+}
+
+/// The metric families a registry serves, as a scraper names them: a counter's samples end in
+/// `_total`, a histogram's and a gauge's are its family's name.
+fn served(
+    register: impl FnOnce(&mut prometheus_client::registry::Registry),
+) -> std::collections::BTreeSet<String> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| match l.split_once(' ').unwrap() {
+            (name, "counter") => format!("{name}_total"),
+            (name, _) => name.to_owned(),
+        })
+        .collect()
+}
+
+#[test]
+fn readme_lists_exactly_the_metrics_each_service_serves() {
+    use census_stream::telemetry::{
+        CommandLabels, DashboardMetrics, PredictorMetrics, ReasonLabel, RetrainerMetrics,
+        RoleLabel, ScoringLabels, VersionLabel,
+    };
+    // A family is served once it has a sample: one each.
+    let reason = ReasonLabel { reason: "x".into() };
+    let role = RoleLabel {
+        role: "champion".into(),
+    };
+    let scoring = ScoringLabels {
+        model_version: 1,
+        role: "champion".into(),
+    };
+    let predictor = PredictorMetrics::default();
+    predictor
+        .predictions
+        .get_or_create(&VersionLabel { model_version: 1 })
+        .inc();
+    predictor.registry.ignored("x");
+    predictor
+        .registry
+        .bundles_refused
+        .get_or_create(&reason)
+        .inc();
+    predictor.model_version.get_or_create(&role).set(1);
+    predictor.labeled.get_or_create(&scoring).inc();
+    predictor.correct.get_or_create(&scoring).inc();
+    predictor.log_loss.get_or_create(&scoring).inc_by(0.3);
+    let retrainer = RetrainerMetrics::default();
+    for family in [
+        &retrainer.retrains,
+        &retrainer.triggers,
+        &retrainer.gate_decisions,
+    ] {
+        family.get_or_create(&reason).inc();
+    }
+    retrainer.model_version.get_or_create(&role).set(1);
+    retrainer.feature_drift("age", 0.1);
+    retrainer
+        .commands
+        .get_or_create(&CommandLabels {
+            action: "pin".into(),
+            result: "applied".into(),
+        })
+        .inc();
+    let dashboard = DashboardMetrics::default();
+    dashboard.read("census.requests");
+    dashboard.registry_ignored("x");
+    for (marker, next, served) in [
+        (
+            "`predictor --metrics-addr",
+            Some("`retrainer --metrics-addr"),
+            served(|r| predictor.register(r)),
+        ),
+        (
+            "`retrainer --metrics-addr",
+            Some("`dashboard --metrics-addr"),
+            served(|r| retrainer.register(r)),
+        ),
+        (
+            "`dashboard --metrics-addr",
+            None,
+            served(|r| dashboard.register(r)),
+        ),
+    ] {
+        assert_eq!(readme_metrics(marker, next), served, "{marker}");
+    }
+}
