@@ -86,6 +86,11 @@ for _ in $(seq 1 600); do
     kill -0 "$retrainer" 2>/dev/null || break
     sleep 0.5
 done
+if ! grep -q "stored and published" "$work/retrainer.log"; then
+    echo "bench: the retrainer published no version; its log:" >&2
+    cat "$work/retrainer.log" >&2
+    exit 1
+fi
 grep "retraining after v\|stored and published" "$work/retrainer.log" | sed 's/^.*retrainer: /retrainer: /'
 
 stop_services

@@ -106,6 +106,22 @@ async fn junk_on_the_registry_is_ignored_by_every_reader() {
     let (ok, stdout, stderr) = registry_command(&kafka, &["status"]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("ignored 4 records"), "{stdout}");
+    // The shared flags after the subcommand too, and the JSON for scripts.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_registry"))
+        .args(["status", "--json"])
+        .args(crate::process::kafka_flags(&kafka))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["versions"], serde_json::json!([1]));
+    assert_eq!(status["champion"]["version"], 1);
+    assert_eq!(status["ignored"]["replaced_bundle"], 1);
 
     // The retrainer numbers after v1, not after v999999999, and goes on.
     let (events, on_retrain) = recorder();
