@@ -248,7 +248,7 @@ impl FeatureProcessor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn row(workclass: &str, occupation: &str, country: &str, age: f64) -> CensusRow {

@@ -81,6 +81,14 @@ pub(super) async fn send_all(
         if shutdown.is_cancelled() {
             break;
         }
+        if i > 0 && i % plan.outgoing.len() == 0 {
+            tracing::warn!(
+                "the input's {} records begin again at record {}: rows the retrainer may have \
+                 trained on come again, and figures on them are not evidence of skill",
+                plan.outgoing.len(),
+                i + 1
+            );
+        }
         if let Some(rate) = plan.rate.per_sec() {
             let due = start + Duration::from_secs_f64(i as f64 / rate);
             tokio::time::sleep_until(due.into()).await;

@@ -172,6 +172,11 @@ async fn open_rows(
             .unwrap_or_else(|_| champion.manifest.training_data.stream_offsets.clone()),
         None => champion.manifest.training_data.stream_offsets.clone(),
     };
+    let ends = config
+        .kafka
+        .end_offsets(&config.kafka.topics.requests)
+        .await?;
+    let cutoff = past_the_end_dropped(cutoff, &config.kafka.topics.requests, &ends);
     let retrainer = Retrainer::new(log, &cutoff, config.retrain_every);
     tracing::info!(
         "retrainer: {} labeled rows stored, champion v{} trained on {}; retraining every {}",
@@ -181,4 +186,48 @@ async fn open_rows(
         config.retrain_every
     );
     Ok(retrainer)
+}
+
+/// `cutoff` without the partitions of `topic` whose cut-off lies past the partition's end
+/// offset (`ends`): the topic is not the one the version was trained on (deleted and created
+/// again, or another cluster), so none of its rows were trained on. Each is logged.
+fn past_the_end_dropped(
+    mut cutoff: std::collections::BTreeMap<String, i64>,
+    topic: &str,
+    ends: &[(i32, i64)],
+) -> std::collections::BTreeMap<String, i64> {
+    for &(partition, end) in ends {
+        let key = format!("{topic}/{partition}");
+        if let Some(&at) = cutoff.get(&key).filter(|&&at| at > end) {
+            tracing::warn!(
+                "retrainer: the newest version was trained on {key} up to offset {at}, but the \
+                 partition ends at {end}: it is not the topic that version read (created again?), \
+                 so its rows count as new"
+            );
+            cutoff.remove(&key);
+        }
+    }
+    cutoff
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cutoff_past_the_end_of_its_partition_is_dropped() {
+        let cutoff = std::collections::BTreeMap::from([
+            ("census.requests/0".to_owned(), 5000),
+            ("census.requests/1".to_owned(), 40),
+            ("other/0".to_owned(), 9999),
+        ]);
+        let kept = past_the_end_dropped(cutoff, "census.requests", &[(0, 1200), (1, 900)]);
+        assert_eq!(
+            kept.into_iter().collect::<Vec<_>>(),
+            [
+                ("census.requests/1".to_owned(), 40),
+                ("other/0".to_owned(), 9999)
+            ]
+        );
+    }
 }

@@ -1,9 +1,13 @@
 //! The challenger's offline check, before it is ever scored in shadow: its mean log loss on
-//! labeled stream rows held back from its training, and on the adult.test rows that are not
-//! among its training rows, must not be worse than the champion's on the same rows by more
-//! than the gate's margin δ.
+//! labeled stream rows held back from its training, and on the adult.test rows, must not be
+//! worse than the champion's on the same rows by more than the gate's margin δ. A row the
+//! challenger was trained on — the same features and label, whatever its offset — is never
+//! evidence for it: such rows are left out of both parts (a stream that repeats its input
+//! brings the same rows again under new offsets). A check resting on fewer than
+//! [`MIN_EVIDENCE_ROWS`] rows refuses: no evidence is not a pass.
 
 use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 
 use crate::bundle::Bundle;
 use crate::data::LabeledRow;
@@ -19,20 +23,38 @@ pub struct OfflineCheck {
     pub delta: f64,
 }
 
+/// The fewest rows not trained on that a check may rest on.
+pub const MIN_EVIDENCE_ROWS: usize = 100;
+
 impl OfflineCheck {
+    /// Rows the check rests on.
+    pub fn rows(&self) -> usize {
+        self.held_back.0 + self.test.0
+    }
+
+    /// At least [`MIN_EVIDENCE_ROWS`] rows, and no part with rows worse by more than δ.
     pub fn passed(&self) -> bool {
-        [self.held_back, self.test]
-            .iter()
-            .all(|&(n, c, p)| n == 0 || c - p <= self.delta)
+        self.rows() >= MIN_EVIDENCE_ROWS
+            && [self.held_back, self.test]
+                .iter()
+                .all(|&(n, c, p)| n == 0 || c - p <= self.delta)
     }
 
     pub fn summary(&self) -> String {
-        let part = |name: &str, (n, c, p): (usize, f64, f64)| {
-            format!("{name}: {c:.4} vs champion {p:.4} on {n} rows")
+        let part = |name: &str, (n, c, p): (usize, f64, f64)| match n {
+            0 => format!("{name}: none"),
+            n => format!("{name}: {c:.4} vs champion {p:.4} on {n} rows"),
+        };
+        let short = match self.rows() < MIN_EVIDENCE_ROWS {
+            true => format!(
+                "; only {} rows not trained on, fewer than the {MIN_EVIDENCE_ROWS} a check needs",
+                self.rows()
+            ),
+            false => String::new(),
         };
         format!(
-            "log loss {}; {} (margin {})",
-            part("held-back stream rows", self.held_back),
+            "log loss {}; {} (margin {}){short}",
+            part("held-back stream rows not trained on", self.held_back),
             part("adult.test rows not trained on", self.test),
             self.delta
         )
@@ -62,28 +84,99 @@ fn mean_losses(challenger: &Bundle, champion: &Bundle, rows: &[&LabeledRow]) -> 
     (rows.len(), loss(&c), loss(&p))
 }
 
-/// Runs the check (CPU work: call off the runtime). `trained_on` are the stream rows the
-/// challenger was trained on: test rows equal to one of them are left out.
+/// Runs the check (CPU work: call off the runtime). `trained_on` are the rows the challenger
+/// was trained on (the base rows and the stream rows): held-back and test rows equal to one of
+/// them are left out.
 pub fn check(
     challenger: &Bundle,
     champion: &Bundle,
     held_back: &[LabeledRow],
     test: &[LabeledRow],
-    trained_on: &[LabeledRow],
+    trained_on: &[&[LabeledRow]],
     delta: f64,
 ) -> OfflineCheck {
-    let seen: HashSet<String> = trained_on.iter().map(row_key).collect();
-    let unseen: Vec<&LabeledRow> = test
-        .iter()
-        .filter(|r| !seen.contains(&row_key(r)))
-        .collect();
+    let (held, unseen) = evidence(held_back, test, trained_on);
     OfflineCheck {
-        held_back: mean_losses(challenger, champion, &held_back.iter().collect::<Vec<_>>()),
+        held_back: mean_losses(challenger, champion, &held),
         test: mean_losses(challenger, champion, &unseen),
         delta,
     }
 }
 
-fn row_key(r: &LabeledRow) -> String {
-    serde_json::to_string(&r.row).expect("a row serializes")
+/// The held-back and test rows that are not among `trained_on` (features and label).
+fn evidence<'a>(
+    held_back: &'a [LabeledRow],
+    test: &'a [LabeledRow],
+    trained_on: &[&[LabeledRow]],
+) -> (Vec<&'a LabeledRow>, Vec<&'a LabeledRow>) {
+    let seen: HashSet<u64> = trained_on
+        .iter()
+        .flat_map(|rows| rows.iter())
+        .map(row_key)
+        .collect();
+    let unseen = |rows: &'a [LabeledRow]| -> Vec<&'a LabeledRow> {
+        rows.iter()
+            .filter(|r| !seen.contains(&row_key(r)))
+            .collect()
+    };
+    (unseen(held_back), unseen(test))
+}
+
+/// A row's features and label, hashed.
+fn row_key(r: &LabeledRow) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&r.row)
+        .expect("a row serializes")
+        .hash(&mut h);
+    r.label.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labeled(age: f64, label: bool) -> LabeledRow {
+        LabeledRow {
+            row: crate::features::tests::row("Private", "Sales", "United-States", age),
+            label,
+        }
+    }
+
+    #[test]
+    fn a_row_trained_on_is_no_evidence_whatever_its_offset() {
+        let base = vec![labeled(30.0, false)];
+        let stream = vec![labeled(40.0, true)];
+        // Copies of trained rows (features and label) among the held-back and test rows; the
+        // same features with the other label are another row.
+        let held = vec![labeled(40.0, true), labeled(41.0, true)];
+        let test = vec![
+            labeled(30.0, false),
+            labeled(30.0, true),
+            labeled(50.0, false),
+        ];
+        let (h, t) = evidence(&held, &test, &[&base, &stream]);
+        assert_eq!(h, vec![&held[1]]);
+        assert_eq!(t, vec![&test[1], &test[2]]);
+    }
+
+    #[test]
+    fn no_evidence_is_not_a_pass() {
+        let check = |held: usize, test: usize, worse: f64| OfflineCheck {
+            held_back: (held, 0.30 + worse, 0.30),
+            test: (test, 0.28, 0.28),
+            delta: 0.01,
+        };
+        assert!(!check(0, 0, 0.0).passed(), "a check on zero rows");
+        assert!(check(0, 0, 0.0)
+            .summary()
+            .contains("only 0 rows not trained on"));
+        assert!(!check(40, 59, 0.0).passed());
+        assert!(check(40, 60, 0.0).passed());
+        assert!(
+            check(0, 5000, 0.5).passed(),
+            "a part on no rows says nothing"
+        );
+        assert!(!check(200, 5000, 0.02).passed());
+    }
 }

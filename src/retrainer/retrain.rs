@@ -221,11 +221,19 @@ async fn check_offline(
         Promotion::Always => None,
     };
     let (test, champion) = (trainer.test.clone(), champion.clone());
+    let base = trainer.base.clone();
     let scoring = trainer.config.scoring;
     tokio::task::spawn_blocking(move || {
         let bundle = files.load(scoring)?;
         let check = delta.map(|delta| {
-            offline::check(&bundle, &champion, &rows.held, &test, &rows.stream, delta)
+            offline::check(
+                &bundle,
+                &champion,
+                &rows.held,
+                &test,
+                &[&base, &rows.stream],
+                delta,
+            )
         });
         Ok((bundle, check))
     })
