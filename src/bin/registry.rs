@@ -193,9 +193,8 @@ fn as_table(topic: &str, r: &Registry, ignored: &BTreeMap<&'static str, u64>) ->
         };
         let _ = writeln!(
             out,
-            "  {}  {} {:?} by {} ({}): {answer}",
+            "  {}  {} by {} ({}): {answer}",
             when(c.asked_at_ms),
-            c.action.as_label(),
             c.action,
             c.asked_by,
             c.reason

@@ -188,9 +188,10 @@ impl CommandRecord {
 
 /// `user@host` of this process, for the records of who asked.
 pub fn asked_by() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "unknown".to_owned());
+    let user = ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(crate::util::host::user_name);
     format!("{user}@{}", crate::util::host::hostname())
 }
 

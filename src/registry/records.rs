@@ -114,6 +114,19 @@ pub enum Action {
     Unpin,
 }
 
+impl std::fmt::Display for Action {
+    /// As typed: `promote 3`, `rollback --pin`, `pin 3`, `unpin`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Promote { version } => write!(f, "promote {version}"),
+            Action::Rollback { pin: false } => f.write_str("rollback"),
+            Action::Rollback { pin: true } => f.write_str("rollback --pin"),
+            Action::Pin { version } => write!(f, "pin {version}"),
+            Action::Unpin => f.write_str("unpin"),
+        }
+    }
+}
+
 impl Action {
     /// `promote`, `rollback`, `pin` or `unpin`.
     pub fn as_label(&self) -> &'static str {

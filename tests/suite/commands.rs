@@ -96,7 +96,7 @@ async fn commands_go_through_the_running_retrainer_which_keeps_running_and_a_pin
     assert!(stdout.contains("v1 unpinned"), "{stdout}");
     let (ok, stdout, _) = registry(&["status"]);
     assert!(ok && stdout.contains("no (the gate decides)"), "{stdout}");
-    assert!(stdout.contains("pin Pin { version: 1 }"), "{stdout}");
+    assert!(stdout.contains("  pin 1 by "), "{stdout}");
     stop.cancel();
     second.await.unwrap().unwrap();
     predictor_stop.cancel();

@@ -67,7 +67,15 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
                 }
             }
         }
-        let answered = command.answered(&result, self.trainer.publisher.transactional_id());
+        let by = format!(
+            "the retrainer ({})",
+            self.trainer
+                .config
+                .instance_id
+                .as_deref()
+                .unwrap_or("dynamic member")
+        );
+        let answered = command.answered(&result, &by);
         let publisher = &self.trainer.publisher;
         match &result {
             Ok(p) => {
