@@ -329,6 +329,7 @@ pub async fn run(
     let (state_tx, in_step) = watch::channel(registry::FollowerState::default());
     let health = &config.health;
     health.set("broker", config.kafka.broker_probe()?);
+    health.set("group", || Err("not in its group yet".into()));
     let serving = current.clone();
     health.set("champion", move || match champion_version(&serving) {
         Some(v) => Ok(format!("serving v{v}")),

@@ -79,6 +79,7 @@ pub async fn run(
     let health = config.health.clone();
     health.set("broker", config.kafka.broker_probe()?);
     health.set("registry", || Err("reading the registry".into()));
+    health.set("group", || Err("not in its group yet".into()));
     config.kafka.ensure_topics().await?;
     let publisher = Publisher::start(&config.kafka, &config.transactional_id).await?;
     let registry = read_registry(&config.kafka).await?;
