@@ -206,10 +206,7 @@ impl Follower {
     /// Notes that the registry could not be read (`e`): behind since when it first was, said
     /// as a metric, and loudly once it has been for long.
     fn still_behind(&mut self, e: &BrokerError) {
-        let since = *self.behind_since.get_or_insert_with(Instant::now);
-        let behind = since.elapsed();
-        self.metrics.stale_seconds.set(behind.as_secs_f64());
-        self.state.send_modify(|s| s.in_step = false);
+        let behind = self.behind();
         let serving = champion_version(&self.current)
             .map_or_else(|| "nothing".to_owned(), |v| format!("v{v}"));
         let wanted = self
@@ -229,6 +226,15 @@ impl Follower {
         } else {
             tracing::warn!("{what}");
         }
+    }
+
+    /// Notes that it does not serve what the registry names (since when it first did not):
+    /// the metric and the state say so. Returns for how long.
+    fn behind(&mut self) -> Duration {
+        let behind = self.behind_since.get_or_insert_with(Instant::now).elapsed();
+        self.metrics.stale_seconds.set(behind.as_secs_f64());
+        self.state.send_modify(|s| s.in_step = false);
+        behind
     }
 
     /// Notes that it serves what the registry names.
@@ -365,10 +371,6 @@ impl Follower {
         if !waiting {
             return self.in_step();
         }
-        let since = *self.behind_since.get_or_insert_with(Instant::now);
-        self.metrics
-            .stale_seconds
-            .set(since.elapsed().as_secs_f64());
-        self.state.send_modify(|s| s.in_step = false);
+        self.behind();
     }
 }

@@ -69,9 +69,20 @@ pub struct Registry {
     pin: Option<PinRecord>,
     /// Operators' commands by id, as last written (asked, then answered).
     commands: BTreeMap<String, CommandRecord>,
+    /// Bundle records are passed over unchecked (a reader that wants the commands only).
+    without_bundles: bool,
 }
 
 impl Registry {
+    /// A registry that passes over bundle records without checking them: for a reader that
+    /// wants aliases, the pin and commands only, and should not parse and hash megabytes.
+    pub fn without_bundles() -> Self {
+        Registry {
+            without_bundles: true,
+            ..Registry::default()
+        }
+    }
+
     /// Reads one record of the topic into the registry, or says why it is ignored (the registry
     /// is then as it was).
     pub fn read(&mut self, key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<(), Ignored> {
@@ -85,6 +96,7 @@ impl Registry {
         payload: Option<&[u8]>,
     ) -> Result<(), Ignored> {
         match parse(key, payload)? {
+            Record::Bundle { .. } if self.without_bundles => Ok(()),
             Record::Bundle { version, payload } => {
                 let (payload, checked) = tokio::task::spawn_blocking(move || {
                     let checked = checked_manifest(version, &payload);
@@ -103,6 +115,7 @@ impl Registry {
 
     pub fn apply(&mut self, record: Record) -> Result<(), Ignored> {
         match record {
+            Record::Bundle { .. } if self.without_bundles => {}
             Record::Bundle { version, payload } => {
                 let checked = checked_manifest(version, &payload);
                 return self.add_bundle(version, payload, checked);
@@ -291,6 +304,21 @@ mod tests {
         // The next version in line is taken.
         read(&mut r, &bundle(3, "tree three")).unwrap();
         assert_eq!(r.highest(), Some(3));
+    }
+
+    #[test]
+    fn a_registry_without_bundles_passes_over_them_and_keeps_the_rest() {
+        let mut r = Registry::without_bundles();
+        read(&mut r, &bundle(1, "tree one")).unwrap();
+        read(&mut r, &("bundle/v0002".to_owned(), b"junk".to_vec())).unwrap();
+        assert_eq!((r.highest(), r.bundle(1)), (None, None));
+        let command = CommandRecord::ask(crate::registry::Action::Unpin, "why", "ops@host", 1000);
+        r.read(
+            Some(command.key().as_bytes()),
+            Some(&serde_json::to_vec(&command).unwrap()),
+        )
+        .unwrap();
+        assert_eq!(r.pending_commands().count(), 1);
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub async fn watch_commands(
     let topic = settings.topics.models.clone();
     let consumer: StreamConsumer = settings.reader()?;
     let registry = loop {
-        let mut registry = Registry::default();
+        // Commands only: the bundles were checked by the retrainer's own read at start.
+        let mut registry = Registry::without_bundles();
         let read = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             r = catch_up(&settings, &consumer, &mut registry, |_| {}) => r,

@@ -47,16 +47,7 @@ async fn ready_only_in_step_with_the_registry() {
     let stop = CancellationToken::new();
     let mut pconf = own_predictor(s);
     pconf.store = None;
-    let mut registry = prometheus_client::registry::Registry::default();
-    pconf.metrics.register(&mut registry);
-    let addr = census_stream::telemetry::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        registry,
-        pconf.health.clone(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let addr = crate::helpers::serve_predictor_endpoints(&pconf, &stop).await;
     let ready = format!("http://{addr}/readyz");
     assert_eq!(get(format!("http://{addr}/healthz")).await.0, 200);
     let predictor = tokio::spawn(census_stream::predictor::run(pconf, stop.clone()));

@@ -243,3 +243,21 @@ pub fn headers_of(m: &impl rdkafka::message::Message) -> std::collections::HashM
         })
         .unwrap_or_default()
 }
+
+/// Serves `pconf`'s metrics and health (as the binary does with `--metrics-addr`) on a free
+/// port until `stop`; returns the address.
+pub async fn serve_predictor_endpoints(
+    pconf: &census_stream::predictor::PredictorConfig,
+    stop: &tokio_util::sync::CancellationToken,
+) -> std::net::SocketAddr {
+    let mut registry = prometheus_client::registry::Registry::default();
+    pconf.metrics.register(&mut registry);
+    census_stream::telemetry::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        registry,
+        pconf.health.clone(),
+        stop.clone(),
+    )
+    .await
+    .unwrap()
+}

@@ -157,16 +157,7 @@ async fn the_scraped_counters_and_the_dashboard_equal_the_topics_per_version_and
     let stop = CancellationToken::new();
     let mut pconf = own_predictor(s);
     pconf.store = Some(store.clone());
-    let mut registry = prometheus_client::registry::Registry::default();
-    pconf.metrics.register(&mut registry);
-    let addr = census_stream::telemetry::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        registry,
-        pconf.health.clone(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let addr = crate::helpers::serve_predictor_endpoints(&pconf, &stop).await;
     let running = tokio::spawn(predictor::run(pconf, stop.clone()));
     let board = dashboard::start(
         own_dashboard(s, "127.0.0.1:0".parse().unwrap()),
