@@ -18,6 +18,8 @@ pub const PARTITIONS: i32 = 6;
 pub const REQUESTS_TOPIC: &str = "census.requests";
 pub const PREDICTIONS_TOPIC: &str = "census.predictions";
 pub const DLQ_TOPIC: &str = "census.dlq";
+/// Labels that come apart from their requests (keyed by `request_id`).
+pub const LABELS_TOPIC: &str = "census.labels";
 pub const MODELS_TOPIC: &str = "census.models";
 /// Consumer group of the predictors.
 pub const PREDICTOR_GROUP: &str = "census-predictor";

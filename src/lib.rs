@@ -32,6 +32,7 @@ pub mod defaults;
 pub mod demo;
 pub mod features;
 pub mod initialize;
+pub mod join;
 pub mod kafka;
 pub mod lifecycle;
 pub mod loadtest;

@@ -97,7 +97,7 @@ pub struct DataArgs {
 /// Topic names, partitions and extra client settings: everything about Kafka but where it is.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// Partitions of census.requests and census.predictions when this creates them.
+    /// Partitions of census.requests, census.predictions and census.labels when this creates them.
     #[arg(global = true, long, env = "CENSUS_PARTITIONS", default_value_t = defaults::PARTITIONS,
           value_parser = settings::partitions)]
     pub partitions: i32,
@@ -107,6 +107,8 @@ pub struct ClientArgs {
     pub predictions_topic: String,
     #[arg(global = true, long, default_value = defaults::DLQ_TOPIC)]
     pub dlq_topic: String,
+    #[arg(global = true, long, default_value = defaults::LABELS_TOPIC)]
+    pub labels_topic: String,
     #[arg(global = true, long, default_value = defaults::MODELS_TOPIC)]
     pub models_topic: String,
     /// Extra librdkafka setting for every Kafka client, `key=value` (repeatable), e.g.
@@ -136,6 +138,7 @@ impl ClientArgs {
             requests: self.requests_topic.clone(),
             predictions: self.predictions_topic.clone(),
             dlq: self.dlq_topic.clone(),
+            labels: self.labels_topic.clone(),
             models: self.models_topic.clone(),
         };
         s

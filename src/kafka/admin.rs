@@ -114,6 +114,7 @@ impl KafkaSettings {
         let wanted = [
             NewTopic::new(&t.requests, self.partitions, TopicReplication::Fixed(1)),
             NewTopic::new(&t.predictions, self.partitions, TopicReplication::Fixed(1)),
+            NewTopic::new(&t.labels, self.partitions, TopicReplication::Fixed(1)),
             NewTopic::new(&t.dlq, 1, TopicReplication::Fixed(1)).set("max.message.bytes", &dlq_max),
             NewTopic::new(&t.models, 1, TopicReplication::Fixed(1))
                 .set("cleanup.policy", "compact")

@@ -58,6 +58,8 @@ pub struct Topics {
     pub requests: String,
     pub predictions: String,
     pub dlq: String,
+    /// Labels sent apart from their requests, keyed by `request_id`.
+    pub labels: String,
     pub models: String,
 }
 
@@ -67,6 +69,7 @@ impl Default for Topics {
             requests: defaults::REQUESTS_TOPIC.into(),
             predictions: defaults::PREDICTIONS_TOPIC.into(),
             dlq: defaults::DLQ_TOPIC.into(),
+            labels: defaults::LABELS_TOPIC.into(),
             models: defaults::MODELS_TOPIC.into(),
         }
     }

@@ -69,14 +69,14 @@ impl DeadLetterRecord {
 pub fn dead_letter_record(
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
-    fault: Fault,
+    reason: &str,
     detail: &str,
     source: &(String, i32, i64),
     max_bytes: usize,
 ) -> DeadLetterRecord {
     let (topic, partition, offset) = source;
     let mut headers = vec![
-        ("dlq.reason", fault.as_str().to_owned()),
+        ("dlq.reason", reason.to_owned()),
         ("dlq.error", cut_text(detail, MAX_DETAIL_BYTES)),
         ("dlq.source.topic", topic.clone()),
         ("dlq.source.partition", partition.to_string()),
@@ -153,7 +153,7 @@ impl<'a> Output<'a> {
                 Output::DeadLetter(dead_letter_record(
                     Some(key.as_bytes()),
                     None,
-                    Fault::Undeliverable,
+                    Fault::Undeliverable.as_str(),
                     &format!(
                         "the prediction was refused before sending: {} bytes, more than the \
                          predictions topic allows ({} bytes)",
@@ -184,7 +184,7 @@ impl<'a> Output<'a> {
             } => Output::DeadLetter(dead_letter_record(
                 key.as_deref(),
                 payload.as_deref(),
-                *fault,
+                fault.as_str(),
                 detail,
                 source,
                 limits.dlq,
@@ -257,7 +257,7 @@ pub async fn deliver(
                 let record = dead_letter_record(
                     Some(key.as_bytes()),
                     None,
-                    Fault::Undeliverable,
+                    Fault::Undeliverable.as_str(),
                     &format!("the prediction was refused: {e}"),
                     source,
                     limits.dlq,
@@ -300,7 +300,7 @@ impl Delivered {
     }
 }
 
-async fn send_dead_letter(
+pub(crate) async fn send_dead_letter(
     producer: &KafkaProducer,
     topic: &str,
     record: DeadLetterRecord,
@@ -366,7 +366,7 @@ mod tests {
         let r = dead_letter_record(
             Some(b"k1"),
             Some(b"not json"),
-            Fault::NotJson,
+            Fault::NotJson.as_str(),
             "expected value",
             &source(),
             1 << 20,
@@ -391,7 +391,7 @@ mod tests {
         let r = dead_letter_record(
             Some(&key),
             Some(payload.as_bytes()),
-            Fault::WrongType,
+            Fault::WrongType.as_str(),
             &detail,
             &source(),
             limit,
@@ -413,7 +413,7 @@ mod tests {
         let r = dead_letter_record(
             None,
             Some(payload.as_bytes()),
-            Fault::WrongType,
+            Fault::WrongType.as_str(),
             &detail,
             &source(),
             1000,

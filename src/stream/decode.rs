@@ -4,7 +4,7 @@
 
 use crate::data::parse_label;
 
-use super::messages::Request;
+use super::messages::{Label, Request};
 
 /// Why a record cannot be scored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,13 +64,13 @@ pub(crate) fn reject(fault: Fault, detail: impl Into<String>) -> Rejection {
 /// which must fit the predictions topic's limit.
 pub const MAX_REQUEST_ID_BYTES: usize = 256;
 
-/// Decodes and validates one `census.requests` payload.
-pub fn decode_request(payload: Option<&[u8]>) -> Result<Request, Rejection> {
+/// A JSON payload as `T`, its faults classified.
+fn decode_json<T: serde::de::DeserializeOwned>(payload: Option<&[u8]>) -> Result<T, Rejection> {
     let bytes = match payload {
         None | Some([]) => return Err(reject(Fault::EmptyPayload, "the message has no payload")),
         Some(b) => b,
     };
-    let request: Request = serde_json::from_slice(bytes).map_err(|e| {
+    serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         let msg = e.to_string();
         match e.classify() {
@@ -78,19 +78,45 @@ pub fn decode_request(payload: Option<&[u8]>) -> Result<Request, Rejection> {
             Category::Data if msg.starts_with("missing field") => reject(Fault::MissingField, msg),
             Category::Data => reject(Fault::WrongType, msg),
         }
-    })?;
-    if request.request_id.is_empty() {
+    })
+}
+
+fn check_request_id(id: &str) -> Result<(), Rejection> {
+    if id.is_empty() {
         return Err(reject(Fault::MissingField, "request_id is empty"));
     }
-    if request.request_id.len() > MAX_REQUEST_ID_BYTES {
+    if id.len() > MAX_REQUEST_ID_BYTES {
         return Err(reject(
             Fault::ImpossibleValue,
             format!(
                 "request_id is {} bytes; at most {MAX_REQUEST_ID_BYTES}",
-                request.request_id.len()
+                id.len()
             ),
         ));
     }
+    Ok(())
+}
+
+/// Decodes and validates one `census.labels` payload; returns it with its label (`>50K`).
+pub fn decode_label(payload: Option<&[u8]>) -> Result<(Label, bool), Rejection> {
+    let label: Label = decode_json(payload)?;
+    check_request_id(&label.request_id)?;
+    match parse_label(&label.income_bracket) {
+        Some(truth) => Ok((label, truth)),
+        None => Err(reject(
+            Fault::ImpossibleValue,
+            format!(
+                "income_bracket `{}` is neither <=50K nor >50K",
+                label.income_bracket
+            ),
+        )),
+    }
+}
+
+/// Decodes and validates one `census.requests` payload.
+pub fn decode_request(payload: Option<&[u8]>) -> Result<Request, Rejection> {
+    let request: Request = decode_json(payload)?;
+    check_request_id(&request.request_id)?;
     request
         .record
         .validate()
@@ -121,6 +147,25 @@ mod tests {
         let r = decode_request(Some(GOOD.as_bytes())).unwrap();
         assert_eq!(r.record.native_country, "Mars");
         assert_eq!(r.income_bracket.as_deref(), Some(">50K."));
+    }
+
+    #[test]
+    fn a_label_decodes_and_its_faults_are_classified() {
+        let good = r#"{"request_id":"r1","income_bracket":">50K.","labeled_at_ms":5}"#;
+        let (label, truth) = decode_label(Some(good.as_bytes())).unwrap();
+        assert_eq!((label.request_id.as_str(), truth), ("r1", true));
+        let fault = |p: &str| decode_label(Some(p.as_bytes())).unwrap_err().fault;
+        assert_eq!(fault("{"), Fault::NotJson);
+        assert_eq!(
+            fault(&good.replace(r#","labeled_at_ms":5"#, "")),
+            Fault::MissingField
+        );
+        assert_eq!(fault(&good.replace("5}", r#""5"}"#)), Fault::WrongType);
+        assert_eq!(
+            fault(&good.replace(">50K.", "rich")),
+            Fault::ImpossibleValue
+        );
+        assert_eq!(fault(&good.replace("r1", "")), Fault::MissingField);
     }
 
     #[test]

@@ -18,6 +18,17 @@ pub struct Request {
     pub record: CensusRow,
 }
 
+/// `census.labels`: the true label of a request, sent apart from it (later, or for some requests
+/// only). Keyed by `request_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Label {
+    pub request_id: String,
+    /// `<=50K` or `>50K`.
+    pub income_bracket: String,
+    /// When the label became known, milliseconds since the Unix epoch.
+    pub labeled_at_ms: i64,
+}
+
 /// `census.predictions`: one per request. Keyed by `request_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {

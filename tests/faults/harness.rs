@@ -168,6 +168,7 @@ pub async fn scenario_settings(broker: &Broker, partitions: i32) -> KafkaSetting
         requests: format!("faults-{tag}.requests"),
         predictions: format!("faults-{tag}.predictions"),
         dlq: format!("faults-{tag}.dlq"),
+        labels: format!("faults-{tag}.labels"),
         models: format!("faults-{tag}.models"),
     };
     s.ensure_topics().await.expect("topics created");
@@ -222,6 +223,7 @@ pub fn kafka_flags(s: &KafkaSettings) -> Vec<String> {
         format!("--requests-topic={}", s.topics.requests),
         format!("--predictions-topic={}", s.topics.predictions),
         format!("--dlq-topic={}", s.topics.dlq),
+        format!("--labels-topic={}", s.topics.labels),
         format!("--models-topic={}", s.topics.models),
     ]
 }

@@ -117,6 +117,7 @@ pub async fn test_kafka(partitions: i32) -> TestKafka {
                 requests: format!("test-{tag}.requests"),
                 predictions: format!("test-{tag}.predictions"),
                 dlq: format!("test-{tag}.dlq"),
+                labels: format!("test-{tag}.labels"),
                 models: format!("test-{tag}.models"),
             };
             settings
