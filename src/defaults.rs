@@ -36,6 +36,10 @@ pub const PROCESSORS_DIR: &str = "dataprocessors";
 pub const DATA_DIR: &str = "data";
 /// The retrainer's rows file, in the models folder unless given.
 pub const ROWS_FILE: &str = "stream_rows.jsonl";
+/// The join's journal (requests waiting for labels, labels waiting for requests), beside it.
+pub const JOIN_FILE: &str = "label_join.jsonl";
+/// How long a request waits for its label (and a label for its request) before it expires.
+pub const LABEL_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// Most records a service handles in one batch.
 pub const MAX_BATCH: NonZeroUsize = nz(1024);

@@ -34,6 +34,14 @@ struct Flags {
     /// File keeping the labeled stream rows (default: stream_rows.jsonl in the models folder).
     #[arg(long)]
     rows_file: Option<PathBuf>,
+    /// File keeping the join of requests to labels (default: label_join.jsonl in the models
+    /// folder).
+    #[arg(long)]
+    join_file: Option<PathBuf>,
+    /// Seconds a request waits for its label on census.labels (and a label for its request)
+    /// before it expires; a label that comes later is dead-lettered as unmatched_label.
+    #[arg(long, default_value_t = defaults::LABEL_WINDOW.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    label_window_secs: u64,
     /// Retrain after this many new labeled rows.
     #[arg(long, default_value_t = defaults::RETRAIN_EVERY, value_parser = positive)]
     retrain_every: NonZeroUsize,
@@ -78,6 +86,10 @@ impl Check for Flags {
         if let Some(f) = self.rows_file {
             config.rows_file = f;
         }
+        if let Some(f) = self.join_file {
+            config.join_file = f;
+        }
+        config.label_window = std::time::Duration::from_secs(self.label_window_secs);
         config.retrain_every = self.retrain_every;
         config.search = self.search.config(self.max_evals);
         config.triggers = self.triggers.triggers();

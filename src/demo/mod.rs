@@ -161,6 +161,7 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     rconf.search = config.search.clone();
     // A new broker starts its offsets at zero: keep this run's rows apart.
     rconf.rows_file = work.path().join("stream_rows.jsonl");
+    rconf.join_file = work.path().join("label_join.jsonl");
     rconf.promotion = config.promotion;
     rconf.shuffle_labels = config.shuffle_labels;
     rconf.triggers = config.triggers;

@@ -123,6 +123,11 @@ mod tests {
         j.request("a", at("req", 1), 1, None, 0);
         assert_eq!(j.request("a", at("req", 1), 1, None, 1), Outcome::Replayed);
         assert_eq!(j.request("a", at("req", 9), 2, None, 2), Outcome::Refused);
+        // One that carries its own label is joined on its own; the first still waits.
+        assert_eq!(
+            matched(j.request("a", at("req", 10), 3, Some(true), 2)).value,
+            3
+        );
         assert_eq!(matched(j.label("a", label(1, true), 3)).value, 1);
         assert_eq!(j.counts().duplicate_requests, 1);
     }

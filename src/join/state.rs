@@ -84,8 +84,8 @@ pub enum Outcome<R> {
     Matched(Joined<R>),
     /// The same record again (read twice after a restart): nothing changes.
     Replayed,
-    /// A request whose id another request has (the first keeps it), or a dead label (see
-    /// [`Join::take_dead`]).
+    /// A request without a label whose id another request has (the first keeps it), or a dead
+    /// label (see [`Join::take_dead`]).
     Refused,
 }
 
@@ -192,11 +192,33 @@ impl<R: Clone> Join<R> {
         at_ms: i64,
     ) -> Outcome<R> {
         let at_ms = self.tick(at_ms);
-        if let Some(m) = self.matched.get(id) {
-            return self.known_request(m.request == position);
-        }
-        if let Some(h) = self.requests.get(id) {
-            return self.known_request(h.position == position);
+        let known = match (self.matched.get(id), self.requests.get(id)) {
+            (Some(m), _) => Some(m.request == position),
+            (None, Some(h)) => Some(h.position == position),
+            (None, None) => None,
+        };
+        match (known, inline) {
+            (Some(true), _) => {
+                self.counts.replayed += 1;
+                return Outcome::Replayed;
+            }
+            // Another request with this id: one that carries its label needs nothing of the
+            // state to be joined; one that does not cannot be told from the first.
+            (Some(false), Some(truth)) => {
+                self.counts.matched += 1;
+                return Outcome::Matched(Joined {
+                    request_id: id.to_owned(),
+                    value,
+                    request: position.clone(),
+                    label: truth,
+                    completed_by: position,
+                });
+            }
+            (Some(false), None) => {
+                self.counts.duplicate_requests += 1;
+                return Outcome::Refused;
+            }
+            (None, _) => {}
         }
         let early = self.labels.remove(id);
         let label = match (inline, early) {
@@ -237,16 +259,6 @@ impl<R: Clone> Join<R> {
                 self.hold_request(id, at_ms, position, value);
                 Outcome::Held
             }
-        }
-    }
-
-    fn known_request(&mut self, same: bool) -> Outcome<R> {
-        if same {
-            self.counts.replayed += 1;
-            Outcome::Replayed
-        } else {
-            self.counts.duplicate_requests += 1;
-            Outcome::Refused
         }
     }
 

@@ -18,14 +18,14 @@ pub struct Subscription {
 }
 
 impl KafkaSettings {
-    /// Joins `group` (as the static member `instance_id`, if given), subscribed to `topic`, and
+    /// Joins `group` (as the static member `instance_id`, if given), subscribed to `topics`, and
     /// keeps `lag` at the records of its partitions not yet read until the subscription is
     /// dropped or `shutdown` is cancelled.
     pub fn subscribe(
         &self,
         group: &str,
         instance_id: Option<&str>,
-        topic: &str,
+        topics: &[&str],
         lag: Gauge,
         shutdown: &CancellationToken,
     ) -> Result<Subscription, BrokerError> {
@@ -34,7 +34,7 @@ impl KafkaSettings {
             Some(id) => tracing::info!("joining {group} as static member {id}"),
             None => tracing::info!("joining {group} as a dynamic member"),
         }
-        consumer.subscribe(&[topic]).map_err(BrokerError::from)?;
+        consumer.subscribe(topics).map_err(BrokerError::from)?;
         let lag_stop = shutdown.child_token();
         watch_lag(&consumer, lag, lag_stop.clone());
         Ok(Subscription { consumer, lag_stop })

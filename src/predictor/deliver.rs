@@ -300,7 +300,7 @@ impl Delivered {
     }
 }
 
-pub(crate) async fn send_dead_letter(
+pub async fn send_dead_letter(
     producer: &KafkaProducer,
     topic: &str,
     record: DeadLetterRecord,

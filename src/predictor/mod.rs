@@ -18,7 +18,9 @@ use rdkafka::consumer::Consumer;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use deliver::{dead_letter_record, deliver, DeadLetterRecord, Delivered, Limits};
+pub use deliver::{
+    dead_letter_record, deliver, send_dead_letter, DeadLetterRecord, Delivered, Limits,
+};
 pub use step::{score_batch, Outcome, Predictor, Scored};
 
 use crate::bundle::BundleStore;
@@ -401,7 +403,7 @@ pub async fn run(
     let member = config.kafka.subscribe(
         &config.group,
         config.mode.instance_id(),
-        &config.kafka.topics.requests,
+        &[&config.kafka.topics.requests],
         config.metrics.consumer_lag.clone(),
         &shutdown,
     )?;

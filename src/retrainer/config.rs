@@ -40,6 +40,10 @@ pub struct RetrainerConfig {
     pub scoring: Scoring,
     /// Where the labeled stream rows are kept.
     pub rows_file: PathBuf,
+    /// Where the join of requests to labels keeps its state.
+    pub join_file: PathBuf,
+    /// How long a request waits for its label, and a label for its request.
+    pub label_window: Duration,
     /// The rows trigger: retrain after this many new labeled rows.
     pub retrain_every: NonZeroUsize,
     /// The other triggers: time, feature drift, loss drift, and the minimum gap.
@@ -69,6 +73,8 @@ impl RetrainerConfig {
             data_dir: defaults::DATA_DIR.into(),
             fetch: Fetch::default(),
             rows_file: store.models_dir().join(defaults::ROWS_FILE),
+            join_file: store.models_dir().join(defaults::JOIN_FILE),
+            label_window: defaults::LABEL_WINDOW,
             store,
             scoring: Scoring::default(),
             retrain_every: defaults::RETRAIN_EVERY,

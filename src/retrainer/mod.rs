@@ -11,6 +11,7 @@
 mod config;
 mod events;
 mod gating;
+mod labels;
 mod monitors;
 mod observed;
 mod offline;
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{Promotion, RetrainerConfig};
 pub use events::{CommandEvent, Event, GateEvent, RetrainEvent, RetrainerStats};
+pub use labels::LabelJoin;
 pub use rowlog::{RowLog, RowLogError, StoredRow};
 pub use step::{Retrainer, StepReport};
 
@@ -52,6 +54,8 @@ pub enum RetrainerError {
     Train(#[from] crate::train::TrainError),
     #[error("the rows file")]
     Rows(#[from] RowLogError),
+    #[error("the join's journal")]
+    LabelJoin(#[from] crate::join::JournalError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("a worker thread failed")]
@@ -93,7 +97,7 @@ pub async fn run(
     let member = config.kafka.subscribe(
         &config.group,
         config.instance_id.as_deref(),
-        &config.kafka.topics.requests,
+        &[&config.kafka.topics.requests, &config.kafka.topics.labels],
         config.metrics.consumer_lag.clone(),
         &shutdown,
     )?;
@@ -118,6 +122,7 @@ pub async fn run(
         commands_tx,
         shutdown.child_token(),
     ));
+    let dlq = config.kafka.producer()?;
     let stop_training = CancellationToken::new();
     let trainer = Arc::new(Trainer {
         registry_highest: registry.highest().unwrap_or(0),
@@ -134,6 +139,7 @@ pub async fn run(
         &registry,
         stop_training.clone(),
         commands,
+        dlq,
         on_event,
     )
     .await?;
@@ -162,6 +168,11 @@ async fn open_rows(
 ) -> Result<Retrainer, RetrainerError> {
     let rows_file = config.rows_file.clone();
     let log = tokio::task::spawn_blocking(move || RowLog::open(&rows_file)).await??;
+    let (join_file, window) = (config.join_file.clone(), config.label_window);
+    let labels_topic = config.kafka.topics.labels.clone();
+    let labels =
+        tokio::task::spawn_blocking(move || LabelJoin::open(&join_file, &labels_topic, window))
+            .await??;
     let newest = registry
         .highest()
         .filter(|&h| h != champion.manifest.version);
@@ -173,18 +184,21 @@ async fn open_rows(
             .unwrap_or_else(|_| champion.manifest.training_data.stream_offsets.clone()),
         None => champion.manifest.training_data.stream_offsets.clone(),
     };
-    let ends = config
-        .kafka
-        .end_offsets(&config.kafka.topics.requests)
-        .await?;
-    let cutoff = past_the_end_dropped(cutoff, &config.kafka.topics.requests, &ends);
-    let retrainer = Retrainer::new(log, &cutoff, config.retrain_every);
+    let mut cutoff = cutoff;
+    for topic in [&config.kafka.topics.requests, &config.kafka.topics.labels] {
+        let ends = config.kafka.end_offsets(topic).await?;
+        cutoff = past_the_end_dropped(cutoff, topic, &ends);
+    }
+    let retrainer = Retrainer::new(log, labels, &cutoff, config.retrain_every);
+    let (requests, labels) = retrainer.labels().pending();
     tracing::info!(
-        "retrainer: {} labeled rows stored, champion v{} trained on {}; retraining every {}",
+        "retrainer: {} labeled rows stored, champion v{} trained on {}; retraining every {}; \
+         {requests} requests wait for their label, {labels} labels for their request (window {} s)",
         retrainer.log().len(),
         champion.manifest.version,
         retrainer.trained_rows(),
-        config.retrain_every
+        config.retrain_every,
+        config.label_window.as_secs()
     );
     Ok(retrainer)
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{CensusRow, LabeledRow};
+use crate::join::Position;
 
 /// A labeled row and where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +29,11 @@ pub struct StoredRow {
     pub fingerprint: u64,
     pub label: bool,
     pub row: CensusRow,
+    /// The label record that completed the row, when its label came apart from the request
+    /// and after it. Cut-offs count the row at this position: rows are stored in the order of
+    /// the records that complete them, which is offset order within each partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_by: Option<Position>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -78,12 +84,20 @@ impl StoredRow {
         )
     }
 
+    /// Where the row counts for cut-offs: `topic/partition` and offset of the record that
+    /// completed it (the request, unless its label came after it).
+    pub fn cut_position(&self) -> (String, i64) {
+        match &self.completed_by {
+            Some(p) => (format!("{}/{}", p.topic, p.partition), p.offset),
+            None => (self.partition_key(), self.offset),
+        }
+    }
+
     /// Whether it is at or after a cut-off (per `topic/partition`; a partition the cut-off does
     /// not name has not been cut at all).
     pub fn at_or_after(&self, cutoff: &BTreeMap<String, i64>) -> bool {
-        cutoff
-            .get(&self.partition_key())
-            .is_none_or(|&from| self.offset >= from)
+        let (key, offset) = self.cut_position();
+        cutoff.get(&key).is_none_or(|&from| offset >= from)
     }
 }
 
@@ -98,6 +112,7 @@ impl StoredRow {
             generation: 0,
             fingerprint: offset as u64 + 1,
             label: offset % 2 == 0,
+            completed_by: None,
             row: CensusRow {
                 age: 30.0,
                 workclass: "Private".into(),
@@ -307,12 +322,14 @@ impl RowLog {
         })
     }
 
-    /// Per `topic/partition`, one past the highest stored offset.
+    /// Per `topic/partition`, one past the highest offset of a record that completed a stored
+    /// row ([`StoredRow::cut_position`]).
     pub fn offsets(&self) -> BTreeMap<String, i64> {
         let mut out = BTreeMap::new();
         for r in &self.rows {
-            let e = out.entry(r.partition_key()).or_insert(0);
-            *e = (*e).max(r.offset + 1);
+            let (key, offset) = r.cut_position();
+            let e = out.entry(key).or_insert(0);
+            *e = (*e).max(offset + 1);
         }
         out
     }

@@ -52,6 +52,8 @@ pub struct Service<F> {
     monitors: Monitors,
     stats: RetrainerStats,
     operator: Operator,
+    /// Sends the dead letters of labels the join cannot use.
+    dlq: crate::kafka::KafkaProducer,
     on_event: F,
 }
 
@@ -65,6 +67,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         registry: &Registry,
         stop_training: CancellationToken,
         commands: mpsc::Receiver<CommandRecord>,
+        dlq: crate::kafka::KafkaProducer,
         on_event: F,
     ) -> Result<Self, RetrainerError> {
         let scoring = trainer.config.scoring;
@@ -85,6 +88,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
             },
             stats: RetrainerStats::default(),
             operator: Operator::new(registry, commands),
+            dlq,
             on_event,
         };
         if let Some(pin) = service
@@ -399,7 +403,14 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
 
     fn step(&mut self, batch: &[InMessage]) -> Result<StepReport, RetrainerError> {
         let before = self.retrainer.log().len();
-        let report = self.retrainer.step(batch)?;
+        let report = self
+            .retrainer
+            .step(batch, crate::stream::messages::now_ms())?;
+        let labels = self.retrainer.labels();
+        self.trainer
+            .config
+            .metrics
+            .joined(labels.counts(), labels.pending());
         let new_rows = &self.retrainer.log().rows()[before..];
         if let Some(run) = self.gate.as_mut() {
             run.feed(new_rows);
@@ -410,13 +421,43 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
         Ok(report)
     }
 
-    /// Nothing to send: the rows are durable once the step returns.
-    fn deliver(&mut self, report: StepReport) -> Delivery<StepReport, RetrainerError> {
-        Box::pin(std::future::ready(Ok(report)))
+    /// The rows are durable once the step returns: only labels it cannot use are sent, as
+    /// dead letters, before the batch is committed.
+    fn deliver(&mut self, mut report: StepReport) -> Delivery<StepReport, RetrainerError> {
+        let letters = std::mem::take(&mut report.dead_letters);
+        if letters.is_empty() {
+            return Box::pin(std::future::ready(Ok(report)));
+        }
+        let (producer, topic) = (
+            self.dlq.clone(),
+            self.trainer.config.kafka.topics.dlq.clone(),
+        );
+        let metrics = self.trainer.config.metrics.clone();
+        Box::pin(async move {
+            let reasons: Vec<String> = letters.iter().map(|l| l.reason().to_owned()).collect();
+            let sends = letters
+                .into_iter()
+                .map(|l| crate::predictor::send_dead_letter(&producer, &topic, l));
+            for sent in futures::future::join_all(sends).await {
+                if let Err((source, _)) = sent {
+                    return Err(RetrainerError::Broker(
+                        crate::kafka::BrokerError::Delivery {
+                            topic: topic.clone(),
+                            source,
+                        },
+                    ));
+                }
+            }
+            metrics.label_dead_letters(reasons.iter().map(String::as_str));
+            Ok(report)
+        })
     }
 
     async fn after_commit(&mut self, report: StepReport) -> Result<(), RetrainerError> {
         self.stats.skipped += report.skipped as u64;
+        if !report.dropped.is_empty() {
+            self.retrainer.labels_mut().dropped(report.dropped)?;
+        }
         self.apply_gate().await?;
         if let Some(trigger) = self.due() {
             self.start_retrain(trigger);

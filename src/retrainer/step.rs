@@ -1,30 +1,39 @@
-//! The retrainer's work on one batch, without a broker: keep the labeled, valid rows durably
-//! (once each, however often a record is replayed) and say when a retrain is due.
+//! The retrainer's work on one batch, without a broker: join requests to their labels
+//! ([`LabelJoin`]), keep the labeled rows durably (once each, however often a record is
+//! replayed), and say when a retrain is due.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 
-use super::rowlog::{fingerprint, RowLog, RowLogError, StoredRow};
-use crate::data::parse_label;
+use super::labels::LabelJoin;
+use super::rowlog::RowLog;
+use super::RetrainerError;
 use crate::kafka::InMessage;
-use crate::stream::decode::decode_request;
+use crate::predictor::DeadLetterRecord;
 
 /// What one step did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StepReport {
     /// Labeled rows new to the log, now fsynced.
     pub appended: usize,
-    /// Labeled rows already in the log (a replayed record): counted, never silently lost.
+    /// Records read again (a restart before their batch was committed), and labeled rows
+    /// already in the log: counted, never silently lost.
     pub replayed: usize,
-    /// Records without a label, or invalid (the predictor dead-letters those).
+    /// Requests that cannot be scored (the predictor dead-letters those) or reuse another
+    /// request's id.
     pub skipped: usize,
     /// The log holds `retrain_every` rows more than the model in use was trained on.
     pub retrain_due: bool,
+    /// Labels that cannot be used, to be dead-lettered before the batch is committed.
+    pub dead_letters: Vec<DeadLetterRecord>,
+    /// Held labels among them: their removal is journalled once their dead letters are sent.
+    pub dropped: Vec<String>,
 }
 
 /// Keeps labeled rows and counts them towards the next retrain.
 pub struct Retrainer {
     log: RowLog,
+    labels: LabelJoin,
     /// Per `topic/partition`, the offset from which rows are new to the last model trained.
     trained_offsets: BTreeMap<String, i64>,
     /// Rows of the log at or above `trained_offsets`.
@@ -39,6 +48,7 @@ impl Retrainer {
     /// rows again.
     pub fn new(
         log: RowLog,
+        labels: LabelJoin,
         trained_offsets: &BTreeMap<String, i64>,
         retrain_every: NonZeroUsize,
     ) -> Self {
@@ -49,44 +59,34 @@ impl Retrainer {
             .count();
         Retrainer {
             log,
+            labels,
             trained_offsets: trained_offsets.clone(),
             new_rows,
             retrain_every,
         }
     }
 
-    /// Appends the batch's labeled rows to the log (fsynced before it returns).
-    pub fn step(&mut self, batch: &[InMessage]) -> Result<StepReport, RowLogError> {
-        let mut report = StepReport::default();
-        let rows: Vec<StoredRow> = batch
-            .iter()
-            .filter_map(|m| {
-                let request = decode_request(m.payload.as_deref()).ok()?;
-                let label = request.income_bracket.as_deref().and_then(parse_label)?;
-                Some(StoredRow {
-                    topic: m.topic.clone(),
-                    partition: m.partition,
-                    offset: m.offset,
-                    generation: 0,
-                    fingerprint: fingerprint(m.payload.as_deref().unwrap_or_default()),
-                    label,
-                    row: request.record,
-                })
-            })
-            .collect();
-        report.skipped = batch.len() - rows.len();
-        let labeled = rows.len();
+    /// Joins the batch's requests and labels (read at `now_ms`), appends the rows completed to
+    /// the log, then journals the join (both fsynced before it returns).
+    pub fn step(&mut self, batch: &[InMessage], now_ms: i64) -> Result<StepReport, RetrainerError> {
+        let joining = self.labels.join(batch, now_ms);
+        let completed = joining.rows.len();
         let before = self.log.len();
-        report.appended = self.log.append(rows)?;
+        let appended = self.log.append(joining.rows)?;
+        self.labels.persist()?;
         self.new_rows += self.log.rows()[before..]
             .iter()
             .filter(|r| r.at_or_after(&self.trained_offsets))
             .count();
-        report.replayed = labeled - report.appended;
-        report.retrain_due = self.retrain_due();
-        Ok(report)
+        Ok(StepReport {
+            appended,
+            replayed: completed - appended + joining.replayed,
+            skipped: joining.skipped,
+            retrain_due: self.retrain_due(),
+            dead_letters: joining.dead_letters,
+            dropped: joining.dropped,
+        })
     }
-
     pub fn retrain_due(&self) -> bool {
         self.new_rows >= self.retrain_every.get()
     }
@@ -109,5 +109,13 @@ impl Retrainer {
 
     pub fn log(&self) -> &RowLog {
         &self.log
+    }
+
+    pub fn labels(&self) -> &LabelJoin {
+        &self.labels
+    }
+
+    pub fn labels_mut(&mut self) -> &mut LabelJoin {
+        &mut self.labels
     }
 }

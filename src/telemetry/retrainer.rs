@@ -43,6 +43,20 @@ pub struct RetrainerMetrics {
     pub pinned: Gauge,
     /// Retrains that failed (the service went on).
     pub retrains_failed: Counter,
+    /// Requests joined to their label (inline or apart).
+    pub labels_matched: Counter,
+    /// Requests whose label did not come within the window.
+    pub labels_expired_requests: Counter,
+    /// Labels dead-lettered, by reason (`unmatched_label`, `duplicate_label`, or a decoding
+    /// fault such as `not_json`).
+    pub labels_dead_letters: Family<ReasonLabel, Counter>,
+    /// The join's waiting entries: `request` (waiting for its label), `label` (for its request).
+    pub labels_pending: Family<SideLabel, Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SideLabel {
+    pub side: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,6 +87,16 @@ impl Default for RetrainerMetrics {
             commands: Family::default(),
             pinned: Gauge::default(),
             retrains_failed: Counter::default(),
+            labels_matched: Counter::default(),
+            labels_expired_requests: Counter::default(),
+            labels_dead_letters: {
+                let family = Family::<ReasonLabel, Counter>::default();
+                for f in crate::join::LabelFault::ALL {
+                    let _ = family.get_or_create(&label(f.as_str()));
+                }
+                family
+            },
+            labels_pending: Family::default(),
         }
     }
 }
@@ -148,7 +172,53 @@ impl RetrainerMetrics {
             "Retrains that failed (the retrainer went on)",
             self.retrains_failed.clone(),
         );
+        r.register(
+            "labels_matched",
+            "Requests joined to their label (inline or apart)",
+            self.labels_matched.clone(),
+        );
+        r.register(
+            "labels_expired_requests",
+            "Requests whose label did not come within the label window",
+            self.labels_expired_requests.clone(),
+        );
+        r.register(
+            "labels_dead_letters",
+            "Labels dead-lettered, by reason",
+            self.labels_dead_letters.clone(),
+        );
+        r.register(
+            "labels_pending",
+            "The join's waiting entries: requests waiting for their label, labels for their \
+             request",
+            self.labels_pending.clone(),
+        );
         register_build_info(r);
+    }
+
+    /// The join after a batch: its counts since start (the counters move by the difference)
+    /// and what waits now.
+    pub fn joined(&self, counts: crate::join::JoinCounts, pending: (usize, usize)) {
+        let up = |c: &Counter, to: u64| {
+            let now = c.get();
+            if to > now {
+                c.inc_by(to - now);
+            }
+        };
+        up(&self.labels_matched, counts.matched);
+        up(&self.labels_expired_requests, counts.expired_requests);
+        for (side, n) in [("request", pending.0), ("label", pending.1)] {
+            self.labels_pending
+                .get_or_create(&SideLabel { side: side.into() })
+                .set(n as i64);
+        }
+    }
+
+    /// Dead letters of labels sent, by reason.
+    pub fn label_dead_letters<'a>(&self, reasons: impl Iterator<Item = &'a str>) {
+        for reason in reasons {
+            self.labels_dead_letters.get_or_create(&label(reason)).inc();
+        }
     }
 
     /// A retrain ended with `outcome`, started by a `trigger` of that kind.

@@ -296,12 +296,7 @@ async fn a_restarted_retrainer_resumes_the_gate_from_the_rows_file() {
     let counted = log
         .rows()
         .iter()
-        .filter(|r| {
-            challenger
-                .from_offsets
-                .get(&r.partition_key())
-                .is_none_or(|&from| r.offset >= from)
-        })
+        .filter(|r| r.at_or_after(&challenger.from_offsets))
         .count() as u64;
     assert!(counted > 0, "labels reached the gate");
 

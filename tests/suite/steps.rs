@@ -6,7 +6,7 @@ use std::sync::Arc;
 use census_stream::kafka::InMessage;
 use census_stream::predictor::{Outcome, Predictor};
 use census_stream::registry::{serve_alone, CurrentServing};
-use census_stream::retrainer::{Retrainer, RowLog, StepReport};
+use census_stream::retrainer::{LabelJoin, Retrainer, RowLog, StepReport};
 use census_stream::stream::messages::Prediction;
 
 use crate::helpers::{initialized, scoring};
@@ -175,48 +175,56 @@ fn a_challenger_is_scored_in_shadow_and_never_changes_the_served_prediction() {
     }
 }
 
+/// A retrainer over the rows file and join journal in `dir`.
+fn retrainer_in(
+    dir: &std::path::Path,
+    cutoff: &std::collections::BTreeMap<String, i64>,
+    every: usize,
+) -> Retrainer {
+    let join = LabelJoin::open(&dir.join("join.jsonl"), "census.labels", LABEL_WINDOW).unwrap();
+    let log = RowLog::open(&dir.join("rows.jsonl")).unwrap();
+    Retrainer::new(log, join, cutoff, NonZeroUsize::new(every).unwrap())
+}
+
+const LABEL_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[test]
 fn the_retrainers_step_keeps_labeled_rows_once_skips_the_rest_and_says_when_a_retrain_is_due() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rows.jsonl");
-    let every = NonZeroUsize::new(4).unwrap();
-    let mut retrainer = Retrainer::new(RowLog::open(&path).unwrap(), &Default::default(), every);
-    let unlabeled = GOOD.replace(r#""income_bracket": ">50K", "#, "");
-    let poor = GOOD.replace(r#"">50K""#, r#""<=50K.""#);
+    let mut retrainer = retrainer_in(dir.path(), &Default::default(), 4);
+    let good = |id: &str| variant(id, "", "");
+    let unlabeled = variant("u", r#""income_bracket": ">50K", "#, "");
+    let poor = variant("p", r#"">50K""#, r#""<=50K.""#);
 
     let first = [
-        message(0, Some(GOOD.into())),
+        message(0, Some(good("g0"))),
         message(1, Some(unlabeled.clone())),
         message(2, Some(poor.clone())),
         message(3, Some("not json".into())),
         message(4, None),
     ];
+    let report = retrainer.step(&first, 0).unwrap();
     assert_eq!(
-        retrainer.step(&first).unwrap(),
-        StepReport {
-            appended: 2,
-            replayed: 0,
-            skipped: 3,
-            retrain_due: false
-        }
+        (report.appended, report.replayed, report.skipped),
+        (2, 0, 2),
+        "the unlabelled request waits for its label"
     );
+    assert!(!report.retrain_due && report.dead_letters.is_empty());
+    assert_eq!(retrainer.labels().pending(), (1, 0));
     // A replay of offsets 0 and 2 (a crash between store and commit), and one new row.
     let second = [
-        message(0, Some(GOOD.into())),
+        message(0, Some(good("g0"))),
         message(2, Some(poor.clone())),
-        message(5, Some(GOOD.into())),
+        message(5, Some(good("g5"))),
     ];
-    assert_eq!(
-        retrainer.step(&second).unwrap(),
-        StepReport {
-            appended: 1,
-            replayed: 2,
-            skipped: 0,
-            retrain_due: false
-        }
+    let report = retrainer.step(&second, 1).unwrap();
+    assert_eq!((report.appended, report.replayed), (1, 2));
+    let third = [message(6, Some(good("g6")))];
+    assert!(
+        retrainer.step(&third, 2).unwrap().retrain_due,
+        "4 rows: due"
     );
-    let third = [message(6, Some(GOOD.into()))];
-    assert!(retrainer.step(&third).unwrap().retrain_due, "4 rows: due");
     assert_eq!(retrainer.log().len(), 4);
     retrainer.trained_on_all();
     assert!(!retrainer.retrain_due());
@@ -226,32 +234,140 @@ fn the_retrainers_step_keeps_labeled_rows_once_skips_the_rest_and_says_when_a_re
     assert_eq!(reopened.len(), 4);
     let labels: Vec<bool> = reopened.labeled().map(|r| r.label).collect();
     assert_eq!(labels, [true, false, true, true]);
-    drop(reopened);
+    drop((reopened, retrainer));
 
     // The topic is deleted and created again: a different record at a stored offset is a new
     // row, not a replay, and counts towards the next retrain.
-    let mut retrainer = Retrainer::new(RowLog::open(&path).unwrap(), &Default::default(), every);
+    let mut retrainer = retrainer_in(dir.path(), &Default::default(), 4);
     retrainer.trained_on_all();
-    let recreated = [message(
-        0,
-        Some(GOOD.replace(r#""sent_at_ms": 1"#, r#""sent_at_ms": 2"#)),
-    )];
-    assert_eq!(retrainer.step(&recreated).unwrap().appended, 1);
+    let recreated = [message(0, Some(good("g0-again")))];
+    assert_eq!(retrainer.step(&recreated, 3).unwrap().appended, 1);
     assert_eq!(retrainer.new_rows(), 1);
     assert_eq!(retrainer.log().len(), 5);
-    let reopened = RowLog::open(&path).unwrap();
-    assert_eq!(reopened.len(), 5);
+    drop(retrainer);
 
     // A new log over the same rows counts those the champion was trained on (below its
     // offsets) as trained: offsets 0 and 6 of partition 0, 2 of partition 2, not 5.
     let champion_offsets = [("census.requests/0", 7), ("census.requests/2", 3)]
         .map(|(k, v)| (k.to_string(), v))
         .into();
-    let retrainer = Retrainer::new(reopened, &champion_offsets, every);
+    let retrainer = retrainer_in(dir.path(), &champion_offsets, 4);
     assert_eq!(
         retrainer.trained_rows(),
         3,
         "the recreated topic's row is new"
     );
     assert!(!retrainer.retrain_due());
+}
+
+fn label_message(offset: i64, id: &str, bracket: &str) -> InMessage {
+    InMessage {
+        topic: "census.labels".into(),
+        partition: (offset % 2) as i32,
+        offset,
+        key: Some(id.as_bytes().to_vec()),
+        payload: Some(
+            format!(
+                r#"{{"request_id":"{id}","income_bracket":"{bracket}","labeled_at_ms":{offset}}}"#
+            )
+            .into_bytes(),
+        ),
+    }
+}
+
+fn reasons(report: &StepReport) -> Vec<String> {
+    report
+        .dead_letters
+        .iter()
+        .map(|d| d.reason().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_retrainers_step_joins_labels_that_come_apart_late_early_twice_or_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let unlabeled = |id: &str| variant(id, r#""income_bracket": ">50K", "#, "");
+    let mut retrainer = retrainer_in(dir.path(), &Default::default(), 1000);
+
+    // r1 and r2 come unlabelled; r3's label comes before it.
+    let report = retrainer
+        .step(
+            &[
+                message(0, Some(unlabeled("r1"))),
+                message(1, Some(unlabeled("r2"))),
+                label_message(0, "r3", "<=50K"),
+            ],
+            1_000,
+        )
+        .unwrap();
+    assert_eq!(report.appended, 0);
+    assert_eq!(retrainer.labels().pending(), (2, 1));
+    // r1's label comes late, r3 comes, r1's label again (a duplicate), a label for nobody, and
+    // junk on the labels topic.
+    let report = retrainer
+        .step(
+            &[
+                label_message(1, "r1", ">50K."),
+                message(2, Some(unlabeled("r3"))),
+                label_message(2, "r1", "<=50K"),
+                label_message(3, "ghost", ">50K"),
+                InMessage {
+                    payload: Some(b"not json".to_vec()),
+                    ..label_message(4, "x", "")
+                },
+            ],
+            5_000,
+        )
+        .unwrap();
+    assert_eq!(report.appended, 2);
+    assert_eq!(reasons(&report), ["duplicate_label", "not_json"]);
+    let rows: Vec<(i64, bool)> = retrainer
+        .log()
+        .rows()
+        .iter()
+        .map(|r| (r.offset, r.label))
+        .collect();
+    assert_eq!(rows, [(0, true), (2, false)], "each row with its own label");
+    // r1's row counts for cut-offs where its label was read; r3's where its request was.
+    assert_eq!(
+        retrainer.log().offsets(),
+        [
+            ("census.labels/1".to_owned(), 2),
+            ("census.requests/2".to_owned(), 3)
+        ]
+        .into()
+    );
+
+    // A restart: the journal brings back r2 waiting and the ghost label held; a replayed
+    // batch neither loses nor doubles a match.
+    drop(retrainer);
+    let mut retrainer = retrainer_in(dir.path(), &Default::default(), 1000);
+    assert_eq!(retrainer.labels().pending(), (1, 1));
+    let report = retrainer
+        .step(
+            &[
+                label_message(1, "r1", ">50K."),
+                label_message(5, "r2", ">50K"),
+            ],
+            6_000,
+        )
+        .unwrap();
+    assert_eq!((report.appended, report.replayed), (1, 1));
+    assert_eq!(retrainer.log().len(), 3);
+
+    // A window later the ghost label is dead (unmatched); its removal is journalled once its
+    // dead letter is sent.
+    let report = retrainer
+        .step(&[message(3, Some(unlabeled("r4")))], 70_000)
+        .unwrap();
+    assert_eq!(reasons(&report), ["unmatched_label"]);
+    assert_eq!(report.dropped, ["ghost"]);
+    retrainer.labels_mut().dropped(report.dropped).unwrap();
+    // r4 expires a window later, and its label is then dead at once.
+    let report = retrainer
+        .step(&[label_message(6, "r4", ">50K")], 131_000)
+        .unwrap();
+    assert_eq!(reasons(&report), ["unmatched_label"]);
+    assert!(report.dropped.is_empty(), "never held");
+    assert_eq!(retrainer.labels().pending(), (0, 0));
 }
