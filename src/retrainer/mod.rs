@@ -131,6 +131,7 @@ pub async fn run(
         base_sha256: adult.train_sha256,
         test: Arc::new(adult.test),
         publisher,
+        dlq,
     });
     let mut service = Service::start(
         trainer,
@@ -139,7 +140,6 @@ pub async fn run(
         &registry,
         stop_training.clone(),
         commands,
-        dlq,
         on_event,
     )
     .await?;

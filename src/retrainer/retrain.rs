@@ -34,6 +34,8 @@ pub struct Trainer {
     /// adult.test, for the offline check.
     pub test: Arc<Vec<LabeledRow>>,
     pub publisher: Publisher,
+    /// Sends the dead letters of labels the join cannot use.
+    pub dlq: crate::kafka::KafkaProducer,
     /// The highest version in the registry when this retrainer took it over (a refused bundle
     /// is not cached locally, but its number is taken).
     pub registry_highest: u32,

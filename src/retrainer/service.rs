@@ -52,8 +52,6 @@ pub struct Service<F> {
     monitors: Monitors,
     stats: RetrainerStats,
     operator: Operator,
-    /// Sends the dead letters of labels the join cannot use.
-    dlq: crate::kafka::KafkaProducer,
     on_event: F,
 }
 
@@ -67,7 +65,6 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         registry: &Registry,
         stop_training: CancellationToken,
         commands: mpsc::Receiver<CommandRecord>,
-        dlq: crate::kafka::KafkaProducer,
         on_event: F,
     ) -> Result<Self, RetrainerError> {
         let scoring = trainer.config.scoring;
@@ -88,7 +85,6 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
             },
             stats: RetrainerStats::default(),
             operator: Operator::new(registry, commands),
-            dlq,
             on_event,
         };
         if let Some(pin) = service
@@ -429,7 +425,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
             return Box::pin(std::future::ready(Ok(report)));
         }
         let (producer, topic) = (
-            self.dlq.clone(),
+            self.trainer.dlq.clone(),
             self.trainer.config.kafka.topics.dlq.clone(),
         );
         let metrics = self.trainer.config.metrics.clone();
