@@ -9,7 +9,7 @@ use clap::Parser;
 
 use census_stream::cli::{shutdown_on_signals, DataArgs, KafkaArgs, ShutdownArgs};
 use census_stream::defaults;
-use census_stream::producer::{run, Input, ProducerConfig, Sink, Status};
+use census_stream::producer::{run, Input, LabelPlan, ProducerConfig, Sink, Spread, Status};
 use census_stream::settings::{positive, Rate};
 
 #[derive(Debug, Parser)]
@@ -51,6 +51,35 @@ struct Flags {
     /// No status line (sent, answered, accuracy per version) on stderr.
     #[arg(long)]
     no_status: bool,
+    /// Send each label apart from its request, on census.labels, this many seconds after it
+    /// (on average: see --label-spread); the request goes without income_bracket. Without this
+    /// and --label-fraction, labels ride inside the requests.
+    #[arg(long, value_parser = seconds)]
+    label_delay_secs: Option<f64>,
+    /// Share of requests whose label is ever sent (0 to 1), apart from the request.
+    #[arg(long, value_parser = share)]
+    label_fraction: Option<f64>,
+    /// How the label delays spread around --label-delay-secs: none, uniform (0 to twice the
+    /// delay) or exponential (the delay as mean). Spread delays send labels out of order.
+    #[arg(long, value_enum, default_value = "uniform")]
+    label_spread: Spread,
+    /// Seed of which labels are sent and their delays.
+    #[arg(long, default_value_t = 0)]
+    label_seed: u64,
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("expected seconds (0 or more), got '{s}'")),
+    }
+}
+
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected a share between 0 and 1, got '{s}'")),
+    }
 }
 
 #[tokio::main]
@@ -71,6 +100,14 @@ async fn main() -> anyhow::Result<()> {
     config.show_per_sec = flags.show_per_sec;
     // On stderr with the logs: redrawn in place on a terminal, a plain line every 5 s elsewhere.
     config.status = (!flags.no_status).then(Status::stderr);
+    if flags.label_delay_secs.is_some() || flags.label_fraction.is_some() {
+        config.labels = Some(LabelPlan {
+            delay: Duration::from_secs_f64(flags.label_delay_secs.unwrap_or(0.0)),
+            spread: flags.label_spread,
+            fraction: flags.label_fraction.unwrap_or(1.0),
+            seed: flags.label_seed,
+        });
+    }
     let summary = run(
         config,
         shutdown_on_signals(

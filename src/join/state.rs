@@ -418,6 +418,13 @@ impl<R: Clone> Join<R> {
         expired_requests
     }
 
+    /// When (on the join's clock) the oldest entry may expire, if any waits.
+    pub fn next_expiry_ms(&self) -> Option<i64> {
+        self.queue
+            .front()
+            .map(|(at_ms, _)| at_ms.saturating_add(self.window_ms))
+    }
+
     /// The changes made since the last call, for the journal.
     pub fn take_ops(&mut self) -> Vec<Op<R>> {
         std::mem::take(&mut self.ops)

@@ -18,6 +18,7 @@ impl EmbeddedBroker {
         for (topic, n) in [
             (&topics.requests, partitions),
             (&topics.predictions, partitions),
+            (&topics.labels, partitions),
             (&topics.dlq, 1),
             (&topics.models, 1),
         ] {

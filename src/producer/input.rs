@@ -81,6 +81,17 @@ pub(super) struct Loaded {
     pub first_skipped: Vec<SkippedLine>,
 }
 
+/// Takes the label (`income_bracket`) out of a JSON record, to be sent apart.
+pub(super) fn take_label(out: &mut Outgoing) -> Option<String> {
+    match out {
+        Outgoing::Json(body) => match body.remove("income_bracket") {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        },
+        Outgoing::Raw(_) => None,
+    }
+}
+
 /// A request as sent: this run's id and send time, then the input's fields.
 #[derive(serde::Serialize)]
 pub(super) struct Envelope<'a> {

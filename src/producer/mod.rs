@@ -6,6 +6,7 @@
 
 mod collect;
 mod input;
+mod labels;
 mod send;
 mod status;
 mod summary;
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use input::{Input, SkippedLine};
+pub use labels::{LabelDraw, LabelPlan, LabelsSent, Spread};
 pub use status::Status;
 pub use summary::{quantiles, Summary, VersionTally};
 pub use view::Sink;
@@ -30,7 +32,7 @@ use crate::kafka::{BrokerError, KafkaSettings};
 use crate::settings::Rate;
 use collect::{collect, Collector, Tally};
 use input::{Loaded, ReadOptions};
-use send::{send_all, Plan, SendTimes};
+use send::{send_all, Apart, Plan, SendTimes};
 use view::View;
 
 /// How long sending waits for the readers of the answers to fetch.
@@ -60,6 +62,8 @@ pub struct ProducerConfig {
     pub status: Option<Status>,
     /// Prefix of this run's request ids.
     pub run_id: String,
+    /// Labels sent apart from the requests, on the labels topic (none: inside each request).
+    pub labels: Option<LabelPlan>,
 }
 
 impl ProducerConfig {
@@ -76,6 +80,7 @@ impl ProducerConfig {
             show_per_sec: defaults::SHOW_PER_SEC,
             status: None,
             run_id: format!("{:08x}", rand::random::<u32>()),
+            labels: None,
         }
     }
 }
@@ -120,10 +125,29 @@ pub async fn run_with(
         send_non_json: config.send_non_json,
     };
     let Loaded {
-        outgoing,
+        mut outgoing,
         skipped,
         first_skipped,
     } = tokio::task::spawn_blocking(move || input::load_input(&input, options)).await??;
+    // Labels apart: taken out of the requests, handed to their own sender.
+    let mut apart = None;
+    let mut label_sender = None;
+    if let Some(plan) = config.labels {
+        let texts = outgoing.iter_mut().map(input::take_label).collect();
+        let (due, rx) = tokio::sync::mpsc::unbounded_channel();
+        label_sender = Some(tokio::spawn(labels::send_labels(
+            producer.clone(),
+            config.kafka.topics.labels.clone(),
+            rx,
+            shutdown.clone(),
+        )));
+        apart = Some(Apart {
+            texts,
+            draw: LabelDraw::new(plan),
+            due,
+            withheld: 0,
+        });
+    }
     let total = if outgoing.is_empty() {
         0
     } else {
@@ -181,8 +205,10 @@ pub async fn run_with(
         outgoing: &outgoing,
         total,
         rate: config.rate,
+        labels: apart.as_mut(),
     };
     let sending = send_all(producer, plan, &sent, &shutdown).await;
+    let withheld = apart.map(|a| a.withheld);
     let ids = match sending {
         Ok(ids) => ids,
         Err(e) => {
@@ -200,6 +226,15 @@ pub async fn run_with(
     }
     // A short grace period to see duplicates that trail the last first answer.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // The labels still due go out at their time.
+    let labels = match label_sender {
+        Some(task) => {
+            let mut sent = task.await??;
+            sent.withheld = withheld.unwrap_or_default();
+            Some(sent)
+        }
+        None => None,
+    };
     stop_status.cancel();
     if let Some(s) = status {
         let _ = s.await;
@@ -211,7 +246,9 @@ pub async fn run_with(
         .expect("collector stopped")
         .into_inner()
         .expect("tally");
-    Ok(summarize(t, ids, start, (skipped, first_skipped)))
+    let mut summary = summarize(t, ids, start, (skipped, first_skipped));
+    summary.labels = labels;
+    Ok(summary)
 }
 
 /// The summary of what came back for `ids`, sent from `start`, with the input lines `skipped`
@@ -244,5 +281,6 @@ fn summarize(
         scored_ms: t.scored_ms,
         skipped_lines: skipped.0,
         first_skipped: skipped.1,
+        labels: None,
     }
 }

@@ -9,6 +9,7 @@ use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 
 use super::input::{Envelope, Outgoing};
+use super::labels::{Due, LabelDraw};
 use crate::kafka::BrokerError;
 use crate::kafka::KafkaProducer;
 use crate::settings::Rate;
@@ -57,16 +58,27 @@ pub(super) struct Plan<'a> {
     pub topic: &'a str,
     pub run_id: &'a str,
     pub outgoing: &'a [Outgoing],
+    /// Labels sent apart: each outgoing record's label (taken out of it), whether and when it
+    /// comes, and where to hand it for sending.
+    pub labels: Option<&'a mut Apart>,
     /// Records to send, cycling through `outgoing`.
     pub total: usize,
     pub rate: Rate,
+}
+
+pub(super) struct Apart {
+    pub texts: Vec<Option<String>>,
+    pub draw: LabelDraw,
+    pub due: tokio::sync::mpsc::UnboundedSender<Due>,
+    /// Labels that never come (outside the fraction).
+    pub withheld: usize,
 }
 
 /// Sends the plan's records (stopping early on `shutdown`) and waits for their
 /// acknowledgements; returns the ids sent, in order.
 pub(super) async fn send_all(
     producer: &KafkaProducer,
-    plan: Plan<'_>,
+    mut plan: Plan<'_>,
     sent: &SendTimes,
     shutdown: &CancellationToken,
 ) -> Result<Vec<String>, BrokerError> {
@@ -121,6 +133,20 @@ pub(super) async fn send_all(
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 Err((e, _)) => return Err(delivery_error(e)),
+            }
+        }
+        if let Some(apart) = plan.labels.as_deref_mut() {
+            if let Some(text) = &apart.texts[i % apart.texts.len()] {
+                match apart.draw.next() {
+                    Some(delay) => {
+                        let _ = apart.due.send(Due {
+                            at: tokio::time::Instant::now() + delay,
+                            request_id: id.clone(),
+                            income_bracket: text.clone(),
+                        });
+                    }
+                    None => apart.withheld += 1,
+                }
             }
         }
         ids.push(id);

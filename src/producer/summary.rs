@@ -45,6 +45,8 @@ pub struct Summary {
     pub skipped_lines: usize,
     /// The first few of them.
     pub first_skipped: Vec<SkippedLine>,
+    /// Labels sent apart on the labels topic, when they were.
+    pub labels: Option<super::LabelsSent>,
 }
 
 impl Summary {
@@ -61,6 +63,13 @@ impl Summary {
             self.elapsed.as_secs_f64()
         );
         s += &format!("input lines skipped: {}\n", self.skipped_lines);
+        if let Some(l) = self.labels {
+            s += &format!(
+                "labels sent apart: {}, never sent (outside --label-fraction): {}, not sent \
+                 (stopped before their time): {}\n",
+                l.sent, l.withheld, l.unsent
+            );
+        }
         for skipped in &self.first_skipped {
             s += &format!("  {skipped}\n");
         }

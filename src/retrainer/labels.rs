@@ -126,6 +126,20 @@ impl LabelJoin {
         }
     }
 
+    /// Expires what waited a window by `now_ms`, between batches: the labels it dead-letters.
+    pub fn expire(&mut self, now_ms: i64) -> Joining {
+        let mut out = Joining::default();
+        self.join.expire(now_ms);
+        self.take_dead(&mut out);
+        out
+    }
+
+    /// When the oldest entry may expire, if any waits.
+    pub fn next_expiry(&self) -> Option<std::time::Instant> {
+        let wait = self.join.next_expiry_ms()? - crate::stream::messages::now_ms();
+        Some(std::time::Instant::now() + Duration::from_millis(wait.max(0) as u64))
+    }
+
     /// Makes the changes of the batches joined so far durable (after their rows are stored).
     pub fn persist(&mut self) -> Result<(), JournalError> {
         let ops = self.join.take_ops();

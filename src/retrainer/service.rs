@@ -381,6 +381,59 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
     }
 }
 
+impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
+    /// Sends dead letters of labels and waits for their acknowledgements.
+    fn send_dead_letters(
+        &self,
+        letters: Vec<crate::predictor::DeadLetterRecord>,
+    ) -> impl std::future::Future<Output = Result<(), RetrainerError>> + Send + 'static {
+        let (producer, topic) = (
+            self.trainer.dlq.clone(),
+            self.trainer.config.kafka.topics.dlq.clone(),
+        );
+        let metrics = self.trainer.config.metrics.clone();
+        async move {
+            if letters.is_empty() {
+                return Ok(());
+            }
+            let reasons: Vec<String> = letters.iter().map(|l| l.reason().to_owned()).collect();
+            let sends = letters
+                .into_iter()
+                .map(|l| crate::predictor::send_dead_letter(&producer, &topic, l));
+            for sent in futures::future::join_all(sends).await {
+                if let Err((source, _)) = sent {
+                    return Err(RetrainerError::Broker(
+                        crate::kafka::BrokerError::Delivery {
+                            topic: topic.clone(),
+                            source,
+                        },
+                    ));
+                }
+            }
+            metrics.label_dead_letters(reasons.iter().map(String::as_str));
+            Ok(())
+        }
+    }
+
+    /// Expires what waited a window in the join, between batches: dead-letters the labels
+    /// whose request never came, then journals that they left.
+    async fn expire_labels(&mut self) -> Result<(), RetrainerError> {
+        let now = crate::stream::messages::now_ms();
+        let expired = self.retrainer.labels_mut().expire(now);
+        let labels = self.retrainer.labels();
+        self.trainer
+            .config
+            .metrics
+            .joined(labels.counts(), labels.pending());
+        if expired.dead_letters.is_empty() {
+            return Ok(());
+        }
+        self.send_dead_letters(expired.dead_letters).await?;
+        self.retrainer.labels_mut().dropped(expired.dropped)?;
+        Ok(())
+    }
+}
+
 /// The gate's progress, with no decision.
 fn progress(run: &GateRun) -> GateEvent {
     GateEvent {
@@ -421,30 +474,9 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
     /// dead letters, before the batch is committed.
     fn deliver(&mut self, mut report: StepReport) -> Delivery<StepReport, RetrainerError> {
         let letters = std::mem::take(&mut report.dead_letters);
-        if letters.is_empty() {
-            return Box::pin(std::future::ready(Ok(report)));
-        }
-        let (producer, topic) = (
-            self.trainer.dlq.clone(),
-            self.trainer.config.kafka.topics.dlq.clone(),
-        );
-        let metrics = self.trainer.config.metrics.clone();
+        let sending = self.send_dead_letters(letters);
         Box::pin(async move {
-            let reasons: Vec<String> = letters.iter().map(|l| l.reason().to_owned()).collect();
-            let sends = letters
-                .into_iter()
-                .map(|l| crate::predictor::send_dead_letter(&producer, &topic, l));
-            for sent in futures::future::join_all(sends).await {
-                if let Err((source, _)) = sent {
-                    return Err(RetrainerError::Broker(
-                        crate::kafka::BrokerError::Delivery {
-                            topic: topic.clone(),
-                            source,
-                        },
-                    ));
-                }
-            }
-            metrics.label_dead_letters(reasons.iter().map(String::as_str));
+            sending.await?;
             Ok(report)
         })
     }
@@ -467,6 +499,8 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
     /// minimum gap or the time trigger's period ends, when a retrain held back may be due with
     /// no new record to say so.
     async fn background(&mut self) {
+        // Labels waiting for their request expire even when nothing else comes.
+        let expiry = self.retrainer.labels().next_expiry();
         let Some(task) = self.training.task.as_mut() else {
             if self.due().is_some() {
                 return;
@@ -475,11 +509,13 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
             return tokio::select! {
                 () = self.operator.wait() => {}
                 () = sleep_until(next) => {}
+                () = sleep_until(expiry) => {}
             };
         };
         let finished = tokio::select! {
             () = self.operator.wait() => None,
             result = task => Some(result),
+            () = sleep_until(expiry) => None,
         };
         if let Some(result) = finished {
             self.training.task = None;
@@ -490,6 +526,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
     /// Takes in the finished retrain, if any, applies an operator's command, if one came, and
     /// starts the next retrain if one is due.
     async fn on_background(&mut self) -> Result<(), RetrainerError> {
+        self.expire_labels().await?;
         if let Some(result) = self.training.finished.take() {
             self.take_result(result?).await?;
         }

@@ -11,6 +11,7 @@ mod health;
 mod helpers;
 mod initialize;
 mod junk;
+mod labels;
 mod layers;
 mod metrics;
 mod mlflow;
