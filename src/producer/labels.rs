@@ -64,7 +64,7 @@ impl LabelDraw {
     }
 
     /// The delay of the next request's label, or `None` when it never comes.
-    pub fn next(&mut self) -> Option<Duration> {
+    pub fn draw(&mut self) -> Option<Duration> {
         // Both draws every time, so that which labels come does not depend on the spread.
         let comes = self.rng.random::<f64>() < self.plan.fraction;
         let u: f64 = self.rng.random();
@@ -162,7 +162,7 @@ mod tests {
 
     fn draws(plan: LabelPlan, n: usize) -> Vec<Option<Duration>> {
         let mut d = LabelDraw::new(plan);
-        (0..n).map(|_| d.next()).collect()
+        (0..n).map(|_| d.draw()).collect()
     }
 
     #[test]

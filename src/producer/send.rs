@@ -137,7 +137,7 @@ pub(super) async fn send_all(
         }
         if let Some(apart) = plan.labels.as_deref_mut() {
             if let Some(text) = &apart.texts[i % apart.texts.len()] {
-                match apart.draw.next() {
+                match apart.draw.draw() {
                     Some(delay) => {
                         let _ = apart.due.send(Due {
                             at: tokio::time::Instant::now() + delay,
