@@ -8,7 +8,7 @@
 //! 1. `defaults`
 //! 2. `settings`
 //! 3. `util`
-//! 4. `data`
+//! 4. `data`, `join`
 //! 5. `features`
 //! 6. `model`
 //! 7. `lifecycle`

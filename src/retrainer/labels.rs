@@ -16,7 +16,7 @@ use crate::data::{parse_label, CensusRow};
 use crate::join::{DeadLabel, Join, JoinCounts, Joined, Journal, JournalError, LabelIn, Op};
 use crate::join::{Outcome, Position};
 use crate::kafka::{InMessage, KAFKA_DEFAULT_MAX_MESSAGE_BYTES};
-use crate::predictor::DeadLetterRecord;
+use crate::stream::dead_letter::DeadLetterRecord;
 use crate::stream::decode::{decode_label, decode_request};
 
 /// A request waiting for its label, as the journal keeps it.
@@ -183,7 +183,7 @@ fn stored(joined: Joined<Waiting>) -> StoredRow {
 }
 
 fn dead_letter(m: &InMessage, reason: &str, detail: &str) -> DeadLetterRecord {
-    crate::predictor::dead_letter_record(
+    crate::stream::dead_letter::dead_letter_record(
         m.key.as_deref(),
         m.payload.as_deref(),
         reason,
@@ -195,7 +195,7 @@ fn dead_letter(m: &InMessage, reason: &str, detail: &str) -> DeadLetterRecord {
 
 fn dead_label_letter(dead: &DeadLabel) -> DeadLetterRecord {
     let p = &dead.label.position;
-    crate::predictor::dead_letter_record(
+    crate::stream::dead_letter::dead_letter_record(
         dead.label.key.as_deref(),
         Some(&dead.label.payload),
         dead.fault.as_str(),

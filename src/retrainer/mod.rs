@@ -92,6 +92,15 @@ pub async fn run(
 
     let (data_dir, fetch) = (config.data_dir.clone(), config.fetch.clone());
     let adult = tokio::task::spawn_blocking(move || load_adult(&data_dir, &fetch)).await??;
+    let base = Arc::new(adult.train);
+    let keyed = base.clone();
+    let base_keys = tokio::task::spawn_blocking(move || {
+        keyed
+            .iter()
+            .map(|r| offline::content_key(&r.row, r.label))
+            .collect()
+    })
+    .await?;
     let retrainer = open_rows(&config, &registry, &champion).await?;
 
     let member = config.kafka.subscribe(
@@ -127,7 +136,8 @@ pub async fn run(
     let trainer = Arc::new(Trainer {
         registry_highest: registry.highest().unwrap_or(0),
         config,
-        base: Arc::new(adult.train),
+        base,
+        base_keys: Arc::new(base_keys),
         base_sha256: adult.train_sha256,
         test: Arc::new(adult.test),
         publisher,

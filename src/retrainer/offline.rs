@@ -124,11 +124,16 @@ fn evidence<'a>(
 
 /// A row's features and label, hashed.
 fn row_key(r: &LabeledRow) -> u64 {
+    content_key(&r.row, r.label)
+}
+
+/// Features and label, hashed: the same for a row wherever and however often it comes.
+pub fn content_key(row: &crate::data::CensusRow, label: bool) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(&r.row)
+    serde_json::to_string(row)
         .expect("a row serializes")
         .hash(&mut h);
-    r.label.hash(&mut h);
+    label.hash(&mut h);
     h.finish()
 }
 

@@ -30,6 +30,8 @@ pub struct Trainer {
     pub config: RetrainerConfig,
     /// The base training rows (adult.data) and the file's sha256.
     pub base: Arc<Vec<LabeledRow>>,
+    /// Content keys of the base rows: every version was trained on them.
+    pub base_keys: Arc<std::collections::HashSet<u64>>,
     pub base_sha256: String,
     /// adult.test, for the offline check.
     pub test: Arc<Vec<LabeledRow>>,

@@ -156,11 +156,13 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         Ok(())
     }
 
-    /// `run` fed with every row stored so far that counts for it (scored on a blocking thread:
-    /// they may be many).
+    /// `run`, told which rows its models were trained on, fed with every row stored so far
+    /// that counts for it (on a blocking thread: they may be many).
     async fn fed_with_stored_rows(&self, mut run: GateRun) -> Result<GateRun, RetrainerError> {
         let rows = self.retrainer.log().rows().to_vec();
+        let base = self.trainer.base_keys.clone();
         Ok(tokio::task::spawn_blocking(move || {
+            run.leave_out_trained(&base, &rows);
             run.feed(&rows);
             run
         })
@@ -338,10 +340,12 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
             .await?;
         let mut event = progress(&run);
         tracing::info!(
-            "retrainer: {} ({}, margin {})",
+            "retrainer: {} ({}, margin {}; {} rows after the cut-off left out: a model was \
+             trained on their like)",
             verdict.outcome,
             event.evidence,
-            event.evidence.delta
+            event.evidence.delta,
+            run.left_out
         );
         if verdict.outcome.changes_champion() {
             let v = run.challenger_version();
@@ -350,13 +354,14 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
             self.serve(run.challenger.clone());
         }
         if let (Some(from), Some(settings)) = (verdict.probation_from, self.gate_settings()) {
-            self.gate = Some(GateRun::new(
+            let probation = GateRun::new(
                 run.champion.clone(),
                 self.champion.clone(),
                 true,
                 from,
                 settings,
-            ));
+            );
+            self.gate = Some(self.fed_with_stored_rows(probation).await?);
         }
         event.decision = Some(verdict.outcome);
         self.emit(Event::Gate(event));
@@ -385,7 +390,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
     /// Sends dead letters of labels and waits for their acknowledgements.
     fn send_dead_letters(
         &self,
-        letters: Vec<crate::predictor::DeadLetterRecord>,
+        letters: Vec<crate::stream::dead_letter::DeadLetterRecord>,
     ) -> impl std::future::Future<Output = Result<(), RetrainerError>> + Send + 'static {
         let (producer, topic) = (
             self.trainer.dlq.clone(),
@@ -399,7 +404,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
             let reasons: Vec<String> = letters.iter().map(|l| l.reason().to_owned()).collect();
             let sends = letters
                 .into_iter()
-                .map(|l| crate::predictor::send_dead_letter(&producer, &topic, l));
+                .map(|l| crate::stream::dead_letter::send_dead_letter(&producer, &topic, l));
             for sent in futures::future::join_all(sends).await {
                 if let Err((source, _)) = sent {
                     return Err(RetrainerError::Broker(

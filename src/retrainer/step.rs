@@ -9,7 +9,7 @@ use super::labels::LabelJoin;
 use super::rowlog::RowLog;
 use super::RetrainerError;
 use crate::kafka::InMessage;
-use crate::predictor::DeadLetterRecord;
+use crate::stream::dead_letter::DeadLetterRecord;
 
 /// What one step did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! request into a dead letter's reason, and the one consume loop the services run.
 
 mod batch;
+pub mod dead_letter;
 pub mod decode;
 pub mod messages;
 mod pipeline;

@@ -96,7 +96,13 @@ impl Default for RetrainerMetrics {
                 }
                 family
             },
-            labels_pending: Family::default(),
+            labels_pending: {
+                let family = Family::<SideLabel, Gauge>::default();
+                for side in ["request", "label"] {
+                    let _ = family.get_or_create(&SideLabel { side: side.into() });
+                }
+                family
+            },
         }
     }
 }

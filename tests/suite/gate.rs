@@ -249,13 +249,21 @@ async fn a_restarted_retrainer_resumes_the_gate_from_the_rows_file() {
         c.search = small_search(2);
         c
     };
-    // `n` rows of adult.test, as fast as possible.
-    let send = |n: usize| {
-        let mut prod = ProducerConfig::new(
-            kafka.settings.clone(),
-            Input::Uci(adult_dir().unwrap().join("adult.test")),
-        );
-        prod.limit = Some(n);
+    // Rows `from..to` of adult.test, as fast as possible: the second part is rows the
+    // challenger was not trained on (the first rows again would be left out of its gate).
+    let test_rows =
+        census_stream::data::read_labeled(&adult_dir().unwrap().join("adult.test")).unwrap();
+    let send = |from: usize, to: usize| {
+        let file = dir.path().join(format!("rows{from}.jsonl"));
+        let lines: Vec<String> = test_rows[from..to]
+            .iter()
+            .map(|r| {
+                let label = census_stream::data::label_text(r.label);
+                serde_json::json!({"income_bracket": label, "record": r.row}).to_string()
+            })
+            .collect();
+        std::fs::write(&file, lines.join("\n")).unwrap();
+        let mut prod = ProducerConfig::new(kafka.settings.clone(), Input::JsonLines(file));
         prod.rate = Rate::UNLIMITED;
         prod.wait = Duration::from_millis(10);
         producer::run(prod, CancellationToken::new())
@@ -267,7 +275,7 @@ async fn a_restarted_retrainer_resumes_the_gate_from_the_rows_file() {
     let first = tokio::spawn(retrainer::run(config(), stop.clone(), move |e| {
         seen.lock().unwrap().push(e.clone())
     }));
-    send(300).await.unwrap();
+    send(0, 300).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !events
         .lock()
@@ -281,23 +289,47 @@ async fn a_restarted_retrainer_resumes_the_gate_from_the_rows_file() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    send(150).await.unwrap();
+    send(300, 450).await.unwrap();
+    // Rows it was trained on, again (a stream that repeats its input): never evidence for it.
+    send(0, 50).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.cancel();
     let stats = first.await.unwrap().unwrap();
     assert!(stats.decisions.is_empty(), "still undecided: {stats:?}");
 
     // What the gate has seen is derivable: the rows stored at or after the challenger's
-    // cut-off.
+    // cut-off, but for any equal (features and label) to a row it was trained on.
     let registry = read_registry(&kafka.settings).await.unwrap();
     let challenger = registry.alias(Alias::Challenger).unwrap().clone();
     assert_eq!(challenger.version, Some(2));
     let log = census_stream::retrainer::RowLog::open(&rows_file).unwrap();
-    let counted = log
+    let key = |row: &census_stream::data::CensusRow, label: bool| {
+        (serde_json::to_string(row).unwrap(), label)
+    };
+    let base = census_stream::data::read_labeled(&adult_dir().unwrap().join("adult.data")).unwrap();
+    let trained: std::collections::HashSet<_> = base
+        .iter()
+        .map(|r| key(&r.row, r.label))
+        .chain(
+            log.rows()
+                .iter()
+                .filter(|r| !r.at_or_after(&challenger.from_offsets))
+                .map(|r| key(&r.row, r.label)),
+        )
+        .collect();
+    let after_cutoff: Vec<_> = log
         .rows()
         .iter()
         .filter(|r| r.at_or_after(&challenger.from_offsets))
+        .collect();
+    let counted = after_cutoff
+        .iter()
+        .filter(|r| !trained.contains(&key(&r.row, r.label)))
         .count() as u64;
+    assert!(
+        counted + 50 <= after_cutoff.len() as u64,
+        "the 50 repeated rows are after the cut-off, and trained on"
+    );
     assert!(counted > 0, "labels reached the gate");
 
     let events: Arc<Mutex<Vec<Event>>> = Arc::default();
