@@ -146,6 +146,10 @@ pub mod demo {
     pub const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
     /// Prediction lines shown a second.
     pub const SHOW_PER_SEC: u32 = 4;
+    /// Labels come apart from the requests, this long after them on average...
+    pub const LABEL_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+    /// ...for this share of them.
+    pub const LABEL_FRACTION: f64 = 0.8;
 }
 
 /// The load test.

@@ -142,6 +142,22 @@ fn parse_count(s: &str) -> Result<usize, InvalidSetting> {
         .map_err(|_| InvalidSetting(format!("`{s}` is not a whole number")))
 }
 
+/// A flag's seconds: finite, 0 or more (fractions allowed).
+pub fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("expected seconds (0 or more), got '{s}'")),
+    }
+}
+
+/// A flag's share: between 0 and 1.
+pub fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected a share between 0 and 1, got '{s}'")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,9 @@ struct Flags {
     #[arg(long, default_value_t = defaults::triggers::PSI.unwrap_or(0.0),
           value_parser = settings::non_negative)]
     drift_psi: f64,
+    /// Seconds a prediction waits for its label on census.labels (as the retrainer's).
+    #[arg(long, default_value_t = defaults::LABEL_WINDOW.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    label_window_secs: u64,
     #[command(flatten)]
     metrics: MetricsArgs,
 }
@@ -44,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = DashboardConfig::new(flags.kafka.settings(), flags.addr);
     config.predictor_group = flags.predictor_group;
     config.triggers.psi_window = flags.drift_window.get();
+    config.label_window = std::time::Duration::from_secs(flags.label_window_secs);
     config.triggers.psi = (flags.drift_psi > 0.0).then_some(flags.drift_psi);
     let shutdown = shutdown_on_signals(
         "closing the page and its event streams",

@@ -11,8 +11,8 @@ use census_stream::cli::{
 };
 use census_stream::defaults::demo;
 use census_stream::demo::{run, DemoConfig};
-use census_stream::producer::Sink;
-use census_stream::settings::{positive, Rate};
+use census_stream::producer::{LabelPlan, Sink, Spread};
+use census_stream::settings::{positive, seconds, share, Rate};
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -54,6 +54,15 @@ struct Flags {
     /// After the stream, keep the dashboard up until Ctrl-C (to look at it at leisure).
     #[arg(long)]
     stay: bool,
+    /// Seconds after its request a label comes, on average (uniform between 0 and twice this).
+    #[arg(long, default_value_t = demo::LABEL_DELAY.as_secs_f64(), value_parser = seconds)]
+    label_delay_secs: f64,
+    /// Share of requests whose label ever comes.
+    #[arg(long, default_value_t = demo::LABEL_FRACTION, value_parser = share)]
+    label_fraction: f64,
+    /// Labels ride inside the requests, known the instant each is predicted.
+    #[arg(long, conflicts_with_all = ["label_delay_secs", "label_fraction"])]
+    inline_labels: bool,
 }
 
 impl Check for Flags {
@@ -78,6 +87,12 @@ impl Check for Flags {
             status: Some(census_stream::producer::Status::stderr()),
             dashboard: (!self.no_dashboard).then_some(self.dashboard_addr),
             stay: self.stay,
+            labels: (!self.inline_labels).then(|| LabelPlan {
+                delay: std::time::Duration::from_secs_f64(self.label_delay_secs),
+                spread: Spread::Uniform,
+                fraction: self.label_fraction,
+                seed: 0,
+            }),
         })
     }
 }

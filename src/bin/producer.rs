@@ -10,7 +10,7 @@ use clap::Parser;
 use census_stream::cli::{shutdown_on_signals, DataArgs, KafkaArgs, ShutdownArgs};
 use census_stream::defaults;
 use census_stream::producer::{run, Input, LabelPlan, ProducerConfig, Sink, Spread, Status};
-use census_stream::settings::{positive, Rate};
+use census_stream::settings::{positive, seconds, share, Rate};
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -66,20 +66,6 @@ struct Flags {
     /// Seed of which labels are sent and their delays.
     #[arg(long, default_value_t = 0)]
     label_seed: u64,
-}
-
-fn seconds(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("expected seconds (0 or more), got '{s}'")),
-    }
-}
-
-fn share(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!("expected a share between 0 and 1, got '{s}'")),
-    }
 }
 
 #[tokio::main]

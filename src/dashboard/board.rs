@@ -11,10 +11,11 @@ use super::snapshot::{
 };
 use crate::bundle::Manifest;
 use crate::features::{feature_names, DriftWindow, FeatureProcessor};
+use crate::join::{Join, LabelIn, Outcome, Position};
 use crate::lifecycle::gate::{log_loss, Gate, GateSettings};
 use crate::lifecycle::triggers::Triggers;
 use crate::registry::{Alias, AliasRecord};
-use crate::stream::messages::{Prediction, Request};
+use crate::stream::messages::{now_ms, Prediction, Request};
 
 /// Seconds of per-second counts kept.
 const HISTORY_SECS: i64 = 900;
@@ -140,9 +141,20 @@ struct Drift {
     last: Option<(Vec<f64>, u64)>,
 }
 
-#[derive(Debug)]
+/// What a prediction scored, waiting for its label.
+#[derive(Debug, Clone)]
+struct Scored {
+    model_version: u32,
+    probability: f64,
+    challenger: Option<(u32, f64)>,
+    predicted_at_ms: i64,
+}
+
 pub struct Board {
     requests_topic: String,
+    /// Predictions joined to their labels (inline, or from the labels topic), as the
+    /// retrainer joins requests: the page's accuracy and log loss rest on its matches.
+    labels: Join<Scored>,
     gate_settings: GateSettings,
     drift_window: u64,
     drift_psi: Option<f64>,
@@ -164,6 +176,7 @@ impl Board {
     pub fn new(requests_topic: &str, gate_settings: GateSettings, triggers: &Triggers) -> Self {
         Board {
             requests_topic: requests_topic.to_owned(),
+            labels: Join::new(crate::defaults::LABEL_WINDOW),
             gate_settings,
             drift_window: triggers.psi_window.max(1) as u64,
             drift_psi: triggers.psi,
@@ -179,6 +192,12 @@ impl Board {
             latest: VecDeque::new(),
             lag: None,
         }
+    }
+
+    /// How long a prediction waits for its label (as the retrainer's `--label-window-secs`).
+    pub fn with_label_window(mut self, window: std::time::Duration) -> Self {
+        self.labels = Join::new(window);
+        self
     }
 
     fn second(&mut self, at_ms: i64) -> &mut Second {
@@ -227,32 +246,28 @@ impl Board {
         let second = self.second(p.predicted_at_ms);
         second.predictions += 1;
         second.latency.add(latency);
-        let label = p
+        let inline = p
             .income_bracket
             .as_deref()
             .and_then(crate::data::parse_label);
         let version = self.versions.entry(p.model_version).or_default();
         version.predictions += 1;
-        if let Some(label) = label {
-            version.step(p.predicted_at_ms).0.add(p.probability, label);
-        }
-        if let (Some(cv), Some(cp), Some(label)) =
-            (p.challenger_version, p.challenger_probability, label)
-        {
-            self.versions
-                .entry(cv)
-                .or_default()
-                .step(p.predicted_at_ms)
-                .1
-                .add(cp, label);
-            if let Some(g) = self.gate.as_mut() {
-                let key = format!("{}/{}", self.requests_topic, p.partition);
-                let after_cutoff = g.from_offsets.get(&key).is_none_or(|&o| p.offset >= o);
-                if g.challenger == cv && g.champion == p.model_version && after_cutoff {
-                    g.gate.observe(cp, p.probability, label);
-                }
-            }
-        }
+        let scored = Scored {
+            model_version: p.model_version,
+            probability: p.probability,
+            challenger: p.challenger_version.zip(p.challenger_probability),
+            predicted_at_ms: p.predicted_at_ms,
+        };
+        // Keyed by where its request was read: a prediction made twice is one request.
+        let position = Position {
+            topic: self.requests_topic.clone(),
+            partition: p.partition,
+            offset: p.offset,
+        };
+        let outcome = self
+            .labels
+            .request(&p.request_id, position, scored, inline, now_ms());
+        self.joined(outcome);
         if self.latest.len() == LATEST {
             self.latest.pop_back();
         }
@@ -267,6 +282,58 @@ impl Board {
             latency_ms: latency,
             at_ms: p.predicted_at_ms,
         });
+    }
+
+    /// A record of the labels topic (the retrainer dead-letters those it cannot use).
+    pub fn label(&mut self, position: Position, payload: Option<&[u8]>) {
+        let Ok((label, truth)) = crate::stream::decode::decode_label(payload) else {
+            return;
+        };
+        let held = LabelIn {
+            position,
+            label: truth,
+            labeled_at_ms: label.labeled_at_ms,
+            key: None,
+            payload: Vec::new(),
+        };
+        let outcome = self.labels.label(&label.request_id, held, now_ms());
+        self.joined(outcome);
+    }
+
+    /// Counts a match of the join for its versions, at its prediction's time.
+    fn joined(&mut self, outcome: Outcome<Scored>) {
+        self.labels.expire(now_ms());
+        // Nothing here is journalled or dead-lettered: the retrainer does both.
+        self.labels.take_ops();
+        self.labels.take_dead();
+        let Outcome::Matched(m) = outcome else {
+            return;
+        };
+        let (s, label) = (m.value, m.label);
+        self.versions
+            .entry(s.model_version)
+            .or_default()
+            .step(s.predicted_at_ms)
+            .0
+            .add(s.probability, label);
+        if let Some((cv, cp)) = s.challenger {
+            self.versions
+                .entry(cv)
+                .or_default()
+                .step(s.predicted_at_ms)
+                .1
+                .add(cp, label);
+            if let Some(g) = self.gate.as_mut() {
+                let key = format!("{}/{}", self.requests_topic, m.request.partition);
+                let after_cutoff = g
+                    .from_offsets
+                    .get(&key)
+                    .is_none_or(|&o| m.request.offset >= o);
+                if g.challenger == cv && g.champion == s.model_version && after_cutoff {
+                    g.gate.observe(cp, s.probability, label);
+                }
+            }
+        }
     }
 
     pub fn dead_letter(&mut self, at_ms: i64, reason: &str) {
@@ -508,7 +575,10 @@ impl Board {
         });
         Snapshot {
             now_ms,
-            totals: self.totals,
+            totals: Totals {
+                labels_pending: self.labels.pending_requests() as u64,
+                ..self.totals
+            },
             requests_per_s: rate(|s| s.requests),
             predictions_per_s: rate(|s| s.predictions),
             p50_ms: recent.quantile(0.5),
@@ -591,6 +661,52 @@ mod tests {
         assert_eq!(s.latest[0].request_id, "r99");
         // The charts' series: one point a second, the counts where the records are.
         assert_eq!(s.series.predictions.iter().sum::<u64>(), 100);
+    }
+
+    fn label_record(offset: i64, id: &str, truth: &str) -> (Position, Vec<u8>) {
+        let position = Position {
+            topic: "labels".into(),
+            partition: 0,
+            offset,
+        };
+        let payload =
+            format!(r#"{{"request_id":"{id}","income_bracket":"{truth}","labeled_at_ms":1}}"#);
+        (position, payload.into_bytes())
+    }
+
+    #[test]
+    fn labels_apart_are_joined_to_their_predictions_late_early_or_never() {
+        let mut b = board();
+        // r0..r9 predicted without labels; r10's label comes before its prediction.
+        for i in 0..10 {
+            b.prediction(&prediction(i, 1, 0.2, None));
+        }
+        let (at, bytes) = label_record(0, "r10", "<=50K");
+        b.label(at, Some(&bytes));
+        b.prediction(&prediction(10, 1, 0.2, None));
+        let s = b.snapshot(NOW);
+        assert_eq!(s.totals.labels_pending, 10, "r0..r9 wait for their labels");
+        let v1 = s.versions.iter().find(|v| v.version == 1).unwrap();
+        assert_eq!(v1.served.unwrap().labeled, 1);
+        // Labels for r0..r5 come (r0 and r1 say >50K: wrong), r3's twice, one for nobody.
+        for i in 0..6 {
+            let truth = if i < 2 { ">50K" } else { "<=50K" };
+            let (at, bytes) = label_record(i + 1, &format!("r{i}"), truth);
+            b.label(at, Some(&bytes));
+        }
+        let (at, bytes) = label_record(20, "r3", ">50K");
+        b.label(at, Some(&bytes));
+        let (at, bytes) = label_record(21, "ghost", ">50K");
+        b.label(at, Some(&bytes));
+        b.label(label_record(22, "x", "").0, Some(b"not json"));
+        // A prediction made twice (at-least-once) is one request.
+        b.prediction(&prediction(4, 1, 0.2, None));
+        let s = b.snapshot(NOW);
+        let v1 = s.versions.iter().find(|v| v.version == 1).unwrap();
+        let served = v1.served.unwrap();
+        assert_eq!(served.labeled, 7, "r10 and r0..r5, each once");
+        assert!((served.accuracy - 5.0 / 7.0).abs() < 1e-12);
+        assert_eq!(s.totals.labels_pending, 4, "r6..r9");
     }
 
     #[test]

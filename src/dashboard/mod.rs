@@ -41,6 +41,9 @@ pub struct DashboardConfig {
     pub gate: GateSettings,
     /// The drift window and threshold (the retrainer's defaults unless told otherwise).
     pub triggers: Triggers,
+    /// How long a prediction waits for its label (the retrainer's default unless told
+    /// otherwise).
+    pub label_window: std::time::Duration,
     pub metrics: DashboardMetrics,
     /// Its readiness probe (the broker answers), served at the page's `/readyz`.
     pub health: crate::util::health::Health,
@@ -54,6 +57,7 @@ impl DashboardConfig {
             predictor_group: crate::defaults::PREDICTOR_GROUP.to_owned(),
             gate: GateSettings::default(),
             triggers: Triggers::default(),
+            label_window: crate::defaults::LABEL_WINDOW,
             metrics: DashboardMetrics::default(),
             health: Default::default(),
         }
@@ -106,11 +110,10 @@ pub async fn start(
         .map_err(bind_err)?;
     config.health.set("broker", config.kafka.broker_probe()?);
     config.kafka.ensure_topics().await?;
-    let board = Arc::new(Mutex::new(Board::new(
-        &config.kafka.topics.requests,
-        config.gate,
-        &config.triggers,
-    )));
+    let board = Arc::new(Mutex::new(
+        Board::new(&config.kafka.topics.requests, config.gate, &config.triggers)
+            .with_label_window(config.label_window),
+    ));
     let (tx, rx) = watch::channel(Published::default());
     publish(&board, &tx);
     let bound = server::serve(

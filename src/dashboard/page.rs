@@ -28,6 +28,7 @@ pub struct Tiles {
     pub lag: String,
     pub predictions_total: String,
     pub dead_letters_total: String,
+    pub labels_pending: String,
     pub champion: String,
     pub challenger: String,
 }
@@ -66,6 +67,7 @@ impl Tiles {
                 .map_or_else(|| "–".to_owned(), |l| grouped(l.max(0) as u64)),
             predictions_total: grouped(s.totals.predictions),
             dead_letters_total: grouped(s.totals.dead_letters),
+            labels_pending: grouped(s.totals.labels_pending),
             champion: version(&s.champion),
             challenger: version(&s.challenger),
         }
@@ -86,6 +88,7 @@ pub fn render(state: &Published) -> String {
         .replace("{{lag}}", &t.lag)
         .replace("{{predictions_total}}", &t.predictions_total)
         .replace("{{dead_letters_total}}", &t.dead_letters_total)
+        .replace("{{labels_pending}}", &t.labels_pending)
         .replace("{{champion}}", &t.champion)
         .replace("{{challenger}}", &t.challenger)
         .replace("{{version}}", env!("CARGO_PKG_VERSION"))

@@ -1,4 +1,4 @@
-//! The dashboard's reading: one consumer of its own, outside any group, assigned the four topics
+//! The dashboard's reading: one consumer of its own, outside any group, assigned the five topics
 //! from their beginning, feeding every record to the board; and the predictors' group lag,
 //! looked up every few seconds.
 
@@ -25,7 +25,7 @@ pub async fn read_topics(
     shutdown: CancellationToken,
 ) -> Result<(), BrokerError> {
     let t = &settings.topics;
-    let topics = [&t.requests, &t.predictions, &t.dlq, &t.models].map(|s| s.to_owned());
+    let topics = [&t.requests, &t.predictions, &t.labels, &t.dlq, &t.models].map(|s| s.to_owned());
     let consumer: StreamConsumer = settings.reader()?;
     settings.assign_from_beginning(&consumer, &topics).await?;
     // What the models topic says, junk ignored as every reader of it does; the bundles' bytes
@@ -71,6 +71,13 @@ pub async fn read_topics(
                 Some(Ok(p)) => board.prediction(&p),
                 _ => tracing::debug!("{topic} offset {}: not a prediction", m.offset()),
             }
+        } else if topic == t.labels {
+            let position = crate::join::Position {
+                topic: topic.to_owned(),
+                partition: m.partition(),
+                offset: m.offset(),
+            };
+            board.label(position, m.payload());
         } else if topic == t.dlq {
             let reason = m
                 .headers()

@@ -20,6 +20,8 @@ pub struct Totals {
     pub requests: u64,
     pub predictions: u64,
     pub dead_letters: u64,
+    /// Predictions waiting for their label (within the label window).
+    pub labels_pending: u64,
 }
 
 /// Per second over the last minutes, oldest first; `t` in ms since the epoch.

@@ -53,6 +53,9 @@ pub struct DemoConfig {
     pub dashboard: Option<std::net::SocketAddr>,
     /// After the stream, keep the dashboard serving until shutdown.
     pub stay: bool,
+    /// Labels sent apart from the requests, later and for some of them (`None`: inside each
+    /// request).
+    pub labels: Option<producer::LabelPlan>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +187,7 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     prod.sink = Some(out.clone());
     prod.status = config.status.clone();
     prod.show_per_sec = crate::defaults::demo::SHOW_PER_SEC;
+    prod.labels = config.labels;
     let summary = producer::run(prod, shutdown.clone()).await;
 
     if let (true, Some(b)) = (config.stay, &board) {

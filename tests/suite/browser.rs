@@ -144,6 +144,13 @@ async fn the_page_follows_the_stream_and_shows_a_retrain_in_a_real_browser() {
             status: None,
             dashboard: None,
             stay: false,
+            // As the demo: labels 2 s late on average, 80 % labelled.
+            labels: Some(census_stream::producer::LabelPlan {
+                delay: Duration::from_secs(2),
+                spread: census_stream::producer::Spread::Uniform,
+                fraction: 0.8,
+                seed: 0,
+            }),
         },
         stop.child_token(),
     );

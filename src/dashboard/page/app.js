@@ -102,6 +102,7 @@ function renderTiles(s) {
   $("t-lag").textContent = s.lag == null ? "–" : fmtInt(Math.max(0, s.lag));
   $("t-predictions-total").textContent = fmtInt(s.totals.predictions);
   $("t-dead-letters-total").textContent = fmtInt(s.totals.dead_letters);
+  $("t-labels-pending").textContent = fmtInt(s.totals.labels_pending);
   const v = (a) => (a && a.version != null ? "v" + a.version : "none");
   $("t-champion").textContent = v(s.champion);
   $("t-challenger").textContent = v(s.challenger);
