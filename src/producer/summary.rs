@@ -88,7 +88,12 @@ impl Summary {
             }
         }
         for (v, t) in &self.per_version {
-            let acc = t.accuracy().map_or("n/a".into(), |a| format!("{:.4}", a));
+            let acc = match (t.accuracy(), self.labels) {
+                (Some(a), _) => format!("{a:.4}"),
+                // The requests carried no label: the dashboard and the retrainer join them.
+                (None, Some(_)) => "– (labels sent apart)".into(),
+                (None, None) => "n/a".into(),
+            };
             s += &format!(
                 "model v{v}: {} predictions, accuracy {acc} on {} labeled\n",
                 t.predictions, t.labeled

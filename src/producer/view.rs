@@ -96,14 +96,15 @@ impl View {
         }
         self.shown.1 += 1;
         sink.line(&format!(
-            "{:<16} p(>50K)={:.3} predicted {:<5} true {:<5} v{} {:>5.0} ms | accuracy {:.4}",
+            "{:<16} p(>50K)={:.3} predicted {:<5} true {:<5} v{} {:>5.0} ms | accuracy {}",
             p.request_id,
             p.probability,
             p.predicted,
             truth.map_or("?", label_text),
             p.model_version,
             latency_ms,
-            accuracy.unwrap_or(f64::NAN)
+            // No label inside any request so far (labels apart: the dashboard joins them).
+            accuracy.map_or_else(|| "–".to_owned(), |a| format!("{a:.4}"))
         ));
     }
 }
