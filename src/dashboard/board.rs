@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::histogram::Histogram;
 use super::snapshot::{
-    AliasView, DriftView, GateView, Latest, Moment, Series, Snapshot, Step, Tally as TallyView,
-    Totals, VersionView,
+    AliasView, DriftView, EstimateView, GateView, Latest, Moment, Series, Snapshot, Step,
+    Tally as TallyView, Totals, VersionView,
 };
 use crate::bundle::Manifest;
 use crate::features::{feature_names, DriftWindow, FeatureProcessor};
@@ -69,57 +69,118 @@ impl Tally {
     }
 }
 
+/// What the served probabilities alone say of a version's quality, before any label (as
+/// confidence-based performance estimation does): a calibrated probability p is right with
+/// probability max(p, 1 − p), and its expected log loss is its entropy. Sound only as far as
+/// the scores are calibrated, and blind to concept drift (the labels' relation to the features
+/// changing): the realised figures, once labels come, are the check.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    pub predictions: u64,
+    pub confidence_sum: f64,
+    pub entropy_sum: f64,
+}
+
+impl Estimate {
+    fn add(&mut self, p: f64) {
+        let p = p.clamp(1e-4, 1.0 - 1e-4);
+        self.predictions += 1;
+        self.confidence_sum += p.max(1.0 - p);
+        self.entropy_sum += -(p * p.ln() + (1.0 - p) * (1.0 - p).ln());
+    }
+
+    fn plus(&mut self, o: &Estimate) {
+        self.predictions += o.predictions;
+        self.confidence_sum += o.confidence_sum;
+        self.entropy_sum += o.entropy_sum;
+    }
+
+    fn view(&self) -> Option<EstimateView> {
+        (self.predictions > 0).then(|| EstimateView {
+            predictions: self.predictions,
+            accuracy: self.confidence_sum / self.predictions as f64,
+            log_loss: self.entropy_sum / self.predictions as f64,
+        })
+    }
+}
+
+/// One step of a version: labeled predictions served and in shadow, and the estimate of its
+/// served predictions.
+#[derive(Debug, Default, Clone, Copy)]
+struct StepTally {
+    served: Tally,
+    shadow: Tally,
+    estimate: Estimate,
+}
+
+impl StepTally {
+    fn plus(&mut self, o: &StepTally) {
+        self.served.plus(&o.served);
+        self.shadow.plus(&o.shadow);
+        self.estimate.plus(&o.estimate);
+    }
+}
+
 /// One version: its manifest's figures and its live scores, served and in shadow.
 #[derive(Debug, Default)]
 struct Version {
     manifest: Option<Manifest>,
     processor: Option<FeatureProcessor>,
     predictions: u64,
-    /// Before the oldest step kept: (served, shadow).
-    base: (Tally, Tally),
-    steps: BTreeMap<i64, (Tally, Tally)>,
+    /// Before the oldest step kept.
+    base: StepTally,
+    steps: BTreeMap<i64, StepTally>,
 }
 
 impl Version {
-    fn step(&mut self, at_ms: i64) -> &mut (Tally, Tally) {
+    fn step(&mut self, at_ms: i64) -> &mut StepTally {
         let s = at_ms.div_euclid(STEP_SECS * 1000);
         if self.steps.len() >= MAX_STEPS && !self.steps.contains_key(&s) {
-            if let Some((_, (a, b))) = self.steps.pop_first() {
-                self.base.0.plus(&a);
-                self.base.1.plus(&b);
+            if let Some((_, old)) = self.steps.pop_first() {
+                self.base.plus(&old);
             }
         }
         self.steps.entry(s).or_default()
     }
 
-    fn totals(&self) -> (Tally, Tally) {
-        let (mut a, mut b) = self.base;
-        for (x, y) in self.steps.values() {
-            a.plus(x);
-            b.plus(y);
+    fn totals(&self) -> StepTally {
+        let mut all = self.base;
+        for x in self.steps.values() {
+            all.plus(x);
         }
-        (a, b)
+        all
     }
 
-    /// Cumulative accuracy and log loss at the end of each step: served, then shadow.
-    fn series(&self) -> (Vec<Step>, Vec<Step>) {
-        let (mut a, mut b) = self.base;
-        let (mut served, mut shadow) = (Vec::new(), Vec::new());
-        for (&s, (x, y)) in &self.steps {
+    /// Cumulative accuracy and log loss at the end of each step: served, in shadow, and
+    /// estimated from the served probabilities.
+    fn series(&self) -> (Vec<Step>, Vec<Step>, Vec<Step>) {
+        let mut run = self.base;
+        let (mut served, mut shadow, mut estimated) = (Vec::new(), Vec::new(), Vec::new());
+        for (&s, add) in &self.steps {
             let t = (s + 1) * STEP_SECS * 1000;
-            for (run, add, out) in [(&mut a, x, &mut served), (&mut b, y, &mut shadow)] {
-                if add.labeled > 0 {
-                    run.plus(add);
-                    let v = run.view().expect("labeled");
-                    out.push(Step {
-                        t,
-                        accuracy: v.accuracy,
-                        log_loss: v.log_loss,
-                    });
-                }
+            run.plus(add);
+            let realised = |v: TallyView| Step {
+                t,
+                accuracy: v.accuracy,
+                log_loss: v.log_loss,
+                n: v.labeled,
+            };
+            if add.served.labeled > 0 {
+                served.extend(run.served.view().map(realised));
+            }
+            if add.shadow.labeled > 0 {
+                shadow.extend(run.shadow.view().map(realised));
+            }
+            if add.estimate.predictions > 0 {
+                estimated.extend(run.estimate.view().map(|e| Step {
+                    t,
+                    accuracy: e.accuracy,
+                    log_loss: e.log_loss,
+                    n: e.predictions,
+                }));
             }
         }
-        (served, shadow)
+        (served, shadow, estimated)
     }
 }
 
@@ -252,6 +313,7 @@ impl Board {
             .and_then(crate::data::parse_label);
         let version = self.versions.entry(p.model_version).or_default();
         version.predictions += 1;
+
         let scored = Scored {
             model_version: p.model_version,
             probability: p.probability,
@@ -267,6 +329,15 @@ impl Board {
         let outcome = self
             .labels
             .request(&p.request_id, position, scored, inline, now_ms());
+        // Estimated once per request: a prediction made again is a replay of the join.
+        if !matches!(outcome, Outcome::Replayed) {
+            self.versions
+                .entry(p.model_version)
+                .or_default()
+                .step(p.predicted_at_ms)
+                .estimate
+                .add(p.probability);
+        }
         self.joined(outcome);
         if self.latest.len() == LATEST {
             self.latest.pop_back();
@@ -314,14 +385,14 @@ impl Board {
             .entry(s.model_version)
             .or_default()
             .step(s.predicted_at_ms)
-            .0
+            .served
             .add(s.probability, label);
         if let Some((cv, cp)) = s.challenger {
             self.versions
                 .entry(cv)
                 .or_default()
                 .step(s.predicted_at_ms)
-                .1
+                .shadow
                 .add(cp, label);
             if let Some(g) = self.gate.as_mut() {
                 let key = format!("{}/{}", self.requests_topic, m.request.partition);
@@ -500,8 +571,8 @@ impl Board {
             .iter()
             .filter(|(_, v)| v.manifest.is_some() || v.predictions > 0 || !v.steps.is_empty())
             .map(|(&version, v)| {
-                let (served, shadow) = v.totals();
-                let (served_series, shadow_series) = v.series();
+                let all = v.totals();
+                let (served_series, shadow_series, estimated_series) = v.series();
                 let role = if Some(version) == champion {
                     "champion"
                 } else if Some(version) == challenger {
@@ -519,10 +590,12 @@ impl Board {
                         .as_ref()
                         .and_then(|m| m.test_metrics.as_ref().map(|t| t.roc_auc)),
                     predictions: v.predictions,
-                    served: served.view(),
-                    shadow: shadow.view(),
+                    served: all.served.view(),
+                    shadow: all.shadow.view(),
                     served_series,
                     shadow_series,
+                    estimated: all.estimate.view(),
+                    estimated_series,
                 }
             })
             .collect();
@@ -707,6 +780,15 @@ mod tests {
         assert_eq!(served.labeled, 7, "r10 and r0..r5, each once");
         assert!((served.accuracy - 5.0 / 7.0).abs() < 1e-12);
         assert_eq!(s.totals.labels_pending, 4, "r6..r9");
+        // The estimate rests on every prediction, labelled or not, each request once: p 0.2 is
+        // right 80 % of the time if calibrated, with an expected log loss of its entropy.
+        let e = v1.estimated.unwrap();
+        assert_eq!(e.predictions, 11);
+        assert!((e.accuracy - 0.8).abs() < 1e-12);
+        let entropy = -(0.2f64 * 0.2f64.ln() + 0.8 * 0.8f64.ln());
+        assert!((e.log_loss - entropy).abs() < 1e-12);
+        assert_eq!(v1.estimated_series.last().unwrap().n, 11);
+        assert_eq!(v1.served_series.last().unwrap().n, 7);
     }
 
     #[test]

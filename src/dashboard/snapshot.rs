@@ -48,6 +48,16 @@ pub struct Step {
     pub t: i64,
     pub accuracy: f64,
     pub log_loss: f64,
+    /// Observations it rests on: labels (realised), predictions (estimated).
+    pub n: u64,
+}
+
+/// Quality estimated from the served probabilities alone (see `board::Estimate`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EstimateView {
+    pub predictions: u64,
+    pub accuracy: f64,
+    pub log_loss: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -65,6 +75,9 @@ pub struct VersionView {
     pub shadow: Option<Tally>,
     pub served_series: Vec<Step>,
     pub shadow_series: Vec<Step>,
+    /// Estimated from its served probabilities, before labels: cumulative, and over time.
+    pub estimated: Option<EstimateView>,
+    pub estimated_series: Vec<Step>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

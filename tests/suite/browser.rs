@@ -214,7 +214,7 @@ async fn watch_the_page(
     .await;
     // Charts and tables catch up with the retrain for a few updates.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let v1_accuracy = text(&c, "#versions tr[data-version='1'] td:nth-child(4)").await;
+    let v1_accuracy = text(&c, "#versions tr[data-version='1'] td:nth-child(5)").await;
     assert!(v1_accuracy.ends_with('%'), "v1's accuracy: {v1_accuracy:?}");
     assert!(
         !c.find_all("#c-accuracy svg path").await.unwrap().is_empty(),

@@ -70,11 +70,12 @@ function lineChart(box, legend, series, opts) {
     }
     if (!d) continue;
     const attrs = { d, fill: "none", stroke: s.color, "stroke-width": s.width || 2, "stroke-linejoin": "round" };
-    if (s.dash) attrs["stroke-dasharray"] = "5 4";
+    if (s.dash) attrs["stroke-dasharray"] = "6 4";
+    if (s.dotted) attrs["stroke-dasharray"] = "1.5 3";
     svg.append(svgEl("path", attrs));
     const last = s.points.filter((p) => p[1] != null).pop();
     if (s.dot && last) svg.append(svgEl("circle", { cx: X(last[0]), cy: Y(last[1]), r: 3, fill: s.color }));
-    const sw = el("span", { class: "sw" + (s.dash ? " dash" : ""), style: `background:${s.color};color:${s.color}` });
+    const sw = el("span", { class: "sw" + (s.dash ? " dash" : s.dotted ? " dotted" : ""), style: `background:${s.color};color:${s.color}` });
     legend.append(el("span", {}, sw, s.name));
   }
   box.append(svg);
@@ -128,9 +129,13 @@ function renderCharts(s) {
       acc.push({ name: `v${v.version}${role}`, color, dot: true, points: v.served_series.map((p) => [p.t, p.accuracy]) });
       ll.push({ name: `v${v.version}${role}`, color, dot: true, points: v.served_series.map((p) => [p.t, p.log_loss]) });
     }
+    if (v.role !== "retired" && v.estimated_series.length) {
+      acc.push({ name: `v${v.version} estimated`, color, dash: true, width: 1.5, points: v.estimated_series.map((p) => [p.t, p.accuracy]) });
+      ll.push({ name: `v${v.version} estimated`, color, dash: true, width: 1.5, points: v.estimated_series.map((p) => [p.t, p.log_loss]) });
+    }
     if (v.shadow_series.length) {
-      acc.push({ name: `v${v.version} in shadow`, color, dash: true, points: v.shadow_series.map((p) => [p.t, p.accuracy]) });
-      ll.push({ name: `v${v.version} in shadow`, color, dash: true, points: v.shadow_series.map((p) => [p.t, p.log_loss]) });
+      acc.push({ name: `v${v.version} in shadow`, color, dotted: true, points: v.shadow_series.map((p) => [p.t, p.accuracy]) });
+      ll.push({ name: `v${v.version} in shadow`, color, dotted: true, points: v.shadow_series.map((p) => [p.t, p.log_loss]) });
     }
   }
   const pct = (v) => (100 * v).toFixed(1) + "%";
@@ -162,16 +167,21 @@ function renderGate(s) {
   }
   const table = $("versions");
   table.replaceChildren(el("tr", {}, el("th", {}, "version"), el("th", {}, "role"), el("th", { class: "num" }, "predictions"),
-    el("th", { class: "num" }, "accuracy"), el("th", { class: "num" }, "log loss"), el("th", { class: "num" }, "in shadow"), el("th", { class: "num" }, "CV log loss")));
+    el("th", { class: "num", title: "labeled predictions the realised figures rest on" }, "labels"),
+    el("th", { class: "num" }, "accuracy"), el("th", { class: "num" }, "log loss"),
+    el("th", { class: "num", title: "from the served probabilities alone, before labels (assumes calibrated scores)" }, "estimated"),
+    el("th", { class: "num" }, "in shadow"), el("th", { class: "num" }, "CV log loss")));
   for (const v of [...s.versions].reverse()) {
     const f = (t) => (t ? `${(100 * t.accuracy).toFixed(1)}%` : "–");
     table.append(el("tr", { "data-version": v.version },
       el("td", {}, el("b", { style: `color:${versionColor(v.version)}` }, "v" + v.version)),
       el("td", {}, el("span", { class: "badge " + v.role }, v.role)),
       el("td", { class: "num" }, fmtInt(v.predictions)),
+      el("td", { class: "num" }, v.served ? fmtInt(v.served.labeled) : "0"),
       el("td", { class: "num" }, f(v.served)),
       el("td", { class: "num" }, v.served ? v.served.log_loss.toFixed(4) : "–"),
-      el("td", { class: "num" }, v.shadow ? `${f(v.shadow)} · ${v.shadow.log_loss.toFixed(4)}` : "–"),
+      el("td", { class: "num" }, v.estimated ? `${f(v.estimated)} · ${v.estimated.log_loss.toFixed(4)}` : "–"),
+      el("td", { class: "num" }, v.shadow ? `${f(v.shadow)} · ${v.shadow.log_loss.toFixed(4)} (${fmtInt(v.shadow.labeled)})` : "–"),
       el("td", { class: "num" }, v.cv_log_loss == null ? "–" : v.cv_log_loss.toFixed(4))));
   }
 }
