@@ -115,7 +115,7 @@ pub async fn start(
             .with_label_window(config.label_window),
     ));
     let (tx, rx) = watch::channel(Published::default());
-    publish(&board, &tx);
+    publish(&board, &tx, &config.metrics);
     let bound = server::serve(
         listener,
         rx,
@@ -130,6 +130,7 @@ pub async fn start(
         config.metrics.clone(),
         shutdown.clone(),
     ));
+    let metrics = config.metrics.clone();
     let lag = tokio::spawn(read::watch_group_lag(
         config.kafka.clone(),
         config.predictor_group.clone(),
@@ -141,7 +142,7 @@ pub async fn start(
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = every.tick() => publish(&board, &tx),
+                _ = every.tick() => publish(&board, &tx, &metrics),
             }
         }
     });
@@ -150,8 +151,21 @@ pub async fn start(
     Ok(Dashboard { url, reader, lag })
 }
 
-fn publish(board: &Mutex<Board>, tx: &watch::Sender<Published>) {
+fn publish(board: &Mutex<Board>, tx: &watch::Sender<Published>, metrics: &DashboardMetrics) {
     let snapshot = board.lock().expect("board lock").snapshot(now_ms());
+    for v in &snapshot.versions {
+        for (role, tally) in [("served", v.served), ("shadow", v.shadow)] {
+            if let Some(t) = tally {
+                metrics.live(v.version, role, t.labeled, t.accuracy, t.log_loss);
+            }
+        }
+        if let Some(e) = v.estimated {
+            metrics.estimated(v.version, e.predictions, e.accuracy, e.log_loss);
+        }
+    }
+    metrics
+        .labels_pending
+        .set(snapshot.totals.labels_pending as i64);
     match serde_json::to_string(&snapshot) {
         Ok(json) => {
             tx.send_replace(Published {

@@ -6,6 +6,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use std::sync::atomic::AtomicU64;
+
 use super::{register_build_info, ReasonLabel};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -21,6 +23,29 @@ pub struct DashboardMetrics {
     pub viewers: Gauge,
     /// Records of the models topic ignored, by reason.
     pub registry_records_ignored: Family<ReasonLabel, Counter>,
+    /// Per version and role (`served`, `shadow`): predictions joined to their labels, and the
+    /// realised accuracy and mean log loss over them (cumulative).
+    pub live_labels: Family<QualityLabels, Gauge>,
+    pub live_accuracy: Family<QualityLabels, Gauge<f64, AtomicU64>>,
+    pub live_log_loss: Family<QualityLabels, Gauge<f64, AtomicU64>>,
+    /// Per version: served predictions, and the accuracy and log loss estimated from their
+    /// probabilities alone, before labels (cumulative).
+    pub estimated_predictions: Family<VersionLabel, Gauge>,
+    pub estimated_accuracy: Family<VersionLabel, Gauge<f64, AtomicU64>>,
+    pub estimated_log_loss: Family<VersionLabel, Gauge<f64, AtomicU64>>,
+    /// Predictions waiting for their label.
+    pub labels_pending: Gauge,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QualityLabels {
+    pub model_version: u32,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub model_version: u32,
 }
 
 impl DashboardMetrics {
@@ -40,6 +65,30 @@ impl DashboardMetrics {
             .inc();
     }
 
+    /// A version's realised quality in `role` (`served`, `shadow`): on `labels` labeled
+    /// predictions.
+    pub fn live(&self, version: u32, role: &str, labels: u64, accuracy: f64, log_loss: f64) {
+        let l = QualityLabels {
+            model_version: version,
+            role: role.into(),
+        };
+        self.live_labels.get_or_create(&l).set(labels as i64);
+        self.live_accuracy.get_or_create(&l).set(accuracy);
+        self.live_log_loss.get_or_create(&l).set(log_loss);
+    }
+
+    /// A version's quality estimated from its `predictions` served probabilities.
+    pub fn estimated(&self, version: u32, predictions: u64, accuracy: f64, log_loss: f64) {
+        let l = VersionLabel {
+            model_version: version,
+        };
+        self.estimated_predictions
+            .get_or_create(&l)
+            .set(predictions as i64);
+        self.estimated_accuracy.get_or_create(&l).set(accuracy);
+        self.estimated_log_loss.get_or_create(&l).set(log_loss);
+    }
+
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("census");
         r.register(
@@ -56,6 +105,41 @@ impl DashboardMetrics {
             "registry_records_ignored",
             "Records of the models topic ignored, by reason",
             self.registry_records_ignored.clone(),
+        );
+        r.register(
+            "live_labels",
+            "Predictions joined to their labels, by version and role (served, shadow)",
+            self.live_labels.clone(),
+        );
+        r.register(
+            "live_accuracy",
+            "Realised accuracy over the labeled predictions, by version and role",
+            self.live_accuracy.clone(),
+        );
+        r.register(
+            "live_log_loss",
+            "Realised mean log loss over the labeled predictions, by version and role",
+            self.live_log_loss.clone(),
+        );
+        r.register(
+            "estimated_predictions",
+            "Served predictions the estimates rest on, by version",
+            self.estimated_predictions.clone(),
+        );
+        r.register(
+            "estimated_accuracy",
+            "Accuracy estimated from the served probabilities before labels (CBPE), by version",
+            self.estimated_accuracy.clone(),
+        );
+        r.register(
+            "estimated_log_loss",
+            "Log loss estimated from the served probabilities before labels, by version",
+            self.estimated_log_loss.clone(),
+        );
+        r.register(
+            "dashboard_labels_pending",
+            "Predictions waiting for their label",
+            self.labels_pending.clone(),
         );
         register_build_info(r);
     }

@@ -376,6 +376,8 @@ fn readme_lists_exactly_the_metrics_each_service_serves() {
     let dashboard = DashboardMetrics::default();
     dashboard.read("census.requests");
     dashboard.registry_ignored("x");
+    dashboard.live(1, "served", 10, 0.8, 0.4);
+    dashboard.estimated(1, 12, 0.82, 0.38);
     for (marker, next, served) in [
         (
             "`predictor --metrics-addr",
