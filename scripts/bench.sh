@@ -97,6 +97,9 @@ stop_services
 echo "predictor (own process): $(tail -n 1 "$work/predictor.log")"
 echo "retrainer (own process): $(tail -n 1 "$work/retrainer.log")"
 
+echo "== 5. quality estimated from the probabilities before labels, against the realised"
+cargo bench --bench estimate
+
 if [ "$short" = 0 ]; then
     echo "== 4. initialize at its default budget, into a temporary store"
     TIMEFORMAT='initialize: wall %R s, user %U s'

@@ -12,6 +12,8 @@ use super::snapshot::{
 use crate::bundle::Manifest;
 use crate::features::{feature_names, DriftWindow, FeatureProcessor};
 use crate::join::{Join, LabelIn, Outcome, Position};
+use crate::lifecycle::calibration::Calibration;
+use crate::lifecycle::estimate::Estimate;
 use crate::lifecycle::gate::{log_loss, Gate, GateSettings};
 use crate::lifecycle::triggers::Triggers;
 use crate::registry::{Alias, AliasRecord};
@@ -69,39 +71,13 @@ impl Tally {
     }
 }
 
-/// What the served probabilities alone say of a version's quality, before any label (as
-/// confidence-based performance estimation does): a calibrated probability p is right with
-/// probability max(p, 1 − p), and its expected log loss is its entropy. Sound only as far as
-/// the scores are calibrated, and blind to concept drift (the labels' relation to the features
-/// changing): the realised figures, once labels come, are the check.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct Estimate {
-    pub predictions: u64,
-    pub confidence_sum: f64,
-    pub entropy_sum: f64,
-}
-
-impl Estimate {
-    fn add(&mut self, p: f64) {
-        let p = p.clamp(1e-4, 1.0 - 1e-4);
-        self.predictions += 1;
-        self.confidence_sum += p.max(1.0 - p);
-        self.entropy_sum += -(p * p.ln() + (1.0 - p) * (1.0 - p).ln());
-    }
-
-    fn plus(&mut self, o: &Estimate) {
-        self.predictions += o.predictions;
-        self.confidence_sum += o.confidence_sum;
-        self.entropy_sum += o.entropy_sum;
-    }
-
-    fn view(&self) -> Option<EstimateView> {
-        (self.predictions > 0).then(|| EstimateView {
-            predictions: self.predictions,
-            accuracy: self.confidence_sum / self.predictions as f64,
-            log_loss: self.entropy_sum / self.predictions as f64,
-        })
-    }
+/// An estimate as the page shows it (none on no predictions).
+fn estimate_view(e: &Estimate) -> Option<EstimateView> {
+    Some(EstimateView {
+        predictions: e.predictions,
+        accuracy: e.accuracy()?,
+        log_loss: e.log_loss()?,
+    })
 }
 
 /// One step of a version: labeled predictions served and in shadow, and the estimate of its
@@ -130,6 +106,8 @@ struct Version {
     /// Before the oldest step kept.
     base: StepTally,
     steps: BTreeMap<i64, StepTally>,
+    /// Its served predictions' calibration, on their labels.
+    calibration: Calibration,
 }
 
 impl Version {
@@ -172,7 +150,7 @@ impl Version {
                 shadow.extend(run.shadow.view().map(realised));
             }
             if add.estimate.predictions > 0 {
-                estimated.extend(run.estimate.view().map(|e| Step {
+                estimated.extend(estimate_view(&run.estimate).map(|e| Step {
                     t,
                     accuracy: e.accuracy,
                     log_loss: e.log_loss,
@@ -381,9 +359,9 @@ impl Board {
             return;
         };
         let (s, label) = (m.value, m.label);
-        self.versions
-            .entry(s.model_version)
-            .or_default()
+        let served = self.versions.entry(s.model_version).or_default();
+        served.calibration.add(s.probability, label);
+        served
             .step(s.predicted_at_ms)
             .served
             .add(s.probability, label);
@@ -594,7 +572,8 @@ impl Board {
                     shadow: all.shadow.view(),
                     served_series,
                     shadow_series,
-                    estimated: all.estimate.view(),
+                    estimated: estimate_view(&all.estimate),
+                    calibration: v.calibration.view(),
                     estimated_series,
                 }
             })
@@ -788,6 +767,11 @@ mod tests {
         let entropy = -(0.2f64 * 0.2f64.ln() + 0.8 * 0.8f64.ln());
         assert!((e.log_loss - entropy).abs() < 1e-12);
         assert_eq!(v1.estimated_series.last().unwrap().n, 11);
+        // Calibration on the 7 labels: all at p 0.2, 2 of them >50K.
+        let c = v1.calibration.as_ref().unwrap();
+        assert_eq!((c.labels, c.bins.len()), (7, 1));
+        assert!((c.bins[0].observed - 2.0 / 7.0).abs() < 1e-12);
+        assert!((c.ece - (2.0 / 7.0 - 0.2)).abs() < 1e-12);
         assert_eq!(v1.served_series.last().unwrap().n, 7);
     }
 

@@ -78,6 +78,8 @@ pub struct VersionView {
     /// Estimated from its served probabilities, before labels: cumulative, and over time.
     pub estimated: Option<EstimateView>,
     pub estimated_series: Vec<Step>,
+    /// Its served predictions' calibration on their labels: reliability bins, ECE, Brier.
+    pub calibration: Option<crate::lifecycle::calibration::CalibrationView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -2,6 +2,8 @@
 //! challenger is judged against the champion on live labels (the sequential gate), the figures
 //! a decision rests on (evidence), and the decisions themselves as values.
 
+pub mod calibration;
+pub mod estimate;
 pub mod evidence;
 pub mod gate;
 pub mod outcome;

@@ -58,7 +58,7 @@ function lineChart(box, legend, series, opts) {
   }
   for (const [t, anchor] of [[x0, "start"], [(x0 + x1) / 2, "middle"], [x1, "end"]]) {
     const label = svgEl("text", { x: X(t), y: h - 6, "text-anchor": anchor });
-    label.textContent = fmtTime(t);
+    label.textContent = (opts.xFmt || fmtTime)(t);
     svg.append(label);
   }
   for (const s of series) {
@@ -202,6 +202,26 @@ function renderDeadLetters(s) {
   bars($("dead-letters"), rows, { empty: "none: every request so far was scored" });
 }
 
+// The reliability diagram of the versions that served labeled predictions: in each bin of the
+// predicted probability, the share of >50K among its labels against its mean probability.
+function renderCalibration(s) {
+  const shown = [...s.versions].filter((v) => v.calibration).reverse().slice(0, 3);
+  const series = [{ name: "calibrated", color: "#9aa3ad", dotted: true, width: 1, points: [[0, 0], [1, 1]] }];
+  for (const v of shown) {
+    const c = v.calibration;
+    const role = v.role === "retired" ? "" : ` (${v.role})`;
+    series.push({
+      name: `v${v.version}${role}: ECE ${c.ece.toFixed(3)} · Brier ${c.brier.toFixed(3)} · ${fmtInt(c.labels)} labels`,
+      color: versionColor(v.version), dot: true,
+      points: c.bins.map((b) => [b.mean_p, b.observed]),
+    });
+  }
+  if (shown.length === 0) series.length = 0;
+  const pct = (v) => (100 * v).toFixed(0) + "%";
+  lineChart($("c-calibration"), $("l-calibration"), series,
+    { x: [0, 1], yMin: 0, yMax: 1, yFmt: pct, xFmt: pct, empty: "no labeled predictions yet" });
+}
+
 function renderDrift(s) {
   const d = s.drift;
   if (!d || d.features.length === 0) {
@@ -244,6 +264,7 @@ function render(s) {
   renderGate(s);
   renderTimeline(s);
   renderDeadLetters(s);
+  renderCalibration(s);
   renderDrift(s);
   renderLatest(s);
   lastUpdate = Date.now();
