@@ -106,6 +106,10 @@ mod tests {
         }
         let drifted = windows(&ps, &ls, 2000)[0];
         assert_eq!(drifted.estimated_accuracy, w[0].estimated_accuracy);
-        assert!(drifted.realised_accuracy < 0.7, "{drifted:?}");
+        // A quarter of the labels flipped: 0.85 falls to 0.70, the estimate stays at 0.85.
+        assert!(
+            (drifted.realised_accuracy - 0.70).abs() < 1e-12,
+            "{drifted:?}"
+        );
     }
 }
