@@ -12,7 +12,9 @@
 #    the predictor and the retrainer in processes of their own, so that each reports its peak
 #    RSS; the retrainer retrains once on the streamed rows at its default budget;
 # 4. (full run only) initialize at its default budget: wall time and test metrics, with and
-#    without pruning, and whether both chose the same model.
+#    without pruning, and whether both chose the same model;
+# 5. the quality estimated from the probabilities before labels against the realised, per window
+#    of 2,000 adult.test rows, and under a concept drift (cargo bench --bench estimate).
 #
 # Needs a bundle in models/: made here with `initialize --if-missing` when there is none.
 set -euo pipefail
