@@ -48,12 +48,7 @@ impl Journal {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io_err)?;
         }
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io_err(e)),
-        };
-        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let (bytes, complete) = crate::util::jsonl::read_complete(path).map_err(io_err)?;
         let mut join = Join::new(window);
         let mut lines = 0;
         let mut corrupt: Vec<&[u8]> = Vec::new();

@@ -389,8 +389,17 @@ impl<R: Clone> Join<R> {
     /// id (remembered one more window), a label a dead letter; matched and expired ids are
     /// forgotten. Returns how many requests expired unlabelled.
     pub fn expire(&mut self, now_ms: i64) -> usize {
+        let expired = self.expire_by(now_ms, false);
+        self.counts.expired_requests += expired as u64;
+        expired
+    }
+
+    /// [`Self::expire`]'s work. While `replaying` the journal, held labels stay (they leave by
+    /// their journalled drop, once their dead letter was sent).
+    fn expire_by(&mut self, now_ms: i64, replaying: bool) -> usize {
         let now_ms = self.tick(now_ms);
         let mut expired_requests = 0;
+        let mut kept = Vec::new();
         while let Some((at_ms, _)) = self.queue.front() {
             if now_ms.saturating_sub(*at_ms) < self.window_ms {
                 break;
@@ -402,6 +411,10 @@ impl<R: Clone> Join<R> {
                 self.queue.push_back((now_ms, id));
                 expired_requests += 1;
             } else if self.labels.get(&id).is_some_and(|h| h.at_ms == at_ms) {
+                if replaying {
+                    kept.push((at_ms, id));
+                    continue;
+                }
                 let held = self.labels.remove(&id).expect("held");
                 let detail = format!(
                     "no request with this id came within the window ({} s)",
@@ -414,7 +427,9 @@ impl<R: Clone> Join<R> {
                 self.expired.remove(&id);
             }
         }
-        self.counts.expired_requests += expired_requests as u64;
+        for k in kept.into_iter().rev() {
+            self.queue.push_front(k);
+        }
         expired_requests
     }
 
@@ -445,11 +460,11 @@ impl<R: Clone> Join<R> {
                 position,
                 value,
             } => {
-                self.expire_quietly(at_ms);
+                self.expire_by(at_ms, true);
                 self.hold_request(&id, at_ms, position, value);
             }
             Op::Label { id, at_ms, label } => {
-                self.expire_quietly(at_ms);
+                self.expire_by(at_ms, true);
                 self.labels.insert(
                     id.clone(),
                     Held {
@@ -466,44 +481,17 @@ impl<R: Clone> Join<R> {
                 request,
                 label,
             } => {
-                self.expire_quietly(at_ms);
+                self.expire_by(at_ms, true);
                 self.insert_matched(&id, at_ms, request, label);
             }
             Op::LabelDropped { id } => {
                 self.labels.remove(&id);
             }
             Op::Expired { id, at_ms } => {
-                self.expire_quietly(at_ms);
+                self.expire_by(at_ms, true);
                 self.expired.insert(id.clone(), at_ms);
                 self.queue.push_back((at_ms, id));
             }
-        }
-    }
-
-    /// Expiry while replaying: held labels stay (they leave by their journalled drop, once
-    /// their dead letter was sent), and nothing is counted.
-    fn expire_quietly(&mut self, now_ms: i64) {
-        let now_ms = self.tick(now_ms);
-        let mut kept = Vec::new();
-        while let Some((at_ms, _)) = self.queue.front() {
-            if now_ms.saturating_sub(*at_ms) < self.window_ms {
-                break;
-            }
-            let (at_ms, id) = self.queue.pop_front().expect("a front");
-            if self.requests.get(&id).is_some_and(|h| h.at_ms == at_ms) {
-                self.requests.remove(&id);
-                self.expired.insert(id.clone(), now_ms);
-                self.queue.push_back((now_ms, id));
-            } else if self.labels.get(&id).is_some_and(|h| h.at_ms == at_ms) {
-                kept.push((at_ms, id));
-            } else if self.matched.get(&id).is_some_and(|m| m.at_ms == at_ms) {
-                self.matched.remove(&id);
-            } else if self.expired.get(&id) == Some(&at_ms) {
-                self.expired.remove(&id);
-            }
-        }
-        for k in kept.into_iter().rev() {
-            self.queue.push_front(k);
         }
     }
 

@@ -159,13 +159,7 @@ impl RowLog {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io_err)?;
         }
-        // Bytes, not text: a torn last line may end in the middle of a character.
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io_err(e)),
-        };
-        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let (bytes, complete) = crate::util::jsonl::read_complete(path).map_err(io_err)?;
         let mut log = RowLog {
             path: path.to_path_buf(),
             file: OpenOptions::new()

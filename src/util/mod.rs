@@ -5,6 +5,7 @@ pub mod atomic_file;
 pub mod fault;
 pub mod health;
 pub mod host;
+pub mod jsonl;
 pub mod logging;
 pub mod peak_memory;
 pub mod slot;
