@@ -175,3 +175,6 @@ pub const MLFLOW_WAIT_SECS: u64 = 10;
 pub fn threads() -> NonZeroUsize {
     std::thread::available_parallelism().unwrap_or(nz(1))
 }
+
+/// A scenario's drift reaches its strength at this row.
+pub const SCENARIO_RAMP_ROWS: usize = 10_000;

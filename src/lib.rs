@@ -9,7 +9,7 @@
 //! 2. `settings`
 //! 3. `util`
 //! 4. `data`, `join`
-//! 5. `features`
+//! 5. `features`, `scenario`
 //! 6. `model`
 //! 7. `lifecycle`
 //! 8. `train`
@@ -41,6 +41,7 @@ pub mod predictor;
 pub mod producer;
 pub mod registry;
 pub mod retrainer;
+pub mod scenario;
 pub mod settings;
 pub mod stream;
 pub mod telemetry;

@@ -7,7 +7,7 @@ use clap::Parser;
 
 use census_stream::cli::{
     self, shutdown_on_signals, Check, Contradiction, DataArgs, EmbeddedOrKafkaArgs, Given,
-    PromotionArgs, SearchArgs, StrictArgs, TriggerArgs,
+    PromotionArgs, ScenarioArgs, SearchArgs, StrictArgs, TriggerArgs,
 };
 use census_stream::defaults::demo;
 use census_stream::demo::{run, DemoConfig};
@@ -21,9 +21,11 @@ struct Flags {
     kafka: EmbeddedOrKafkaArgs,
     #[command(flatten)]
     data: DataArgs,
-    /// Rows streamed (from adult.test).
+    /// Rows streamed (from adult.test, or made by --scenario).
     #[arg(long, default_value_t = demo::ROWS)]
     rows: usize,
+    #[command(flatten)]
+    scenario: ScenarioArgs,
     /// Records a second (0: as fast as possible).
     #[arg(long, default_value_t = Rate::new(demo::RATE).unwrap(), allow_negative_numbers = true)]
     rate: Rate,
@@ -93,6 +95,7 @@ impl Check for Flags {
                 fraction: self.label_fraction,
                 seed: 0,
             }),
+            scenario: self.scenario.scenario(),
         })
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use census_stream::cli::{shutdown_on_signals, DataArgs, KafkaArgs, ShutdownArgs};
+use census_stream::cli::{shutdown_on_signals, DataArgs, KafkaArgs, ScenarioArgs, ShutdownArgs};
 use census_stream::defaults;
 use census_stream::producer::{run, Input, LabelPlan, ProducerConfig, Sink, Spread, Status};
 use census_stream::settings::{positive, seconds, share, Rate};
@@ -20,8 +20,10 @@ struct Flags {
     #[command(flatten)]
     shutdown: ShutdownArgs,
     /// Rows to send: a CSV in UCI format, or JSON lines (`.jsonl`/`.json`). Default: adult.test.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "scenario")]
     input: Option<PathBuf>,
+    #[command(flatten)]
+    scenario: ScenarioArgs,
     /// Longest input line sent, in bytes (its line ending not counted): a longer one is
     /// reported with its file and line number and skipped, as is a line that is not UTF-8, not
     /// JSON, or a UCI line that does not parse.
@@ -39,7 +41,7 @@ struct Flags {
           allow_negative_numbers = true)]
     rate: Rate,
     /// Records to send; the input repeats when it has fewer (for load tests). Default: the
-    /// input once.
+    /// input once (with --scenario: as many as adult.test has).
     #[arg(long)]
     limit: Option<usize>,
     /// Seconds to wait for the last predictions.
@@ -72,9 +74,13 @@ struct Flags {
 async fn main() -> anyhow::Result<()> {
     census_stream::util::logging::init();
     let flags = Flags::parse();
-    let input = match &flags.input {
-        Some(p) => Input::from_path(p),
-        None => Input::AdultTest(flags.data.data_dir.clone()),
+    let input = match (&flags.input, flags.scenario.scenario()) {
+        (Some(p), _) => Input::from_path(p),
+        (None, Some(scenario)) => Input::Scenario {
+            data_dir: flags.data.data_dir.clone(),
+            scenario,
+        },
+        (None, None) => Input::AdultTest(flags.data.data_dir.clone()),
     };
     let mut config = ProducerConfig::new(flags.kafka.settings(), input);
     config.max_line_bytes = flags.max_line_bytes;

@@ -25,7 +25,8 @@ use crate::lifecycle::triggers::{PageHinkleySettings, Triggers};
 use crate::model::{Scorer, Scoring};
 use crate::predictor::Mode;
 use crate::retrainer::Promotion;
-use crate::settings::{self, Folds};
+use crate::scenario::{Kind, Scenario};
+use crate::settings::{self, share, Folds};
 use crate::tracking::{Tracker, TrackingConfig};
 use crate::train::SearchConfig;
 use crate::util::slot::HostSlot;
@@ -92,6 +93,36 @@ pub struct DataArgs {
     /// Folder holding adult.data and adult.test (downloaded from UCI if missing).
     #[arg(long, env = "CENSUS_DATA_DIR", default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
+}
+
+/// Fresh rows made by a scenario instead of a file's.
+#[derive(Debug, Clone, Args)]
+pub struct ScenarioArgs {
+    /// Send fresh rows instead of a file's: adult.test's rows with their numbers jittered (never
+    /// a copy of a UCI row), labels drawn from a reference model, with a drift: fresh (none),
+    /// ageing (covariate shift), label-shift, concept-drift. They never repeat: for long runs.
+    #[arg(long, value_enum)]
+    pub scenario: Option<Kind>,
+    /// The scenario's drift at its full, 0 to 1.
+    #[arg(long, value_parser = share, default_value_t = 1.0, requires = "scenario")]
+    pub drift: f64,
+    /// The drift grows from nothing at the first row to full at this row.
+    #[arg(long, default_value_t = defaults::SCENARIO_RAMP_ROWS, requires = "scenario")]
+    pub drift_over_rows: usize,
+    /// Seed of the scenario's rows and labels.
+    #[arg(long, default_value_t = 0, requires = "scenario")]
+    pub scenario_seed: u64,
+}
+
+impl ScenarioArgs {
+    pub fn scenario(&self) -> Option<Scenario> {
+        self.scenario.map(|kind| Scenario {
+            kind,
+            strength: self.drift,
+            ramp_rows: self.drift_over_rows,
+            seed: self.scenario_seed,
+        })
+    }
 }
 
 /// Topic names, partitions and extra client settings: everything about Kafka but where it is.

@@ -56,6 +56,8 @@ pub struct DemoConfig {
     /// Labels sent apart from the requests, later and for some of them (`None`: inside each
     /// request).
     pub labels: Option<producer::LabelPlan>,
+    /// Stream a scenario's fresh rows instead of adult.test's.
+    pub scenario: Option<crate::scenario::Scenario>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,9 +178,10 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     }));
 
     let input = work.path().join("requests.jsonl");
-    let (data_dir, rows) = (config.data_dir.clone(), config.rows);
+    let (data_dir, rows, scenario) = (config.data_dir.clone(), config.rows, config.scenario);
     let input_path = input.clone();
-    tokio::task::spawn_blocking(move || demo_input(&data_dir, rows, &input_path)).await??;
+    tokio::task::spawn_blocking(move || demo_input(&data_dir, rows, scenario, &input_path))
+        .await??;
     let mut prod = ProducerConfig::new(kafka, Input::JsonLines(input));
     // Its malformed records include a line that is not JSON, for the dead-letter queue.
     prod.send_non_json = true;

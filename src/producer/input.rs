@@ -4,6 +4,7 @@
 //! longer than that, a UCI line that does not parse) is reported with its file and line number,
 //! counted and skipped, and the rest is sent.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
@@ -14,6 +15,7 @@ use serde_json::Value;
 
 use super::ProducerError;
 use crate::data::{ensure_file, label_text, parse_uci_line, DataError, Fetch, TEST_FILE};
+use crate::scenario::{self, Generator, Scenario};
 
 /// Where the rows come from.
 #[derive(Debug, Clone)]
@@ -26,6 +28,11 @@ pub enum Input {
     /// record with an optional `income_bracket`. A line that is not a JSON object is skipped, or
     /// sent as it is with [`ReadOptions::send_non_json`] (the predictor dead-letters it).
     JsonLines(PathBuf),
+    /// Fresh rows made by a scenario from the data folder's files, labels included.
+    Scenario {
+        data_dir: PathBuf,
+        scenario: Scenario,
+    },
 }
 
 impl Input {
@@ -66,7 +73,7 @@ impl fmt::Display for SkippedLine {
 pub(super) const SKIPPED_LISTED: usize = 5;
 
 /// One record to send.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) enum Outgoing {
     Json(serde_json::Map<String, Value>),
     Raw(Vec<u8>),
@@ -76,19 +83,110 @@ pub(super) enum Outgoing {
 #[derive(Debug, Default)]
 pub(super) struct Loaded {
     pub outgoing: Vec<Outgoing>,
+    /// A scenario's maker of rows (then `outgoing` is empty).
+    pub generator: Option<Box<Generator>>,
     /// Lines skipped, and the first [`SKIPPED_LISTED`] of them.
     pub skipped: usize,
     pub first_skipped: Vec<SkippedLine>,
 }
 
 /// Takes the label (`income_bracket`) out of a JSON record, to be sent apart.
-pub(super) fn take_label(out: &mut Outgoing) -> Option<String> {
+fn take_label(out: &mut Outgoing) -> Option<String> {
     match out {
         Outgoing::Json(body) => match body.remove("income_bracket") {
             Some(Value::String(s)) => Some(s),
             _ => None,
         },
         Outgoing::Raw(_) => None,
+    }
+}
+
+/// The records to send, one by one.
+pub(super) enum Records {
+    /// The input's records, cycled; with labels apart, each one's label taken out of it.
+    Read {
+        outgoing: Vec<Outgoing>,
+        labels: Option<Vec<Option<String>>>,
+    },
+    /// A scenario's fresh rows; with labels apart, each one's label not in it.
+    Made {
+        generator: Box<Generator>,
+        labels_apart: bool,
+    },
+}
+
+impl Records {
+    /// The loaded records, their labels taken out of them when `labels_apart`.
+    pub fn new(loaded: &mut Loaded, labels_apart: bool) -> Self {
+        match loaded.generator.take() {
+            Some(generator) => Records::Made {
+                generator,
+                labels_apart,
+            },
+            None => {
+                let mut outgoing = std::mem::take(&mut loaded.outgoing);
+                let labels = labels_apart.then(|| outgoing.iter_mut().map(take_label).collect());
+                Records::Read { outgoing, labels }
+            }
+        }
+    }
+
+    /// Records there are to send before the input repeats (a scenario's never do): the default
+    /// number to send.
+    pub fn natural_len(&self) -> usize {
+        match self {
+            Records::Read { outgoing, .. } => outgoing.len(),
+            Records::Made { generator, .. } => generator.pool_len(),
+        }
+    }
+
+    /// `Some(n)` when record `i` is the first of the input's `n` records coming again.
+    pub fn repeats_at(&self, i: usize) -> Option<usize> {
+        match self {
+            Records::Read { outgoing, .. } => {
+                let n = outgoing.len();
+                (n > 0 && i > 0 && i.is_multiple_of(n)).then_some(n)
+            }
+            Records::Made { .. } => None,
+        }
+    }
+
+    /// Record `i` (made anew for a scenario, which makes them in order) and its label when it
+    /// goes apart.
+    pub fn get(&mut self, i: usize) -> (Cow<'_, Outgoing>, Option<String>) {
+        match self {
+            Records::Read { outgoing, labels } => {
+                let k = i % outgoing.len();
+                let label = labels.as_ref().and_then(|l| l[k].clone());
+                (Cow::Borrowed(&outgoing[k]), label)
+            }
+            Records::Made {
+                generator,
+                labels_apart,
+            } => {
+                let made = generator.next_row();
+                let text = label_text(made.label).to_owned();
+                let mut m = serde_json::Map::new();
+                m.insert(
+                    "record".into(),
+                    serde_json::to_value(made.row).expect("row"),
+                );
+                if *labels_apart {
+                    (Cow::Owned(Outgoing::Json(m)), Some(text))
+                } else {
+                    m.insert("income_bracket".into(), text.into());
+                    (Cow::Owned(Outgoing::Json(m)), None)
+                }
+            }
+        }
+    }
+
+    /// The scenario's generator, if the records are made.
+    pub fn generator(&self) -> Option<&Generator> {
+        match self {
+            Records::Made { generator, .. } => Some(generator),
+            Records::Read { .. } => None,
+        }
     }
 }
 
@@ -112,6 +210,15 @@ pub(super) fn load_input(input: &Input, options: ReadOptions) -> Result<Loaded, 
         Input::Uci(path) => read_lines(path, options, |line, bytes| uci_line(path, line, bytes)),
         Input::JsonLines(path) => read_lines(path, options, |_, bytes| {
             json_line(bytes, options.send_non_json)
+        }),
+        Input::Scenario { data_dir, scenario } => Ok(Loaded {
+            generator: Some(Box::new(scenario::from_data(
+                data_dir,
+                &Fetch::default(),
+                None,
+                *scenario,
+            )?)),
+            ..Loaded::default()
         }),
     }
 }

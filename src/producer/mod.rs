@@ -31,7 +31,7 @@ use crate::kafka::KafkaProducer;
 use crate::kafka::{BrokerError, KafkaSettings};
 use crate::settings::Rate;
 use collect::{collect, Collector, Tally};
-use input::{Loaded, ReadOptions};
+use input::{Loaded, ReadOptions, Records};
 use send::{send_all, Apart, Plan, SendTimes};
 use view::View;
 
@@ -124,16 +124,18 @@ pub async fn run_with(
         max_line_bytes: config.max_line_bytes,
         send_non_json: config.send_non_json,
     };
+    let mut loaded =
+        tokio::task::spawn_blocking(move || input::load_input(&input, options)).await??;
+    let mut records = Records::new(&mut loaded, config.labels.is_some());
     let Loaded {
-        mut outgoing,
         skipped,
         first_skipped,
-    } = tokio::task::spawn_blocking(move || input::load_input(&input, options)).await??;
-    // Labels apart: taken out of the requests, handed to their own sender.
+        ..
+    } = loaded;
+    // Labels apart: handed to their own sender.
     let mut apart = None;
     let mut label_sender = None;
     if let Some(plan) = config.labels {
-        let texts = outgoing.iter_mut().map(input::take_label).collect();
         let (due, rx) = tokio::sync::mpsc::unbounded_channel();
         label_sender = Some(tokio::spawn(labels::send_labels(
             producer.clone(),
@@ -142,16 +144,14 @@ pub async fn run_with(
             shutdown.clone(),
         )));
         apart = Some(Apart {
-            texts,
             draw: LabelDraw::new(plan),
             due,
             withheld: 0,
         });
     }
-    let total = if outgoing.is_empty() {
-        0
-    } else {
-        config.limit.unwrap_or(outgoing.len())
+    let total = match records.natural_len() {
+        0 => 0,
+        n => config.limit.unwrap_or(n),
     };
     let sent = Arc::new(SendTimes::new(total));
     let topics = &config.kafka.topics;
@@ -202,7 +202,7 @@ pub async fn run_with(
     let plan = Plan {
         topic: &topics.requests,
         run_id: &config.run_id,
-        outgoing: &outgoing,
+        records: &mut records,
         total,
         rate: config.rate,
         labels: apart.as_mut(),
@@ -248,6 +248,7 @@ pub async fn run_with(
         .expect("tally");
     let mut summary = summarize(t, ids, start, (skipped, first_skipped));
     summary.labels = labels;
+    summary.scenario = records.generator().map(|g| (g.scenario(), g.ceiling));
     Ok(summary)
 }
 
@@ -282,5 +283,6 @@ fn summarize(
         skipped_lines: skipped.0,
         first_skipped: skipped.1,
         labels: None,
+        scenario: None,
     }
 }

@@ -8,7 +8,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 
-use super::input::{Envelope, Outgoing};
+use super::input::{Envelope, Outgoing, Records};
 use super::labels::{Due, LabelDraw};
 use crate::kafka::BrokerError;
 use crate::kafka::KafkaProducer;
@@ -57,17 +57,16 @@ impl SendTimes {
 pub(super) struct Plan<'a> {
     pub topic: &'a str,
     pub run_id: &'a str,
-    pub outgoing: &'a [Outgoing],
-    /// Labels sent apart: each outgoing record's label (taken out of it), whether and when it
-    /// comes, and where to hand it for sending.
+    pub records: &'a mut Records,
+    /// Labels sent apart: whether and when each record's label comes, and where to hand it for
+    /// sending.
     pub labels: Option<&'a mut Apart>,
-    /// Records to send, cycling through `outgoing`.
+    /// Records to send.
     pub total: usize,
     pub rate: Rate,
 }
 
 pub(super) struct Apart {
-    pub texts: Vec<Option<String>>,
     pub draw: LabelDraw,
     pub due: tokio::sync::mpsc::UnboundedSender<Due>,
     /// Labels that never come (outside the fraction).
@@ -89,15 +88,15 @@ pub(super) async fn send_all(
     let start = Instant::now();
     let mut ids = Vec::with_capacity(plan.total);
     let mut deliveries = Vec::with_capacity(plan.total);
-    for (i, out) in plan.outgoing.iter().cycle().take(plan.total).enumerate() {
+    for i in 0..plan.total {
         if shutdown.is_cancelled() {
             break;
         }
-        if i > 0 && i % plan.outgoing.len() == 0 {
+        if let Some(n) = plan.records.repeats_at(i) {
             tracing::warn!(
-                "the input's {} records begin again at record {}: rows the retrainer may have \
-                 trained on come again, and figures on them are not evidence of skill",
-                plan.outgoing.len(),
+                "the input's {n} records begin again at record {}: rows the retrainer may have \
+                 trained on come again, and figures on them are not evidence of skill \
+                 (--scenario makes fresh rows)",
                 i + 1
             );
         }
@@ -106,8 +105,9 @@ pub(super) async fn send_all(
             tokio::time::sleep_until(due.into()).await;
         }
         let id = format!("{}-{i:06}", plan.run_id);
+        let (out, label) = plan.records.get(i);
         let envelope;
-        let payload = match out {
+        let payload = match out.as_ref() {
             Outgoing::Json(body) => {
                 envelope = serde_json::to_vec(&Envelope {
                     request_id: &id,
@@ -135,18 +135,16 @@ pub(super) async fn send_all(
                 Err((e, _)) => return Err(delivery_error(e)),
             }
         }
-        if let Some(apart) = plan.labels.as_deref_mut() {
-            if let Some(text) = &apart.texts[i % apart.texts.len()] {
-                match apart.draw.draw() {
-                    Some(delay) => {
-                        let _ = apart.due.send(Due {
-                            at: tokio::time::Instant::now() + delay,
-                            request_id: id.clone(),
-                            income_bracket: text.clone(),
-                        });
-                    }
-                    None => apart.withheld += 1,
+        if let (Some(apart), Some(text)) = (plan.labels.as_deref_mut(), label) {
+            match apart.draw.draw() {
+                Some(delay) => {
+                    let _ = apart.due.send(Due {
+                        at: tokio::time::Instant::now() + delay,
+                        request_id: id.clone(),
+                        income_bracket: text,
+                    });
                 }
+                None => apart.withheld += 1,
             }
         }
         ids.push(id);

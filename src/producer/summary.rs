@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use clap::ValueEnum;
+
 use super::SkippedLine;
+use crate::scenario::{Ceiling, Scenario};
 use crate::stream::messages::Prediction;
 
 /// Accuracy of one model version on the labeled requests it scored.
@@ -47,6 +50,8 @@ pub struct Summary {
     pub first_skipped: Vec<SkippedLine>,
     /// Labels sent apart on the labels topic, when they were.
     pub labels: Option<super::LabelsSent>,
+    /// The scenario that made the rows, and the best any model could score on them.
+    pub scenario: Option<(Scenario, Ceiling)>,
 }
 
 impl Summary {
@@ -69,6 +74,9 @@ impl Summary {
                  (stopped before their time): {}\n",
                 l.sent, l.withheld, l.unsent
             );
+        }
+        if let Some((scenario, ceiling)) = &self.scenario {
+            s += &scenario_line(scenario, ceiling);
         }
         for skipped in &self.first_skipped {
             s += &format!("  {skipped}\n");
@@ -109,6 +117,29 @@ impl Summary {
         }
         s
     }
+}
+
+/// What a scenario made, and the best score possible on it.
+fn scenario_line(scenario: &Scenario, ceiling: &Ceiling) -> String {
+    let name = scenario
+        .kind
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned());
+    let mut s = format!(
+        "scenario {}: {} fresh rows made (none a copy of a UCI row), drift {:.2} reached at row {}",
+        name.unwrap_or_default(),
+        ceiling.rows,
+        scenario.strength,
+        scenario.ramp_rows
+    );
+    if let (Some(a), Some(l)) = (ceiling.accuracy(), ceiling.log_loss()) {
+        s += &format!(
+            "; the best possible on them (the reference's own probabilities): accuracy {a:.4}, \
+             log loss {l:.4}"
+        );
+    }
+    s.push('\n');
+    s
 }
 
 /// The quantiles `qs` (each 0..=1) of `values` (nearest rank), sorting them once.

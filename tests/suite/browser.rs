@@ -151,6 +151,7 @@ async fn the_page_follows_the_stream_and_shows_a_retrain_in_a_real_browser() {
                 fraction: 0.8,
                 seed: 0,
             }),
+            scenario: None,
         },
         stop.child_token(),
     );
