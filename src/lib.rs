@@ -9,11 +9,11 @@
 //! 2. `settings`
 //! 3. `util`
 //! 4. `data`, `join`
-//! 5. `features`, `scenario`
+//! 5. `features`
 //! 6. `model`
 //! 7. `lifecycle`
 //! 8. `train`
-//! 9. `bundle`
+//! 9. `bundle`, `scenario`
 //! 10. `tracking`
 //! 11. `initialize`
 //! 12. `kafka`

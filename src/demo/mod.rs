@@ -68,6 +68,8 @@ pub enum DemoError {
     Init(#[from] crate::initialize::InitError),
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    #[error("making the scenario's rows failed")]
+    Scenario(#[from] crate::scenario::ScenarioError),
     #[error("the predictor failed")]
     Predictor(#[from] predictor::PredictorError),
     #[error("the retrainer failed")]

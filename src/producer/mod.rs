@@ -91,6 +91,8 @@ pub enum ProducerError {
     Broker(#[from] BrokerError),
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    #[error("making the scenario's rows failed")]
+    Scenario(#[from] crate::scenario::ScenarioError),
     #[error("{path}: cannot read the input")]
     Input {
         path: PathBuf,

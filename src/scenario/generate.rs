@@ -5,12 +5,13 @@
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
-use super::reference::{Reference, MARRIAGE_TERMS};
+use super::reference::Reference;
 use crate::data::CensusRow;
 
 /// What changes along the stream.
@@ -24,8 +25,8 @@ pub enum Kind {
     /// Label shift: the share of `>50K` moves from the pool's to one half at full drift, each
     /// class's rows staying as they were.
     LabelShift,
-    /// Concept drift: marital status and relationship stop bearing on income at full drift;
-    /// who is asked stays the same.
+    /// Concept drift: being married stops raising the odds of `>50K` (the married and the
+    /// others have the same average odds at full drift); who is asked stays the same.
     ConceptDrift,
 }
 
@@ -82,7 +83,7 @@ const MAX_TRIES: usize = 1_000;
 #[derive(Debug)]
 pub struct Generator {
     pool: Vec<CensusRow>,
-    reference: Reference,
+    reference: Arc<Reference>,
     /// Hashes of every UCI row's features: a made row is never one of them.
     known: HashSet<u64>,
     scenario: Scenario,
@@ -107,7 +108,7 @@ impl Generator {
     pub fn new(
         pool: Vec<CensusRow>,
         known: &[CensusRow],
-        reference: Reference,
+        reference: Arc<Reference>,
         scenario: Scenario,
     ) -> Self {
         assert!(!pool.is_empty(), "a pool of rows to draw from");
@@ -165,17 +166,15 @@ impl Generator {
         made
     }
 
-    /// A jittered row, `older` years added to its age, labelled with the marriage terms `faded`.
+    /// A jittered row, `older` years added to its age, labelled with `faded` of the marriage gap taken out.
     fn draw(&mut self, older: f64, faded: f64) -> Made {
         let row = self.jittered(older);
         self.labelled(row, faded)
     }
 
-    /// The row's label, drawn from the reference with the marriage terms `faded`.
+    /// The row's label, drawn from the reference with `faded` of the marriage gap taken out.
     fn labelled(&mut self, row: CensusRow, faded: f64) -> Made {
-        let probability =
-            self.reference
-                .probability_of(self.reference.raw(&row, &MARRIAGE_TERMS, faded));
+        let probability = self.reference.probability_faded(&row, faded);
         Made {
             label: self.rng.random::<f64>() < probability,
             row,
@@ -218,18 +217,15 @@ impl Generator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{load_adult, Fetch};
 
     fn generator(kind: Kind, strength: f64) -> Generator {
-        let adult = load_adult(std::path::Path::new("data"), &Fetch::Never)
-            .expect("data/adult.* (scripts/test.sh puts them there)");
-        let reference = Reference::fit(&adult.train, &adult.test);
-        let known: Vec<CensusRow> = adult.train.into_iter().map(|r| r.row).collect();
-        let pool = adult.test.into_iter().map(|r| r.row).collect();
+        let adult = super::super::reference::tests::adult();
+        let known: Vec<CensusRow> = adult.train.iter().map(|r| r.row.clone()).collect();
+        let pool = adult.test.iter().map(|r| r.row.clone()).collect();
         Generator::new(
             pool,
             &known,
-            reference,
+            super::super::reference::tests::reference(),
             Scenario {
                 kind,
                 strength,

@@ -11,11 +11,21 @@ mod generate;
 mod reference;
 
 pub use generate::{Ceiling, Generator, Kind, Made, Scenario};
-pub use reference::{log_loss, Reference, MARRIAGE_TERMS, TERMS};
+pub use reference::{log_loss, Reference};
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::data::{load_adult, CensusRow, DataError, Fetch};
+use crate::train::TrainError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("training the scenario's reference model failed")]
+    Reference(#[from] TrainError),
+}
 
 /// A generator for `scenario` from the data folder: the reference fitted on adult.data and
 /// calibrated on adult.test, the pool adult.test's rows (or `pool`'s when given), and no made
@@ -25,9 +35,9 @@ pub fn from_data(
     fetch: &Fetch,
     pool: Option<Vec<CensusRow>>,
     scenario: Scenario,
-) -> Result<Generator, DataError> {
+) -> Result<Generator, ScenarioError> {
     let adult = load_adult(dir, fetch)?;
-    let reference = Reference::fit(&adult.train, &adult.test);
+    let reference = Reference::fit(&adult.train, &adult.test)?;
     let test: Vec<CensusRow> = adult.test.into_iter().map(|r| r.row).collect();
     let mut known: Vec<CensusRow> = adult.train.into_iter().map(|r| r.row).collect();
     let pool = match pool {
@@ -37,5 +47,5 @@ pub fn from_data(
         }
         None => test,
     };
-    Ok(Generator::new(pool, &known, reference, scenario))
+    Ok(Generator::new(pool, &known, Arc::new(reference), scenario))
 }
