@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use census_stream::cli::{
-    serve_metrics, shutdown_on_signals, KafkaArgs, MetricsArgs, ShutdownArgs,
+    serve_metrics, shutdown_on_signals, DataArgs, KafkaArgs, MetricsArgs, ShutdownArgs,
 };
 use census_stream::dashboard::{run, DashboardConfig};
 use census_stream::defaults;
@@ -36,6 +36,10 @@ struct Flags {
     /// Seconds a prediction waits for its label on census.labels (as the retrainer's).
     #[arg(long, default_value_t = defaults::LABEL_WINDOW.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     label_window_secs: u64,
+    /// adult.data's rows are read from here (when there) so that requests with their features
+    /// do not count as new rows.
+    #[command(flatten)]
+    data: DataArgs,
     #[command(flatten)]
     metrics: MetricsArgs,
 }
@@ -48,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
     config.predictor_group = flags.predictor_group;
     config.triggers.psi_window = flags.drift_window.get();
     config.label_window = std::time::Duration::from_secs(flags.label_window_secs);
+    config.data_dir = Some(flags.data.data_dir.clone());
     config.triggers.psi = (flags.drift_psi > 0.0).then_some(flags.drift_psi);
     let shutdown = shutdown_on_signals(
         "closing the page and its event streams",

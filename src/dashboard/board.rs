@@ -85,6 +85,9 @@ fn estimate_view(e: &Estimate) -> Option<EstimateView> {
 #[derive(Debug, Default, Clone, Copy)]
 struct StepTally {
     served: Tally,
+    /// Of `served`, the predictions of rows whose features had not come before (in the stream,
+    /// or in the rows every version was trained on): rows no version can have trained on.
+    new_rows: Tally,
     shadow: Tally,
     estimate: Estimate,
 }
@@ -92,6 +95,7 @@ struct StepTally {
 impl StepTally {
     fn plus(&mut self, o: &StepTally) {
         self.served.plus(&o.served);
+        self.new_rows.plus(&o.new_rows);
         self.shadow.plus(&o.shadow);
         self.estimate.plus(&o.estimate);
     }
@@ -187,6 +191,51 @@ struct Scored {
     probability: f64,
     challenger: Option<(u32, f64)>,
     predicted_at_ms: i64,
+    /// Its request's features came for the first time (false when not known).
+    new_row: bool,
+}
+
+/// Which requests' features come for the first time: a row that came before may be one a
+/// retrain trained on, so that its prediction is no evidence of skill.
+#[derive(Debug, Default)]
+struct Novelty {
+    /// Hashes of the features seen: the stream's, and the base training rows' when given.
+    seen: std::collections::HashSet<u64>,
+    /// Requests read, by partition and offset, waiting for their prediction: new or not, and
+    /// when read.
+    waiting: std::collections::HashMap<(i32, i64), (bool, i64)>,
+    /// Waiting entries are dropped after this long (a request never predicted).
+    keep_ms: i64,
+    inserts: u64,
+}
+
+impl Novelty {
+    fn request(&mut self, partition: i32, offset: i64, record: &crate::data::CensusRow, now: i64) {
+        let new = self.seen.insert(features_key(record));
+        self.waiting.insert((partition, offset), (new, now));
+        self.inserts += 1;
+        if self.inserts.is_multiple_of(10_000) {
+            let oldest = now - self.keep_ms;
+            self.waiting.retain(|_, (_, at)| *at >= oldest);
+        }
+    }
+
+    /// Whether the request at this place was new; false when it was not read (yet).
+    fn prediction(&mut self, partition: i32, offset: i64) -> bool {
+        self.waiting
+            .remove(&(partition, offset))
+            .is_some_and(|(new, _)| new)
+    }
+}
+
+/// A row's features, hashed.
+fn features_key(row: &crate::data::CensusRow) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(row)
+        .expect("a row serializes")
+        .hash(&mut h);
+    h.finish()
 }
 
 pub struct Board {
@@ -194,6 +243,7 @@ pub struct Board {
     /// Predictions joined to their labels (inline, or from the labels topic), as the
     /// retrainer joins requests: the page's accuracy and log loss rest on its matches.
     labels: Join<Scored>,
+    novelty: Novelty,
     gate_settings: GateSettings,
     drift_window: u64,
     drift_psi: Option<f64>,
@@ -216,6 +266,10 @@ impl Board {
         Board {
             requests_topic: requests_topic.to_owned(),
             labels: Join::new(crate::defaults::LABEL_WINDOW),
+            novelty: Novelty {
+                keep_ms: crate::defaults::LABEL_WINDOW.as_millis() as i64,
+                ..Novelty::default()
+            },
             gate_settings,
             drift_window: triggers.psi_window.max(1) as u64,
             drift_psi: triggers.psi,
@@ -236,6 +290,17 @@ impl Board {
     /// How long a prediction waits for its label (as the retrainer's `--label-window-secs`).
     pub fn with_label_window(mut self, window: std::time::Duration) -> Self {
         self.labels = Join::new(window);
+        self.novelty.keep_ms = window.as_millis() as i64;
+        self
+    }
+
+    /// Rows every version was trained on (adult.data): a request with their features is no
+    /// new row.
+    pub fn with_base_rows<'a>(
+        mut self,
+        rows: impl Iterator<Item = &'a crate::data::CensusRow>,
+    ) -> Self {
+        self.novelty.seen.extend(rows.map(features_key));
         self
     }
 
@@ -254,10 +319,16 @@ impl Board {
         self.seconds.entry(s).or_default()
     }
 
-    /// A record of the requests topic, valid or not, written at `at_ms`.
-    pub fn request(&mut self, at_ms: i64, payload: Option<&[u8]>) {
+    /// A record of the requests topic, valid or not, written at `at_ms`, read at this partition
+    /// and offset.
+    pub fn request(&mut self, at_ms: i64, place: (i32, i64), payload: Option<&[u8]>) {
         self.totals.requests += 1;
         self.second(at_ms).requests += 1;
+        let Some(request) = payload.and_then(|p| serde_json::from_slice::<Request>(p).ok()) else {
+            return;
+        };
+        self.novelty
+            .request(place.0, place.1, &request.record, now_ms());
         let Some(drift) = self.drift.as_mut() else {
             return;
         };
@@ -266,9 +337,6 @@ impl Board {
             .get(&drift.version)
             .and_then(|v| v.processor.as_ref())
         else {
-            return;
-        };
-        let Some(request) = payload.and_then(|p| serde_json::from_slice::<Request>(p).ok()) else {
             return;
         };
         drift.window.add(&processor.transform(&request.record));
@@ -297,6 +365,7 @@ impl Board {
             probability: p.probability,
             challenger: p.challenger_version.zip(p.challenger_probability),
             predicted_at_ms: p.predicted_at_ms,
+            new_row: self.novelty.prediction(p.partition, p.offset),
         };
         // Keyed by where its request was read: a prediction made twice is one request.
         let position = Position {
@@ -361,10 +430,11 @@ impl Board {
         let (s, label) = (m.value, m.label);
         let served = self.versions.entry(s.model_version).or_default();
         served.calibration.add(s.probability, label);
-        served
-            .step(s.predicted_at_ms)
-            .served
-            .add(s.probability, label);
+        let step = served.step(s.predicted_at_ms);
+        step.served.add(s.probability, label);
+        if s.new_row {
+            step.new_rows.add(s.probability, label);
+        }
         if let Some((cv, cp)) = s.challenger {
             self.versions
                 .entry(cv)
@@ -569,6 +639,7 @@ impl Board {
                         .and_then(|m| m.test_metrics.as_ref().map(|t| t.roc_auc)),
                     predictions: v.predictions,
                     served: all.served.view(),
+                    new_rows: all.new_rows.view(),
                     shadow: all.shadow.view(),
                     served_series,
                     shadow_series,
@@ -680,7 +751,7 @@ mod tests {
     fn counts_rates_latency_and_accuracy_per_version() {
         let mut b = board();
         for i in 0..100 {
-            b.request(NOW - 3000 + i, None);
+            b.request(NOW - 3000 + i, (0, i), None);
             // v1 right on 3 of 4 labeled, v2 on all.
             let truth = if i % 4 == 0 { ">50K" } else { "<=50K" };
             b.prediction(&prediction(i, 1 + (i % 2) as u32, 0.2, Some(truth)));
@@ -713,6 +784,57 @@ mod tests {
         assert_eq!(s.latest[0].request_id, "r99");
         // The charts' series: one point a second, the counts where the records are.
         assert_eq!(s.series.predictions.iter().sum::<u64>(), 100);
+    }
+
+    /// A request of person `k` (the same `k`, the same features).
+    fn request_of(i: i64, k: i64) -> Vec<u8> {
+        let mut row = crate::features::tests::row("Private", "Sales", "United-States", 20.0);
+        row.fnlwgt = 1000.0 + k as f64;
+        serde_json::to_vec(&serde_json::json!({
+            "request_id": format!("r{i}"),
+            "sent_at_ms": NOW - 3000 + i,
+            "record": row,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn accuracy_on_new_rows_counts_only_features_that_come_for_the_first_time() {
+        let known = {
+            let mut row = crate::features::tests::row("Private", "Sales", "United-States", 20.0);
+            row.fnlwgt = 1000.0 + 9.0;
+            row
+        };
+        // Person 9 is a base training row; persons 0..9 come three times. v1 serves the first
+        // pass (right on half); v2, trained on the first pass, "remembers" every repeat.
+        let mut b = board().with_base_rows(std::iter::once(&known));
+        for pass in 0..3 {
+            for k in 0..10 {
+                let i = pass * 10 + k;
+                b.request(NOW - 3000 + i, (0, i), Some(&request_of(i, k)));
+                let truth = if k % 2 == 0 { ">50K" } else { "<=50K" };
+                let (version, p) = match pass {
+                    0 => (1, 0.2),
+                    _ => (2, if k % 2 == 0 { 0.9 } else { 0.1 }),
+                };
+                b.prediction(&prediction(i, version, p, Some(truth)));
+            }
+        }
+        // A prediction whose request was never read is not counted as new.
+        b.prediction(&prediction(99, 1, 0.2, Some("<=50K")));
+        let s = b.snapshot(NOW);
+        let v = |n: u32| s.versions.iter().find(|v| v.version == n).unwrap();
+        assert_eq!(
+            v(2).served.unwrap().accuracy,
+            1.0,
+            "served: inflated by repeats"
+        );
+        assert_eq!(v(2).served.unwrap().labeled, 20);
+        assert_eq!(v(2).new_rows, None, "no new row reached v2");
+        let new = v(1).new_rows.unwrap();
+        assert_eq!(new.labeled, 9, "persons 0..8, not the base row, not r99");
+        assert_eq!(v(1).served.unwrap().labeled, 11);
+        assert!((new.accuracy - 4.0 / 9.0).abs() < 1e-12, "{}", new.accuracy);
     }
 
     fn label_record(offset: i64, id: &str, truth: &str) -> (Position, Vec<u8>) {
@@ -819,8 +941,8 @@ mod tests {
     #[test]
     fn old_seconds_are_dropped_and_the_chart_starts_with_the_records() {
         let mut b = board();
-        b.request(NOW - 2000 * 1000, None);
-        b.request(NOW - 1000, None);
+        b.request(NOW - 2000 * 1000, (0, 0), None);
+        b.request(NOW - 1000, (0, 1), None);
         assert_eq!(b.seconds.len(), 1, "the old second is past the history");
         let s = b.snapshot(NOW);
         assert_eq!(s.series.t.len(), MIN_CHART_SECS as usize);

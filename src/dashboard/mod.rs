@@ -44,6 +44,9 @@ pub struct DashboardConfig {
     /// How long a prediction waits for its label (the retrainer's default unless told
     /// otherwise).
     pub label_window: std::time::Duration,
+    /// The data folder, for adult.data's rows (every version trained on them: a request with
+    /// their features is not a new row). `None` or no file: only the stream's rows are known.
+    pub data_dir: Option<std::path::PathBuf>,
     pub metrics: DashboardMetrics,
     /// Its readiness probe (the broker answers), served at the page's `/readyz`.
     pub health: crate::util::health::Health,
@@ -58,8 +61,27 @@ impl DashboardConfig {
             gate: GateSettings::default(),
             triggers: Triggers::default(),
             label_window: crate::defaults::LABEL_WINDOW,
+            data_dir: None,
             metrics: DashboardMetrics::default(),
             health: Default::default(),
+        }
+    }
+}
+
+/// adult.data's rows, when the data folder has the file (logged when it has not).
+fn base_rows(dir: Option<&std::path::Path>) -> Vec<crate::data::LabeledRow> {
+    let Some(dir) = dir else {
+        return Vec::new();
+    };
+    match crate::data::load_training_rows(dir, &crate::data::Fetch::Never) {
+        Ok((rows, _)) => rows,
+        Err(e) => {
+            tracing::warn!(
+                "dashboard: adult.data not read ({}): rows new to the stream count as new rows \
+                 even when v1 was trained on their like",
+                crate::error_chain(&e)
+            );
+            Vec::new()
         }
     }
 }
@@ -112,7 +134,8 @@ pub async fn start(
     config.kafka.ensure_topics().await?;
     let board = Arc::new(Mutex::new(
         Board::new(&config.kafka.topics.requests, config.gate, &config.triggers)
-            .with_label_window(config.label_window),
+            .with_label_window(config.label_window)
+            .with_base_rows(base_rows(config.data_dir.as_deref()).iter().map(|r| &r.row)),
     ));
     let (tx, rx) = watch::channel(Published::default());
     publish(&board, &tx, &config.metrics);
@@ -154,7 +177,11 @@ pub async fn start(
 fn publish(board: &Mutex<Board>, tx: &watch::Sender<Published>, metrics: &DashboardMetrics) {
     let snapshot = board.lock().expect("board lock").snapshot(now_ms());
     for v in &snapshot.versions {
-        for (role, tally) in [("served", v.served), ("shadow", v.shadow)] {
+        for (role, tally) in [
+            ("served", v.served),
+            ("shadow", v.shadow),
+            ("new_rows", v.new_rows),
+        ] {
             if let Some(t) = tally {
                 metrics.live(v.version, role, t.labeled, t.accuracy, t.log_loss);
             }

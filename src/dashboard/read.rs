@@ -65,7 +65,7 @@ pub async fn read_topics(
         }
         let mut board = board.lock().expect("board lock");
         if topic == t.requests {
-            board.request(at_ms, m.payload());
+            board.request(at_ms, (m.partition(), m.offset()), m.payload());
         } else if topic == t.predictions {
             match m.payload().map(serde_json::from_slice::<Prediction>) {
                 Some(Ok(p)) => board.prediction(&p),

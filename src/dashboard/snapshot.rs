@@ -72,6 +72,9 @@ pub struct VersionView {
     pub predictions: u64,
     /// Its labeled predictions, served and scored in shadow.
     pub served: Option<Tally>,
+    /// Of those served, the rows whose features came for the first time (no version can have
+    /// trained on them): where a repeated input cannot inflate the figure.
+    pub new_rows: Option<Tally>,
     pub shadow: Option<Tally>,
     pub served_series: Vec<Step>,
     pub shadow_series: Vec<Step>,

@@ -96,6 +96,7 @@ async fn start_dashboard(
     shutdown: CancellationToken,
 ) -> Result<dashboard::Dashboard, DemoError> {
     let mut dconf = DashboardConfig::new(kafka.clone(), addr);
+    dconf.data_dir = Some(config.data_dir.clone());
     dconf.triggers = config.triggers;
     match dashboard::start(dconf.clone(), shutdown.clone()).await {
         Err(dashboard::DashboardError::Bind { source, .. })

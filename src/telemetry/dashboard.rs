@@ -23,8 +23,9 @@ pub struct DashboardMetrics {
     pub viewers: Gauge,
     /// Records of the models topic ignored, by reason.
     pub registry_records_ignored: Family<ReasonLabel, Counter>,
-    /// Per version and role (`served`, `shadow`): predictions joined to their labels, and the
-    /// realised accuracy and mean log loss over them (cumulative).
+    /// Per version and role (`served`, `shadow`, and `new_rows`: served on rows whose features
+    /// came for the first time): predictions joined to their labels, and the realised accuracy
+    /// and mean log loss over them (cumulative).
     pub live_labels: Family<QualityLabels, Gauge>,
     pub live_accuracy: Family<QualityLabels, Gauge<f64, AtomicU64>>,
     pub live_log_loss: Family<QualityLabels, Gauge<f64, AtomicU64>>,
@@ -108,7 +109,7 @@ impl DashboardMetrics {
         );
         r.register(
             "live_labels",
-            "Predictions joined to their labels, by version and role (served, shadow)",
+            "Predictions joined to their labels, by version and role (served, shadow, new_rows: served on rows whose features came for the first time)",
             self.live_labels.clone(),
         );
         r.register(

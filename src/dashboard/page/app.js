@@ -169,6 +169,7 @@ function renderGate(s) {
   table.replaceChildren(el("tr", {}, el("th", {}, "version"), el("th", {}, "role"), el("th", { class: "num" }, "predictions"),
     el("th", { class: "num", title: "labeled predictions the realised figures rest on" }, "labels"),
     el("th", { class: "num" }, "accuracy"), el("th", { class: "num" }, "log loss"),
+    el("th", { class: "num", title: "accuracy on rows whose features came for the first time (not in adult.data, not earlier in the stream): rows no version trained on, so a repeated input cannot inflate it; (labels)" }, "on new rows"),
     el("th", { class: "num", title: "from the served probabilities alone, before labels (assumes calibrated scores)" }, "estimated"),
     el("th", { class: "num" }, "in shadow"), el("th", { class: "num" }, "CV log loss")));
   for (const v of [...s.versions].reverse()) {
@@ -180,6 +181,7 @@ function renderGate(s) {
       el("td", { class: "num" }, v.served ? fmtInt(v.served.labeled) : "0"),
       el("td", { class: "num" }, f(v.served)),
       el("td", { class: "num" }, v.served ? v.served.log_loss.toFixed(4) : "–"),
+      el("td", { class: "num" }, v.new_rows ? `${f(v.new_rows)} (${fmtInt(v.new_rows.labeled)})` : "– (0)"),
       el("td", { class: "num" }, v.estimated ? `${f(v.estimated)} · ${v.estimated.log_loss.toFixed(4)}` : "–"),
       el("td", { class: "num" }, v.shadow ? `${f(v.shadow)} · ${v.shadow.log_loss.toFixed(4)} (${fmtInt(v.shadow.labeled)})` : "–"),
       el("td", { class: "num" }, v.cv_log_loss == null ? "–" : v.cv_log_loss.toFixed(4))));
