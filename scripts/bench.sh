@@ -14,7 +14,9 @@
 # 4. (full run only) initialize at its default budget: wall time and test metrics, with and
 #    without pruning, and whether both chose the same model;
 # 5. the quality estimated from the probabilities before labels against the realised, per window
-#    of 2,000 adult.test rows, and under a concept drift (cargo bench --bench estimate).
+#    of 2,000 adult.test rows, and under a concept drift (cargo bench --bench estimate);
+# 6. the label join's cost: 1,000,000 requests, half labelled 60 s late, through the
+#    retrainer's join and its journal (cargo bench --bench join; --short: 100,000).
 #
 # Needs a bundle in models/: made here with `initialize --if-missing` when there is none.
 set -euo pipefail
@@ -101,6 +103,13 @@ echo "retrainer (own process): $(tail -n 1 "$work/retrainer.log")"
 
 echo "== 5. quality estimated from the probabilities before labels, against the realised"
 cargo bench --bench estimate
+
+echo "== 6. the label join's cost"
+if [ "$short" = 1 ]; then
+    cargo bench --bench join -- --short
+else
+    cargo bench --bench join
+fi
 
 if [ "$short" = 0 ]; then
     echo "== 4. initialize at its default budget, into a temporary store"
