@@ -10,7 +10,10 @@ const $ = (id) => document.getElementById(id);
 const fmtInt = (n) => Math.round(n).toLocaleString("en-US");
 const fmtMs = (ms) => (ms == null ? "–" : ms < 10 ? ms.toFixed(1) + " ms" : ms < 1000 ? Math.round(ms) + " ms" : (ms / 1000).toFixed(1) + " s");
 const fmtTime = (ms) => new Date(ms).toLocaleTimeString("en-GB", { hour12: false });
-const versionColor = (v) => PALETTE[(v - 1) % PALETTE.length];
+// The palette's colours for the first versions, then hues a golden angle apart: no two versions
+// share a colour however many there are.
+const versionColor = (v) =>
+  v <= PALETTE.length ? PALETTE[v - 1] : `hsl(${Math.round((v * 137.508) % 360)}, 62%, 42%)`;
 
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -172,7 +175,10 @@ function renderGate(s) {
     el("th", { class: "num", title: "accuracy on rows whose features came for the first time (not in adult.data, not earlier in the stream): rows no version trained on, so a repeated input cannot inflate it; (labels)" }, "on new rows"),
     el("th", { class: "num", title: "from the served probabilities alone, before labels (assumes calibrated scores)" }, "estimated"),
     el("th", { class: "num" }, "in shadow"), el("th", { class: "num" }, "CV log loss")));
-  for (const v of [...s.versions].reverse()) {
+  // Retired versions that never served nor were scored in shadow are folded into one line.
+  const folded = s.versions.filter((v) => v.role === "retired" && v.predictions === 0 && !v.shadow && !v.served);
+  const shown = s.versions.filter((v) => !folded.includes(v));
+  for (const v of [...shown].reverse()) {
     const f = (t) => (t ? `${(100 * t.accuracy).toFixed(1)}%` : "–");
     table.append(el("tr", { "data-version": v.version },
       el("td", {}, el("b", { style: `color:${versionColor(v.version)}` }, "v" + v.version)),
@@ -183,8 +189,15 @@ function renderGate(s) {
       el("td", { class: "num" }, v.served ? v.served.log_loss.toFixed(4) : "–"),
       el("td", { class: "num" }, v.new_rows ? `${f(v.new_rows)} (${fmtInt(v.new_rows.labeled)})` : "– (0)"),
       el("td", { class: "num" }, v.estimated ? `${f(v.estimated)} · ${v.estimated.log_loss.toFixed(4)}` : "–"),
-      el("td", { class: "num" }, v.shadow ? `${f(v.shadow)} · ${v.shadow.log_loss.toFixed(4)} (${fmtInt(v.shadow.labeled)})` : "–"),
+      el("td", { class: "num nowrap" }, v.shadow ? `${f(v.shadow)} · ${v.shadow.log_loss.toFixed(4)} (${fmtInt(v.shadow.labeled)})` : "–"),
       el("td", { class: "num" }, v.cv_log_loss == null ? "–" : v.cv_log_loss.toFixed(4))));
+  }
+  if (folded.length) {
+    const cv = folded.map((v) => v.cv_log_loss).filter((x) => x != null);
+    const range = cv.length ? `; CV log loss ${Math.min(...cv).toFixed(4)}–${Math.max(...cv).toFixed(4)}` : "";
+    table.append(el("tr", { class: "folded", "data-folded": folded.length },
+      el("td", { colspan: 10, class: "muted" },
+        `${folded.map((v) => "v" + v.version).join(", ")}: ${folded.length} retired, never served nor shadowed${range}`)));
   }
 }
 
