@@ -47,6 +47,9 @@ pub struct GateEvent {
     /// The challenger is the former champion, on probation.
     pub probation: bool,
     pub evidence: Evidence,
+    /// Labeled rows after the cut-off left out of the evidence so far: either model was
+    /// trained on their like (features and label), as a repeated input brings them.
+    pub left_out: u64,
     /// The decision, when one was made.
     pub decision: Option<GateOutcome>,
 }
@@ -67,6 +70,13 @@ impl std::fmt::Display for GateEvent {
             self.evidence,
             self.evidence.delta
         )?;
+        if self.left_out > 0 {
+            write!(
+                f,
+                "{} rows left out (a model was trained on their like), ",
+                self.left_out
+            )?;
+        }
         match &self.decision {
             Some(d) => d.fmt(f),
             None => f.write_str("running"),
@@ -138,6 +148,7 @@ impl Event {
                 alpha: 0.05,
                 delta: 0.01,
             },
+            left_out: 0,
             decision,
         })
     }

@@ -21,7 +21,7 @@ pub struct GateRun {
     /// Rows at or after these offsets count.
     pub from_offsets: BTreeMap<String, i64>,
     pub gate: Gate,
-    /// Labels at the last progress report.
+    /// Labels counted and rows left out at the last progress report.
     pub reported: u64,
     /// Content keys of the rows either model was trained on.
     trained_on: HashSet<u64>,

@@ -310,8 +310,11 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
             self.operator.pinned().is_some(),
         );
         let Some(verdict) = decided else {
-            if run.gate.labels() >= run.reported + PROGRESS_EVERY {
-                run.reported = run.gate.labels();
+            // Rows left out count towards a report too: a gate starved by rows its models were
+            // trained on (a repeated input) says so.
+            let seen = run.gate.labels() + run.left_out;
+            if seen >= run.reported + PROGRESS_EVERY {
+                run.reported = seen;
                 let event = Event::Gate(progress(run));
                 self.emit(event);
             }
@@ -446,6 +449,7 @@ fn progress(run: &GateRun) -> GateEvent {
         champion: run.champion_version(),
         probation: run.probation,
         evidence: run.gate.evidence(),
+        left_out: run.left_out,
         decision: None,
     }
 }

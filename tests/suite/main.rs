@@ -19,6 +19,7 @@ mod pipeline;
 mod poison;
 mod process;
 mod registry;
+mod repeats;
 mod scorer;
 mod steps;
 mod stream;
