@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::histogram::Histogram;
 use super::snapshot::{
-    AliasView, DriftView, EstimateView, GateView, Latest, Moment, Series, Snapshot, Step,
-    Tally as TallyView, Totals, VersionView,
+    AliasView, DriftView, EstimateView, GateView, Latest, LatestDeadLetter, Moment, Series,
+    Snapshot, Step, Tally as TallyView, Totals, VersionView, WindowView,
 };
 use crate::bundle::Manifest;
 use crate::features::{feature_names, DriftWindow, FeatureProcessor};
@@ -26,6 +26,8 @@ const CHART_SECS: i64 = 300;
 const MIN_CHART_SECS: i64 = 60;
 /// The accuracy charts' step.
 const STEP_SECS: i64 = 5;
+/// Steps in a window of the estimated-against-realised chart (a minute).
+const WINDOW_STEPS: i64 = 12;
 /// Steps of per-version history kept; older ones are folded into a running base.
 const MAX_STEPS: usize = 720;
 const LATEST: usize = 12;
@@ -166,6 +168,41 @@ impl Version {
     }
 }
 
+impl Version {
+    /// Per window of [`WINDOW_STEPS`] steps: the estimate of the predictions served in it, and
+    /// what their labels show as they come (late labels count in their prediction's window).
+    fn windows(&self) -> Vec<WindowView> {
+        let mut out: Vec<WindowView> = Vec::new();
+        let mut current: Option<(i64, StepTally)> = None;
+        let close = |w: i64, t: &StepTally| {
+            let e = estimate_view(&t.estimate)?;
+            Some(WindowView {
+                t: (w + 1) * WINDOW_STEPS * STEP_SECS * 1000,
+                predictions: e.predictions,
+                estimated_accuracy: e.accuracy,
+                estimated_log_loss: e.log_loss,
+                realised: t.served.view(),
+            })
+        };
+        for (&s, add) in &self.steps {
+            let w = s.div_euclid(WINDOW_STEPS);
+            match current.as_mut() {
+                Some((cw, t)) if *cw == w => t.plus(add),
+                _ => {
+                    if let Some((cw, t)) = current.take() {
+                        out.extend(close(cw, &t));
+                    }
+                    current = Some((w, *add));
+                }
+            }
+        }
+        if let Some((cw, t)) = current {
+            out.extend(close(cw, &t));
+        }
+        out
+    }
+}
+
 /// The gate as replayed from the predictions: the retrainer decides, this shows its progress.
 #[derive(Debug)]
 struct GateReplay {
@@ -183,6 +220,17 @@ struct Drift {
     /// The last full window's PSI per feature, and its size.
     last: Option<(Vec<f64>, u64)>,
 }
+
+/// What a dead letter says besides its reason: its error, and where its record was read
+/// (`topic/partition@offset`, empty when not said).
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterSeen {
+    pub error: String,
+    pub source: String,
+}
+
+/// Dead letters listed on the page, newest first.
+const LATEST_DEAD: usize = 8;
 
 /// What a prediction scored, waiting for its label.
 #[derive(Debug, Clone)]
@@ -250,6 +298,7 @@ pub struct Board {
     seconds: BTreeMap<i64, Second>,
     totals: Totals,
     dead_letters: BTreeMap<String, u64>,
+    latest_dead: VecDeque<LatestDeadLetter>,
     versions: BTreeMap<u32, Version>,
     champion: Option<AliasRecord>,
     challenger: Option<AliasRecord>,
@@ -276,6 +325,7 @@ impl Board {
             seconds: BTreeMap::new(),
             totals: Totals::default(),
             dead_letters: BTreeMap::new(),
+            latest_dead: VecDeque::new(),
             versions: BTreeMap::new(),
             champion: None,
             challenger: None,
@@ -455,10 +505,19 @@ impl Board {
         }
     }
 
-    pub fn dead_letter(&mut self, at_ms: i64, reason: &str) {
+    pub fn dead_letter(&mut self, at_ms: i64, reason: &str, seen: DeadLetterSeen) {
         self.totals.dead_letters += 1;
         self.second(at_ms).dead_letters += 1;
         *self.dead_letters.entry(reason.to_owned()).or_default() += 1;
+        if self.latest_dead.len() == LATEST_DEAD {
+            self.latest_dead.pop_back();
+        }
+        self.latest_dead.push_front(LatestDeadLetter {
+            at_ms,
+            reason: reason.to_owned(),
+            error: seen.error,
+            source: seen.source,
+        });
     }
 
     pub fn set_lag(&mut self, lag: Option<i64>) {
@@ -637,6 +696,7 @@ impl Board {
                         .manifest
                         .as_ref()
                         .and_then(|m| m.test_metrics.as_ref().map(|t| t.roc_auc)),
+                    test: v.manifest.as_ref().and_then(|m| m.test_metrics),
                     predictions: v.predictions,
                     served: all.served.view(),
                     new_rows: all.new_rows.view(),
@@ -646,6 +706,7 @@ impl Board {
                     estimated: estimate_view(&all.estimate),
                     calibration: v.calibration.view(),
                     estimated_series,
+                    windows: v.windows(),
                 }
             })
             .collect();
@@ -714,6 +775,7 @@ impl Board {
             gate,
             timeline: self.timeline.iter().rev().cloned().collect(),
             dead_letters: self.dead_letters.clone(),
+            latest_dead_letters: self.latest_dead.iter().cloned().collect(),
             drift,
             latest: self.latest.iter().cloned().collect(),
         }
@@ -756,15 +818,32 @@ mod tests {
             let truth = if i % 4 == 0 { ">50K" } else { "<=50K" };
             b.prediction(&prediction(i, 1 + (i % 2) as u32, 0.2, Some(truth)));
         }
-        b.dead_letter(NOW - 2000, "not_json");
-        b.dead_letter(NOW - 2000, "not_json");
-        b.dead_letter(NOW - 1500, "wrong_type");
+        b.dead_letter(NOW - 2000, "not_json", DeadLetterSeen::default());
+        b.dead_letter(NOW - 2000, "not_json", DeadLetterSeen::default());
+        b.dead_letter(
+            NOW - 1500,
+            "wrong_type",
+            DeadLetterSeen {
+                error: "age: invalid type".into(),
+                source: "req/0@7".into(),
+            },
+        );
         let s = b.snapshot(NOW);
         assert_eq!(s.totals.requests, 100);
         assert_eq!(s.totals.predictions, 100);
         assert_eq!(s.totals.dead_letters, 3);
         assert_eq!(s.dead_letters["not_json"], 2);
         assert_eq!(s.dead_letters["wrong_type"], 1);
+        assert_eq!(s.latest_dead_letters.len(), 3);
+        let newest = &s.latest_dead_letters[0];
+        assert_eq!(
+            (
+                newest.reason.as_str(),
+                newest.error.as_str(),
+                newest.source.as_str()
+            ),
+            ("wrong_type", "age: invalid type", "req/0@7")
+        );
         assert!(
             (s.predictions_per_s - 20.0).abs() < 1e-9,
             "{}",
@@ -846,6 +925,33 @@ mod tests {
         let payload =
             format!(r#"{{"request_id":"{id}","income_bracket":"{truth}","labeled_at_ms":1}}"#);
         (position, payload.into_bytes())
+    }
+
+    #[test]
+    fn each_minute_has_its_estimate_and_the_realised_figure_of_the_labels_come_for_it() {
+        let mut b = board();
+        // NOW is on a minute's boundary: 20 predictions in the minute before it (p 0.9, all
+        // labelled and right), 10 in the one before that (p 0.6, unlabelled).
+        assert_eq!(NOW % 60_000, 0);
+        for i in 0..30 {
+            let (at, p, truth) = match i {
+                0..10 => (NOW - 90_000 + i, 0.6, None),
+                _ => (NOW - 30_000 + i, 0.9, Some(">50K")),
+            };
+            let mut x = prediction(i, 1, p, truth);
+            x.predicted_at_ms = at;
+            b.prediction(&x);
+        }
+        let s = b.snapshot(NOW);
+        let w = &s.versions[0].windows;
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!((w[0].t, w[0].predictions), (NOW - 60_000, 10));
+        assert!((w[0].estimated_accuracy - 0.6).abs() < 1e-12);
+        assert_eq!(w[0].realised, None, "no label came for the first minute");
+        assert_eq!((w[1].t, w[1].predictions), (NOW, 20));
+        assert!((w[1].estimated_accuracy - 0.9).abs() < 1e-12);
+        let r = w[1].realised.unwrap();
+        assert_eq!((r.labeled, r.accuracy), (20, 1.0));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Headers, Message};
 use tokio_util::sync::CancellationToken;
 
-use super::board::Board;
+use super::board::{Board, DeadLetterSeen};
 use crate::kafka::{group_lag, BrokerError, KafkaSettings};
 use crate::registry::{bundle_files, Alias, Registry};
 use crate::stream::messages::{now_ms, Prediction};
@@ -79,16 +79,30 @@ pub async fn read_topics(
             };
             board.label(position, m.payload());
         } else if topic == t.dlq {
-            let reason = m
-                .headers()
-                .and_then(|h| {
+            let header = |name: &str| {
+                m.headers().and_then(|h| {
                     h.iter()
-                        .find(|h| h.key == "dlq.reason")
+                        .find(|h| h.key == name)
                         .and_then(|h| h.value)
                         .map(|v| String::from_utf8_lossy(v).into_owned())
                 })
-                .unwrap_or_else(|| "unknown".to_owned());
-            board.dead_letter(at_ms, &reason);
+            };
+            let reason = header("dlq.reason").unwrap_or_else(|| "unknown".to_owned());
+            let source = match (header("dlq.source.topic"), header("dlq.source.partition")) {
+                (Some(t), Some(p)) => format!(
+                    "{t}/{p}@{}",
+                    header("dlq.source.offset").unwrap_or_default()
+                ),
+                _ => String::new(),
+            };
+            board.dead_letter(
+                at_ms,
+                &reason,
+                DeadLetterSeen {
+                    error: header("dlq.error").unwrap_or_default(),
+                    source,
+                },
+            );
         }
     }
 }

@@ -52,6 +52,18 @@ pub struct Step {
     pub n: u64,
 }
 
+/// One window (a minute) of a version's served predictions: the quality estimated from their
+/// probabilities, and the realised quality on the labels that have come for them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct WindowView {
+    /// The window's end.
+    pub t: i64,
+    pub predictions: u64,
+    pub estimated_accuracy: f64,
+    pub estimated_log_loss: f64,
+    pub realised: Option<Tally>,
+}
+
 /// Quality estimated from the served probabilities alone (see `board::Estimate`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct EstimateView {
@@ -68,6 +80,9 @@ pub struct VersionView {
     pub created_at_ms: Option<i64>,
     pub cv_log_loss: Option<f64>,
     pub test_auc: Option<f64>,
+    /// Its manifest's test metrics: on adult.test's rows it was not trained on (their number
+    /// in `rows`), with its calibration there.
+    pub test: Option<crate::train::evaluate::Metrics>,
     /// Predictions it served.
     pub predictions: u64,
     /// Its labeled predictions, served and scored in shadow.
@@ -81,6 +96,8 @@ pub struct VersionView {
     /// Estimated from its served probabilities, before labels: cumulative, and over time.
     pub estimated: Option<EstimateView>,
     pub estimated_series: Vec<Step>,
+    /// Per minute of its served predictions: estimated, and realised on the labels come so far.
+    pub windows: Vec<WindowView>,
     /// Its served predictions' calibration on their labels: reliability bins, ECE, Brier.
     pub calibration: Option<crate::lifecycle::calibration::CalibrationView>,
 }
@@ -119,6 +136,15 @@ pub struct DriftView {
     pub features: Vec<(String, f64)>,
 }
 
+/// A dead letter as listed: when, why, its error, and where its record was read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatestDeadLetter {
+    pub at_ms: i64,
+    pub reason: String,
+    pub error: String,
+    pub source: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Latest {
     pub request_id: String,
@@ -151,6 +177,8 @@ pub struct Snapshot {
     /// Newest first.
     pub timeline: Vec<Moment>,
     pub dead_letters: BTreeMap<String, u64>,
+    /// The latest dead letters, newest first.
+    pub latest_dead_letters: Vec<LatestDeadLetter>,
     pub drift: Option<DriftView>,
     /// Newest first.
     pub latest: Vec<Latest>,

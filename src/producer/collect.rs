@@ -55,14 +55,15 @@ impl Tally {
     }
 
     /// Records a prediction that arrived `latency_ms` after its request was sent.
-    fn on_prediction(&mut self, p: Prediction, latency_ms: f64) {
+    /// `apart`: its label when sent apart (the prediction then carries none).
+    fn on_prediction(&mut self, p: Prediction, latency_ms: f64, apart: Option<bool>) {
         self.last_at = Some(Instant::now());
         if self.first.contains_key(&p.request_id) {
             self.duplicates += 1;
             return;
         }
         self.shadow = p.challenger_version;
-        let truth = p.income_bracket.as_deref().and_then(parse_label);
+        let truth = p.income_bracket.as_deref().and_then(parse_label).or(apart);
         let t = self.per_version.entry(p.model_version).or_default();
         t.predictions += 1;
         if let Some(truth) = truth {
@@ -136,7 +137,7 @@ pub(super) async fn collect(c: Collector, stop: CancellationToken) {
                         .latency_ms(index)
                         .unwrap_or_else(|| (now_ms() - p.sent_at_ms) as f64);
                     let mut tally = c.tally.lock().expect("tally");
-                    tally.on_prediction(p, latency);
+                    tally.on_prediction(p, latency, c.sent.label(index));
                     answered(&tally);
                 }
                 Err(KafkaError::PartitionEOF(p)) => {
@@ -190,14 +191,22 @@ mod tests {
     #[test]
     fn duplicates_are_counted_once_and_accuracy_is_per_version() {
         let mut t = Tally::new(View::new(None, 0));
-        t.on_prediction(prediction("r-1", 1, 0.9, ">50K"), 1.0);
-        t.on_prediction(prediction("r-1", 1, 0.9, ">50K"), 1.0);
-        t.on_prediction(prediction("r-2", 1, 0.9, "<=50K."), 1.0);
-        t.on_prediction(prediction("r-3", 2, 0.1, "<=50K"), 1.0);
+        t.on_prediction(prediction("r-1", 1, 0.9, ">50K"), 1.0, None);
+        t.on_prediction(prediction("r-1", 1, 0.9, ">50K"), 1.0, None);
+        t.on_prediction(prediction("r-2", 1, 0.9, "<=50K."), 1.0, None);
+        t.on_prediction(prediction("r-3", 2, 0.1, "<=50K"), 1.0, None);
+        // Labels sent apart: the prediction carries none, the producer knows it.
+        let mut apart = prediction("r-4", 2, 0.1, "");
+        apart.income_bracket = None;
+        t.on_prediction(apart, 1.0, Some(true));
+        let mut unlabelled = prediction("r-5", 2, 0.1, "");
+        unlabelled.income_bracket = None;
+        t.on_prediction(unlabelled, 1.0, None);
         assert_eq!(t.duplicates, 1);
-        assert_eq!(t.first.len(), 3);
+        assert_eq!(t.first.len(), 5);
         assert_eq!(t.per_version[&1].accuracy(), Some(0.5));
-        assert_eq!(t.per_version[&2].accuracy(), Some(1.0));
+        assert_eq!(t.per_version[&2].accuracy(), Some(0.5));
+        assert_eq!(t.per_version[&2].labeled, 2);
     }
 
     /// A sink the test can read back.
@@ -219,7 +228,7 @@ mod tests {
         let buffer = Buffer::default();
         let mut t = Tally::new(View::new(Some(Sink::new(buffer.clone())), 2));
         for i in 0..5 {
-            t.on_prediction(prediction(&format!("r-{i}"), 3, 0.8, ">50K"), 4.0);
+            t.on_prediction(prediction(&format!("r-{i}"), 3, 0.8, ">50K"), 4.0, None);
         }
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();

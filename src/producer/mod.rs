@@ -35,6 +35,10 @@ use input::{Loaded, ReadOptions, Records};
 use send::{send_all, Apart, Plan, SendTimes};
 use view::View;
 
+/// How long the producer's librdkafka tries to deliver a record before it is sent again by a
+/// new producer.
+const PRODUCER_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long sending waits for the readers of the answers to fetch.
 const READERS_READY_WAIT: Duration = Duration::from_secs(5);
 
@@ -109,6 +113,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Summary, ProducerError> {
     config.kafka.ensure_topics().await?;
+    let mut config = config;
+    // A record not delivered within 30 s is sent again by a new producer (see `send`), unless
+    // the user chose another timeout.
+    config
+        .kafka
+        .extra
+        .entry("message.timeout.ms".into())
+        .or_insert_with(|| PRODUCER_MESSAGE_TIMEOUT.as_millis().to_string());
     let producer = config.kafka.producer()?;
     run_with(&producer, config, shutdown).await
 }
@@ -206,6 +218,7 @@ pub async fn run_with(
         run_id: &config.run_id,
         records: &mut records,
         total,
+        fresh: &|| config.kafka.producer(),
         rate: config.rate,
         labels: apart.as_mut(),
     };

@@ -1,7 +1,7 @@
 //! Sending the requests at the chosen rate, each with this run's id, and remembering when each
 //! was sent on one monotonic clock.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -20,6 +20,9 @@ use crate::stream::messages::now_ms;
 pub(super) struct SendTimes {
     clock: Instant,
     micros: Vec<AtomicU64>,
+    /// The label of each request whose label is sent apart (0: none, 1: `<=50K`, 2: `>50K`),
+    /// known here at once although it goes out later: the producer's own accuracy per version.
+    labels: Vec<AtomicU8>,
     /// Requests sent so far.
     count: AtomicUsize,
 }
@@ -31,6 +34,7 @@ impl SendTimes {
         SendTimes {
             clock: Instant::now(),
             micros: (0..n).map(|_| AtomicU64::new(Self::UNSENT)).collect(),
+            labels: (0..n).map(|_| AtomicU8::new(0)).collect(),
             count: AtomicUsize::new(0),
         }
     }
@@ -38,6 +42,18 @@ impl SendTimes {
     fn mark_sent(&self, i: usize) {
         self.micros[i].store(self.clock.elapsed().as_micros() as u64, Ordering::Release);
         self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn mark_label(&self, i: usize, label: bool) {
+        self.labels[i].store(1 + u8::from(label), Ordering::Release);
+    }
+
+    /// The label of request `i` when it is sent apart.
+    pub(super) fn label(&self, i: usize) -> Option<bool> {
+        match self.labels.get(i)?.load(Ordering::Acquire) {
+            0 => None,
+            v => Some(v == 2),
+        }
     }
 
     /// Requests sent so far, and to send in all.
@@ -64,7 +80,12 @@ pub(super) struct Plan<'a> {
     /// Records to send.
     pub total: usize,
     pub rate: Rate,
+    /// Makes a new producer, for the records whose delivery timed out (see [`send_all`]).
+    pub fresh: &'a (dyn Fn() -> Result<KafkaProducer, BrokerError> + Sync),
 }
+
+/// Rounds of resending timed-out records with a new producer before giving up.
+const MAX_RESENDS: usize = 3;
 
 pub(super) struct Apart {
     pub draw: LabelDraw,
@@ -75,6 +96,11 @@ pub(super) struct Apart {
 
 /// Sends the plan's records (stopping early on `shutdown`) and waits for their
 /// acknowledgements; returns the ids sent, in order.
+///
+/// A record whose delivery timed out is sent again with a new producer (up to [`MAX_RESENDS`]
+/// rounds): after a broker was fenced (a KRaft broker paused past its session timeout),
+/// librdkafka's producer can stay stuck on a partition whose leader it last saw as none, and
+/// delivers nothing more until it is made anew, while a new one sends at once.
 pub(super) async fn send_all(
     producer: &KafkaProducer,
     mut plan: Plan<'_>,
@@ -88,6 +114,7 @@ pub(super) async fn send_all(
     let start = Instant::now();
     let mut ids = Vec::with_capacity(plan.total);
     let mut deliveries = Vec::with_capacity(plan.total);
+    let mut producer = producer.clone();
     for i in 0..plan.total {
         if shutdown.is_cancelled() {
             break;
@@ -120,24 +147,16 @@ pub(super) async fn send_all(
             Outgoing::Raw(bytes) => bytes.as_slice(),
         };
         sent.mark_sent(i);
-        loop {
-            let record = FutureRecord::to(plan.topic)
-                .key(id.as_bytes())
-                .payload(payload);
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    deliveries.push(delivery);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err((e, _)) => return Err(delivery_error(e)),
-            }
-        }
+        let delivery = enqueue(&producer, plan.topic, &id, payload)
+            .await
+            .map_err(delivery_error)?;
+        deliveries.push((i, payload.to_vec(), delivery));
         if let (Some(apart), Some(text)) = (plan.labels.as_deref_mut(), label) {
             match apart.draw.draw() {
                 Some(delay) => {
+                    if let Some(label) = crate::data::parse_label(&text) {
+                        sent.mark_label(i, label);
+                    }
                     let _ = apart.due.send(Due {
                         at: tokio::time::Instant::now() + delay,
                         request_id: id.clone(),
@@ -149,15 +168,40 @@ pub(super) async fn send_all(
         }
         ids.push(id);
     }
-    for d in deliveries {
-        match d.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => return Err(delivery_error(e)),
-            Err(_) => {
-                return Err(BrokerError::Canceled {
-                    topic: plan.topic.to_owned(),
-                })
+    for round in 0.. {
+        let mut timed_out = Vec::new();
+        for (i, payload, d) in deliveries.drain(..) {
+            match d.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _)))
+                    if round < MAX_RESENDS =>
+                {
+                    timed_out.push((i, payload));
+                }
+                Ok(Err((e, _))) => return Err(delivery_error(e)),
+                Err(_) => {
+                    return Err(BrokerError::Canceled {
+                        topic: plan.topic.to_owned(),
+                    })
+                }
             }
+        }
+        if timed_out.is_empty() {
+            break;
+        }
+        tracing::warn!(
+            "{} records were not delivered in time: sending them again with a new producer \
+             (round {} of at most {MAX_RESENDS})",
+            timed_out.len(),
+            round + 1
+        );
+        producer = (plan.fresh)()?;
+        for (i, payload) in timed_out {
+            let id = format!("{}-{i:06}", plan.run_id);
+            let delivery = enqueue(&producer, plan.topic, &id, &payload)
+                .await
+                .map_err(delivery_error)?;
+            deliveries.push((i, payload, delivery));
         }
     }
     tracing::info!(
@@ -166,6 +210,25 @@ pub(super) async fn send_all(
         start.elapsed().as_secs_f64()
     );
     Ok(ids)
+}
+
+/// Hands one record to `producer`, waiting while its queue is full.
+async fn enqueue(
+    producer: &KafkaProducer,
+    topic: &str,
+    id: &str,
+    payload: &[u8],
+) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
+    loop {
+        let record = FutureRecord::to(topic).key(id.as_bytes()).payload(payload);
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

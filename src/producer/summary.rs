@@ -97,9 +97,10 @@ impl Summary {
         }
         for (v, t) in &self.per_version {
             let acc = match (t.accuracy(), self.labels) {
-                (Some(a), _) => format!("{a:.4}"),
-                // The requests carried no label: the dashboard and the retrainer join them.
-                (None, Some(_)) => "– (labels sent apart)".into(),
+                // Labels sent apart are known here at once (they reach the pipeline later).
+                (Some(a), Some(_)) => format!("{a:.4} (labels sent apart, known here at once)"),
+                (Some(a), None) => format!("{a:.4}"),
+                (None, Some(_)) => "– (no label sent)".into(),
                 (None, None) => "n/a".into(),
             };
             s += &format!(

@@ -17,6 +17,7 @@ use std::hash::{Hash, Hasher};
 
 use crate::bundle::Bundle;
 use crate::data::LabeledRow;
+use crate::lifecycle::calibration::calibration;
 use crate::lifecycle::gate::log_loss;
 
 /// The figures of the check.
@@ -26,8 +27,18 @@ pub struct OfflineCheck {
     pub held_back: (usize, f64, f64),
     /// The same on the test rows not trained on.
     pub test: (usize, f64, f64),
+    /// Expected calibration error (ten bins) of the challenger and of the champion on those
+    /// test rows, when they are at least [`MIN_EVIDENCE_ROWS`].
+    pub test_ece: Option<(f64, f64)>,
     pub delta: f64,
 }
+
+/// How much worse (in expected calibration error, on adult.test's rows not trained on) a
+/// challenger's calibration may be than the champion's: two points. Sampling noise of the ECE
+/// over ten bins on the ~16,000 test rows is under half a point; a retrain whose scores are
+/// that much less calibrated would make the estimate before labels (which takes scores at
+/// their word) miss by as much.
+pub const MAX_ECE_WORSE: f64 = 0.02;
 
 /// The fewest rows not trained on that a check may rest on.
 pub const MIN_EVIDENCE_ROWS: usize = 100;
@@ -46,6 +57,13 @@ impl OfflineCheck {
         self.rows() >= MIN_EVIDENCE_ROWS
             && not_worse(self.held_back)
             && (not_worse(self.test) || self.stream_moved_on())
+            && (!self.calibration_worse() || self.stream_moved_on())
+    }
+
+    /// The challenger's calibration on adult.test is worse than the champion's by more than
+    /// [`MAX_ECE_WORSE`].
+    pub fn calibration_worse(&self) -> bool {
+        self.test_ece.is_some_and(|(c, p)| c - p > MAX_ECE_WORSE)
     }
 
     /// The held-back stream rows (at least [`MIN_EVIDENCE_ROWS`]) show the challenger better by
@@ -75,8 +93,19 @@ impl OfflineCheck {
                 .to_owned(),
             false => String::new(),
         };
+        let calibration = match self.test_ece {
+            Some((c, p)) => format!(
+                "; calibration error (ECE) on adult.test {c:.4} vs champion {p:.4}{}",
+                if self.calibration_worse() {
+                    format!(", worse by more than {MAX_ECE_WORSE}")
+                } else {
+                    String::new()
+                }
+            ),
+            None => String::new(),
+        };
         format!(
-            "log loss {}; {} (margin {}){short}{moved}",
+            "log loss {}; {} (margin {}){calibration}{short}{moved}",
             part("held-back stream rows not trained on", self.held_back),
             part("adult.test rows not trained on", self.test),
             self.delta
@@ -84,16 +113,25 @@ impl OfflineCheck {
     }
 }
 
-/// Mean log losses of both models on `rows` (CPU work).
-fn mean_losses(challenger: &Bundle, champion: &Bundle, rows: &[&LabeledRow]) -> (usize, f64, f64) {
+/// Both models' probabilities on `rows` (CPU work); the challenger's `None` when either fails.
+fn scored(
+    challenger: &Bundle,
+    champion: &Bundle,
+    rows: &[&LabeledRow],
+) -> Option<(Vec<f64>, Vec<f64>)> {
+    let records = || rows.iter().map(|r| &r.row).collect::<Vec<_>>().into_iter();
+    match (challenger.predict(records()), champion.predict(records())) {
+        (Ok(c), Ok(p)) => Some((c, p)),
+        _ => None,
+    }
+}
+
+/// Mean log losses of both models on `rows`, from their probabilities.
+fn mean_losses(rows: &[&LabeledRow], probs: Option<&(Vec<f64>, Vec<f64>)>) -> (usize, f64, f64) {
     if rows.is_empty() {
         return (0, 0.0, 0.0);
     }
-    let records = || rows.iter().map(|r| &r.row);
-    let (Ok(c), Ok(p)) = (
-        challenger.predict(records().collect::<Vec<_>>().into_iter()),
-        champion.predict(records().collect::<Vec<_>>().into_iter()),
-    ) else {
+    let Some((c, p)) = probs else {
         return (rows.len(), f64::INFINITY, 0.0);
     };
     let n = rows.len() as f64;
@@ -104,7 +142,18 @@ fn mean_losses(challenger: &Bundle, champion: &Bundle, rows: &[&LabeledRow]) -> 
             .sum::<f64>()
             / n
     };
-    (rows.len(), loss(&c), loss(&p))
+    (rows.len(), loss(c), loss(p))
+}
+
+/// Both models' expected calibration error on `rows`, when they are enough to say.
+fn eces(rows: &[&LabeledRow], probs: Option<&(Vec<f64>, Vec<f64>)>) -> Option<(f64, f64)> {
+    let (c, p) = probs?;
+    if rows.len() < MIN_EVIDENCE_ROWS {
+        return None;
+    }
+    let labels: Vec<bool> = rows.iter().map(|r| r.label).collect();
+    let ece = |probs: &[f64]| calibration(probs, &labels).view().map(|v| v.ece);
+    Some((ece(c)?, ece(p)?))
 }
 
 /// Runs the check (CPU work: call off the runtime). `trained_on` are the rows the challenger
@@ -119,9 +168,12 @@ pub fn check(
     delta: f64,
 ) -> OfflineCheck {
     let (held, unseen) = evidence(held_back, test, trained_on);
+    let held_probs = scored(challenger, champion, &held);
+    let test_probs = scored(challenger, champion, &unseen);
     OfflineCheck {
-        held_back: mean_losses(challenger, champion, &held),
-        test: mean_losses(challenger, champion, &unseen),
+        held_back: mean_losses(&held, held_probs.as_ref()),
+        test: mean_losses(&unseen, test_probs.as_ref()),
+        test_ece: eces(&unseen, test_probs.as_ref()),
         delta,
     }
 }
@@ -193,6 +245,7 @@ mod tests {
         let check = |held: usize, test: usize, worse: f64| OfflineCheck {
             held_back: (held, 0.30 + worse, 0.30),
             test: (test, 0.28, 0.28),
+            test_ece: None,
             delta: 0.01,
         };
         assert!(!check(0, 0, 0.0).passed(), "a check on zero rows");
@@ -213,6 +266,7 @@ mod tests {
         let check = |held: (usize, f64), test_worse: f64| OfflineCheck {
             held_back: (held.0, 0.36 + held.1, 0.36),
             test: (16_000, 0.30 + test_worse, 0.30),
+            test_ece: None,
             delta: 0.01,
         };
         // Worse on adult.test, better on the recent rows by more than δ: the stream moved on.
@@ -230,5 +284,25 @@ mod tests {
         assert!(!check((1_377, 0.011), 0.0).passed());
         // Not worse on adult.test: no exception needed, none said.
         assert!(!check((1_377, -0.027), 0.0).summary().contains("moved away"));
+    }
+
+    #[test]
+    fn a_challenger_clearly_less_calibrated_on_adult_test_is_refused() {
+        let check = |ece: (f64, f64), held_better: f64| OfflineCheck {
+            held_back: (1_000, 0.36 - held_better, 0.36),
+            test: (16_000, 0.30, 0.30),
+            test_ece: Some(ece),
+            delta: 0.01,
+        };
+        assert!(check((0.030, 0.015), 0.0).passed(), "worse by 1.5 points");
+        let worse = check((0.040, 0.015), 0.0);
+        assert!(!worse.passed() && worse.calibration_worse());
+        assert!(
+            worse.summary().contains("worse by more than 0.02"),
+            "{}",
+            worse.summary()
+        );
+        // Unless the stream moved on: adult.test's calibration is then of another concept.
+        assert!(check((0.040, 0.015), 0.03).passed());
     }
 }

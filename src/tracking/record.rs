@@ -79,6 +79,8 @@ impl VersionRecord {
                 ("test_f1".to_owned(), t.f1),
                 ("test_rows".to_owned(), t.rows as f64),
             ]);
+            metrics.extend(t.ece.map(|e| ("test_ece".to_owned(), e)));
+            metrics.extend(t.brier.map(|b| ("test_brier".to_owned(), b)));
         }
         let mut tags = vec![
             (BUNDLE_VERSION_TAG.to_owned(), m.version.to_string()),

@@ -12,6 +12,13 @@ pub struct Metrics {
     pub log_loss: f64,
     pub accuracy: f64,
     pub f1: f64,
+    /// Expected calibration error over ten bins of the probability (none in manifests written
+    /// before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ece: Option<f64>,
+    /// Brier score: the mean squared error of the probability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brier: Option<f64>,
 }
 
 /// What a cross-validated search found, as a manifest records it.
@@ -57,12 +64,16 @@ impl Metrics {
             .collect();
         let true_int: Vec<i32> = labels.iter().map(|&y| y as i32).collect();
         let hard_int: Vec<i32> = y_hard.iter().map(|&y| y as i32).collect();
+        let positive: Vec<bool> = labels.iter().map(|&y| y > 0.5).collect();
+        let calibration = crate::lifecycle::calibration::calibration(probs, &positive).view();
         Metrics {
             rows: labels.len(),
             roc_auc: smartcore::metrics::roc_auc_score(&y_true, &y_prob),
             log_loss: log_loss(labels, probs),
             accuracy: smartcore::metrics::accuracy(&true_int, &hard_int),
             f1: smartcore::metrics::f1(&y_true, &y_hard, 1.0),
+            ece: calibration.as_ref().map(|c| c.ece),
+            brier: calibration.as_ref().map(|c| c.brier),
         }
     }
 
@@ -75,8 +86,16 @@ impl Metrics {
              log loss   {:.4}\n\
              accuracy   {:.4}\n\
              F1         {:.4}\n\
+             ECE        {}\n\
+             Brier      {}\n\
              rows       {}",
-            self.roc_auc, self.log_loss, self.accuracy, self.f1, self.rows
+            self.roc_auc,
+            self.log_loss,
+            self.accuracy,
+            self.f1,
+            self.ece.map_or("–".into(), |e| format!("{e:.4}")),
+            self.brier.map_or("–".into(), |b| format!("{b:.4}")),
+            self.rows
         )
     }
 }
@@ -97,5 +116,9 @@ mod tests {
         assert!((m.f1 - 2.0 / 3.0).abs() < 1e-12, "{}", m.f1);
         let expected = -(0.9f64.ln() + 0.6f64.ln() + 0.35f64.ln() + 0.8f64.ln()) / 4.0;
         assert!((m.log_loss - expected).abs() < 1e-12);
+        // Brier: mean of 0.01, 0.16, 0.4225, 0.04; ECE: bins 1 (0.1, no), 3 (0.35, yes),
+        // 4 (0.4, no), 8 (0.8, yes): gaps 0.1, 0.65, 0.4, 0.2, each a quarter.
+        assert!((m.brier.unwrap() - (0.01 + 0.16 + 0.4225 + 0.04) / 4.0).abs() < 1e-12);
+        assert!((m.ece.unwrap() - (0.1 + 0.65 + 0.4 + 0.2) / 4.0).abs() < 1e-12);
     }
 }

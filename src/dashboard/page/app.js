@@ -144,6 +144,15 @@ function renderCharts(s) {
   const pct = (v) => (100 * v).toFixed(1) + "%";
   lineChart($("c-accuracy"), $("l-accuracy"), acc, { padY: 0.005, floor: 0, ceil: 1, yFmt: pct, empty: "no labeled predictions yet" });
   lineChart($("c-logloss"), $("l-logloss"), ll, { padY: 0.005, floor: 0, yFmt: (v) => v.toFixed(3), empty: "no labeled predictions yet" });
+  // Per minute: the last three versions that served.
+  const win = [];
+  for (const v of s.versions.filter((v) => v.windows.length).slice(-3)) {
+    const color = versionColor(v.version);
+    win.push({ name: `v${v.version} estimated`, color, dash: true, width: 1.5, points: v.windows.map((w) => [w.t, w.estimated_accuracy]) });
+    const real = v.windows.filter((w) => w.realised && w.realised.labeled >= 30);
+    if (real.length) win.push({ name: `v${v.version} realised`, color, points: real.map((w) => [w.t, w.realised.accuracy]) });
+  }
+  lineChart($("c-windows"), $("l-windows"), win, { padY: 0.005, floor: 0, ceil: 1, yFmt: pct, empty: "no predictions yet" });
 }
 
 function renderGate(s) {
@@ -174,7 +183,8 @@ function renderGate(s) {
     el("th", { class: "num" }, "accuracy"), el("th", { class: "num" }, "log loss"),
     el("th", { class: "num", title: "accuracy on rows whose features came for the first time (not in adult.data, not earlier in the stream): rows no version trained on, so a repeated input cannot inflate it; (labels)" }, "on new rows"),
     el("th", { class: "num", title: "from the served probabilities alone, before labels (assumes calibrated scores)" }, "estimated"),
-    el("th", { class: "num" }, "in shadow"), el("th", { class: "num" }, "CV log loss")));
+    el("th", { class: "num" }, "in shadow"), el("th", { class: "num" }, "CV log loss"),
+    el("th", { class: "num", title: "on adult.test's rows it was not trained on: log loss · AUC · calibration error (ECE), (rows)" }, "test")));
   // Retired versions that never served nor were scored in shadow are folded into one line.
   const folded = s.versions.filter((v) => v.role === "retired" && v.predictions === 0 && !v.shadow && !v.served);
   const shown = s.versions.filter((v) => !folded.includes(v));
@@ -190,13 +200,16 @@ function renderGate(s) {
       el("td", { class: "num" }, v.new_rows ? `${f(v.new_rows)} (${fmtInt(v.new_rows.labeled)})` : "– (0)"),
       el("td", { class: "num" }, v.estimated ? `${f(v.estimated)} · ${v.estimated.log_loss.toFixed(4)}` : "–"),
       el("td", { class: "num nowrap" }, v.shadow ? `${f(v.shadow)} · ${v.shadow.log_loss.toFixed(4)} (${fmtInt(v.shadow.labeled)})` : "–"),
-      el("td", { class: "num" }, v.cv_log_loss == null ? "–" : v.cv_log_loss.toFixed(4))));
+      el("td", { class: "num" }, v.cv_log_loss == null ? "–" : v.cv_log_loss.toFixed(4)),
+      el("td", { class: "num nowrap" }, v.test
+        ? `${v.test.log_loss.toFixed(4)} · ${v.test.roc_auc.toFixed(3)} · ${v.test.ece == null ? "–" : v.test.ece.toFixed(3)} (${fmtInt(v.test.rows)})`
+        : "–")));
   }
   if (folded.length) {
     const cv = folded.map((v) => v.cv_log_loss).filter((x) => x != null);
     const range = cv.length ? `; CV log loss ${Math.min(...cv).toFixed(4)}–${Math.max(...cv).toFixed(4)}` : "";
     table.append(el("tr", { class: "folded", "data-folded": folded.length },
-      el("td", { colspan: 10, class: "muted" },
+      el("td", { colspan: 11, class: "muted" },
         `${folded.map((v) => "v" + v.version).join(", ")}: ${folded.length} retired, never served nor shadowed${range}`)));
   }
 }
@@ -215,6 +228,14 @@ function renderDeadLetters(s) {
   const rows = Object.entries(s.dead_letters).sort((a, b) => b[1] - a[1])
     .map(([name, n]) => ({ name, value: n, text: fmtInt(n), cls: "hot" }));
   bars($("dead-letters"), rows, { empty: "none: every request so far was scored" });
+  const list = $("dead-latest");
+  list.replaceChildren();
+  for (const d of s.latest_dead_letters) {
+    list.append(el("li", {},
+      el("span", { class: "when" }, fmtTime(d.at_ms)),
+      el("span", {}, el("span", { class: "badge decided" }, d.reason)),
+      el("span", {}, d.error || "(no error text)", d.source ? el("span", { class: "muted" }, ` · ${d.source}`) : "")));
+  }
 }
 
 // The reliability diagram of the versions that served labeled predictions: in each bin of the
