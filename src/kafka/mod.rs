@@ -79,4 +79,11 @@ pub enum BrokerError {
         code: RDKafkaErrorCode,
         reason: String,
     },
+    #[error(
+        "fatal error: the outputs of a batch were not acknowledged for {waited:?}, the last 20 s \
+         with the broker answering: the producer is stuck (librdkafka can stay so after a \
+         broker was fenced); restart the service (the batch's records are read again: nothing \
+         is lost)"
+    )]
+    StuckProducer { waited: Duration },
 }

@@ -10,7 +10,9 @@
 //! repeats at most the batches in flight (at-least-once): answered, not yet committed.
 //!
 //! A delivery that fails ends the loop with its error: nothing after it is stored, the batches
-//! still in flight are left, and their records come again after a restart. On shutdown, no new
+//! still in flight are left, and their records come again after a restart. So does a delivery
+//! not acknowledged while the broker answers for 20 s (a stuck producer: see
+//! [`Flights::broker_answers`]). On shutdown, no new
 //! batch is read; those in flight are delivered, stored and committed first.
 //!
 //! Rebalances are not waited for: librdkafka revokes and assigns partitions while batches are
@@ -21,7 +23,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaResult;
@@ -34,6 +36,11 @@ use super::batch::{
 };
 use crate::kafka::{next_offsets, BrokerError, InMessage};
 use crate::util::fault;
+
+/// How long the broker may answer while a batch's outputs wait for their acknowledgements
+/// before the producer is taken for stuck (see [`Flights::broker_answers`]); also how long a
+/// batch waits before the broker is asked.
+const STUCK_AFTER: Duration = Duration::from_secs(20);
 
 /// Runs `worker` on `consumer`'s batches until `shutdown` or an error.
 pub async fn serve<W: Worker>(
@@ -75,8 +82,20 @@ pub async fn serve<W: Worker>(
                 let next = next_offsets(&batch).map_err(BrokerError::from)?;
                 flights.push(next, worker.deliver(output?));
             }
-            // The consumer may fail for good without a record or an error to say so.
-            () = tokio::time::sleep(Duration::from_secs(1)) => check_fatal(consumer)?,
+            // The consumer may fail for good without a record or an error to say so, and the
+            // producer may stop delivering without failing anything.
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                check_fatal(consumer)?;
+                if flights.oldest_age() >= STUCK_AFTER {
+                    let c = consumer.clone();
+                    let answers = tokio::task::spawn_blocking(move || {
+                        c.fetch_metadata(None, Duration::from_secs(1)).is_ok()
+                    })
+                    .await
+                    .unwrap_or(false);
+                    flights.broker_answers(answers)?;
+                }
+            }
         }
     }
     // Shutdown: the batches in flight are finished.
@@ -115,6 +134,7 @@ fn stored<D>(
 struct Flight<D, E> {
     /// Per partition, the offset after the batch's last record.
     next: TopicPartitionList,
+    since: Instant,
     delivery: JoinHandle<Result<D, E>>,
 }
 
@@ -122,12 +142,16 @@ struct Flight<D, E> {
 /// its own, so that all make progress while the loop waits for the oldest.
 pub(super) struct Flights<D, E> {
     queue: VecDeque<Flight<D, E>>,
+    /// Since when the broker has answered while the oldest batch waited (none: it has not,
+    /// or a batch was acknowledged since).
+    answering_since: Option<Instant>,
 }
 
 impl<D, E> Default for Flights<D, E> {
     fn default() -> Self {
         Flights {
             queue: VecDeque::new(),
+            answering_since: None,
         }
     }
 }
@@ -137,8 +161,36 @@ impl<D: Send + 'static, E: From<BrokerError> + Send + 'static> Flights<D, E> {
     pub(super) fn push(&mut self, next: TopicPartitionList, delivery: Delivery<D, E>) {
         self.queue.push_back(Flight {
             next,
+            since: Instant::now(),
             delivery: tokio::spawn(delivery),
         });
+    }
+
+    /// How long the oldest batch has waited for its acknowledgements.
+    pub(super) fn oldest_age(&self) -> Duration {
+        self.queue
+            .front()
+            .map_or(Duration::ZERO, |f| f.since.elapsed())
+    }
+
+    /// Whether the broker answers (a metadata request) while the oldest batch waits: an error
+    /// once it has answered for [`STUCK_AFTER`] with that batch still unacknowledged. While the
+    /// broker is away (paused, restarting) nothing is decided. librdkafka's producer can stay
+    /// stuck after a broker was fenced (KRaft, a broker paused past its session timeout),
+    /// delivering nothing and failing nothing; only a new one sends again, so the service ends
+    /// for its supervisor to restart it.
+    pub(super) fn broker_answers(&mut self, answers: bool) -> Result<(), BrokerError> {
+        if !answers {
+            self.answering_since = None;
+            return Ok(());
+        }
+        let since = *self.answering_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= STUCK_AFTER {
+            return Err(BrokerError::StuckProducer {
+                waited: self.oldest_age(),
+            });
+        }
+        Ok(())
     }
 
     pub(super) fn len(&self) -> usize {
@@ -162,6 +214,7 @@ impl<D: Send + 'static, E: From<BrokerError> + Send + 'static> Flights<D, E> {
             Err(e) => Err(BrokerError::from(e).into()),
         };
         let oldest = self.queue.pop_front().expect("the flight just awaited");
+        self.answering_since = None;
         (oldest.next, result)
     }
 }
