@@ -158,4 +158,125 @@ mod tests {
         flipped.label = !flipped.label;
         assert!(!keys.contains(&content_key(&flipped.row, flipped.label)));
     }
+
+    /// Two models and the adult.test rows of the gate test: a weak champion (300 rows of
+    /// adult.data) and a challenger trained on 6,000.
+    fn models() -> (Arc<Bundle>, Arc<Bundle>, Vec<crate::data::LabeledRow>) {
+        use crate::bundle::assemble::bundle_files;
+        use crate::bundle::TrainingData;
+        use crate::model::Scoring;
+        use crate::train::{fit, SearchConfig};
+        let adult =
+            crate::data::load_adult(std::path::Path::new("data"), &crate::data::Fetch::Never)
+                .expect("data/adult.* (scripts/test.sh puts them there)");
+        let mut search = SearchConfig::with_budget(2.try_into().unwrap());
+        search.threads = 2.try_into().unwrap();
+        let bundle = |rows: &[crate::data::LabeledRow], version: u32| {
+            let trained = fit(rows, None, &search, Scoring::default()).unwrap();
+            let mut files = bundle_files(
+                trained,
+                &search,
+                None,
+                TrainingData::adult_data("test", rows.len()),
+            );
+            files.stamp(version);
+            Arc::new(files.load(Scoring::default()).unwrap())
+        };
+        (
+            bundle(&adult.train[..6_000], 2),
+            bundle(&adult.train[..300], 1),
+            adult.test,
+        )
+    }
+
+    #[test]
+    fn the_gate_decides_on_labels_come_late_and_shuffled_as_on_the_same_pairs_at_once() {
+        use crate::kafka::InMessage;
+        use crate::retrainer::LabelJoin;
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let (challenger, champion, test) = models();
+        let n = 1_500;
+        let request = |i: usize, inline: bool| {
+            let mut body = serde_json::json!({
+                "request_id": format!("r{i}"),
+                "sent_at_ms": 1,
+                "record": test[i].row,
+            });
+            if inline {
+                body["income_bracket"] = crate::data::label_text(test[i].label).into();
+            }
+            InMessage {
+                topic: "census.requests".into(),
+                partition: (i % 3) as i32,
+                offset: (i / 3) as i64,
+                key: None,
+                payload: Some(serde_json::to_vec(&body).unwrap()),
+            }
+        };
+        let label = |i: usize, offset: i64| InMessage {
+            topic: "census.labels".into(),
+            partition: 0,
+            offset,
+            key: None,
+            payload: Some(
+                serde_json::to_vec(&serde_json::json!({
+                    "request_id": format!("r{i}"),
+                    "income_bracket": crate::data::label_text(test[i].label),
+                    "labeled_at_ms": 2,
+                }))
+                .unwrap(),
+            ),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let window = std::time::Duration::from_secs(900);
+        let open = |name: &str| LabelJoin::open(&dir.path().join(name), "census.labels", window);
+
+        // At once: every request carries its label.
+        let mut at_once = open("a.jsonl").unwrap();
+        let requests: Vec<InMessage> = (0..n).map(|i| request(i, true)).collect();
+        let rows_at_once = at_once.join(&requests, 0).rows;
+
+        // Late, out of order, in batches: the requests first, then their labels shuffled.
+        let mut late = open("b.jsonl").unwrap();
+        let requests: Vec<InMessage> = (0..n).map(|i| request(i, false)).collect();
+        let mut rows_late = late.join(&requests, 0).rows;
+        assert!(rows_late.is_empty());
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(3));
+        for (k, chunk) in order.chunks(100).enumerate() {
+            let batch: Vec<InMessage> = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, &i)| label(i, (k * 100 + j) as i64))
+                .collect();
+            rows_late.extend(late.join(&batch, 60_000).rows);
+        }
+
+        // The same pairs, each once.
+        let pairs = |rows: &[StoredRow]| -> BTreeMap<(i32, i64), bool> {
+            rows.iter()
+                .map(|r| ((r.partition, r.offset), r.label))
+                .collect()
+        };
+        assert_eq!(rows_at_once.len(), n);
+        assert_eq!(rows_late.len(), n);
+        assert_eq!(pairs(&rows_at_once), pairs(&rows_late));
+
+        // The same decision.
+        let decide = |rows: &[StoredRow]| {
+            let mut run = GateRun::new(
+                challenger.clone(),
+                champion.clone(),
+                false,
+                BTreeMap::new(),
+                GateSettings::default(),
+            );
+            run.feed(rows);
+            run.decision()
+        };
+        let (at_once, late) = (decide(&rows_at_once), decide(&rows_late));
+        assert_eq!(at_once, Decision::Promote, "a clearly better challenger");
+        assert_eq!(at_once, late);
+    }
 }

@@ -66,12 +66,17 @@ impl Metrics {
         let hard_int: Vec<i32> = y_hard.iter().map(|&y| y as i32).collect();
         let positive: Vec<bool> = labels.iter().map(|&y| y > 0.5).collect();
         let calibration = crate::lifecycle::calibration::calibration(probs, &positive).view();
+        // A model that predicts no positive (one trained on shuffled labels) has no precision:
+        // its F1 is 0, as scikit-learn's `zero_division=0` says; a score that ranks nothing
+        // (one class, or every probability the same) has the AUC of chance. Never NaN: a
+        // manifest is JSON, which has no NaN (it would be written as null and never read back).
+        let or = |x: f64, default: f64| if x.is_finite() { x } else { default };
         Metrics {
             rows: labels.len(),
-            roc_auc: smartcore::metrics::roc_auc_score(&y_true, &y_prob),
+            roc_auc: or(smartcore::metrics::roc_auc_score(&y_true, &y_prob), 0.5),
             log_loss: log_loss(labels, probs),
-            accuracy: smartcore::metrics::accuracy(&true_int, &hard_int),
-            f1: smartcore::metrics::f1(&y_true, &y_hard, 1.0),
+            accuracy: or(smartcore::metrics::accuracy(&true_int, &hard_int), 0.0),
+            f1: or(smartcore::metrics::f1(&y_true, &y_hard, 1.0), 0.0),
             ece: calibration.as_ref().map(|c| c.ece),
             brier: calibration.as_ref().map(|c| c.brier),
         }
@@ -103,6 +108,15 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_that_predicts_no_positive_has_finite_metrics_that_round_trip() {
+        let m = Metrics::compute(&[0.0, 1.0, 0.0, 1.0], &[0.2, 0.2, 0.2, 0.2]);
+        assert_eq!((m.f1, m.roc_auc, m.accuracy), (0.0, 0.5, 0.5));
+        let json = serde_json::to_string(&m).unwrap();
+        let back: Metrics = serde_json::from_str(&json).expect("no null where a number goes");
+        assert_eq!((back.f1, back.roc_auc, back.rows), (0.0, 0.5, 4));
+    }
 
     #[test]
     fn metrics_match_hand_computed_values() {
