@@ -79,8 +79,9 @@ pub(super) fn weak_bootstrap(
     scoring: Scoring,
 ) -> Result<Manifest, DemoError> {
     let (train, sha256) = load_training_rows(data_dir, &Fetch::default())?;
+    let test = read_labeled(&ensure_file(data_dir, TEST_FILE, &Fetch::default())?)?;
     let rows = rows.clamp(search.folds.get() * 10, train.len());
-    let trained = fit(&train[..rows], None, search, scoring).map_err(InitError::from)?;
+    let trained = fit(&train[..rows], Some(&test), search, scoring).map_err(InitError::from)?;
     let files = bundle_files(
         trained,
         search,
