@@ -124,8 +124,19 @@ impl GateRun {
         }
     }
 
+    /// The gate's decision; and, when rows left out (either model trained on their like) and
+    /// rows counted together reach `max labels` undecided, a rejection as undecided: a stream
+    /// that repeats what the models were trained on brings no evidence, and a gate waiting for
+    /// it would hold every later retrain back for ever.
     pub fn decision(&self) -> Decision {
-        self.gate.decision()
+        match self.gate.decision() {
+            Decision::Continue
+                if self.gate.labels() + self.left_out >= self.gate.settings().max_labels =>
+            {
+                Decision::Reject { undecided: true }
+            }
+            d => d,
+        }
     }
 }
 
@@ -187,6 +198,49 @@ mod tests {
             bundle(&adult.train[..300], 1),
             adult.test,
         )
+    }
+
+    #[test]
+    fn a_gate_fed_only_rows_its_models_were_trained_on_ends_undecided_at_max_labels() {
+        let (challenger, champion, test) = models();
+        let rows: Vec<StoredRow> = test[..60]
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut s = StoredRow::example(i as i64);
+                s.row = r.row.clone();
+                s.label = r.label;
+                s
+            })
+            .collect();
+        let settings = GateSettings {
+            min_labels: 20,
+            max_labels: 50,
+            ..GateSettings::default()
+        };
+        let run = |trained: bool| {
+            let mut run = GateRun::new(
+                challenger.clone(),
+                champion.clone(),
+                false,
+                BTreeMap::new(),
+                settings,
+            );
+            let base: HashSet<u64> = match trained {
+                true => rows.iter().map(|r| content_key(&r.row, r.label)).collect(),
+                false => HashSet::new(),
+            };
+            run.leave_out_trained(&base, &[]);
+            run.feed(&rows);
+            run
+        };
+        let starved = run(true);
+        assert_eq!((starved.gate.labels(), starved.left_out), (0, 60));
+        assert_eq!(starved.decision(), Decision::Reject { undecided: true });
+        // Counted rows decide as before.
+        let fed = run(false);
+        assert_eq!(fed.left_out, 0);
+        assert_eq!(fed.decision(), fed.gate.decision());
     }
 
     #[test]
