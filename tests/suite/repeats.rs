@@ -158,8 +158,10 @@ async fn an_input_repeated_three_times_is_never_taken_for_skill() {
         DISTINCT * PASSES,
         "every prediction labelled: {st}"
     );
+    // Never more than the first pass. Fewer on a real broker: a prediction read before its
+    // request (another partition, read first) is not counted as new (it may not be).
     assert!(
-        new_rows as usize <= DISTINCT && new_rows as usize >= DISTINCT * 9 / 10,
+        new_rows as usize <= DISTINCT && new_rows as usize >= DISTINCT / 2,
         "new rows {new_rows} of {served}: {st}"
     );
     // A version that first served after the first pass saw no new row: its live accuracy rests
