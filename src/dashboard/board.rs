@@ -259,7 +259,7 @@ struct Novelty {
 
 impl Novelty {
     fn request(&mut self, partition: i32, offset: i64, record: &crate::data::CensusRow, now: i64) {
-        let new = self.seen.insert(features_key(record));
+        let new = self.seen.insert(record.features_key());
         self.waiting.insert((partition, offset), (new, now));
         self.inserts += 1;
         if self.inserts.is_multiple_of(10_000) {
@@ -274,16 +274,6 @@ impl Novelty {
             .remove(&(partition, offset))
             .is_some_and(|(new, _)| new)
     }
-}
-
-/// A row's features, hashed.
-fn features_key(row: &crate::data::CensusRow) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(row)
-        .expect("a row serializes")
-        .hash(&mut h);
-    h.finish()
 }
 
 pub struct Board {
@@ -350,7 +340,7 @@ impl Board {
         mut self,
         rows: impl Iterator<Item = &'a crate::data::CensusRow>,
     ) -> Self {
-        self.novelty.seen.extend(rows.map(features_key));
+        self.novelty.seen.extend(rows.map(|r| r.features_key()));
         self
     }
 

@@ -117,6 +117,16 @@ impl CensusRow {
         ]
     }
 
+    /// The row's features, hashed: the same for the same answers wherever the row comes.
+    pub fn features_key(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_string(self)
+            .expect("a row serializes")
+            .hash(&mut h);
+        h.finish()
+    }
+
     /// Checks every numeric field with [`check_numeric`].
     pub fn validate(&self) -> Result<(), ImpossibleValue> {
         self.numeric_fields()

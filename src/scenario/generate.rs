@@ -5,7 +5,6 @@
 //! [`Reference`]'s probability.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use rand::rngs::StdRng;
@@ -98,15 +97,6 @@ pub struct Generator {
     pub ceiling: Ceiling,
 }
 
-/// A row's features, hashed.
-fn features_key(row: &CensusRow) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(row)
-        .expect("a row serializes")
-        .hash(&mut h);
-    h.finish()
-}
-
 impl Generator {
     /// A generator drawing from `pool`, never making a copy of a row of `known`.
     pub fn new(
@@ -127,7 +117,11 @@ impl Generator {
         }
         Generator {
             hours,
-            known: known.iter().chain(&pool).map(features_key).collect(),
+            known: known
+                .iter()
+                .chain(&pool)
+                .map(CensusRow::features_key)
+                .collect(),
             pool,
             reference,
             scenario,
@@ -199,7 +193,7 @@ impl Generator {
     fn jittered(&mut self, older: f64) -> CensusRow {
         let mut row = self.jitter_once(older);
         for _ in 1..MAX_TRIES {
-            if !self.known.contains(&features_key(&row)) {
+            if !self.known.contains(&row.features_key()) {
                 break;
             }
             row = self.jitter_once(older);
@@ -257,9 +251,9 @@ mod tests {
         let rows = made(&mut g, 5_000);
         assert!(rows
             .iter()
-            .all(|m| !g.known.contains(&features_key(&m.row))));
+            .all(|m| !g.known.contains(&m.row.features_key())));
         assert!(rows.iter().all(|m| m.row.validate().is_ok()));
-        let distinct: HashSet<u64> = rows.iter().map(|m| features_key(&m.row)).collect();
+        let distinct: HashSet<u64> = rows.iter().map(|m| m.row.features_key()).collect();
         assert_eq!(distinct.len(), rows.len(), "no row twice");
         // Labels are drawn from the probability: the share of >50K matches its mean.
         let share = rows.iter().filter(|m| m.label).count() as f64 / 5_000.0;

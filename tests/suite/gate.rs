@@ -5,36 +5,19 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use census_stream::bundle::assemble::bundle_files;
-use census_stream::bundle::{BundleStore, TrainingData};
+use census_stream::bundle::BundleStore;
 use census_stream::lifecycle::{Decided, GateOutcome, RetrainOutcome, TriggerKind};
 use census_stream::predictor::{self, PredictorStats};
 use census_stream::producer::{self, Input, ProducerConfig, Summary};
 use census_stream::registry::{read_registry, Alias};
 use census_stream::retrainer::{self, Event, RetrainerStats};
 use census_stream::settings::Rate;
-use census_stream::train::fit;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
-    adult, adult_dir, own_predictor, own_retrainer, scoring, small_search, store_with_v1,
-    temp_store, test_kafka, TestKafka,
+    adult_dir, own_predictor, own_retrainer, small_search, store_with_v1, test_kafka, weak_store,
+    TestKafka,
 };
-
-/// A store whose v1 is a weak champion: trained on 300 rows of adult.data.
-fn weak_store() -> Option<(tempfile::TempDir, BundleStore)> {
-    let data = adult()?;
-    let (dir, store) = temp_store();
-    let weak = fit(&data.train[..300], None, &small_search(2), scoring()).unwrap();
-    let files = bundle_files(
-        weak,
-        &small_search(2),
-        None,
-        TrainingData::adult_data(&data.train_sha256, 300),
-    );
-    assert_eq!(store.save(files, true).unwrap().version, 1);
-    Some((dir, store))
-}
 
 struct Run {
     /// When the first gate decision was reported.

@@ -262,3 +262,19 @@ pub async fn serve_predictor_endpoints(
     .await
     .unwrap()
 }
+
+/// A store whose v1 is a weak champion: trained on 300 rows of adult.data.
+pub fn weak_store() -> Option<(tempfile::TempDir, BundleStore)> {
+    let data = adult()?;
+    let (dir, store) = temp_store();
+    let weak =
+        census_stream::train::fit(&data.train[..300], None, &small_search(2), scoring()).unwrap();
+    let files = census_stream::bundle::assemble::bundle_files(
+        weak,
+        &small_search(2),
+        None,
+        census_stream::bundle::TrainingData::adult_data(&data.train_sha256, 300),
+    );
+    assert_eq!(store.save(files, true).unwrap().version, 1);
+    Some((dir, store))
+}

@@ -6,18 +6,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use census_stream::bundle::assemble::bundle_files;
-use census_stream::bundle::TrainingData;
 use census_stream::predictor;
 use census_stream::producer::{self, Input, ProducerConfig};
 use census_stream::retrainer::{self, Event};
 use census_stream::settings::Rate;
-use census_stream::train::fit;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
-    adult, adult_dir, own_dashboard, own_predictor, own_retrainer, scoring, small_search,
-    temp_store, test_kafka,
+    adult, adult_dir, own_dashboard, own_predictor, own_retrainer, small_search, test_kafka,
+    weak_store,
 };
 
 const DISTINCT: usize = 1_000;
@@ -40,15 +37,9 @@ async fn an_input_repeated_three_times_is_never_taken_for_skill() {
         return;
     };
     // A weak v1 (300 rows of adult.data), so that retrains pass the offline check and serve.
-    let (dir, store) = temp_store();
-    let weak = fit(&data.train[..300], None, &small_search(2), scoring()).unwrap();
-    let files = bundle_files(
-        weak,
-        &small_search(2),
-        None,
-        TrainingData::adult_data(&data.train_sha256, 300),
-    );
-    store.save(files, true).unwrap();
+    let Some((dir, store)) = weak_store() else {
+        return;
+    };
     let kafka = test_kafka(2).await;
     let s = &kafka.settings;
     let stop = CancellationToken::new();
