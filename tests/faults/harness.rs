@@ -8,9 +8,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use census_stream::kafka::{KafkaSettings, Topics};
-use census_stream::producer::{self, Input, ProducerConfig, Summary};
+use census_stream::producer::{self, Input, LabelPlan, ProducerConfig, Summary};
 use census_stream::settings::Rate;
-use census_stream::stream::messages::Prediction;
+use census_stream::stream::messages::{Label, Prediction};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -298,11 +298,23 @@ pub fn stream(
     rate: f64,
     wait: Duration,
 ) -> tokio::task::JoinHandle<Summary> {
+    stream_labelled(s, n, rate, wait, None)
+}
+
+/// As [`stream`], with the labels sent apart on the labels topic when `labels` is given.
+pub fn stream_labelled(
+    s: &KafkaSettings,
+    n: usize,
+    rate: f64,
+    wait: Duration,
+    labels: Option<LabelPlan>,
+) -> tokio::task::JoinHandle<Summary> {
     let mut prod = ProducerConfig::new(s.clone(), Input::Uci(data_dir().join("adult.test")));
     prod.limit = Some(n);
     prod.rate = Rate::new(rate).unwrap();
     prod.wait = wait;
     prod.show_per_sec = 0;
+    prod.labels = labels;
     tokio::spawn(async move {
         producer::run(prod, CancellationToken::new())
             .await
@@ -550,6 +562,42 @@ pub async fn labeled_requests(s: &KafkaSettings) -> std::collections::BTreeSet<(
                 .is_some()
         })
         .map(|r| (r.partition, r.offset))
+        .collect()
+}
+
+/// The (partition, offset) of every request whose label came apart on the labels topic, with
+/// that label (true for >50K): what a retrainer joining them must keep, once each.
+pub async fn labelled_apart(s: &KafkaSettings) -> BTreeMap<(i32, i64), bool> {
+    let labels: HashMap<String, bool> = read_all(s, &s.topics.labels)
+        .await
+        .into_iter()
+        .filter_map(|r| {
+            let l: Label = serde_json::from_slice(r.payload.as_deref()?).ok()?;
+            Some((
+                l.request_id,
+                census_stream::data::parse_label(&l.income_bracket)?,
+            ))
+        })
+        .collect();
+    read_all(s, &s.topics.requests)
+        .await
+        .into_iter()
+        .filter_map(|r| {
+            let q = census_stream::stream::decode::decode_request(r.payload.as_deref()).ok()?;
+            Some(((r.partition, r.offset), *labels.get(&q.request_id)?))
+        })
+        .collect()
+}
+
+/// The reason and error of every dead letter on the scenario's DLQ.
+pub async fn dead_letters(s: &KafkaSettings) -> Vec<(String, String)> {
+    read_all(s, &s.topics.dlq)
+        .await
+        .into_iter()
+        .map(|d| {
+            let h = |k: &str| d.headers.get(k).cloned().unwrap_or_default();
+            (h("dlq.reason"), h("dlq.error"))
+        })
         .collect()
 }
 

@@ -9,6 +9,7 @@
 
 mod control;
 mod harness;
+mod join;
 
 use std::time::{Duration, Instant};
 
