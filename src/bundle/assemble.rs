@@ -38,6 +38,7 @@ pub fn bundle_files(
         training_data,
         promoted: true,
         trigger: None,
+        calibration: trained.calibration,
     };
     BundleFiles {
         manifest,

@@ -81,6 +81,10 @@ pub struct Manifest {
     /// What started the retrain that made this version (none for `initialize`).
     #[serde(default)]
     pub trigger: Option<crate::lifecycle::triggers::Fired>,
+    /// How its scores were calibrated in training, already folded into the model file (none:
+    /// LightGBM's scores as they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::train::Calibration>,
 }
 
 impl Manifest {
@@ -120,6 +124,7 @@ impl Manifest {
             training_data: TrainingData::adult_data(&"cc".repeat(32), 32_561),
             promoted: false,
             trigger: None,
+            calibration: None,
         }
     }
 }

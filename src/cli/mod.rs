@@ -28,7 +28,7 @@ use crate::retrainer::Promotion;
 use crate::scenario::{Kind, Scenario};
 use crate::settings::{self, share, Folds};
 use crate::tracking::{Tracker, TrackingConfig};
-use crate::train::SearchConfig;
+use crate::train::{Calibrate, SearchConfig};
 use crate::util::slot::HostSlot;
 
 /// Where bundles are stored.
@@ -229,6 +229,10 @@ pub struct SearchArgs {
     /// of the earlier generations.
     #[arg(long)]
     pub no_pruning: bool,
+    /// How the model's scores are calibrated: `platt` (Platt's scaling fitted on out-of-fold
+    /// predictions) or `none`.
+    #[arg(long, value_enum, default_value_t = Calibrate::default())]
+    pub calibrate: Calibrate,
 }
 
 impl SearchArgs {
@@ -241,6 +245,7 @@ impl SearchArgs {
             progress: false,
             prune: !self.no_pruning,
             cancel: Default::default(),
+            calibrate: self.calibrate,
         }
     }
 }

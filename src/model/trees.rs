@@ -38,6 +38,46 @@ pub(super) fn read_as_lightgbm(x: f64) -> f64 {
     }
 }
 
+/// The number a plain decimal (`12`, `0.75`, `-1.5`) is to LightGBM's objective parser
+/// (`Common::Atof`: the integer digits, plus the fraction's digits as an integer divided by a
+/// power of ten), which is not always the nearest double to the text; none for other forms.
+/// With at most 15 digits either side every step but the division and the last sum is exact,
+/// so the result does not depend on how a compiler contracts the arithmetic.
+pub(super) fn plain_decimal_as_lightgbm_reads_it(text: &str) -> Option<f64> {
+    let (sign, digits) = match text.strip_prefix('-') {
+        Some(rest) => (-1.0, rest),
+        None => (1.0, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int.len() + frac.len() == 0 || int.len() > 15 || frac.len() > 15 {
+        return None;
+    }
+    if !all_digits(int) || !all_digits(frac) {
+        return None;
+    }
+    let fold = |s: &str| {
+        s.bytes()
+            .fold(0.0f64, |v, b| v * 10.0 + f64::from(b - b'0'))
+    };
+    let mut value = fold(int);
+    if !frac.is_empty() {
+        value += fold(frac) / lightgbm_pow(10.0, frac.len() as i32);
+    }
+    Some(sign * value)
+}
+
+/// `Common::Pow` of LightGBM, step for step.
+fn lightgbm_pow(base: f64, power: i32) -> f64 {
+    match power {
+        p if p < 0 => 1.0 / lightgbm_pow(base, -p),
+        0 => 1.0,
+        p if p % 2 == 0 => lightgbm_pow(base * base, p / 2),
+        p if p % 3 == 0 => lightgbm_pow(base * base * base, p / 3),
+        p => base * lightgbm_pow(base, p - 1),
+    }
+}
+
 /// LightGBM's binary output: the sigmoid of the raw score, as its objective computes it.
 pub(super) fn probability(sigmoid: f64, raw: f64) -> f64 {
     1.0 / (1.0 + (-sigmoid * raw).exp())
@@ -116,9 +156,12 @@ impl Trees {
         let sigmoid = objective
             .split_whitespace()
             .find_map(|t| t.strip_prefix("sigmoid:"))
-            .ok_or_else(|| bad("binary objective without sigmoid"))?
-            .parse::<f64>()
-            .map_err(|_| bad("sigmoid"))?;
+            .ok_or_else(|| bad("binary objective without sigmoid"))
+            .and_then(|t| {
+                plain_decimal_as_lightgbm_reads_it(t).ok_or(TreesError::Unsupported(
+                    "a sigmoid not written as a plain decimal",
+                ))
+            })?;
         let n_features = get("max_feature_idx")?
             .parse::<usize>()
             .map_err(|_| bad("max_feature_idx"))?
@@ -389,6 +432,25 @@ impl Trees {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_decimal_reads_as_lightgbm_reads_it_and_other_forms_do_not() {
+        for (text, value) in [("1", 1.0), ("0.75", 0.75), ("-1.5", -1.5), ("+2", 2.0)] {
+            assert_eq!(
+                plain_decimal_as_lightgbm_reads_it(text),
+                Some(value),
+                "{text}"
+            );
+        }
+        // The fraction's digits over a power of ten, as LightGBM divides them.
+        assert_eq!(
+            plain_decimal_as_lightgbm_reads_it("0.996123457"),
+            Some(996_123_457.0 / 1e9)
+        );
+        for text in ["1e3", "", ".", "nan", "0.1234567890123456", "1,5"] {
+            assert_eq!(plain_decimal_as_lightgbm_reads_it(text), None, "{text}");
+        }
+    }
 
     /// A binary model of two features: a numerical split (missing NaN, default left) on
     /// feature 0, then a categorical one on feature 1 (categories 0, 1 and 40 go left: a bitset

@@ -11,7 +11,7 @@ mod generate;
 mod reference;
 
 pub use generate::{Ceiling, Generator, Kind, Made, Scenario};
-pub use reference::{log_loss, Reference};
+pub use reference::Reference;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -11,12 +11,10 @@
 //! log-odds lose `d · gap · (1 − s)` and the others' gain `d · gap · s` (`s` the married share),
 //! so that the average stays and, at `d = 1`, the two groups' average odds are the same.
 
-use argmin::core::{CostFunction, Error as ArgminError, Executor};
-use argmin::solver::neldermead::NelderMead;
-
 use crate::data::{CensusRow, LabeledRow};
 use crate::features::FeatureProcessor;
 use crate::model::{Model, Scoring};
+use crate::train::calibrate::{logit, Platt};
 use crate::train::space::Hyperparams;
 use crate::train::{matrix, train_final, TrainError};
 
@@ -79,7 +77,8 @@ impl Reference {
             .iter()
             .map(|r| (reference.model_logit(&r.row), r.label))
             .collect();
-        (reference.scale, reference.shift) = platt(&scored);
+        let platt = Platt::fit(&scored);
+        (reference.scale, reference.shift) = (platt.a, platt.b);
         let logit =
             |r: &LabeledRow| reference.scale * reference.model_logit(&r.row) + reference.shift;
         let mean = |rows: &[&LabeledRow]| {
@@ -98,8 +97,7 @@ impl Reference {
             .model
             .predict(&self.processor.transform(row))
             .expect("a row of the processor's width scores")[0];
-        let p = p.clamp(1e-12, 1.0 - 1e-12);
-        (p / (1.0 - p)).ln()
+        logit(p)
     }
 
     /// The calibrated probability of `>50K` for `row` with `faded` (0 to 1) of the marriage gap
@@ -128,50 +126,13 @@ fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
 }
 
-/// Binary log loss of probability `p` for `label`, clipped as the metrics clip.
-pub fn log_loss(p: f64, label: bool) -> f64 {
-    let p = p.clamp(1e-15, 1.0 - 1e-15);
-    -if label { p.ln() } else { (1.0 - p).ln() }
-}
-
-/// The log loss of `sigmoid(a·raw + b)` over labelled raw log-odds.
-struct PlattLoss<'a>(&'a [(f64, bool)]);
-
-impl CostFunction for PlattLoss<'_> {
-    type Param = Vec<f64>;
-    type Output = f64;
-
-    fn cost(&self, ab: &Vec<f64>) -> Result<f64, ArgminError> {
-        let total: f64 = self
-            .0
-            .iter()
-            .map(|&(raw, label)| log_loss(sigmoid(ab[0] * raw + ab[1]), label))
-            .sum();
-        Ok(total / self.0.len() as f64)
-    }
-}
-
-/// Platt's `(a, b)` minimising the log loss of `sigmoid(a·logit + b)` over labelled log-odds.
-fn platt(scored: &[(f64, bool)]) -> (f64, f64) {
-    let simplex = vec![vec![1.0, 0.0], vec![0.5, 0.0], vec![1.0, 0.5]];
-    let solver = NelderMead::new(simplex)
-        .with_sd_tolerance(1e-7)
-        .expect("a positive tolerance");
-    let best = Executor::new(PlattLoss(scored), solver)
-        .configure(|state| state.max_iters(500))
-        .run()
-        .ok()
-        .and_then(|r| r.state.best_param)
-        .unwrap_or_else(|| vec![1.0, 0.0]);
-    (best[0], best[1])
-}
-
 #[cfg(test)]
 pub(super) mod tests {
     use std::sync::{Arc, OnceLock};
 
     use super::*;
     use crate::data::{load_adult, AdultData, Fetch};
+    use crate::train::calibrate::log_loss;
 
     pub(crate) fn adult() -> &'static AdultData {
         static ADULT: OnceLock<AdultData> = OnceLock::new();

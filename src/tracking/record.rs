@@ -82,6 +82,16 @@ impl VersionRecord {
             metrics.extend(t.ece.map(|e| ("test_ece".to_owned(), e)));
             metrics.extend(t.brier.map(|b| ("test_brier".to_owned(), b)));
         }
+        if let Some(c) = &m.calibration {
+            metrics.extend([
+                ("platt_a".to_owned(), c.platt.a),
+                ("platt_b".to_owned(), c.platt.b),
+                ("oof_log_loss_uncalibrated".to_owned(), c.log_loss_before),
+                ("oof_log_loss".to_owned(), c.log_loss_after),
+                ("oof_ece_uncalibrated".to_owned(), c.ece_before),
+                ("oof_ece".to_owned(), c.ece_after),
+            ]);
+        }
         let mut tags = vec![
             (BUNDLE_VERSION_TAG.to_owned(), m.version.to_string()),
             ("bundle_sha256".to_owned(), m.bundle_sha256()),

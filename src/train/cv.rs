@@ -32,12 +32,12 @@ impl Matrix {
         self.labels.len()
     }
 
-    fn row(&self, i: usize) -> &[f64] {
+    pub(super) fn row(&self, i: usize) -> &[f64] {
         &self.features[i * N_FEATURES..(i + 1) * N_FEATURES]
     }
 
     /// The rows whose fold is (`inside`) or is not (`!inside`) `fold`.
-    fn select(&self, folds: &[usize], fold: usize, inside: bool) -> Matrix {
+    pub(super) fn select(&self, folds: &[usize], fold: usize, inside: bool) -> Matrix {
         let mut out = Matrix::default();
         for (i, &f) in folds.iter().enumerate() {
             if (f == fold) == inside {

@@ -1,6 +1,7 @@
 //! Training: cross-validated hyperparameter search, the final model, and its evaluation. Shared
 //! by `initialize` and the retrainer.
 
+pub mod calibrate;
 mod cv;
 pub mod evaluate;
 mod lgbm;
@@ -9,9 +10,10 @@ pub mod space;
 
 use std::time::Instant;
 
+pub use calibrate::Calibration;
 pub use cv::{cross_validate, stratified_folds, CvScore, Matrix, EARLY_STOPPING_ROUNDS};
 pub use lgbm::LgbmError;
-pub use search::{search, SearchConfig, SearchOutcome, Trial};
+pub use search::{search, Calibrate, SearchConfig, SearchOutcome, Trial};
 
 use crate::data::LabeledRow;
 use crate::features::FeatureProcessor;
@@ -44,6 +46,8 @@ pub struct Trained {
     pub model: Model,
     pub search: SearchOutcome,
     pub test_metrics: Option<Metrics>,
+    /// How its scores were calibrated (none: as LightGBM gives them).
+    pub calibration: Option<Calibration>,
 }
 
 /// Features and labels of `rows` through `processor`.
@@ -102,12 +106,54 @@ pub fn fit(
         outcome.elapsed.as_secs_f64()
     );
     let start = Instant::now();
-    let model_text = train_final(&data, &best.params, best.score.rounds, config.seed)?;
-    let model = Model::from_text(&model_text, scoring)?;
+    let mut model_text = train_final(&data, &best.params, best.score.rounds, config.seed)?;
     tracing::info!(
         "final model trained in {:.1} s",
         start.elapsed().as_secs_f64()
     );
+    let calibration = match config.calibrate {
+        Calibrate::None => None,
+        Calibrate::Platt => {
+            let start = Instant::now();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(config.threads.get())
+                .build()?;
+            let oof = pool.install(|| {
+                calibrate::out_of_fold(
+                    &data,
+                    &folds,
+                    k,
+                    &best.params,
+                    best.score.rounds,
+                    config.seed,
+                )
+            })?;
+            let c = calibrate::fit_platt(&oof, &data.labels);
+            match c.platt.fold_into(&model_text) {
+                Ok(text) => {
+                    tracing::info!(
+                        "calibrated (Platt a {:.4}, b {:.4}) on {} out-of-fold predictions in \
+                         {:.1} s: log loss {:.5} -> {:.5}, ECE {:.4} -> {:.4}",
+                        c.platt.a,
+                        c.platt.b,
+                        c.rows,
+                        start.elapsed().as_secs_f64(),
+                        c.log_loss_before,
+                        c.log_loss_after,
+                        c.ece_before,
+                        c.ece_after
+                    );
+                    model_text = text;
+                    Some(c)
+                }
+                Err(e) => {
+                    tracing::warn!("scores left uncalibrated: {e}");
+                    None
+                }
+            }
+        }
+    };
+    let model = Model::from_text(&model_text, scoring)?;
     let test_metrics = match test {
         Some(rows) if !rows.is_empty() => {
             let t = matrix(&processor, rows);
@@ -121,5 +167,6 @@ pub fn fit(
         model,
         search: outcome,
         test_metrics,
+        calibration,
     })
 }

@@ -41,6 +41,18 @@ pub struct SearchConfig {
     /// Cancelled: the search stops within one boosting round and fails with
     /// [`TrainError::Cancelled`].
     pub cancel: CancellationToken,
+    /// How the final model's scores are calibrated.
+    pub calibrate: Calibrate,
+}
+
+/// How a trained model's scores are calibrated (`--calibrate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Calibrate {
+    /// Platt's scaling fitted on out-of-fold predictions, folded into the model.
+    #[default]
+    Platt,
+    /// LightGBM's scores as they are.
+    None,
 }
 
 impl SearchConfig {
@@ -54,6 +66,7 @@ impl SearchConfig {
             progress: false,
             prune: true,
             cancel: CancellationToken::new(),
+            calibrate: Calibrate::default(),
         }
     }
 }

@@ -54,6 +54,7 @@ pub fn small_search(max_evals: usize) -> SearchConfig {
         progress: false,
         prune: true,
         cancel: Default::default(),
+        calibrate: Default::default(),
     }
 }
 

@@ -27,6 +27,12 @@ fn small_budget_initialize_writes_bundle_v1_with_auc_above_092() {
     assert_eq!(metrics.rows, 16281);
     assert_eq!(m.training_data.base_rows, 32561);
     assert!(m.cv.evaluations >= 1 && m.cv.evaluations <= 5);
+    // Calibrated on an out-of-fold prediction of every training row, a near-identity map for a
+    // model early-stopped on log loss, which it does not make worse on those rows.
+    let c = m.calibration.as_ref().expect("calibrated in training");
+    assert_eq!((c.method.as_str(), c.rows), ("platt", 32561));
+    assert!((0.8..1.2).contains(&c.platt.a), "{c:?}");
+    assert!(c.log_loss_after <= c.log_loss_before, "{c:?}");
     assert!(
         m.cv.log_loss > 0.2 && m.cv.log_loss < 0.4,
         "{}",
