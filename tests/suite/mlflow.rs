@@ -214,9 +214,15 @@ fn check_server(api: &Api, experiment: &str, model: &str, store: &BundleStore) {
             manifest.test_metrics.is_some()
         );
         // The calibration in training, as the manifest records it.
-        let c = manifest.calibration.as_ref().expect("calibrated in training");
+        let c = manifest
+            .calibration
+            .as_ref()
+            .expect("calibrated in training");
         let platt_a: f64 = metrics["platt_a"].parse().unwrap();
-        assert!((platt_a - c.platt.a).abs() < 1e-12, "{platt_a} against {c:?}");
+        assert!(
+            (platt_a - c.platt.a).abs() < 1e-12,
+            "{platt_a} against {c:?}"
+        );
         let history = api.get(
             "metrics/get-history",
             &[("run_id", run_id), ("metric_key", "cv_log_loss")],
