@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 pub use download::{download, known_sha256, UCI_BASE_URL};
 pub use schema::{
-    check_numeric, label_text, parse_label, CensusRow, ImpossibleValue, LabeledRow, COLUMNS,
+    check_category, check_numeric, label_text, parse_label, CensusRow, ImpossibleValue, LabeledRow,
+    COLUMNS, MAX_CATEGORY_BYTES,
 };
 pub use uci::{parse_uci_line, read_labeled};
 

@@ -68,9 +68,16 @@ pub fn label_text(label: bool) -> &'static str {
     }
 }
 
-/// A numeric answer no person can give.
+/// Longest category text accepted, in bytes. The longest in the census is 26
+/// (`Outlying-US(Guam-USVI-etc)`); a longer one is junk that would otherwise be stored, trained
+/// on and kept in the processor's vocabulary for good.
+pub const MAX_CATEGORY_BYTES: usize = 100;
+
+/// An answer no person can give.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ImpossibleValue {
+    #[error("{field} is {bytes} bytes long; at most {MAX_CATEGORY_BYTES}")]
+    TooLong { field: &'static str, bytes: usize },
     #[error("{field} is not a finite number")]
     NotFinite { field: &'static str },
     #[error("{field} = {value} is outside {low}..={high}")]
@@ -80,6 +87,17 @@ pub enum ImpossibleValue {
         low: f64,
         high: f64,
     },
+}
+
+/// Checks one category's text: the stream's and the CLI's shared validation.
+pub fn check_category(field: &'static str, value: &str) -> Result<(), ImpossibleValue> {
+    if value.len() > MAX_CATEGORY_BYTES {
+        return Err(ImpossibleValue::TooLong {
+            field,
+            bytes: value.len(),
+        });
+    }
+    Ok(())
 }
 
 /// Checks one numeric answer: the stream's and the CLI's shared validation.
@@ -127,11 +145,29 @@ impl CensusRow {
         h.finish()
     }
 
-    /// Checks every numeric field with [`check_numeric`].
+    /// The category fields by name, for validation.
+    pub fn category_fields(&self) -> [(&'static str, &str); 8] {
+        [
+            ("workclass", &self.workclass),
+            ("education", &self.education),
+            ("marital_status", &self.marital_status),
+            ("occupation", &self.occupation),
+            ("relationship", &self.relationship),
+            ("race", &self.race),
+            ("sex", &self.sex),
+            ("native_country", &self.native_country),
+        ]
+    }
+
+    /// Checks every numeric field with [`check_numeric`] and every category with
+    /// [`check_category`].
     pub fn validate(&self) -> Result<(), ImpossibleValue> {
         self.numeric_fields()
             .iter()
-            .try_for_each(|(name, value)| check_numeric(name, *value))
+            .try_for_each(|(name, value)| check_numeric(name, *value))?;
+        self.category_fields()
+            .iter()
+            .try_for_each(|(name, value)| check_category(name, value))
     }
 }
 
@@ -156,5 +192,9 @@ mod tests {
         assert!(check_numeric("hours_per_week", 169.0).is_err());
         assert!(check_numeric("hours_per_week", 168.0).is_ok());
         assert!(check_numeric("fnlwgt", f64::NAN).is_err());
+        let long = "x".repeat(MAX_CATEGORY_BYTES + 1);
+        let e = check_category("workclass", &long).unwrap_err().to_string();
+        assert!(e.contains("workclass") && e.contains("101 bytes"), "{e}");
+        assert!(check_category("workclass", &long[1..]).is_ok());
     }
 }

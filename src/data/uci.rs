@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use super::schema::{check_numeric, parse_label, CensusRow, LabeledRow, COLUMNS};
+use super::schema::{check_category, check_numeric, parse_label, CensusRow, LabeledRow, COLUMNS};
 use super::DataError;
 
 /// Reads a UCI-format file into labeled rows.
@@ -78,7 +78,12 @@ fn labeled_row<'a>(
             .map_err(|e| malformed(path, line, COLUMNS[c], e.to_string()))?;
         Ok(value)
     };
-    let text = |c: usize| field(c).map(str::to_owned);
+    let text = |c: usize| -> Result<String, DataError> {
+        let text = field(c)?;
+        check_category(COLUMNS[c], text)
+            .map_err(|e| malformed(path, line, COLUMNS[c], e.to_string()))?;
+        Ok(text.to_owned())
+    };
     let label_text = field(14)?;
     let label = parse_label(label_text).ok_or_else(|| {
         malformed(

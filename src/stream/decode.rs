@@ -197,6 +197,10 @@ mod tests {
             fault(&GOOD.replace(">50K.", "rich")),
             Fault::ImpossibleValue
         );
+        let long = format!("\"{}\"", "x".repeat(crate::data::MAX_CATEGORY_BYTES + 1));
+        let r = decode_request(Some(GOOD.replace(r#""Mars""#, &long).as_bytes())).unwrap_err();
+        assert_eq!(r.fault, Fault::ImpossibleValue);
+        assert!(r.detail.contains("native_country"), "{}", r.detail);
         let long_id = "x".repeat(MAX_REQUEST_ID_BYTES + 1);
         assert_eq!(
             fault(&GOOD.replace(r#""r1""#, &format!("\"{long_id}\""))),
