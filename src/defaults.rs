@@ -68,6 +68,8 @@ pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Labeled rows between two retrains.
 pub const RETRAIN_EVERY: NonZeroUsize = nz(1000);
+/// Stream rows the retrainer keeps and trains on (beside adult.data's): the newest this many.
+pub const ROWS_KEEP: usize = 100_000;
 /// Hyperparameter evaluations of `initialize` and of a retrain.
 pub const INIT_MAX_EVALS: NonZeroUsize = nz(50);
 pub const RETRAIN_MAX_EVALS: NonZeroUsize = nz(10);

@@ -136,6 +136,14 @@ pub fn non_negative(s: &str) -> Result<f64, InvalidSetting> {
     }
 }
 
+/// A finite number above 0 (an age in hours).
+pub fn positive_number(s: &str) -> Result<f64, InvalidSetting> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(InvalidSetting(format!("`{s}` is not a number above 0"))),
+    }
+}
+
 fn parse_count(s: &str) -> Result<usize, InvalidSetting> {
     s.trim()
         .parse()

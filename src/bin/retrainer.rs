@@ -14,8 +14,8 @@ use census_stream::cli::{
     TrackingArgs, TriggerArgs,
 };
 use census_stream::defaults;
-use census_stream::retrainer::{run, RetrainerConfig};
-use census_stream::settings::positive;
+use census_stream::retrainer::{run, Retention, RetrainerConfig};
+use census_stream::settings::{positive, positive_number};
 use census_stream::util::slot::HostSlot;
 
 #[derive(Debug, Parser)]
@@ -42,6 +42,13 @@ struct Flags {
     /// before it expires; a label that comes later is dead-lettered as unmatched_label.
     #[arg(long, default_value_t = defaults::LABEL_WINDOW.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     label_window_secs: u64,
+    /// Stream rows kept in the rows file and trained on (beside adult.data's): the newest this
+    /// many; older ones are compacted away.
+    #[arg(long, default_value_t = defaults::ROWS_KEEP.try_into().expect("not 0"), value_parser = positive)]
+    rows_keep: NonZeroUsize,
+    /// Also drop stream rows stored more than this many hours ago (default: kept by count only).
+    #[arg(long, value_parser = positive_number)]
+    rows_max_age_hours: Option<f64>,
     /// Retrain after this many new labeled rows.
     #[arg(long, default_value_t = defaults::RETRAIN_EVERY, value_parser = positive)]
     retrain_every: NonZeroUsize,
@@ -91,6 +98,12 @@ impl Check for Flags {
         }
         config.label_window = std::time::Duration::from_secs(self.label_window_secs);
         config.retrain_every = self.retrain_every;
+        config.retention = Retention {
+            keep_rows: self.rows_keep.get(),
+            max_age: self
+                .rows_max_age_hours
+                .map(|h| std::time::Duration::from_secs_f64(h * 3600.0)),
+        };
         config.search = self.search.config(self.max_evals);
         config.triggers = self.triggers.triggers();
         Ok(Settings {

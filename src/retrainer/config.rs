@@ -5,6 +5,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::rowlog::Retention;
 use crate::bundle::BundleStore;
 use crate::data::Fetch;
 use crate::defaults;
@@ -40,6 +41,8 @@ pub struct RetrainerConfig {
     pub scoring: Scoring,
     /// Where the labeled stream rows are kept.
     pub rows_file: PathBuf,
+    /// Which of them are kept, and trained on.
+    pub retention: Retention,
     /// Where the join of requests to labels keeps its state.
     pub join_file: PathBuf,
     /// How long a request waits for its label, and a label for its request.
@@ -73,6 +76,7 @@ impl RetrainerConfig {
             data_dir: defaults::DATA_DIR.into(),
             fetch: Fetch::default(),
             rows_file: store.models_dir().join(defaults::ROWS_FILE),
+            retention: Retention::default(),
             join_file: store.models_dir().join(defaults::JOIN_FILE),
             label_window: defaults::LABEL_WINDOW,
             store,

@@ -179,6 +179,8 @@ fn stored(joined: Joined<Waiting>) -> StoredRow {
         label: joined.label,
         row: joined.value.row,
         completed_by,
+        // Set when the row is stored.
+        stored_at_ms: 0,
     }
 }
 

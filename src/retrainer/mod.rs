@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::{Promotion, RetrainerConfig};
 pub use events::{CommandEvent, Event, GateEvent, RetrainEvent, RetrainerStats};
 pub use labels::LabelJoin;
-pub use rowlog::{RowLog, RowLogError, StoredRow};
+pub use rowlog::{Compacted, Retention, RowLog, RowLogError, StoredRow};
 pub use step::{Retrainer, StepReport};
 
 use crate::bundle::BundleError;

@@ -34,6 +34,10 @@ pub struct StoredRow {
     /// the records that complete them, which is offset order within each partition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_by: Option<Position>,
+    /// When it was stored, milliseconds since the Unix epoch (0 in rows stored without it:
+    /// they leave by count, or with a later row that leaves by age).
+    #[serde(default)]
+    pub stored_at_ms: i64,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -113,6 +117,7 @@ impl StoredRow {
             fingerprint: offset as u64 + 1,
             label: offset % 2 == 0,
             completed_by: None,
+            stored_at_ms: 0,
             row: CensusRow {
                 age: 30.0,
                 workclass: "Private".into(),
@@ -136,6 +141,38 @@ impl StoredRow {
 /// Topic, partition, generation, offset.
 type RowKey = (String, i32, u32, i64);
 
+/// Which stored rows a retrain trains on, and the rows file keeps: the newest `keep_rows`, none
+/// older than `max_age` (when given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub keep_rows: usize,
+    pub max_age: Option<std::time::Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_rows: crate::defaults::ROWS_KEEP,
+            max_age: None,
+        }
+    }
+}
+
+impl Retention {
+    /// Rows past the retention the file may hold before it is compacted: a tenth of it, at
+    /// least 100, so that a compaction (a rewrite of every retained row) is rare.
+    fn slack(&self) -> usize {
+        (self.keep_rows / 10).max(100)
+    }
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Compacted {
+    pub dropped: usize,
+    pub kept: usize,
+}
+
 pub struct RowLog {
     path: PathBuf,
     file: File,
@@ -144,6 +181,10 @@ pub struct RowLog {
     seen: HashMap<RowKey, u64>,
     /// Per topic and partition, the generation new records belong to.
     generations: HashMap<(String, i32), u32>,
+    /// Per `topic/partition` of the records that complete rows ([`StoredRow::cut_position`]),
+    /// the highest offset of a row compacted away: a record at or below it completed a row
+    /// stored before, and is a replay (kept beside the file, in `<file>.floors`).
+    floors: BTreeMap<String, i64>,
 }
 
 impl RowLog {
@@ -170,7 +211,10 @@ impl RowLog {
             rows: Vec::new(),
             seen: HashMap::new(),
             generations: HashMap::new(),
+            floors: read_floors(&floors_path(path)).map_err(io_err)?,
         };
+        // A compaction killed before its rename leaves its unfinished copy: never read.
+        let _ = fs::remove_file(path.with_extension("rewrite"));
         let mut corrupt: Vec<&[u8]> = Vec::new();
         for (n, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
             if line.is_empty() {
@@ -269,6 +313,10 @@ impl RowLog {
     /// stored record is refused (`None`), a different record at a stored offset starts a new
     /// generation.
     fn offer(&mut self, mut row: StoredRow) -> Option<StoredRow> {
+        let (cut, at) = row.cut_position();
+        if self.floors.get(&cut).is_some_and(|&floor| at <= floor) {
+            return None;
+        }
         let part = (row.topic.clone(), row.partition);
         row.generation = self.generations.get(&part).copied().unwrap_or(0);
         if let Some(&stored) = self.seen.get(&row.key()) {
@@ -294,6 +342,64 @@ impl RowLog {
     /// The stored rows, in the order they were stored.
     pub fn rows(&self) -> &[StoredRow] {
         &self.rows
+    }
+
+    /// How many of the oldest rows are beyond `retention` at `now_ms`.
+    fn beyond(&self, retention: &Retention, now_ms: i64) -> usize {
+        let expired = |r: &StoredRow| {
+            retention.max_age.is_some_and(|age| {
+                r.stored_at_ms > 0 && now_ms - r.stored_at_ms > age.as_millis() as i64
+            })
+        };
+        let over = self.rows.len().saturating_sub(retention.keep_rows);
+        // Rows are stored oldest first: every row before an expired one is older than it (a
+        // row stored without a time too).
+        let old = self.rows.iter().rposition(expired).map_or(0, |i| i + 1);
+        over.max(old)
+    }
+
+    /// The rows within `retention` at `now_ms`: what a retrain trains on. The file may hold
+    /// up to the retention's slack more until it is compacted.
+    pub fn retained(&self, retention: &Retention, now_ms: i64) -> &[StoredRow] {
+        &self.rows[self.beyond(retention, now_ms)..]
+    }
+
+    /// Drops the rows beyond `retention` at `now_ms` once they are more than its slack, by
+    /// rewriting the file with the rows kept (written beside it, fsynced, renamed over it): a
+    /// crash at any moment leaves either the old file or the new one, whole. The highest
+    /// completing offset dropped per partition is kept first, so that a dropped row read again
+    /// is known for a replay.
+    pub fn compact(
+        &mut self,
+        retention: &Retention,
+        now_ms: i64,
+    ) -> Result<Compacted, RowLogError> {
+        let dropped = self.beyond(retention, now_ms);
+        if dropped == 0 || dropped < retention.slack() {
+            return Ok(Compacted {
+                dropped: 0,
+                kept: self.rows.len(),
+            });
+        }
+        let io_err = |source| RowLogError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut floors = self.floors.clone();
+        for r in &self.rows[..dropped] {
+            let (key, offset) = r.cut_position();
+            let floor = floors.entry(key).or_insert(offset);
+            *floor = (*floor).max(offset);
+        }
+        write_floors(&floors_path(&self.path), &floors).map_err(io_err)?;
+        self.floors = floors;
+        self.file = rewrite(&self.path, &self.rows[dropped..]).map_err(io_err)?;
+        self.rows.drain(..dropped);
+        self.seen = self.rows.iter().map(|r| (r.key(), r.fingerprint)).collect();
+        Ok(Compacted {
+            dropped,
+            kept: self.rows.len(),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -327,6 +433,64 @@ impl RowLog {
         }
         out
     }
+}
+
+/// Replaces the file at `path` with `rows` (written beside it, fsynced, renamed over it, the
+/// folder fsynced); returns the new file, open for appending.
+fn rewrite(path: &Path, rows: &[StoredRow]) -> io::Result<File> {
+    let fresh = path.with_extension("rewrite");
+    let mut buf = Vec::new();
+    for row in rows {
+        serde_json::to_writer(&mut buf, row)?;
+        buf.push(b'\n');
+    }
+    let mut out = File::create(&fresh)?;
+    let half = buf.len() / 2;
+    out.write_all(&buf[..half])?;
+    crate::util::fault::point("rows_mid_compaction");
+    out.write_all(&buf[half..])?;
+    out.sync_all()?;
+    fs::rename(&fresh, path)?;
+    sync_dir(path)?;
+    OpenOptions::new().append(true).open(path)
+}
+
+fn floors_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".floors");
+    PathBuf::from(name)
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// The floors kept beside the rows file (none if it has none). A floors file that does not
+/// parse is an error: without it, rows compacted away could be stored again.
+fn read_floors(path: &Path) -> io::Result<BTreeMap<String, i64>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the floors atomically (beside, fsynced, renamed).
+fn write_floors(path: &Path, floors: &BTreeMap<String, i64>) -> io::Result<()> {
+    let fresh = path.with_extension("floors-rewrite");
+    let mut out = File::create(&fresh)?;
+    out.write_all(&serde_json::to_vec(floors)?)?;
+    out.sync_all()?;
+    fs::rename(&fresh, path)?;
+    sync_dir(path)
 }
 
 fn corrupt_path(path: &Path) -> PathBuf {
@@ -407,6 +571,81 @@ mod tests {
         assert_eq!(aside, b"{\"topic\":\"t\",\"oops\n\xff\xfe not json\n");
         let kept = fs::read_to_string(&path).unwrap();
         assert_eq!(kept.lines().count(), 2, "the file holds only good rows now");
+    }
+
+    #[test]
+    fn compaction_keeps_the_newest_rows_and_knows_the_dropped_ones_for_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.jsonl");
+        let keep = Retention {
+            keep_rows: 200,
+            max_age: None,
+        };
+        let mut log = RowLog::open(&path).unwrap();
+        log.append((0..250).map(stored).collect()).unwrap();
+        // 50 past the retention is within its slack (100): nothing is rewritten yet.
+        assert_eq!(log.compact(&keep, 0).unwrap().dropped, 0);
+        log.append((250..400).map(stored).collect()).unwrap();
+        let c = log.compact(&keep, 0).unwrap();
+        assert_eq!((c.dropped, c.kept), (200, 200));
+        assert_eq!(log.rows()[0].offset, 200);
+        // A dropped row read again (its offsets reset) is a replay; a new one is stored.
+        assert_eq!(
+            log.append(vec![stored(5), stored(199), stored(400)])
+                .unwrap(),
+            1
+        );
+        drop(log);
+        let mut log = RowLog::open(&path).unwrap();
+        assert_eq!(log.len(), 201);
+        assert_eq!(log.offsets().get("t/0"), Some(&401));
+        assert_eq!(log.append(vec![stored(0), stored(401)]).unwrap(), 1);
+        assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 202);
+    }
+
+    #[test]
+    fn rows_older_than_the_age_leave_with_those_stored_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.jsonl");
+        let keep = Retention {
+            keep_rows: 1000,
+            max_age: Some(std::time::Duration::from_secs(3600)),
+        };
+        let at = |offset: i64, ms: i64| StoredRow {
+            stored_at_ms: ms,
+            ..stored(offset)
+        };
+        let t0 = 1_000_000_000;
+        let mut log = RowLog::open(&path).unwrap();
+        // A row without a time, 150 stored at t0, then 50 an hour later.
+        let mut rows = vec![at(0, 0)];
+        rows.extend((1..151).map(|o| at(o, t0)));
+        rows.extend((151..201).map(|o| at(o, t0 + 3_600_000)));
+        log.append(rows).unwrap();
+        assert_eq!(log.retained(&keep, t0 + 3_600_000).len(), 201);
+        // A millisecond later the 150 are over an hour old, and the row before them goes too.
+        let now = t0 + 3_600_001;
+        assert_eq!(log.retained(&keep, now)[0].offset, 151);
+        let c = log.compact(&keep, now).unwrap();
+        assert_eq!((c.dropped, c.kept), (151, 50));
+        drop(log);
+        let log = RowLog::open(&path).unwrap();
+        assert_eq!(log.rows()[0].offset, 151);
+        assert_eq!(log.len(), 50);
+    }
+
+    #[test]
+    fn a_compaction_killed_before_its_rename_leaves_the_old_file_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.jsonl");
+        let mut log = RowLog::open(&path).unwrap();
+        log.append((0..10).map(stored).collect()).unwrap();
+        drop(log);
+        // What a kill inside the rewrite leaves: half a copy beside the file.
+        fs::write(path.with_extension("rewrite"), b"{\"topic\":\"t\",\"part").unwrap();
+        let log = RowLog::open(&path).unwrap();
+        assert_eq!(log.len(), 10);
+        assert!(!path.with_extension("rewrite").exists());
     }
 
     #[test]

@@ -272,8 +272,11 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         self.schedule.started(Instant::now());
         self.monitors.retrain_started(&self.champion);
         let log = self.retrainer.log();
+        let retention = &self.trainer.config.retention;
         let stream = StreamRows {
-            rows: log.rows().to_vec(),
+            rows: log
+                .retained(retention, crate::stream::messages::now_ms())
+                .to_vec(),
             offsets: log.offsets(),
         };
         self.retrainer.trained_on_all();
@@ -461,9 +464,8 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
 
     fn step(&mut self, batch: &[InMessage]) -> Result<StepReport, RetrainerError> {
         let before = self.retrainer.log().len();
-        let report = self
-            .retrainer
-            .step(batch, crate::stream::messages::now_ms())?;
+        let now_ms = crate::stream::messages::now_ms();
+        let report = self.retrainer.step(batch, now_ms)?;
         let labels = self.retrainer.labels();
         self.trainer
             .config
@@ -475,6 +477,15 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
         }
         for event in self.monitors.observe(&self.champion, batch, new_rows) {
             (self.on_event)(&event);
+        }
+        let retention = self.trainer.config.retention;
+        let compacted = self.retrainer.compact(&retention, now_ms)?;
+        if compacted.dropped > 0 {
+            tracing::info!(
+                "retrainer: rows file compacted to its retention: {} oldest rows dropped, {} kept",
+                compacted.dropped,
+                compacted.kept
+            );
         }
         Ok(report)
     }

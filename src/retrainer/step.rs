@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 
 use super::labels::LabelJoin;
-use super::rowlog::RowLog;
+use super::rowlog::{Compacted, Retention, RowLog};
 use super::RetrainerError;
 use crate::kafka::InMessage;
 use crate::stream::dead_letter::DeadLetterRecord;
@@ -69,7 +69,10 @@ impl Retrainer {
     /// Joins the batch's requests and labels (read at `now_ms`), appends the rows completed to
     /// the log, then journals the join (both fsynced before it returns).
     pub fn step(&mut self, batch: &[InMessage], now_ms: i64) -> Result<StepReport, RetrainerError> {
-        let joining = self.labels.join(batch, now_ms);
+        let mut joining = self.labels.join(batch, now_ms);
+        for row in &mut joining.rows {
+            row.stored_at_ms = now_ms;
+        }
         let completed = joining.rows.len();
         let before = self.log.len();
         let appended = self.log.append(joining.rows)?;
@@ -87,6 +90,17 @@ impl Retrainer {
             dropped: joining.dropped,
         })
     }
+    /// Compacts the log to `retention` (see [`RowLog::compact`]). The new rows dropped still
+    /// count toward the next retrain: they came, and a window smaller than `retrain_every` must
+    /// not stop retrains.
+    pub fn compact(
+        &mut self,
+        retention: &Retention,
+        now_ms: i64,
+    ) -> Result<Compacted, RetrainerError> {
+        Ok(self.log.compact(retention, now_ms)?)
+    }
+
     pub fn retrain_due(&self) -> bool {
         self.new_rows >= self.retrain_every.get()
     }
@@ -104,7 +118,7 @@ impl Retrainer {
 
     /// Rows of the log the last model was trained on.
     pub fn trained_rows(&self) -> usize {
-        self.log.len() - self.new_rows
+        self.log.len().saturating_sub(self.new_rows)
     }
 
     pub fn log(&self) -> &RowLog {

@@ -10,6 +10,7 @@
 mod control;
 mod harness;
 mod join;
+mod retention;
 
 use std::time::{Duration, Instant};
 

@@ -20,6 +20,7 @@ mod poison;
 mod process;
 mod registry;
 mod repeats;
+mod retention;
 mod scorer;
 mod steps;
 mod stream;
