@@ -52,7 +52,7 @@ if [ -z "$brokers" ]; then
     own_broker=1
 fi
 echo "== end-to-end stream, registry, gate and process tests on the real Kafka broker at $brokers"
-KAFKA_BROKERS="$brokers" cargo test --release --test suite -- stream:: registry:: process:: gate:: poison:: exactly_once:: metrics:: junk:: commands:: health:: labels:: repeats::
+KAFKA_BROKERS="$brokers" cargo test --release --test suite -- stream:: registry:: process:: gate:: poison:: exactly_once:: metrics:: junk:: commands:: health:: labels:: repeats:: retention::
 
 # The fault suite kills and restarts the broker: only one this script started is its to kill.
 if [ "$own_broker" = 1 ]; then

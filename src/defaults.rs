@@ -70,6 +70,11 @@ pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RETRAIN_EVERY: NonZeroUsize = nz(1000);
 /// Stream rows the retrainer keeps and trains on (beside adult.data's): the newest this many.
 pub const ROWS_KEEP: usize = 100_000;
+/// Versions the retrainer keeps beside the champion, the challenger, the previous champion and
+/// a pinned one: the newest this many. Older ones are retired.
+pub const KEEP_VERSIONS: usize = 10;
+/// How far back the dashboard reads the stream's topics at start.
+pub const DASHBOARD_SINCE: Duration = Duration::from_secs(60 * 60);
 /// Hyperparameter evaluations of `initialize` and of a retrain.
 pub const INIT_MAX_EVALS: NonZeroUsize = nz(50);
 pub const RETRAIN_MAX_EVALS: NonZeroUsize = nz(10);

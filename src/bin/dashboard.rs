@@ -36,6 +36,10 @@ struct Flags {
     /// Seconds a prediction waits for its label on census.labels (as the retrainer's).
     #[arg(long, default_value_t = defaults::LABEL_WINDOW.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     label_window_secs: u64,
+    /// Read the stream's topics from the records written this many minutes ago (0: from
+    /// their beginning); the registry is always read whole.
+    #[arg(long, default_value_t = defaults::DASHBOARD_SINCE.as_secs() / 60)]
+    since_mins: u64,
     /// adult.data's rows are read from here (when there) so that requests with their features
     /// do not count as new rows.
     #[command(flatten)]
@@ -53,6 +57,8 @@ async fn main() -> anyhow::Result<()> {
     config.triggers.psi_window = flags.drift_window.get();
     config.label_window = std::time::Duration::from_secs(flags.label_window_secs);
     config.data_dir = Some(flags.data.data_dir.clone());
+    config.since =
+        (flags.since_mins > 0).then(|| std::time::Duration::from_secs(flags.since_mins * 60));
     config.triggers.psi = (flags.drift_psi > 0.0).then_some(flags.drift_psi);
     let shutdown = shutdown_on_signals(
         "closing the page and its event streams",

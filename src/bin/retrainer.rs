@@ -49,6 +49,11 @@ struct Flags {
     /// Also drop stream rows stored more than this many hours ago (default: kept by count only).
     #[arg(long, value_parser = positive_number)]
     rows_max_age_hours: Option<f64>,
+    /// Versions kept beside the champion, the challenger, the previous champion and a pinned
+    /// one: the newest this many. Older ones are retired (a tombstone on census.models, their
+    /// local files removed).
+    #[arg(long, default_value_t = defaults::KEEP_VERSIONS.try_into().expect("not 0"), value_parser = positive)]
+    keep_versions: NonZeroUsize,
     /// Retrain after this many new labeled rows.
     #[arg(long, default_value_t = defaults::RETRAIN_EVERY, value_parser = positive)]
     retrain_every: NonZeroUsize,
@@ -98,6 +103,7 @@ impl Check for Flags {
         }
         config.label_window = std::time::Duration::from_secs(self.label_window_secs);
         config.retrain_every = self.retrain_every;
+        config.keep_versions = self.keep_versions;
         config.retention = Retention {
             keep_rows: self.rows_keep.get(),
             max_age: self

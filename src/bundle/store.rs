@@ -237,6 +237,30 @@ impl BundleStore {
         let path = self.models.join(CURRENT);
         write_atomic(&path, format!("{version}\n").as_bytes()).map_err(io_err(&path))
     }
+
+    /// Removes `version`'s files: its manifest first, so that a crash part-way leaves no
+    /// version that seems complete. The version `models/CURRENT` names is never removed.
+    pub fn remove(&self, version: u32) -> Result<(), BundleError> {
+        if self.current()? == Some(version) {
+            return Err(BundleError::Manifest {
+                file: CURRENT.to_owned(),
+                reason: format!("v{version} is the current version: it is not removed"),
+            });
+        }
+        for path in [
+            self.models.join(manifest_file(version)),
+            self.models.join(model_file(version)),
+            self.processors.join(processor_file(version)),
+        ] {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_err(&path)(e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

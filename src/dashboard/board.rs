@@ -277,6 +277,8 @@ impl Novelty {
 }
 
 pub struct Board {
+    /// The stream's topics are read from records written then on (`None`: from the beginning).
+    pub since_ms: Option<i64>,
     requests_topic: String,
     /// Predictions joined to their labels (inline, or from the labels topic), as the
     /// retrainer joins requests: the page's accuracy and log loss rest on its matches.
@@ -303,6 +305,7 @@ impl Board {
     /// `triggers`: the drift window and threshold, as the retrainer's.
     pub fn new(requests_topic: &str, gate_settings: GateSettings, triggers: &Triggers) -> Self {
         Board {
+            since_ms: None,
             requests_topic: requests_topic.to_owned(),
             labels: Join::new(crate::defaults::LABEL_WINDOW),
             novelty: Novelty {
@@ -749,6 +752,7 @@ impl Board {
         });
         Snapshot {
             now_ms,
+            since_ms: self.since_ms,
             totals: Totals {
                 labels_pending: self.labels.pending_requests() as u64,
                 ..self.totals

@@ -47,6 +47,8 @@ pub struct DashboardConfig {
     /// The data folder, for adult.data's rows (every version trained on them: a request with
     /// their features is not a new row). `None` or no file: only the stream's rows are known.
     pub data_dir: Option<std::path::PathBuf>,
+    /// How far back the stream's topics are read at start (`None`: from their beginning).
+    pub since: Option<std::time::Duration>,
     pub metrics: DashboardMetrics,
     /// Its readiness probe (the broker answers), served at the page's `/readyz`.
     pub health: crate::util::health::Health,
@@ -62,6 +64,7 @@ impl DashboardConfig {
             triggers: Triggers::default(),
             label_window: crate::defaults::LABEL_WINDOW,
             data_dir: None,
+            since: Some(crate::defaults::DASHBOARD_SINCE),
             metrics: DashboardMetrics::default(),
             health: Default::default(),
         }
@@ -147,10 +150,15 @@ pub async fn start(
         shutdown.clone(),
     )
     .map_err(bind_err)?;
+    let since_ms = config
+        .since
+        .map(|d| crate::stream::messages::now_ms() - d.as_millis() as i64);
+    board.lock().expect("board lock").since_ms = since_ms;
     let reader = tokio::spawn(read::read_topics(
         config.kafka.clone(),
         board.clone(),
         config.metrics.clone(),
+        since_ms,
         shutdown.clone(),
     ));
     let metrics = config.metrics.clone();

@@ -1,5 +1,6 @@
 //! The dashboard's reading: one consumer of its own, outside any group, assigned the five topics
-//! from their beginning, feeding every record to the board; and the predictors' group lag,
+//! (the stream's from `--since-mins` ago, the registry's from its beginning), feeding every
+//! record to the board; and the predictors' group lag,
 //! looked up every few seconds.
 
 use std::sync::{Arc, Mutex};
@@ -18,16 +19,30 @@ use crate::telemetry::DashboardMetrics;
 const LAG_EVERY: Duration = Duration::from_secs(2);
 
 /// Reads the topics into `board` until `shutdown`.
+/// The stream topics from `since_ms` when given (else from their beginning); the registry always
+/// from its beginning (compacted: it holds what is current).
 pub async fn read_topics(
     settings: KafkaSettings,
     board: Arc<Mutex<Board>>,
     metrics: DashboardMetrics,
+    since_ms: Option<i64>,
     shutdown: CancellationToken,
 ) -> Result<(), BrokerError> {
     let t = &settings.topics;
-    let topics = [&t.requests, &t.predictions, &t.labels, &t.dlq, &t.models].map(|s| s.to_owned());
+    let stream = [&t.requests, &t.predictions, &t.labels, &t.dlq].map(|s| s.to_owned());
     let consumer: StreamConsumer = settings.reader()?;
-    settings.assign_from_beginning(&consumer, &topics).await?;
+    match since_ms {
+        Some(ms) => {
+            settings
+                .assign_since(&consumer, &stream, ms, std::slice::from_ref(&t.models))
+                .await?
+        }
+        None => {
+            let mut all = stream.to_vec();
+            all.push(t.models.clone());
+            settings.assign_from_beginning(&consumer, &all).await?
+        }
+    }
     // What the models topic says, junk ignored as every reader of it does; the bundles' bytes
     // are let go once read.
     let mut registry = Registry::default();

@@ -161,6 +161,8 @@ pub struct Latest {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Snapshot {
     pub now_ms: i64,
+    /// The stream's records shown were written from then on (`None`: all of them).
+    pub since_ms: Option<i64>,
     pub totals: Totals,
     pub requests_per_s: f64,
     pub predictions_per_s: f64,

@@ -96,6 +96,8 @@ async fn start_dashboard(
     shutdown: CancellationToken,
 ) -> Result<dashboard::Dashboard, DemoError> {
     let mut dconf = DashboardConfig::new(kafka.clone(), addr);
+    // The demo's topics are its own: the page shows all of its run.
+    dconf.since = None;
     dconf.data_dir = Some(config.data_dir.clone());
     dconf.triggers = config.triggers;
     match dashboard::start(dconf.clone(), shutdown.clone()).await {

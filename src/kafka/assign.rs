@@ -38,6 +38,43 @@ impl KafkaSettings {
 }
 
 impl KafkaSettings {
+    /// Assigns `consumer` every partition of each of `topics` from its first record written at
+    /// or after `since_ms` (milliseconds since the Unix epoch; a partition with none from its
+    /// end), and every partition of each of `whole` from its beginning.
+    pub async fn assign_since(
+        &self,
+        consumer: &StreamConsumer,
+        topics: &[String],
+        since_ms: i64,
+        whole: &[String],
+    ) -> Result<(), BrokerError> {
+        let probe: BaseConsumer = self.client(&[]).create()?;
+        let (names, wholes) = (topics.to_vec(), whole.to_vec());
+        let tpl =
+            tokio::task::spawn_blocking(move || -> Result<TopicPartitionList, BrokerError> {
+                let mut asked = TopicPartitionList::new();
+                for t in &names {
+                    for (p, _) in start_offsets(&probe, t, false)? {
+                        asked.add_partition_offset(t, p, Offset::Offset(since_ms))?;
+                    }
+                }
+                let mut tpl = if asked.count() > 0 {
+                    probe.offsets_for_times(asked, REQUEST_TIMEOUT)?
+                } else {
+                    asked
+                };
+                for t in &wholes {
+                    for (p, offset) in start_offsets(&probe, t, false)? {
+                        tpl.add_partition_offset(t, p, offset)?;
+                    }
+                }
+                Ok(tpl)
+            })
+            .await??;
+        consumer.assign(&tpl)?;
+        Ok(())
+    }
+
     /// Assigns `consumer` every partition of each of `topics`, from its beginning.
     pub async fn assign_from_beginning(
         &self,

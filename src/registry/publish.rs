@@ -66,44 +66,60 @@ impl Publisher {
         pin: Option<&PinRecord>,
         command: Option<&CommandRecord>,
     ) -> Result<(), RegistryError> {
-        let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut records: Vec<(String, Option<Vec<u8>>)> = Vec::new();
         if let Some(files) = bundle {
             let payload = bundle_payload(files).map_err(|source| RegistryError::NotUtf8 {
                 version: files.manifest.version,
                 source,
             })?;
-            records.push((bundle_key(files.manifest.version), payload));
+            records.push((bundle_key(files.manifest.version), Some(payload)));
         }
         for a in aliases {
             let payload = serde_json::to_vec(a).expect("alias record serializes");
-            records.push((a.alias.key(), payload));
+            records.push((a.alias.key(), Some(payload)));
         }
         if let Some(p) = pin {
             let payload = serde_json::to_vec(p).expect("pin record serializes");
-            records.push((PinRecord::KEY.to_owned(), payload));
+            records.push((PinRecord::KEY.to_owned(), Some(payload)));
         }
         if let Some(c) = command {
             let payload = serde_json::to_vec(c).expect("command record serializes");
-            records.push((c.key(), payload));
+            records.push((c.key(), Some(payload)));
         }
+        self.send_in_transaction(&records).await
+    }
+
+    /// Retires `versions`: a tombstone on each one's bundle key, in one transaction. Readers
+    /// drop their bundles, and the topic's compaction removes the bundle records.
+    pub async fn retire(&self, versions: &[u32]) -> Result<(), RegistryError> {
+        let records: Vec<(String, Option<Vec<u8>>)> =
+            versions.iter().map(|&v| (bundle_key(v), None)).collect();
+        self.send_in_transaction(&records).await
+    }
+
+    /// Sends `records` (a payload of `None`: a tombstone) in one transaction.
+    async fn send_in_transaction(
+        &self,
+        records: &[(String, Option<Vec<u8>>)],
+    ) -> Result<(), RegistryError> {
         self.txn.begin().await.map_err(|e| self.fenced_or(e))?;
         let producer = self.txn.producer();
         let sends = records.iter().map(|(key, payload)| {
-            producer.send(
-                FutureRecord::to(&self.settings.topics.models)
-                    .key(key)
-                    .payload(payload),
-                TXN_CALL_TIMEOUT,
-            )
+            let record = FutureRecord::<String, Vec<u8>>::to(&self.settings.topics.models).key(key);
+            let record = match payload {
+                Some(p) => record.payload(p),
+                None => record,
+            };
+            producer.send(record, TXN_CALL_TIMEOUT)
         });
         let mut failure = None;
         let mut too_large = None;
-        for (r, (key, payload)) in futures::future::join_all(sends).await.iter().zip(&records) {
+        for (r, (key, payload)) in futures::future::join_all(sends).await.iter().zip(records) {
             if let Err((e, _)) = r {
                 if refused_as_too_large(e) {
                     too_large.get_or_insert(RegistryError::TooLarge {
                         key: key.clone(),
-                        bytes: payload.len(),
+                        bytes: payload.as_ref().map_or(0, Vec::len),
                     });
                 }
                 failure.get_or_insert(BrokerError::Client(e.clone()));
@@ -125,12 +141,18 @@ impl Publisher {
             self.txn.renew().await.map_err(|e| self.fenced_or(e))?;
             return Err(too_large.unwrap_or(e));
         }
-        for (key, payload) in &records {
-            tracing::info!(
-                "published {key} on {} ({} bytes)",
-                self.settings.topics.models,
-                payload.len()
-            );
+        for (key, payload) in records {
+            match payload {
+                Some(p) => tracing::info!(
+                    "published {key} on {} ({} bytes)",
+                    self.settings.topics.models,
+                    p.len()
+                ),
+                None => tracing::info!(
+                    "published a tombstone on {key} on {}",
+                    self.settings.topics.models
+                ),
+            }
         }
         Ok(())
     }

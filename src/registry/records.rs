@@ -194,6 +194,10 @@ pub enum Record {
     Alias(AliasRecord),
     Pin(PinRecord),
     Command(CommandRecord),
+    /// A tombstone on a bundle's key: the version is retired, its bundle gone.
+    Retired {
+        version: u32,
+    },
 }
 
 /// Why a record of the topic is not understood.
@@ -245,9 +249,12 @@ impl RecordError {
 /// Reads one record of the topic.
 pub fn parse(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<Record, RecordError> {
     let key = String::from_utf8_lossy(key.ok_or(RecordError::NoKey)?).into_owned();
-    let payload = payload
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| RecordError::Empty(key.clone()))?;
+    let Some(payload) = payload.filter(|p| !p.is_empty()) else {
+        return match bundle_version(&key)? {
+            Some(version) => Ok(Record::Retired { version }),
+            None => Err(RecordError::Empty(key)),
+        };
+    };
     if payload.len() > MAX_RECORD_BYTES {
         return Err(RecordError::TooLarge {
             key,
@@ -273,13 +280,7 @@ pub fn parse(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<Record, Recor
         }
         return Ok(Record::Command(command));
     }
-    if let Some(v) = key.strip_prefix("bundle/v") {
-        let version: u32 = v
-            .parse()
-            .map_err(|_| RecordError::UnknownKey(key.clone()))?;
-        if version == 0 || version > crate::bundle::MAX_VERSION {
-            return Err(RecordError::VersionOutOfRange(key));
-        }
+    if let Some(version) = bundle_version(&key)? {
         return Ok(Record::Bundle {
             version,
             payload: payload.to_vec(),
@@ -302,6 +303,20 @@ pub fn parse(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<Record, Recor
         }
     }
     Err(RecordError::UnknownKey(key))
+}
+
+/// The version a bundle record's key names (none for another key).
+fn bundle_version(key: &str) -> Result<Option<u32>, RecordError> {
+    let Some(v) = key.strip_prefix("bundle/v") else {
+        return Ok(None);
+    };
+    let version: u32 = v
+        .parse()
+        .map_err(|_| RecordError::UnknownKey(key.to_owned()))?;
+    if version == 0 || version > crate::bundle::MAX_VERSION {
+        return Err(RecordError::VersionOutOfRange(key.to_owned()));
+    }
+    Ok(Some(version))
 }
 
 /// A bundle record's payload.

@@ -71,6 +71,9 @@ pub struct Registry {
     commands: BTreeMap<String, CommandRecord>,
     /// Bundle records are passed over unchecked (a reader that wants the commands only).
     without_bundles: bool,
+    /// Versions retired (a tombstone on their bundle's key): their bundle is gone; their
+    /// number stays taken.
+    retired: std::collections::BTreeSet<u32>,
 }
 
 impl Registry {
@@ -125,6 +128,10 @@ impl Registry {
                 Alias::Challenger => self.challenger = Some(a),
             },
             Record::Pin(p) => self.pin = Some(p),
+            Record::Retired { version } => {
+                self.bundles.remove(&version);
+                self.retired.insert(version);
+            }
             Record::Command(c) => {
                 self.commands.insert(c.id.clone(), c);
             }
@@ -140,6 +147,10 @@ impl Registry {
         checked: Result<Manifest, RefusedBundle>,
     ) -> Result<(), Ignored> {
         let manifest = checked.map_err(|source| Ignored::BadBundle { version, source })?;
+        if self.retired.contains(&version) {
+            // Retired already: a bundle published again after its tombstone stays retired.
+            return Ok(());
+        }
         let content = manifest.bundle_sha256();
         if let Some(first) = self.contents.get(&version) {
             if *first != content {
@@ -168,14 +179,23 @@ impl Registry {
         self.bundles.retain(|&v, _| keep(v));
     }
 
-    /// The highest version with a bundle on the topic.
+    /// The highest version with a bundle on the topic (retired or not: its number is taken).
     pub fn highest(&self) -> Option<u32> {
-        self.contents.keys().next_back().copied()
+        let retired = self.retired.last().copied();
+        self.contents.keys().next_back().copied().max(retired)
     }
 
-    /// Every version with a bundle on the topic.
+    /// Whether `version` was retired.
+    pub fn is_retired(&self, version: u32) -> bool {
+        self.retired.contains(&version)
+    }
+
+    /// Every version with a bundle on the topic, not retired.
     pub fn versions(&self) -> impl Iterator<Item = u32> + '_ {
-        self.contents.keys().copied()
+        self.contents
+            .keys()
+            .copied()
+            .filter(|v| !self.retired.contains(v))
     }
 
     /// The bundle record of `version`, if its bytes are kept.
@@ -183,8 +203,11 @@ impl Registry {
         self.bundles.get(&version).map(Vec::as_slice)
     }
 
-    /// The content of `version`'s bundle, if it has one.
+    /// The content of `version`'s bundle, if it has one (a retired version has none).
     pub fn content(&self, version: u32) -> Option<&str> {
+        if self.retired.contains(&version) {
+            return None;
+        }
         self.contents.get(&version).map(String::as_str)
     }
 
@@ -319,6 +342,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.pending_commands().count(), 1);
+    }
+
+    #[test]
+    fn a_tombstone_retires_a_version_whose_number_stays_taken() {
+        let mut r = Registry::default();
+        for v in 1..=3 {
+            read(&mut r, &bundle(v, &format!("tree {v}"))).unwrap();
+        }
+        for v in [1, 3] {
+            r.read(Some(bundle_key(v).as_bytes()), None).unwrap();
+        }
+        assert_eq!(r.versions().collect::<Vec<_>>(), [2]);
+        assert!(r.is_retired(3) && r.bundle(3).is_none() && r.content(3).is_none());
+        assert_eq!(
+            r.highest(),
+            Some(3),
+            "the number of a retired version stays taken"
+        );
+        // Its bundle published again stays retired; an empty value on another key is junk.
+        read(&mut r, &bundle(3, "tree 3")).unwrap();
+        assert!(r.bundle(3).is_none());
+        let e = r.read(Some(b"alias/champion"), Some(b"")).unwrap_err();
+        assert_eq!(e.reason(), "empty");
+        // A reader that starts after the topic's compaction removed the bundle record sees the
+        // tombstone only.
+        let mut later = Registry::default();
+        later.read(Some(bundle_key(3).as_bytes()), None).unwrap();
+        read(&mut later, &bundle(4, "tree 4")).unwrap();
+        assert_eq!((later.highest(), later.versions().count()), (Some(4), 1));
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct RetrainerConfig {
     pub rows_file: PathBuf,
     /// Which of them are kept, and trained on.
     pub retention: Retention,
+    /// Newest versions kept (beside those in use); older ones are retired: a tombstone on the
+    /// registry, their local files removed.
+    pub keep_versions: NonZeroUsize,
     /// Where the join of requests to labels keeps its state.
     pub join_file: PathBuf,
     /// How long a request waits for its label, and a label for its request.
@@ -77,6 +80,7 @@ impl RetrainerConfig {
             fetch: Fetch::default(),
             rows_file: store.models_dir().join(defaults::ROWS_FILE),
             retention: Retention::default(),
+            keep_versions: NonZeroUsize::new(defaults::KEEP_VERSIONS).expect("not 0"),
             join_file: store.models_dir().join(defaults::JOIN_FILE),
             label_window: defaults::LABEL_WINDOW,
             store,

@@ -153,6 +153,9 @@ pub async fn run(
         on_event,
     )
     .await?;
+    // The registry as read at start holds every bundle's bytes: let them go. The service keeps
+    // the bundles it uses (champion, challenger) loaded, and the local store the rest.
+    drop(registry);
     service.apply_gate().await?;
     let result = worker::run(
         &member.consumer,

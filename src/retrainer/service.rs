@@ -190,6 +190,71 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         }
     }
 
+    /// Retires the versions no longer needed: all but the champion, the gate's two, the
+    /// previous champion, a pinned one and the newest `keep_versions`. A tombstone on each
+    /// one's bundle key first, then its local files. A failure costs nothing but a warning
+    /// (the next decision tries again), unless this retrainer was fenced.
+    async fn retire_old_versions(&mut self) -> Result<(), RetrainerError> {
+        let config = &self.trainer.config;
+        let store = config.store.clone();
+        let local = match tokio::task::spawn_blocking(move || store.versions()).await? {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("retrainer: versions not listed: {}", crate::error_chain(&e));
+                return Ok(());
+            }
+        };
+        let mut keep: std::collections::BTreeSet<u32> = local
+            .iter()
+            .rev()
+            .take(config.keep_versions.get())
+            .copied()
+            .collect();
+        keep.insert(self.champion.manifest.version);
+        keep.extend(self.operator.previous);
+        keep.extend(self.operator.pinned());
+        if let Some(run) = &self.gate {
+            keep.extend([run.challenger_version(), run.champion_version()]);
+        }
+        let retire: Vec<u32> = local.into_iter().filter(|v| !keep.contains(v)).collect();
+        if retire.is_empty() {
+            return Ok(());
+        }
+        match self.trainer.publisher.retire(&retire).await {
+            Ok(()) => {}
+            Err(e @ RegistryError::Fenced { .. }) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(
+                    "retrainer: versions {retire:?} not retired: {}",
+                    crate::error_chain(&e)
+                );
+                return Ok(());
+            }
+        }
+        let store = config.store.clone();
+        let gone = retire.clone();
+        let removed =
+            tokio::task::spawn_blocking(move || gone.iter().try_for_each(|&v| store.remove(v)))
+                .await?;
+        if let Err(e) = removed {
+            tracing::warn!(
+                "retrainer: the files of a retired version not removed: {}",
+                crate::error_chain(&e)
+            );
+        }
+        tracing::info!(
+            "retrainer: retired {} (a tombstone on {}, local files removed); kept {keep:?}",
+            retire
+                .iter()
+                .map(|v| format!("v{v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            config.kafka.topics.models
+        );
+        config.metrics.retired(retire.len());
+        Ok(())
+    }
+
     /// A new champion serves from now on.
     fn serve(&mut self, champion: Arc<Bundle>) {
         let before = self.champion.manifest.version;
@@ -265,7 +330,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
                 .decisions
                 .push(Decided::NotShadowed { version, outcome }),
         }
-        Ok(())
+        self.retire_old_versions().await
     }
 
     fn start_retrain(&mut self, trigger: Fired) {
@@ -372,7 +437,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         event.decision = Some(verdict.outcome);
         self.emit(Event::Gate(event));
         self.stats.decisions.push(Decided::Gate(verdict.outcome));
-        Ok(())
+        self.retire_old_versions().await
     }
 
     /// Stops: waits for a cancelled retrain to end, and says what was done.
@@ -480,6 +545,10 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
         }
         let retention = self.trainer.config.retention;
         let compacted = self.retrainer.compact(&retention, now_ms)?;
+        self.trainer
+            .config
+            .metrics
+            .rows(compacted.kept, compacted.dropped);
         if compacted.dropped > 0 {
             tracing::info!(
                 "retrainer: rows file compacted to its retention: {} oldest rows dropped, {} kept",

@@ -52,6 +52,11 @@ pub struct RetrainerMetrics {
     pub labels_dead_letters: Family<ReasonLabel, Counter>,
     /// The join's waiting entries: `request` (waiting for its label), `label` (for its request).
     pub labels_pending: Family<SideLabel, Gauge>,
+    /// Versions retired (a tombstone on the registry, their local files removed).
+    pub versions_retired: Counter,
+    /// Stream rows in the rows file, and dropped from it by its retention.
+    pub rows_stored: Gauge,
+    pub rows_dropped: Counter,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,6 +108,9 @@ impl Default for RetrainerMetrics {
                 }
                 family
             },
+            versions_retired: Counter::default(),
+            rows_stored: Gauge::default(),
+            rows_dropped: Counter::default(),
         }
     }
 }
@@ -114,8 +122,33 @@ fn label(reason: &str) -> ReasonLabel {
 }
 
 impl RetrainerMetrics {
+    pub fn retired(&self, versions: usize) {
+        self.versions_retired.inc_by(versions as u64);
+    }
+
+    /// The rows file holds `stored` rows after `dropped` left it by its retention.
+    pub fn rows(&self, stored: usize, dropped: usize) {
+        self.rows_stored.set(stored as i64);
+        self.rows_dropped.inc_by(dropped as u64);
+    }
+
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("census");
+        r.register(
+            "registry_versions_retired",
+            "Versions retired: a tombstone on the registry, their local files removed",
+            self.versions_retired.clone(),
+        );
+        r.register(
+            "retrainer_rows_stored",
+            "Stream rows in the retrainer's rows file",
+            self.rows_stored.clone(),
+        );
+        r.register(
+            "retrainer_rows_dropped",
+            "Stream rows dropped from the rows file by its retention",
+            self.rows_dropped.clone(),
+        );
         r.register("retrains", "Retrains, by outcome", self.retrains.clone());
         r.register(
             "retrain_triggers",

@@ -307,7 +307,8 @@ function render(s) {
   const status = $("status");
   status.dataset.updated = String(s.now_ms);
   status.className = "status live";
-  status.textContent = `● live · updated ${fmtTime(s.now_ms)}`;
+  const since = s.since_ms == null ? "all records" : `records since ${fmtTime(s.since_ms)}`;
+  status.textContent = `● live · updated ${fmtTime(s.now_ms)} · ${since}`;
 }
 
 function watchStaleness() {
