@@ -16,7 +16,10 @@
 # 5. the quality estimated from the probabilities before labels against the realised, per window
 #    of 2,000 adult.test rows, and under a concept drift (cargo bench --bench estimate);
 # 6. the label join's cost: 1,000,000 requests, half labelled 60 s late, through the
-#    retrainer's join and its journal (cargo bench --bench join; --short: 100,000).
+#    retrainer's join and its journal (cargo bench --bench join; --short: 100,000);
+# 7. serving latency at 1,000 records/s with the predictor alone on the host, then with a
+#    retrainer retraining back to back beside it, its training threads at nice 0 and at 10
+#    (each phase on fresh topics).
 #
 # Needs a bundle in models/: made here with `initialize --if-missing` when there is none.
 set -euo pipefail
@@ -30,9 +33,9 @@ case "${1:-}" in
     *) cs_die "usage: scripts/bench.sh [--short]" ;;
 esac
 if [ "$short" = 1 ]; then
-    records=5000 paced=2000 criterion=(--quick) init_evals=(--max-evals 5) retrain_every=1000 retrain_evals=(--max-evals 2)
+    records=5000 paced=2000 serving=3000 criterion=(--quick) init_evals=(--max-evals 5) retrain_every=1000 retrain_evals=(--max-evals 2)
 else
-    records=200000 paced=30000 criterion=() init_evals=() retrain_every=1000 retrain_evals=()
+    records=200000 paced=30000 serving=60000 criterion=() init_evals=() retrain_every=1000 retrain_evals=()
 fi
 
 cargo build --release --bins
@@ -100,6 +103,39 @@ grep "retraining after v\|stored and published" "$work/retrainer.log" | sed 's/^
 stop_services
 echo "predictor (own process): $(tail -n 1 "$work/predictor.log")"
 echo "retrainer (own process): $(tail -n 1 "$work/retrainer.log")"
+
+echo "== 7. serving at 1000 records/s while a retrainer on the same host retrains back to back:"
+echo "      alone, then beside it with the training threads at nice 0 and at nice 10 (--train-nice)"
+# Each phase on topics of its own, so that each retrainer starts from the same empty stream.
+for phase in alone 0 10; do
+    t="bench-serving-$$-$phase"
+    topics=(--requests-topic "$t.requests" --predictions-topic "$t.predictions" --models-topic "$t.models")
+    "$bin/predictor" --brokers "$brokers" --group "$t-predictor" "${topics[@]}" \
+        >"$work/serving-predictor-$phase.log" 2>&1 &
+    predictor=$!
+    retrainer=""
+    if [ "$phase" != alone ]; then
+        rm -rf "$work/serving-store"
+        mkdir -p "$work/serving-store"
+        cp -r models dataprocessors "$work/serving-store/"
+        "$bin/retrainer" --brokers "$brokers" --group "$t-retrainer" "${topics[@]}" \
+            --retrain-every 1000 --max-evals 10 --train-nice "$phase" \
+            --rows-file "$work/serving-store/rows.jsonl" \
+            --models-dir "$work/serving-store/models" \
+            --processors-dir "$work/serving-store/dataprocessors" \
+            >"$work/serving-retrainer-$phase.log" 2>&1 &
+        retrainer=$!
+    fi
+    "$bin/loadtest" --brokers "$brokers" --predictors 0 --records "$serving" --rate 1000 \
+        --warmup 1000 "${topics[@]}" | sed "s/^/serving, $phase: /"
+    if [ -n "$retrainer" ]; then
+        echo "serving, $phase: $(grep -c 'retraining after v' "$work/serving-retrainer-$phase.log") retrains started"
+        kill -TERM "$retrainer" 2>/dev/null || true
+        wait "$retrainer" 2>/dev/null || true
+    fi
+    kill -TERM "$predictor" 2>/dev/null || true
+    wait "$predictor" 2>/dev/null || true
+done
 
 echo "== 5. quality estimated from the probabilities before labels, against the realised"
 cargo bench --bench estimate

@@ -73,6 +73,9 @@ pub const ROWS_KEEP: usize = 100_000;
 /// Versions the retrainer keeps beside the champion, the challenger, the previous champion and
 /// a pinned one: the newest this many. Older ones are retired.
 pub const KEEP_VERSIONS: usize = 10;
+/// The nice value of the retrainer's training threads: predictors on the same host keep their
+/// cores while a retrain runs.
+pub const TRAIN_NICE: i32 = 10;
 /// How far back the dashboard reads the stream's topics at start.
 pub const DASHBOARD_SINCE: Duration = Duration::from_secs(60 * 60);
 /// Hyperparameter evaluations of `initialize` and of a retrain.

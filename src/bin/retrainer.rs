@@ -54,6 +54,10 @@ struct Flags {
     /// local files removed).
     #[arg(long, default_value_t = defaults::KEEP_VERSIONS.try_into().expect("not 0"), value_parser = positive)]
     keep_versions: NonZeroUsize,
+    /// The nice value of the training threads (0 to 19; 0: as the retrainer's own): higher
+    /// leaves the cores to predictors on the same host while a retrain runs.
+    #[arg(long, default_value_t = defaults::TRAIN_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
+    train_nice: i32,
     /// Retrain after this many new labeled rows.
     #[arg(long, default_value_t = defaults::RETRAIN_EVERY, value_parser = positive)]
     retrain_every: NonZeroUsize,
@@ -111,6 +115,7 @@ impl Check for Flags {
                 .map(|h| std::time::Duration::from_secs_f64(h * 3600.0)),
         };
         config.search = self.search.config(self.max_evals);
+        config.search.nice = self.train_nice;
         config.triggers = self.triggers.triggers();
         Ok(Settings {
             config,

@@ -246,6 +246,7 @@ impl SearchArgs {
             prune: !self.no_pruning,
             cancel: Default::default(),
             calibrate: self.calibrate,
+            nice: 0,
         }
     }
 }

@@ -169,6 +169,8 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     rconf.scoring = config.scoring;
     rconf.retrain_every = config.retrain_every;
     rconf.search = config.search.clone();
+    // Training threads yield to the predictor's, as the retrainer's do.
+    rconf.search.nice = crate::defaults::TRAIN_NICE;
     // A new broker starts its offsets at zero: keep this run's rows apart.
     rconf.rows_file = work.path().join("stream_rows.jsonl");
     rconf.join_file = work.path().join("label_join.jsonl");

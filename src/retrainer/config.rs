@@ -87,7 +87,10 @@ impl RetrainerConfig {
             scoring: Scoring::default(),
             retrain_every: defaults::RETRAIN_EVERY,
             triggers: Triggers::default(),
-            search: SearchConfig::with_budget(defaults::RETRAIN_MAX_EVALS),
+            search: SearchConfig {
+                nice: defaults::TRAIN_NICE,
+                ..SearchConfig::with_budget(defaults::RETRAIN_MAX_EVALS)
+            },
             promotion: Promotion::Gate(GateSettings::default()),
             shuffle_labels: false,
             max_batch: defaults::MAX_BATCH,

@@ -79,8 +79,28 @@ pub fn train_final(
 }
 
 /// Fits the processor on `train`, searches hyperparameters by CV, trains the final model on all
-/// of `train`, loads it as `scoring` says, and evaluates it on `test` when given.
+/// of `train`, loads it as `scoring` says, and evaluates it on `test` when given; every thread
+/// that trains at `config.nice`.
 pub fn fit(
+    train: &[LabeledRow],
+    test: Option<&[LabeledRow]>,
+    config: &SearchConfig,
+    scoring: Scoring,
+) -> Result<Trained, TrainError> {
+    if config.nice == 0 {
+        return fit_here(train, test, config, scoring);
+    }
+    // The steps outside the search's own pool (the processor, the final model, its
+    // evaluation) run on a thread of their own at the lower priority too.
+    let nice = config.nice;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .start_handler(move |_| crate::util::priority::nice_this_thread(nice))
+        .build()?
+        .install(|| fit_here(train, test, config, scoring))
+}
+
+fn fit_here(
     train: &[LabeledRow],
     test: Option<&[LabeledRow]>,
     config: &SearchConfig,
@@ -115,8 +135,10 @@ pub fn fit(
         Calibrate::None => None,
         Calibrate::Platt => {
             let start = Instant::now();
+            let nice = config.nice;
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(config.threads.get())
+                .start_handler(move |_| crate::util::priority::nice_this_thread(nice))
                 .build()?;
             let oof = pool.install(|| {
                 calibrate::out_of_fold(

@@ -43,6 +43,9 @@ pub struct SearchConfig {
     pub cancel: CancellationToken,
     /// How the final model's scores are calibrated.
     pub calibrate: Calibrate,
+    /// The nice value of the threads that train (0: as the caller's; the retrainer's are
+    /// higher, so that predictors on the same host keep their cores).
+    pub nice: i32,
 }
 
 /// How a trained model's scores are calibrated (`--calibrate`).
@@ -67,6 +70,7 @@ impl SearchConfig {
             prune: true,
             cancel: CancellationToken::new(),
             calibrate: Calibrate::default(),
+            nice: 0,
         }
     }
 }
@@ -219,8 +223,10 @@ pub fn search(
         sets: Mutex::new(Vec::new()),
     };
     let start = std::time::Instant::now();
+    let nice = config.nice;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(config.threads.get())
+        .start_handler(move |_| crate::util::priority::nice_this_thread(nice))
         .build()?;
     let solver = ParticleSwarm::new(bounds(), particles)
         .with_rng_generator(StdRng::seed_from_u64(config.seed));

@@ -8,4 +8,5 @@ pub mod host;
 pub mod jsonl;
 pub mod logging;
 pub mod peak_memory;
+pub mod priority;
 pub mod slot;
