@@ -88,17 +88,19 @@ cp -r models dataprocessors "$work/store/"
 retrainer=$!
 pids+=($retrainer)
 # The retrainer's group starts at the earliest offset: the records above are its stream rows.
+# A retrain ends published (champion or challenger) or rejected by the offline check.
+finished="stored and published\|rejected offline"
 for _ in $(seq 1 600); do
-    grep -q "stored and published" "$work/retrainer.log" && break
+    grep -q "$finished" "$work/retrainer.log" && break
     kill -0 "$retrainer" 2>/dev/null || break
     sleep 0.5
 done
-if ! grep -q "stored and published" "$work/retrainer.log"; then
-    echo "bench: the retrainer published no version; its log:" >&2
+if ! grep -q "$finished" "$work/retrainer.log"; then
+    echo "bench: the retrainer finished no retrain; its log:" >&2
     cat "$work/retrainer.log" >&2
     exit 1
 fi
-grep "retraining after v\|stored and published" "$work/retrainer.log" | sed 's/^.*retrainer: /retrainer: /'
+grep "retraining after v\|$finished" "$work/retrainer.log" | sed 's/^.*retrainer: /retrainer: /'
 
 stop_services
 echo "predictor (own process): $(tail -n 1 "$work/predictor.log")"
