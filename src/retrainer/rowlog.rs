@@ -265,17 +265,7 @@ impl RowLog {
             aside.write_all(b"\n")?;
         }
         aside.sync_data()?;
-        let fresh = self.path.with_extension("rewrite");
-        let mut out = File::create(&fresh)?;
-        let mut buf = Vec::new();
-        for row in &self.rows {
-            serde_json::to_writer(&mut buf, row)?;
-            buf.push(b'\n');
-        }
-        out.write_all(&buf)?;
-        out.sync_data()?;
-        fs::rename(&fresh, &self.path)?;
-        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.file = rewrite(&self.path, &self.rows)?;
         Ok(())
     }
 
