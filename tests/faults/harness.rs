@@ -290,6 +290,30 @@ pub fn predictor_with(
     spawn(env!("CARGO_BIN_EXE_predictor"), &args, work, name, fault)
 }
 
+/// The flags of a retrainer child of `group` named `instance`, its store in `store` and its
+/// rows in `rows_file`, reading adult.data from the suite's data folder.
+pub fn retrainer_flags(
+    s: &KafkaSettings,
+    group: &str,
+    instance: &str,
+    store: &Path,
+    rows_file: &Path,
+) -> Vec<String> {
+    let mut args = kafka_flags(s);
+    args.extend([
+        format!("--group={group}"),
+        format!("--instance-id={instance}"),
+        format!("--models-dir={}", store.join("models").display()),
+        format!(
+            "--processors-dir={}",
+            store.join("dataprocessors").display()
+        ),
+        format!("--data-dir={}", data_dir().display()),
+        format!("--rows-file={}", rows_file.display()),
+    ]);
+    args
+}
+
 /// Streams `n` rows of adult.test at `rate` records/s into the scenario's requests topic; the
 /// summary comes when every answer arrived or `wait` passed after the last send.
 pub fn stream(

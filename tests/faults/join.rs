@@ -20,17 +20,8 @@ async fn the_retrainer_killed_mid_join_keeps_each_labelled_request_once() {
     let s = scenario_settings(&broker, 3).await;
     let group = &format!("{}-retrainer", s.topics.requests);
     let rows_file = store.join("rows.jsonl");
-    let mut args = harness::kafka_flags(&s);
+    let mut args = harness::retrainer_flags(&s, group, "j1", &store, &rows_file);
     args.extend([
-        format!("--group={group}"),
-        "--instance-id=j1".to_owned(),
-        format!("--models-dir={}", store.join("models").display()),
-        format!(
-            "--processors-dir={}",
-            store.join("dataprocessors").display()
-        ),
-        format!("--data-dir={}", harness::data_dir().display()),
-        format!("--rows-file={}", rows_file.display()),
         // Retrains stay out of the way: the join is what is under test.
         "--retrain-every=100000".to_owned(),
         "--threads=1".to_owned(),

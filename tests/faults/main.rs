@@ -353,17 +353,8 @@ async fn the_retrainer_killed_mid_write_and_mid_search_keeps_each_row_once() {
     let s = scenario_settings(&broker, 3).await;
     let group = &format!("{}-retrainer", s.topics.requests);
     let rows_file = store.join("rows.jsonl");
-    let mut args = harness::kafka_flags(&s);
+    let mut args = harness::retrainer_flags(&s, group, "r1", &store, &rows_file);
     args.extend([
-        format!("--group={group}"),
-        "--instance-id=r1".to_owned(),
-        format!("--models-dir={}", store.join("models").display()),
-        format!(
-            "--processors-dir={}",
-            store.join("dataprocessors").display()
-        ),
-        format!("--data-dir={}", harness::data_dir().display()),
-        format!("--rows-file={}", rows_file.display()),
         "--retrain-every=400".to_owned(),
         "--max-evals=2".to_owned(),
         "--threads=1".to_owned(),
