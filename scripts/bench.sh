@@ -3,6 +3,7 @@
 #
 #   scripts/bench.sh            full run (about 10 minutes on 2 cores)
 #   scripts/bench.sh --short    the same commands with small N (CI runs this so they never rot)
+#   scripts/bench.sh serving    stage 7 alone (with --short: its small N)
 #
 # 1. scoring micro-benchmarks (criterion): decode, transform, the model alone with each scorer
 #    (compiled trees, native walk, LightGBM) and the time a bundle's model takes to load,
@@ -18,8 +19,8 @@
 # 6. the label join's cost: 1,000,000 requests, half labelled 60 s late, through the
 #    retrainer's join and its journal (cargo bench --bench join; --short: 100,000);
 # 7. serving latency at 1,000 records/s with the predictor alone on the host, then with a
-#    retrainer retraining back to back beside it, its training threads at nice 0 and at 10
-#    (each phase on fresh topics).
+#    retrainer retraining back to back beside it: no priority lowered, its defaults, and its
+#    defaults in the predictor's session (each phase on fresh topics).
 #
 # Needs a bundle in models/: made here with `initialize --if-missing` when there is none.
 set -euo pipefail
@@ -27,11 +28,14 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 short=0
-case "${1:-}" in
-    --short) short=1 ;;
-    "") ;;
-    *) cs_die "usage: scripts/bench.sh [--short]" ;;
-esac
+only=""
+for arg in "$@"; do
+    case "$arg" in
+        --short) short=1 ;;
+        serving) only=$arg ;;
+        *) cs_die "usage: scripts/bench.sh [--short] [serving]" ;;
+    esac
+done
 if [ "$short" = 1 ]; then
     records=5000 paced=2000 serving=3000 criterion=(--quick) init_evals=(--max-evals 5) retrain_every=1000 retrain_evals=(--max-evals 2)
 else
@@ -53,8 +57,64 @@ cleanup() {
     rm -rf "$work"
 }
 
+# Stage 7 (also alone: scripts/bench.sh serving).
+serving_stage() {
+    echo "== 7. serving at 1000 records/s while a retrainer on the same host retrains back to back:"
+    echo "      alone; beside a retrainer with no priority lowered (--train-nice 0 --session-nice 0);"
+    echo "      beside one at its defaults; and at its defaults sharing this script's session"
+    # Predictor and retrainer each in a session of their own (setsid), as from their own terminals
+    # or service units: Linux shares the cores between sessions (autogroups) before threads. The
+    # last phase starts the retrainer in this script's session, where it cannot lower its group.
+    # Each phase on topics of its own, so that each retrainer starts from the same empty stream.
+    for phase in alone no-lowering defaults shared-session; do
+        t="bench-serving-$$-$phase"
+        topics=(--requests-topic "$t.requests" --predictions-topic "$t.predictions" --models-topic "$t.models")
+        setsid "$bin/predictor" --brokers "$brokers" --group "$t-predictor" "${topics[@]}" \
+            >"$work/serving-predictor-$phase.log" 2>&1 &
+        predictor=$!
+        retrainer=""
+        if [ "$phase" != alone ]; then
+            rm -rf "$work/serving-store"
+            mkdir -p "$work/serving-store"
+            cp -r models dataprocessors "$work/serving-store/"
+            priority=()
+            [ "$phase" = no-lowering ] && priority=(--train-nice 0 --session-nice 0)
+            session=(setsid)
+            [ "$phase" = shared-session ] && session=()
+            "${session[@]}" "$bin/retrainer" --brokers "$brokers" --group "$t-retrainer" "${topics[@]}" \
+                --retrain-every 1000 --max-evals 10 "${priority[@]}" \
+                --rows-file "$work/serving-store/rows.jsonl" \
+                --models-dir "$work/serving-store/models" \
+                --processors-dir "$work/serving-store/dataprocessors" \
+                >"$work/serving-retrainer-$phase.log" 2>&1 &
+            retrainer=$!
+        fi
+        "$bin/loadtest" --brokers "$brokers" --predictors 0 --records "$serving" --rate 1000 \
+            --warmup 1000 "${topics[@]}" | sed "s/^/serving, $phase: /"
+        if [ -n "$retrainer" ]; then
+            echo "serving, $phase: $(grep -c 'retraining after v' "$work/serving-retrainer-$phase.log") retrains started;" \
+                "$(grep -o 'its scheduling group.*' "$work/serving-retrainer-$phase.log" | head -n 1 | cut -c1-120)"
+            kill -TERM "$retrainer" 2>/dev/null || true
+            wait "$retrainer" 2>/dev/null || true
+        fi
+        kill -TERM "$predictor" 2>/dev/null || true
+        wait "$predictor" 2>/dev/null || true
+    done
+}
+
 echo "== machine: $(nproc) cores, $(uname -m), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 "$bin/initialize" --if-missing "${init_evals[@]}"
+
+if [ -n "$only" ]; then
+    brokers="${KAFKA_BROKERS:-}"
+    if [ -z "$brokers" ]; then
+        cs_start_test_broker "${CENSUS_BENCH_KAFKA_PORT:-19096}"
+        brokers="$CS_TEST_BROKERS"
+    fi
+    cs_on_exit cleanup
+    "${only}_stage"
+    exit 0
+fi
 
 echo "== 1. scoring micro-benchmarks"
 cargo bench --bench scoring -- "${criterion[@]}"
@@ -106,38 +166,7 @@ stop_services
 echo "predictor (own process): $(tail -n 1 "$work/predictor.log")"
 echo "retrainer (own process): $(tail -n 1 "$work/retrainer.log")"
 
-echo "== 7. serving at 1000 records/s while a retrainer on the same host retrains back to back:"
-echo "      alone, then beside it with the training threads at nice 0 and at nice 10 (--train-nice)"
-# Each phase on topics of its own, so that each retrainer starts from the same empty stream.
-for phase in alone 0 10; do
-    t="bench-serving-$$-$phase"
-    topics=(--requests-topic "$t.requests" --predictions-topic "$t.predictions" --models-topic "$t.models")
-    "$bin/predictor" --brokers "$brokers" --group "$t-predictor" "${topics[@]}" \
-        >"$work/serving-predictor-$phase.log" 2>&1 &
-    predictor=$!
-    retrainer=""
-    if [ "$phase" != alone ]; then
-        rm -rf "$work/serving-store"
-        mkdir -p "$work/serving-store"
-        cp -r models dataprocessors "$work/serving-store/"
-        "$bin/retrainer" --brokers "$brokers" --group "$t-retrainer" "${topics[@]}" \
-            --retrain-every 1000 --max-evals 10 --train-nice "$phase" \
-            --rows-file "$work/serving-store/rows.jsonl" \
-            --models-dir "$work/serving-store/models" \
-            --processors-dir "$work/serving-store/dataprocessors" \
-            >"$work/serving-retrainer-$phase.log" 2>&1 &
-        retrainer=$!
-    fi
-    "$bin/loadtest" --brokers "$brokers" --predictors 0 --records "$serving" --rate 1000 \
-        --warmup 1000 "${topics[@]}" | sed "s/^/serving, $phase: /"
-    if [ -n "$retrainer" ]; then
-        echo "serving, $phase: $(grep -c 'retraining after v' "$work/serving-retrainer-$phase.log") retrains started"
-        kill -TERM "$retrainer" 2>/dev/null || true
-        wait "$retrainer" 2>/dev/null || true
-    fi
-    kill -TERM "$predictor" 2>/dev/null || true
-    wait "$predictor" 2>/dev/null || true
-done
+serving_stage
 
 echo "== 5. quality estimated from the probabilities before labels, against the realised"
 cargo bench --bench estimate

@@ -76,6 +76,11 @@ pub const KEEP_VERSIONS: usize = 10;
 /// The nice value of the retrainer's training threads: predictors on the same host keep their
 /// cores while a retrain runs.
 pub const TRAIN_NICE: i32 = 10;
+/// The nice value of the retrainer's scheduling group (its session's, when it has one of its
+/// own): the lowest, so that services of other sessions keep their cores while it trains.
+pub const SESSION_NICE: i32 = 19;
+/// How often the retrainer looks again at who shares its session.
+pub const SESSION_CHECK: Duration = Duration::from_secs(10);
 /// How far back the dashboard reads the stream's topics at start.
 pub const DASHBOARD_SINCE: Duration = Duration::from_secs(60 * 60);
 /// Hyperparameter evaluations of `initialize` and of a retrain.

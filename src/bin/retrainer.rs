@@ -16,6 +16,7 @@ use census_stream::cli::{
 use census_stream::defaults;
 use census_stream::retrainer::{run, Retention, RetrainerConfig};
 use census_stream::settings::{positive, positive_number};
+use census_stream::util::session_group;
 use census_stream::util::slot::HostSlot;
 
 #[derive(Debug, Parser)]
@@ -58,6 +59,12 @@ struct Flags {
     /// leaves the cores to predictors on the same host while a retrain runs.
     #[arg(long, default_value_t = defaults::TRAIN_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
     train_nice: i32,
+    /// The nice value of the retrainer's scheduling group (Linux: its session's autogroup; 0 to
+    /// 19; 0 leaves it). Set only while no other process shares its session but its shell:
+    /// start it from its own terminal, with `setsid`, or as a service. Services of other
+    /// sessions then keep their cores while it trains.
+    #[arg(long, default_value_t = defaults::SESSION_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
+    session_nice: i32,
     /// Retrain after this many new labeled rows.
     #[arg(long, default_value_t = defaults::RETRAIN_EVERY, value_parser = positive)]
     retrain_every: NonZeroUsize,
@@ -84,6 +91,7 @@ struct Settings {
     /// The host slot its instance name holds, while it runs.
     _slot: Option<HostSlot>,
     deadline: std::time::Duration,
+    session_nice: i32,
 }
 
 impl Check for Flags {
@@ -123,6 +131,7 @@ impl Check for Flags {
             tracking: self.tracking,
             _slot: slot,
             deadline: self.shutdown.deadline(),
+            session_nice: self.session_nice,
         })
     }
 }
@@ -136,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
         tracking,
         _slot,
         deadline,
+        session_nice,
     } = cli::parse::<Flags>();
     config.tracking = tracking.tracker();
     let tracker = config.tracking.clone();
@@ -150,7 +160,15 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .await?;
+    let group_stop = shutdown.child_token();
+    let group = tokio::spawn(session_group::keep(
+        session_nice,
+        defaults::SESSION_CHECK,
+        group_stop.clone(),
+    ));
     let result = run(config, shutdown, |_| {}).await;
+    group_stop.cancel();
+    group.await?; // its session's group back at nice 0
     if let Some(tracker) = tracker {
         let wait = tracking.wait();
         tokio::task::spawn_blocking(move || tracker.finish(wait)).await?;

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub use input::{Input, SkippedLine};
 pub use labels::{LabelDraw, LabelPlan, LabelsSent, Spread};
 pub use status::Status;
-pub use summary::{quantiles, Summary, VersionTally};
+pub use summary::{quantiles, SlowSecond, Summary, VersionTally};
 pub use view::Sink;
 
 use crate::defaults;

@@ -95,6 +95,11 @@ impl Summary {
                 s += &format!("{name}: p50 {p50:.1}, p95 {p95:.1}, p99 {p99:.1}, max {max:.1}\n");
             }
         }
+        let slowest = self.slowest_seconds(3);
+        if !slowest.is_empty() {
+            let shown: Vec<String> = slowest.iter().map(SlowSecond::to_string).collect();
+            s += &format!("slowest seconds, by send time: {}\n", shown.join("; "));
+        }
         for (v, t) in &self.per_version {
             let acc = match (t.accuracy(), self.labels) {
                 // Labels sent apart are known here at once (they reach the pipeline later).
@@ -117,6 +122,61 @@ impl Summary {
             s.push('\n');
         }
         s
+    }
+}
+
+/// One second of sends and its worst latency: where a stall was, to set beside other logs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowSecond {
+    /// The second's start, epoch milliseconds (the requests' `sent_at_ms`).
+    pub second_ms: i64,
+    /// Requests sent in it that were answered.
+    pub answered: usize,
+    pub max_ms: f64,
+    /// Of the slowest, send to scored.
+    pub scored_ms: f64,
+}
+
+impl std::fmt::Display for SlowSecond {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = chrono::DateTime::from_timestamp_millis(self.second_ms)
+            .map(|t| t.format("%H:%M:%S UTC").to_string())
+            .unwrap_or_else(|| self.second_ms.to_string());
+        write!(
+            f,
+            "{at} max {:.1} ms (send to scored {:.1}) of {} answered",
+            self.max_ms, self.scored_ms, self.answered
+        )
+    }
+}
+
+impl Summary {
+    /// The `n` seconds of sends with the largest latency, worst first.
+    pub fn slowest_seconds(&self, n: usize) -> Vec<SlowSecond> {
+        let mut seconds: BTreeMap<i64, SlowSecond> = BTreeMap::new();
+        for ((p, &latency), &scored) in self
+            .predictions
+            .iter()
+            .zip(&self.latencies_ms)
+            .zip(&self.scored_ms)
+        {
+            let second_ms = p.sent_at_ms.div_euclid(1000) * 1000;
+            let w = seconds.entry(second_ms).or_insert(SlowSecond {
+                second_ms,
+                answered: 0,
+                max_ms: f64::NEG_INFINITY,
+                scored_ms: 0.0,
+            });
+            w.answered += 1;
+            if latency > w.max_ms {
+                w.max_ms = latency;
+                w.scored_ms = scored;
+            }
+        }
+        let mut worst: Vec<SlowSecond> = seconds.into_values().collect();
+        worst.sort_by(|a, b| b.max_ms.total_cmp(&a.max_ms));
+        worst.truncate(n);
+        worst
     }
 }
 
@@ -180,6 +240,60 @@ mod tests {
             ),
             "{report}"
         );
+    }
+
+    #[test]
+    fn the_slowest_seconds_are_found_by_send_time_worst_first() {
+        let mut s = Summary::default();
+        // Three seconds of sends: the second one holds the stall.
+        for (i, (sent, latency)) in [
+            (1_000, 5.0),
+            (1_500, 7.0),
+            (2_100, 900.0),
+            (2_900, 40.0),
+            (3_000, 9.0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            s.predictions.push(Prediction {
+                request_id: format!("r{i}"),
+                probability: 0.5,
+                predicted: ">50K".into(),
+                income_bracket: None,
+                model_version: 1,
+                bundle_sha256: String::new(),
+                challenger_version: None,
+                challenger_probability: None,
+                sent_at_ms: sent,
+                predicted_at_ms: sent + latency as i64 - 1,
+                partition: 0,
+                offset: i as i64,
+            });
+            s.latencies_ms.push(latency);
+            s.scored_ms.push(latency - 1.0);
+        }
+        let worst = s.slowest_seconds(2);
+        assert_eq!(
+            worst,
+            vec![
+                SlowSecond {
+                    second_ms: 2_000,
+                    answered: 2,
+                    max_ms: 900.0,
+                    scored_ms: 899.0
+                },
+                SlowSecond {
+                    second_ms: 3_000,
+                    answered: 1,
+                    max_ms: 9.0,
+                    scored_ms: 8.0
+                },
+            ]
+        );
+        assert!(s
+            .report()
+            .contains("slowest seconds, by send time: 00:00:02 UTC max 900.0 ms"));
     }
 
     #[test]

@@ -155,3 +155,143 @@ async fn sigterm_stops_a_retrainer_mid_search_within_5_s_and_keeps_the_rows_of_t
     );
     assert_eq!(lines_in(&rows_file), 500, "every row stored once");
 }
+
+/// A retrainer started as `sh -c '<prelude> retrainer …; cat /proc/self/autogroup'` in a session
+/// of its own: the shell is its ancestor and outlives it, `prelude` may start others.
+fn retrainer_in_own_session(
+    kafka: &TestKafka,
+    dir: &Path,
+    data: &Path,
+    prelude: &str,
+    log_file: &Path,
+) -> Child {
+    use std::os::unix::process::CommandExt;
+    let mut args = kafka_flags(kafka);
+    args.extend([
+        format!("--group=retrainer-{:08x}", rand::random::<u32>()),
+        format!("--models-dir={}", dir.join("models").display()),
+        format!("--processors-dir={}", dir.join("dataprocessors").display()),
+        format!("--data-dir={}", data.display()),
+        format!("--rows-file={}", dir.join("rows.jsonl").display()),
+        "--threads=1".into(),
+    ]);
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!(
+            "{prelude} \"$0\" \"$@\" 2>\"$LOG\"; cat /proc/self/autogroup"
+        ))
+        .arg(env!("CARGO_BIN_EXE_retrainer"))
+        .args(args)
+        .env("LOG", log_file)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn().expect("sh starts")
+}
+
+/// The retrainer among the shell's children.
+fn retrainer_under(shell: &Child) -> u32 {
+    let mut found = None;
+    wait_until("the retrainer to start", 10, || {
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", shell.id()))
+            .unwrap_or_default();
+        found = children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "retrainer")
+            });
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+fn autogroup_nice(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/autogroup"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .last()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrainer_alone_in_its_session_lowers_its_group_until_it_exits_and_a_shared_one_does_not(
+) {
+    let (Some(data), Some((dir, _store))) = (adult_dir(), store_with_v1()) else {
+        return;
+    };
+    let kafka = test_kafka(1).await;
+    let autogroups = std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled")
+        .is_ok_and(|s| s.trim() == "1");
+
+    // Alone with its shell: its group at nice 19 while it runs, back at 0 when it has stopped.
+    let log_file = dir.path().join("alone.log");
+    let log = || std::fs::read_to_string(&log_file).unwrap_or_default();
+    let shell = retrainer_in_own_session(&kafka, dir.path(), &data, "", &log_file);
+    let retrainer = retrainer_under(&shell);
+    wait_until("the retrainer's word on its group", 30, || {
+        log().contains("its scheduling group")
+    });
+    if !autogroups {
+        assert!(log().contains("autogroup is off"), "{}", log());
+    } else if log().contains("cpu cgroup") {
+        eprintln!("this host runs the tests in a cpu cgroup: autogroups do not apply");
+    } else {
+        assert!(log().contains("runs at nice 19"), "{}", log());
+        assert_eq!(autogroup_nice(retrainer), "19");
+    }
+    // SAFETY: kill with a child's pid and SIGTERM has no memory effects.
+    assert_eq!(unsafe { libc::kill(retrainer as i32, libc::SIGTERM) }, 0);
+    let out = shell.wait_with_output().expect("the shell ends");
+    let after = String::from_utf8_lossy(&out.stdout);
+    if autogroups {
+        assert!(
+            after.trim_end().ends_with("nice 0"),
+            "the session's group after the retrainer: {after:?}\n{}",
+            log()
+        );
+    }
+
+    // Sharing its session with another process: left at nice 0, and told why.
+    let log_file = dir.path().join("shared.log");
+    let log = || std::fs::read_to_string(&log_file).unwrap_or_default();
+    let shell = retrainer_in_own_session(
+        &kafka,
+        dir.path(),
+        &data,
+        "sleep 60 >/dev/null 2>&1 &",
+        &log_file,
+    );
+    let retrainer = retrainer_under(&shell);
+    wait_until("the retrainer's word on its group", 30, || {
+        log().contains("its scheduling group")
+    });
+    if autogroups && !log().contains("cpu cgroup") {
+        assert!(
+            log().contains("is left at nice 0: its session is shared with")
+                && log().contains("(sleep)"),
+            "{}",
+            log()
+        );
+        assert_eq!(autogroup_nice(retrainer), "0");
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(retrainer as i32, libc::SIGTERM) }, 0);
+    let session = shell.id() as i32;
+    shell.wait_with_output().expect("the shell ends");
+    // SAFETY: as above, to the session's process group (the sleep).
+    unsafe { libc::kill(-session, libc::SIGTERM) };
+}
