@@ -4,6 +4,8 @@
 #   scripts/bench.sh            full run (about 10 minutes on 2 cores)
 #   scripts/bench.sh --short    the same commands with small N (CI runs this so they never rot)
 #   scripts/bench.sh serving    stage 7 alone (with --short: its small N)
+#   scripts/bench.sh soak       stage 8 alone: 1,000,000 requests (about 20 minutes), its plot
+#                               written to docs/soak.png (with --short: 20,000, no plot)
 #
 # 1. scoring micro-benchmarks (criterion): decode, transform, the model alone with each scorer
 #    (compiled trees, native walk, LightGBM) and the time a bundle's model takes to load,
@@ -32,14 +34,16 @@ only=""
 for arg in "$@"; do
     case "$arg" in
         --short) short=1 ;;
-        serving) only=$arg ;;
-        *) cs_die "usage: scripts/bench.sh [--short] [serving]" ;;
+        serving | soak) only=$arg ;;
+        *) cs_die "usage: scripts/bench.sh [--short] [serving | soak]" ;;
     esac
 done
 if [ "$short" = 1 ]; then
     records=5000 paced=2000 serving=3000 criterion=(--quick) init_evals=(--max-evals 5) retrain_every=1000 retrain_evals=(--max-evals 2)
+    soak_records=20000 soak_rate=1000 soak_every=4000 soak_keep=8000 soak_sample_secs=2
 else
     records=200000 paced=30000 serving=60000 criterion=() init_evals=() retrain_every=1000 retrain_evals=()
+    soak_records=1000000 soak_rate=1000 soak_every=20000 soak_keep=100000 soak_sample_secs=10
 fi
 
 cargo build --release --bins
@@ -100,6 +104,58 @@ serving_stage() {
         kill -TERM "$predictor" 2>/dev/null || true
         wait "$predictor" 2>/dev/null || true
     done
+}
+
+# The soak (scripts/bench.sh soak): the four components for $soak_records requests of fresh
+# scenario rows at $soak_rate/s, labels 2 s later on the labels topic, a retrain after every
+# $soak_every labelled rows (or as soon as the last ends, when that is later); each service in a
+# session of its own. Every few seconds: the RSS of predictor, retrainer and dashboard, the rows
+# file, the join journal, the bundle files, census.models on the broker's disk (when the broker's
+# folder is known: KAFKA_LOCAL_DIR). scripts/soak_report.py turns the samples into slopes.
+soak_stage() {
+    echo "== 8. soak: $soak_records requests at $soak_rate/s, a retrain every $soak_every labelled rows, rows kept $soak_keep"
+    local t="bench-soak-$$" store="$work/soak-store" samples="$work/soak.csv"
+    local topics=(--requests-topic "$t.requests" --predictions-topic "$t.predictions"
+        --labels-topic "$t.labels" --dlq-topic "$t.dlq" --models-topic "$t.models")
+    rm -rf "$store" && mkdir -p "$store" && cp -r models dataprocessors "$store/"
+    local pm=127.0.0.1:19481 rm=127.0.0.1:19482
+    setsid "$bin/predictor" --brokers "$brokers" --group "$t-predictor" "${topics[@]}" \
+        --metrics-addr "$pm" >"$work/soak-predictor.log" 2>&1 &
+    local predictor=$!
+    setsid "$bin/retrainer" --brokers "$brokers" --group "$t-retrainer" "${topics[@]}" \
+        --retrain-every "$soak_every" --rows-keep "$soak_keep" --metrics-addr "$rm" \
+        --rows-file "$store/rows.jsonl" --join-file "$store/join.jsonl" \
+        --models-dir "$store/models" --processors-dir "$store/dataprocessors" \
+        >"$work/soak-retrainer.log" 2>&1 &
+    local retrainer=$!
+    setsid "$bin/dashboard" --brokers "$brokers" "${topics[@]}" --predictor-group "$t-predictor" \
+        --addr 127.0.0.1:19483 >"$work/soak-dashboard.log" 2>&1 &
+    local dashboard=$!
+    "$bin/producer" --brokers "$brokers" "${topics[@]}" --scenario fresh --rate "$soak_rate" \
+        --limit "$soak_records" --label-delay-secs 2 --label-fraction 1 --no-status \
+        >"$work/soak-producer.log" 2>&1 &
+    local producer=$!
+    local topic_dir=""
+    [ -n "${KAFKA_LOCAL_DIR:-}" ] && topic_dir="$KAFKA_LOCAL_DIR/data/$t.models-0"
+    rss() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status" 2>/dev/null; }
+    mb() { [ -e "$1" ] && du -sb "$@" 2>/dev/null | awk '{s += $1} END {printf "%.2f", s / 1048576}'; }
+    metric() { curl -s "http://$1/metrics" | awk -v m="$2" '$1 ~ "^"m"({|$)" {s += $2} END {if (NR) printf "%.0f", s}'; }
+    echo "epoch_s,predictions,rows_stored,rss_predictor_mb,rss_retrainer_mb,rss_dashboard_mb,rows_file_mb,join_file_mb,store_mb,models_topic_mb" >"$samples"
+    while kill -0 "$producer" 2>/dev/null; do
+        echo "$(date +%s.%N | cut -c1-14),$(metric "$pm" census_predictions_total),$(metric "$rm" census_retrainer_rows_stored),$(rss "$predictor"),$(rss "$retrainer"),$(rss "$dashboard"),$(mb "$store/rows.jsonl"),$(mb "$store/join.jsonl"),$(mb "$store/models" "$store/dataprocessors"),$([ -n "$topic_dir" ] && mb "$topic_dir")" >>"$samples"
+        sleep "$soak_sample_secs"
+    done
+    wait "$producer" || { echo "bench: the soak's producer failed; its log:" >&2; tail -n 30 "$work/soak-producer.log" >&2; exit 1; }
+    grep -E "^(sent|throughput|latency|model v)" "$work/soak-producer.log" | sed 's/^/soak, producer: /'
+    for p in "$retrainer" "$predictor" "$dashboard"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "$retrainer" "$predictor" "$dashboard"; do wait "$p" 2>/dev/null || true; done
+    echo "soak, retrainer: $(tail -n 1 "$work/soak-retrainer.log")"
+    echo "soak, predictor: $(tail -n 1 "$work/soak-predictor.log")"
+    cs_ensure_mlflow # its venv has matplotlib
+    local plot=()
+    [ "$short" = 0 ] && plot=(--plot docs/soak.png)
+    "$CS_CACHE/mlflow-venv/bin/python" scripts/soak_report.py "$samples" "$work/soak-retrainer.log" \
+        --rows-keep "$soak_keep" "${plot[@]}"
 }
 
 echo "== machine: $(nproc) cores, $(uname -m), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
@@ -167,6 +223,8 @@ echo "predictor (own process): $(tail -n 1 "$work/predictor.log")"
 echo "retrainer (own process): $(tail -n 1 "$work/retrainer.log")"
 
 serving_stage
+# The soak takes 20 minutes at full size: on its own only (scripts/bench.sh soak); small here.
+[ "$short" = 1 ] && soak_stage
 
 echo "== 5. quality estimated from the probabilities before labels, against the realised"
 cargo bench --bench estimate

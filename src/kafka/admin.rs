@@ -17,6 +17,10 @@ pub const KAFKA_DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 /// `max.message.bytes` of the dead-letter topic when it is created: a request up to Kafka's
 /// default limit fits whole, with its headers.
 pub const DLQ_MAX_MESSAGE_BYTES: usize = 2 << 20;
+/// `segment.ms` of the models topic: its segment rolls this often (when written), so that the
+/// log cleaner can compact away replaced and retired bundles; with Kafka's default (7 days,
+/// or 1 GiB) superseded bundles would stay on disk for a week.
+pub const MODELS_SEGMENT_MS: u64 = 10 * 60 * 1000;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 const LEADER_WAIT: Duration = Duration::from_secs(30);
@@ -104,13 +108,15 @@ impl KafkaSettings {
 
     /// Creates whichever of the four topics is missing: requests and predictions with
     /// `partitions` partitions, the dead letters allowed 2 MiB records, models compacted and
-    /// allowed to hold 64 MiB bundles (plus room for the record batch's own header), and waits
+    /// allowed to hold 64 MiB bundles (plus room for the record batch's own header) with a
+    /// segment rolled every 10 minutes (so that compaction removes old bundles), and waits
     /// for their leaders.
     pub async fn ensure_topics(&self) -> Result<(), BrokerError> {
         let existing = self.existing_topics().await?;
         let t = &self.topics;
         let big = (MAX_MESSAGE_BYTES + (1 << 20)).to_string();
         let dlq_max = DLQ_MAX_MESSAGE_BYTES.to_string();
+        let models_segment_ms = MODELS_SEGMENT_MS.to_string();
         let wanted = [
             NewTopic::new(&t.requests, self.partitions, TopicReplication::Fixed(1)),
             NewTopic::new(&t.predictions, self.partitions, TopicReplication::Fixed(1)),
@@ -118,6 +124,7 @@ impl KafkaSettings {
             NewTopic::new(&t.dlq, 1, TopicReplication::Fixed(1)).set("max.message.bytes", &dlq_max),
             NewTopic::new(&t.models, 1, TopicReplication::Fixed(1))
                 .set("cleanup.policy", "compact")
+                .set("segment.ms", &models_segment_ms)
                 .set("max.message.bytes", &big),
         ];
         let missing: Vec<NewTopic> = wanted

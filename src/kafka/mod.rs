@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-pub use admin::{DLQ_MAX_MESSAGE_BYTES, KAFKA_DEFAULT_MAX_MESSAGE_BYTES};
+pub use admin::{DLQ_MAX_MESSAGE_BYTES, KAFKA_DEFAULT_MAX_MESSAGE_BYTES, MODELS_SEGMENT_MS};
 pub use assign::group_lag;
 pub use context::{KafkaProducer, QuietRetries};
 pub use embedded::{kafka_or_embedded, EmbeddedBroker};

@@ -314,3 +314,18 @@ fn the_services_are_checked_by_their_readiness_endpoint() {
         "the producer starts once a predictor is ready"
     );
 }
+
+#[test]
+fn the_retrainer_container_has_the_lowest_cpu_weight_and_the_others_the_default() {
+    // A container is a cgroup of its own: the retrainer's share of the cores is its weight.
+    let doc = compose();
+    let shares = |service: &str| doc["services"][service]["cpu_shares"].as_i64();
+    assert_eq!(
+        shares("retrainer"),
+        Some(2),
+        "the lowest weight Docker takes"
+    );
+    for service in ["predictor", "kafka", "dashboard"] {
+        assert_eq!(shares(service), None, "{service} keeps the default weight");
+    }
+}

@@ -583,6 +583,11 @@ async fn missing_topics_are_created_with_their_settings() {
         .expect("models config");
     let value = |key: &str| config.get(key).and_then(|e| e.value.clone());
     assert_eq!(value("cleanup.policy").as_deref(), Some("compact"));
+    assert_eq!(
+        value("segment.ms"),
+        Some(census_stream::kafka::MODELS_SEGMENT_MS.to_string()),
+        "a segment that rolls, so that compaction removes replaced bundles"
+    );
     let max: usize = value("max.message.bytes").unwrap().parse().unwrap();
     assert!(
         max >= census_stream::kafka::MAX_MESSAGE_BYTES,
