@@ -107,10 +107,11 @@ serving_stage() {
 }
 
 # The soak (scripts/bench.sh soak): the four components for $soak_records requests of fresh
-# scenario rows at $soak_rate/s, labels 2 s later on the labels topic, a retrain after every
+# scenario rows at $soak_rate/s, labels 2 s later on the labels topic (a request waits 120 s for
+# its label, and its id is remembered as long: the join's state fills in 2 minutes), a retrain after every
 # $soak_every labelled rows (or as soon as the last ends, when that is later); each service in a
 # session of its own. Every few seconds: the RSS of predictor, retrainer and dashboard, the rows
-# file, the join journal, the bundle files, census.models on the broker's disk (when the broker's
+# file, the join journal, the bundle files, census.models's log segments (when the broker's
 # folder is known: KAFKA_LOCAL_DIR). scripts/soak_report.py turns the samples into slopes.
 soak_stage() {
     echo "== 8. soak: $soak_records requests at $soak_rate/s, a retrain every $soak_every labelled rows, rows kept $soak_keep"
@@ -123,7 +124,7 @@ soak_stage() {
         --metrics-addr "$pm" >"$work/soak-predictor.log" 2>&1 &
     local predictor=$!
     setsid "$bin/retrainer" --brokers "$brokers" --group "$t-retrainer" "${topics[@]}" \
-        --retrain-every "$soak_every" --rows-keep "$soak_keep" --metrics-addr "$rm" \
+        --retrain-every "$soak_every" --rows-keep "$soak_keep" --label-window-secs 120 --metrics-addr "$rm" \
         --rows-file "$store/rows.jsonl" --join-file "$store/join.jsonl" \
         --models-dir "$store/models" --processors-dir "$store/dataprocessors" \
         >"$work/soak-retrainer.log" 2>&1 &
@@ -142,7 +143,7 @@ soak_stage() {
     metric() { curl -s "http://$1/metrics" | awk -v m="$2" '$1 ~ "^"m"({|$)" {s += $2} END {if (NR) printf "%.0f", s}'; }
     echo "epoch_s,predictions,rows_stored,rss_predictor_mb,rss_retrainer_mb,rss_dashboard_mb,rows_file_mb,join_file_mb,store_mb,models_topic_mb" >"$samples"
     while kill -0 "$producer" 2>/dev/null; do
-        echo "$(date +%s.%N | cut -c1-14),$(metric "$pm" census_predictions_total),$(metric "$rm" census_retrainer_rows_stored),$(rss "$predictor"),$(rss "$retrainer"),$(rss "$dashboard"),$(mb "$store/rows.jsonl"),$(mb "$store/join.jsonl"),$(mb "$store/models" "$store/dataprocessors"),$([ -n "$topic_dir" ] && mb "$topic_dir")" >>"$samples"
+        echo "$(date +%s.%N | cut -c1-14),$(metric "$pm" census_predictions_total),$(metric "$rm" census_retrainer_rows_stored),$(rss "$predictor"),$(rss "$retrainer"),$(rss "$dashboard"),$(mb "$store/rows.jsonl"),$(mb "$store/join.jsonl"),$(mb "$store/models" "$store/dataprocessors"),$([ -n "$topic_dir" ] && mb "$topic_dir"/*.log)" >>"$samples"
         sleep "$soak_sample_secs"
     done
     wait "$producer" || { echo "bench: the soak's producer failed; its log:" >&2; tail -n 30 "$work/soak-producer.log" >&2; exit 1; }

@@ -21,7 +21,7 @@ SERIES = [
     ("rows_file_mb", "rows file", "MB"),
     ("join_file_mb", "join journal", "MB"),
     ("store_mb", "bundle files (models/ + dataprocessors/)", "MB"),
-    ("models_topic_mb", "census.models on disk", "MB"),
+    ("models_topic_mb", "census.models log segments", "MB"),
 ]
 
 
