@@ -4,8 +4,9 @@
 #   scripts/bench.sh            full run (about 10 minutes on 2 cores)
 #   scripts/bench.sh --short    the same commands with small N (CI runs this so they never rot)
 #   scripts/bench.sh serving    stage 7 alone (with --short: its small N)
-#   scripts/bench.sh soak       stage 8 alone: 1,000,000 requests (about 20 minutes), its plot
-#                               written to docs/soak.png (with --short: 20,000, no plot)
+#   scripts/bench.sh soak       stage 8 alone: 1,000,000 requests (about 20 minutes), its samples
+#                               and plot written to docs/soak.csv and docs/soak.png (with
+#                               --short: 20,000, neither)
 #
 # 1. scoring micro-benchmarks (criterion): decode, transform, the model alone with each scorer
 #    (compiled trees, native walk, LightGBM) and the time a bundle's model takes to load,
@@ -40,10 +41,10 @@ for arg in "$@"; do
 done
 if [ "$short" = 1 ]; then
     records=5000 paced=2000 serving=3000 criterion=(--quick) init_evals=(--max-evals 5) retrain_every=1000 retrain_evals=(--max-evals 2)
-    soak_records=20000 soak_rate=1000 soak_every=4000 soak_keep=8000 soak_sample_secs=2
+    soak_records=20000 soak_rate=1000 soak_every=4000 soak_keep=4000 soak_evals=2 soak_sample_secs=2
 else
     records=200000 paced=30000 serving=60000 criterion=() init_evals=() retrain_every=1000 retrain_evals=()
-    soak_records=1000000 soak_rate=1000 soak_every=20000 soak_keep=100000 soak_sample_secs=10
+    soak_records=1000000 soak_rate=1000 soak_every=20000 soak_keep=20000 soak_evals=5 soak_sample_secs=10
 fi
 
 cargo build --release --bins
@@ -108,8 +109,10 @@ serving_stage() {
 
 # The soak (scripts/bench.sh soak): the four components for $soak_records requests of fresh
 # scenario rows at $soak_rate/s, labels 2 s later on the labels topic (a request waits 120 s for
-# its label, and its id is remembered as long: the join's state fills in 2 minutes), a retrain after every
-# $soak_every labelled rows (or as soon as the last ends, when that is later); each service in a
+# its label, in the retrainer and the dashboard, and its id is remembered as long: their joins
+# fill in 2 minutes), a retrain after every $soak_every labelled rows (or as soon as the last
+# ends, when that is later) on the newest $soak_keep with $soak_evals evaluations, so that a
+# retrain takes less time than the stream takes to bring $soak_every rows; each service in a
 # session of its own. Every few seconds: the RSS of predictor, retrainer and dashboard, the rows
 # file, the join journal, the bundle files, census.models's log segments (when the broker's
 # folder is known: KAFKA_LOCAL_DIR). scripts/soak_report.py turns the samples into slopes.
@@ -124,13 +127,14 @@ soak_stage() {
         --metrics-addr "$pm" >"$work/soak-predictor.log" 2>&1 &
     local predictor=$!
     setsid "$bin/retrainer" --brokers "$brokers" --group "$t-retrainer" "${topics[@]}" \
-        --retrain-every "$soak_every" --rows-keep "$soak_keep" --label-window-secs 120 --metrics-addr "$rm" \
+        --retrain-every "$soak_every" --rows-keep "$soak_keep" --max-evals "$soak_evals" \
+        --label-window-secs 120 --metrics-addr "$rm" \
         --rows-file "$store/rows.jsonl" --join-file "$store/join.jsonl" \
         --models-dir "$store/models" --processors-dir "$store/dataprocessors" \
         >"$work/soak-retrainer.log" 2>&1 &
     local retrainer=$!
     setsid "$bin/dashboard" --brokers "$brokers" "${topics[@]}" --predictor-group "$t-predictor" \
-        --addr 127.0.0.1:19483 >"$work/soak-dashboard.log" 2>&1 &
+        --label-window-secs 120 --addr 127.0.0.1:19483 >"$work/soak-dashboard.log" 2>&1 &
     local dashboard=$!
     "$bin/producer" --brokers "$brokers" "${topics[@]}" --scenario fresh --rate "$soak_rate" \
         --limit "$soak_records" --label-delay-secs 2 --label-fraction 1 --no-status \
@@ -154,7 +158,10 @@ soak_stage() {
     echo "soak, predictor: $(tail -n 1 "$work/soak-predictor.log")"
     cs_ensure_mlflow # its venv has matplotlib
     local plot=()
-    [ "$short" = 0 ] && plot=(--plot docs/soak.png)
+    if [ "$short" = 0 ]; then
+        plot=(--plot docs/soak.png)
+        cp "$samples" docs/soak.csv
+    fi
     "$CS_CACHE/mlflow-venv/bin/python" scripts/soak_report.py "$samples" "$work/soak-retrainer.log" \
         --rows-keep "$soak_keep" "${plot[@]}"
 }

@@ -4,8 +4,8 @@ retrain durations, and (with --plot) a chart of it all.
 
     python soak_report.py SAMPLES.csv RETRAINER.log --rows-keep N [--plot OUT.png]
 
-A series is flat when its slope over the filled part is small against its level: the table
-gives both, and says on how many samples and retrains each rests.
+A series is flat when its slope over the run's second half (every window full by then) is small
+against its level: the table gives both, and says on how many samples and retrains it rests.
 """
 
 import argparse
@@ -94,33 +94,37 @@ def main():
         filled_from = full["epoch_s"]
         print(f"soak: the rows' retention ({args.rows_keep} rows) filled at {filled_from - t0:.0f} s, "
               f"after {full['predictions']:.0f} predictions")
-    filled = [s for s in samples if s["epoch_s"] >= filled_from]
+    # Steady state: the run's second half, once every window (the rows', the joins') is full.
+    steady_from = max(filled_from, (t0 + samples[-1]["epoch_s"]) / 2)
+    steady = [s for s in samples if s["epoch_s"] >= steady_from]
     last = samples[-1]
     print(f"soak: {last['predictions']:.0f} predictions in {last['epoch_s'] - t0:.0f} s, "
-          f"{len(samples)} samples ({len(filled)} after the retention filled)")
+          f"{len(samples)} samples; slopes over the second half ({len(steady)} samples, from "
+          f"{steady_from - t0:.0f} s)")
     print()
-    print("| series | at the fill | at the end | max | slope after the fill, per hour | samples |")
+    print("| series | at the fill | at half-time | at the end | max | slope over the second half, per hour |")
     print("|---|---|---|---|---|---|")
     for key, name, unit in SERIES:
-        pts = [(s["epoch_s"], s[key]) for s in filled if s.get(key) is not None]
+        pts = [(s["epoch_s"], s[key]) for s in steady if s.get(key) is not None]
         every = [s[key] for s in samples if s.get(key) is not None]
+        at_fill = next((s[key] for s in samples if s["epoch_s"] >= filled_from and s.get(key) is not None), None)
         if len(pts) < 3:
-            print(f"| {name} | – | – | – | not measured | {len(pts)} |")
+            print(f"| {name} | – | – | – | – | not measured ({len(pts)} samples) |")
             continue
         b = slope([p[0] / 3600 for p in pts], [p[1] for p in pts])
-        print(f"| {name} | {pts[0][1]:.1f} {unit} | {pts[-1][1]:.1f} {unit} | {max(every):.1f} {unit} "
-              f"| {b:+.1f} {unit}/h | {len(pts)} |")
+        print(f"| {name} | {at_fill:.1f} {unit} | {pts[0][1]:.1f} {unit} | {pts[-1][1]:.1f} {unit} "
+              f"| {max(every):.1f} {unit} | {b:+.1f} {unit}/h |")
 
     done = retrains(args.retrainer_log)
-    after = [r for r in done if r[0] >= filled_from]
+    after = [r for r in done if r[0] >= steady_from]
     print()
     print(f"retrains ended: {len(done)} ({sum(r[3] == 'published' for r in done)} published, "
-          f"{sum(r[3] != 'published' for r in done)} rejected offline); {len(after)} after the fill")
+          f"{sum(r[3] != 'published' for r in done)} rejected offline); {len(after)} in the second half")
     if after:
         secs = [r[1] for r in after]
         b = slope([r[0] / 3600 for r in after], secs)
         trained = sorted({r[2] for r in after if r[2] is not None})
-        print(f"retrain duration after the fill: min {min(secs):.1f} s, mean {sum(secs) / len(secs):.1f} s, "
+        print(f"retrain duration in the second half: min {min(secs):.1f} s, mean {sum(secs) / len(secs):.1f} s, "
               f"max {max(secs):.1f} s, slope {'–' if b is None else f'{b:+.1f} s/h'}; "
               f"rows trained on: {trained[0] if trained else '–'}..{trained[-1] if trained else '–'}")
 
@@ -135,7 +139,7 @@ def main():
         panels = [
             (axes[0][0], "Resident memory (MB)", SERIES[0:3]),
             (axes[0][1], "Files (MB)", SERIES[3:6]),
-            (axes[1][0], "census.models on the broker's disk (MB)", SERIES[6:7]),
+            (axes[1][0], "census.models log segments on the broker's disk (MB)", SERIES[6:7]),
         ]
         for ax, title, series in panels:
             for key, name, _ in series:
@@ -144,6 +148,7 @@ def main():
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name)
             ax.set_title(title)
             ax.axvline(minutes(filled_from), color="grey", linestyle=":", linewidth=1)
+            ax.axvline(minutes(steady_from), color="grey", linestyle="--", linewidth=1)
             ax.set_ylim(bottom=0)
             ax.legend(fontsize=8, loc="upper left")
         ax = axes[1][1]
@@ -152,7 +157,7 @@ def main():
         ax.set_title("Retrain duration (s), by start")
         ax.set_ylim(bottom=0)
         for ax in axes[1]:
-            ax.set_xlabel("minutes into the run (dotted: the rows' retention full)")
+            ax.set_xlabel("minutes (dotted: the rows' retention full; dashed: the second half, where slopes are taken)")
         fig.suptitle(
             f"Soak: {last['predictions']:.0f} predictions, {len(done)} retrains, "
             f"rows kept {args.rows_keep}"

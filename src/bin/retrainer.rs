@@ -136,8 +136,11 @@ impl Check for Flags {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    census_stream::cli::run_service(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     census_stream::util::logging::init();
     let Settings {
         mut config,

@@ -244,11 +244,18 @@ struct Scored {
 }
 
 /// Which requests' features come for the first time: a row that came before may be one a
-/// retrain trained on, so that its prediction is no evidence of skill.
+/// retrain trained on, so that its prediction is no evidence of skill. The stream's rows are
+/// remembered up to [`NOVELTY_ROWS`], the oldest forgotten first: far more than a retrainer
+/// keeps to train on (100,000 by default), so a row forgotten here has left every window a
+/// kept version trained on, unless versions live very long.
 #[derive(Debug, Default)]
 struct Novelty {
-    /// Hashes of the features seen: the stream's, and the base training rows' when given.
-    seen: std::collections::HashSet<u64>,
+    /// Hashes of the base training rows' features, when given.
+    base: std::collections::HashSet<u64>,
+    /// Hashes of the stream's rows remembered, with how many of `order` they are.
+    seen: std::collections::HashMap<u64, u32>,
+    /// The stream's rows remembered, oldest first.
+    order: VecDeque<u64>,
     /// Requests read, by partition and offset, waiting for their prediction: new or not, and
     /// when read.
     waiting: std::collections::HashMap<(i32, i64), (bool, i64)>,
@@ -257,14 +264,34 @@ struct Novelty {
     inserts: u64,
 }
 
+/// The stream rows the dashboard remembers to tell a new row from one that came before.
+pub const NOVELTY_ROWS: usize = 500_000;
+
 impl Novelty {
     fn request(&mut self, partition: i32, offset: i64, record: &crate::data::CensusRow, now: i64) {
-        let new = self.seen.insert(record.features_key());
+        let key = record.features_key();
+        let new = !self.base.contains(&key) && !self.seen.contains_key(&key);
+        self.remember(key, NOVELTY_ROWS);
         self.waiting.insert((partition, offset), (new, now));
         self.inserts += 1;
         if self.inserts.is_multiple_of(10_000) {
             let oldest = now - self.keep_ms;
             self.waiting.retain(|_, (_, at)| *at >= oldest);
+        }
+    }
+
+    /// Remembers a stream row, forgetting the oldest beyond `cap`.
+    fn remember(&mut self, key: u64, cap: usize) {
+        *self.seen.entry(key).or_default() += 1;
+        self.order.push_back(key);
+        while self.order.len() > cap {
+            let old = self.order.pop_front().expect("more than cap");
+            if let std::collections::hash_map::Entry::Occupied(mut e) = self.seen.entry(old) {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
         }
     }
 
@@ -343,7 +370,7 @@ impl Board {
         mut self,
         rows: impl Iterator<Item = &'a crate::data::CensusRow>,
     ) -> Self {
-        self.novelty.seen.extend(rows.map(|r| r.features_key()));
+        self.novelty.base.extend(rows.map(|r| r.features_key()));
         self
     }
 
@@ -1047,5 +1074,23 @@ mod tests {
         let s = b.snapshot(NOW);
         assert_eq!(s.series.t.len(), MIN_CHART_SECS as usize);
         assert_eq!(s.totals.requests, 2);
+    }
+
+    #[test]
+    fn novelty_forgets_the_oldest_stream_rows_beyond_its_cap_and_never_the_base_rows() {
+        let mut n = Novelty::default();
+        n.base.insert(7);
+        for key in [1, 2, 1, 3] {
+            n.remember(key, 3);
+        }
+        // 1 came twice: it stays while one of its two is among the newest three.
+        assert_eq!(n.order, [2, 1, 3]);
+        assert_eq!(n.seen.get(&1), Some(&1));
+        n.remember(4, 3);
+        assert!(!n.seen.contains_key(&2), "the oldest forgotten");
+        n.remember(5, 3);
+        assert!(!n.seen.contains_key(&1));
+        assert_eq!(n.seen.len(), 3);
+        assert!(n.base.contains(&7), "base rows are never forgotten");
     }
 }

@@ -86,4 +86,10 @@ pub enum BrokerError {
          is lost)"
     )]
     StuckProducer { waited: Duration },
+    #[error(
+        "fatal error: the consumer is stuck: {what}, the last 20 s with the broker answering \
+         (librdkafka can stay so after a long broker outage); restart the service (its records \
+         are read again from the last commit: nothing is lost)"
+    )]
+    StuckConsumer { what: String },
 }

@@ -6,6 +6,7 @@
 //! says how in a [`Scoring`].
 
 mod compiled;
+mod explain;
 mod trees;
 
 use lightgbm3::Booster;

@@ -112,7 +112,10 @@ pub(super) struct Tree {
     /// Indices from here on in `Trees::nodes`, to the next tree's root, are its leaves.
     pub(super) first_leaf: u32,
     /// The longest path from the root to a leaf.
-    depth: u32,
+    pub(super) depth: u32,
+    /// The mean of its leaves' values over the training rows (by their counts): its output
+    /// before any feature is known, TreeSHAP's expected value. None without node counts.
+    pub(super) expected: Option<f64>,
 }
 
 /// A binary LightGBM model, ready to score natively.
@@ -123,6 +126,9 @@ pub struct Trees {
     pub(super) trees: Vec<Tree>,
     pub(super) nodes: Vec<Node>,
     pub(super) bits: Vec<u32>,
+    /// Per node (as `nodes`), the training rows that reached it (LightGBM's `internal_count`
+    /// and `leaf_count`), which TreeSHAP weighs paths by; empty when the text has none.
+    pub(super) counts: Vec<f64>,
 }
 
 fn numbers<T: std::str::FromStr>(key: &str, value: &str) -> Result<Vec<T>, TreesError> {
@@ -175,6 +181,7 @@ impl Trees {
             trees: Vec::new(),
             nodes: Vec::new(),
             bits: vec![0],
+            counts: Vec::new(),
         };
         for block in blocks {
             // The trees end where the feature importances begin.
@@ -183,6 +190,13 @@ impl Trees {
         }
         if model.trees.is_empty() {
             return Err(bad("no trees"));
+        }
+        if model.counts.len() != model.nodes.len() {
+            // Some tree without counts: no explanations, scoring as ever.
+            model.counts.clear();
+            for t in &mut model.trees {
+                t.expected = None;
+            }
         }
         Ok(model)
     }
@@ -228,6 +242,28 @@ impl Trees {
         {
             return Err(bad("node arrays of different lengths"));
         }
+        // The node counts only serve explanations: counts missing or unreadable leave the
+        // model without them, scoring as ever. A tree of one leaf needs none.
+        let counts = if n == 0 {
+            Some((Vec::new(), vec![0.0]))
+        } else {
+            (|| {
+                let internal: Vec<f64> =
+                    numbers("internal_count", f.get("internal_count")?).ok()?;
+                let leaf: Vec<f64> = numbers("leaf_count", f.get("leaf_count")?).ok()?;
+                (internal.len() == n && leaf.len() == num_leaves).then_some((internal, leaf))
+            })()
+        };
+        let expected = counts.as_ref().map(|(internal, leaf)| {
+            if n == 0 {
+                return leaves[0];
+            }
+            // LightGBM's Tree::ExpectedValue, in its order.
+            let total = internal[0];
+            leaf.iter()
+                .zip(&leaves)
+                .fold(0.0, |e, (&c, &v)| e + (c / total) * v)
+        });
         let child_ok =
             |c: i32| (c >= 0 && (c as usize) < n) || (c < 0 && ((!c) as usize) < num_leaves);
         // Splits first, then leaves: child c >= 0 is split c, c < 0 is leaf !c.
@@ -300,10 +336,17 @@ impl Trees {
                 stack.extend([(next[0], d + 1), (next[1], d + 1)]);
             }
         }
+        if let Some((internal, leaf)) = counts {
+            if self.counts.len() == root as usize {
+                self.counts.extend(internal);
+                self.counts.extend(leaf);
+            }
+        }
         self.trees.push(Tree {
             root,
             first_leaf,
             depth,
+            expected,
         });
         Ok(())
     }
@@ -336,7 +379,7 @@ impl Trees {
     }
 
     #[inline(always)]
-    fn goes_left(&self, n: &Node, x: f64) -> bool {
+    pub(super) fn goes_left(&self, n: &Node, x: f64) -> bool {
         if n.categorical {
             // NaN and negative categories go right, the value truncated towards zero as C++'s
             // static_cast<int> does (-0.5 is category 0). `as` saturates where C++ gives

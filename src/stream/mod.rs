@@ -7,4 +7,5 @@ pub mod decode;
 pub mod messages;
 mod pipeline;
 mod transactional;
+mod watchdog;
 pub mod worker;

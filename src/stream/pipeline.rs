@@ -12,7 +12,8 @@
 //! A delivery that fails ends the loop with its error: nothing after it is stored, the batches
 //! still in flight are left, and their records come again after a restart. So does a delivery
 //! not acknowledged while the broker answers for 20 s (a stuck producer: see
-//! [`Flights::broker_answers`]). On shutdown, no new
+//! [`Flights::broker_answers`]), and so does a consumer that stops reading or committing while
+//! the broker answers ([`super::watchdog`]). On shutdown, no new
 //! batch is read; those in flight are delivered, stored and committed first.
 //!
 //! Rebalances are not waited for: librdkafka revokes and assigns partitions while batches are
@@ -34,13 +35,9 @@ use tokio_util::sync::CancellationToken;
 use super::batch::{
     check_fatal, fill_batch, step_blocking, store_offsets, Batching, Delivery, Worker,
 };
+use super::watchdog::{Tick, Watchdog, STUCK_AFTER};
 use crate::kafka::{next_offsets, BrokerError, InMessage};
 use crate::util::fault;
-
-/// How long the broker may answer while a batch's outputs wait for their acknowledgements
-/// before the producer is taken for stuck (see [`Flights::broker_answers`]); also how long a
-/// batch waits before the broker is asked.
-const STUCK_AFTER: Duration = Duration::from_secs(20);
 
 /// Runs `worker` on `consumer`'s batches until `shutdown` or an error.
 pub async fn serve<W: Worker>(
@@ -52,6 +49,8 @@ pub async fn serve<W: Worker>(
     let name = &batching.name;
     let mut flights: Flights<W::Delivered, W::Error> = Flights::default();
     let mut commits = Commits::new(consumer.clone(), name.clone());
+    let mut watchdog = Watchdog::default();
+    let mut last_read = Instant::now();
     loop {
         let unfinished = flights.len() + commits.batches();
         tokio::select! {
@@ -68,7 +67,10 @@ pub async fn serve<W: Worker>(
             () = worker.background(), if unfinished == 0 => worker.on_background().await?,
             m = consumer.recv(), if unfinished < batching.in_flight.get() => {
                 let first = match m {
-                    Ok(m) => InMessage::from_borrowed(&m),
+                    Ok(m) => {
+                        last_read = Instant::now();
+                        InMessage::from_borrowed(&m)
+                    }
                     Err(e) => {
                         check_fatal(consumer)?;
                         tracing::warn!("{name}: consumer error: {e}");
@@ -77,15 +79,27 @@ pub async fn serve<W: Worker>(
                     }
                 };
                 let batch = fill_batch(consumer, batching, first).await;
+                if fault::fires("stop_fetching") {
+                    // What a consumer left stuck looks like: no record, no error.
+                    consumer.pause(&consumer.assignment().map_err(BrokerError::from)?)
+                        .map_err(BrokerError::from)?;
+                }
                 let (w, batch, output) = step_blocking(worker, batch).await?;
                 worker = w;
                 let next = next_offsets(&batch).map_err(BrokerError::from)?;
                 flights.push(next, worker.deliver(output?));
             }
-            // The consumer may fail for good without a record or an error to say so, and the
-            // producer may stop delivering without failing anything.
+            // The consumer may fail for good without a record or an error to say so, or stop
+            // reading or committing without failing anything; the producer may stop delivering
+            // without failing anything.
             () = tokio::time::sleep(Duration::from_secs(1)) => {
                 check_fatal(consumer)?;
+                let tick = Tick {
+                    commit_running: commits.running_for(),
+                    read_idle: last_read.elapsed(),
+                    reading: unfinished < batching.in_flight.get(),
+                };
+                watchdog.tick(consumer, tick).await?;
                 if flights.oldest_age() >= STUCK_AFTER {
                     let c = consumer.clone();
                     let answers = tokio::task::spawn_blocking(move || {
@@ -228,6 +242,8 @@ struct Commits<D> {
     stored: Vec<D>,
     /// The commit under way and the batches it covers.
     running: Option<(JoinHandle<KafkaResult<()>>, Vec<D>)>,
+    /// When the commit under way started.
+    started: Instant,
 }
 
 impl<D> Commits<D> {
@@ -237,6 +253,7 @@ impl<D> Commits<D> {
             name,
             stored: Vec::new(),
             running: None,
+            started: Instant::now(),
         }
     }
 
@@ -247,6 +264,11 @@ impl<D> Commits<D> {
 
     fn running(&self) -> bool {
         self.running.is_some()
+    }
+
+    /// How long the commit under way has run, if one is.
+    fn running_for(&self) -> Option<Duration> {
+        self.running.as_ref().map(|_| self.started.elapsed())
     }
 
     /// A batch whose offsets are stored: committed now, or after the commit under way.
@@ -263,8 +285,12 @@ impl<D> Commits<D> {
     /// (duplicates after its restart), against none with each commit awaited.
     fn start(&mut self) {
         let c = self.consumer.clone();
-        let commit = tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync));
+        let commit = tokio::task::spawn_blocking(move || {
+            fault::point("in_commit");
+            c.commit_consumer_state(CommitMode::Sync)
+        });
         self.running = Some((commit, std::mem::take(&mut self.stored)));
+        self.started = Instant::now();
     }
 
     /// Waits for the commit under way (never completes without one); returns the batches it

@@ -24,6 +24,9 @@ pub use super::batch::{Batching, Delivery, Worker};
 use super::{pipeline, transactional};
 use crate::kafka::Transactions;
 
+/// How long the final commit may take before the loop returns without it.
+const FINAL_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How a batch's outputs and offsets are made durable.
 pub enum Guarantee {
     /// Outputs acknowledged, then offsets committed: a crash in between repeats the batches in
@@ -49,15 +52,25 @@ pub async fn run<W: Worker>(
             transactional::serve(consumer, batching, txn, worker, shutdown).await
         }
     };
-    // A synchronous commit waits for the broker: on a blocking thread.
+    // A synchronous commit waits for the broker: on a blocking thread, and not for ever (a
+    // consumer left stuck may never answer it).
     let c = consumer.clone();
     let name = batching.name.clone();
-    let _ = tokio::task::spawn_blocking(move || {
+    let commit = tokio::task::spawn_blocking(move || {
         if let Err(e) = c.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit is the common case.
             tracing::debug!("{name}: final commit: {e}");
         }
-    })
-    .await;
+    });
+    if tokio::time::timeout(FINAL_COMMIT_WAIT, commit)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "{}: the final commit did not return within {FINAL_COMMIT_WAIT:?}; its records \
+             are read again from the last commit",
+            batching.name
+        );
+    }
     result
 }

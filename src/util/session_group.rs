@@ -6,7 +6,8 @@
 //! from the predictors of another terminal whatever its threads' nice values, until its
 //! autogroup's own nice value (`/proc/self/autogroup`) is raised. Raising it lowers every process
 //! of the session: it is done only when no other process shares the session but the
-//! retrainer's ancestors (its shell), checked again while it runs, and undone at exit.
+//! retrainer's ancestors (its shell), checked again while it runs, and undone at exit (not
+//! after a SIGKILL: the session then stays lowered until it ends).
 
 use std::collections::HashSet;
 use std::fs;
@@ -105,11 +106,27 @@ impl SessionGroup {
 }
 
 impl Drop for SessionGroup {
-    /// The session (its shell) outlives the retrainer: its group goes back to nice 0.
+    /// The session (its shell) outlives the retrainer: its group goes back to nice 0. (Not
+    /// after a SIGKILL: then the session stays lowered until it ends.)
     fn drop(&mut self) {
-        if self.lowered {
-            let _ = set_own_autogroup_nice(0);
+        if !self.lowered {
+            return;
         }
+        // The kernel takes one change of an autogroup's nice value a tenth of a second from an
+        // unprivileged process (EAGAIN before).
+        for _ in 0..10 {
+            match set_own_autogroup_nice(0) {
+                Ok(()) => return,
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                    std::thread::sleep(std::time::Duration::from_millis(110));
+                }
+                Err(e) => {
+                    tracing::warn!("putting the session's scheduling group back at nice 0: {e}");
+                    return;
+                }
+            }
+        }
+        tracing::warn!("putting the session's scheduling group back at nice 0: refused (EAGAIN)");
     }
 }
 
@@ -184,8 +201,10 @@ fn own_cpu_cgroup() -> Option<String> {
 }
 
 /// From `/proc/<pid>/cgroup`'s text: the cgroup whose cpu controller holds the process, when
-/// not the root. cgroup v1: the line naming `cpu`; v2 (`0::/path`): the path, when its
-/// parent's `subtree_control` enables `cpu` (`cpu_enabled_under(parent)`).
+/// not the root. cgroup v1: the line naming `cpu`; v2 (`0::/path`): the path, when the root's
+/// `subtree_control` enables `cpu` (`cpu_enabled_under("")`): the process is then in the cpu
+/// cgroup of the nearest ancestor that has the controller, not in the root's. (Inside a cgroup
+/// namespace, a container's, the path reads `/` and this cannot be told.)
 fn cpu_cgroup_of(text: &str, cpu_enabled_under: impl Fn(&str) -> bool) -> Option<String> {
     let mut v2 = None;
     for line in text.lines() {
@@ -198,11 +217,7 @@ fn cpu_cgroup_of(text: &str, cpu_enabled_under: impl Fn(&str) -> bool) -> Option
         }
     }
     let path = v2.filter(|p| p != "/")?;
-    let parent = match path.rfind('/') {
-        Some(0) | None => "",
-        Some(i) => &path[..i],
-    };
-    cpu_enabled_under(parent).then_some(path)
+    cpu_enabled_under("").then_some(path)
 }
 
 /// Processes in autogroup `id` other than this one and its ancestors, as `pid (name)`.
@@ -296,18 +311,14 @@ mod tests {
             cpu_cgroup_of("2:cpu,cpuacct:/system.slice/r.service\n", never),
             Some("/system.slice/r.service".into())
         );
-        // v2: the cgroup counts only where its parent hands the cpu controller down.
-        let v2 = "0::/system.slice/retrainer.service\n";
+        // v2: a cgroup other than the root counts where the root hands the cpu controller down.
+        let v2 = "0::/app.slice/retrainer.scope\n";
         assert_eq!(
-            cpu_cgroup_of(v2, |parent| parent == "/system.slice"),
-            Some("/system.slice/retrainer.service".into())
+            cpu_cgroup_of(v2, |under| under.is_empty()),
+            Some("/app.slice/retrainer.scope".into())
         );
         assert_eq!(cpu_cgroup_of(v2, |_| false), None);
         assert_eq!(cpu_cgroup_of("0::/\n", |_| true), None);
-        assert_eq!(
-            cpu_cgroup_of("0::/user.slice\n", |p| p.is_empty()),
-            Some("/user.slice".into())
-        );
     }
 
     #[test]

@@ -153,6 +153,7 @@ async fn sigterm_with_the_broker_paused_stops_every_service_within_its_deadline(
         format!("--data-dir={}", harness::data_dir().display()),
         format!("--rows-file={}", store.join("rows.jsonl").display()),
         "--retrain-every=100000".to_owned(),
+        "--session-nice=0".to_owned(),
     ]);
     let mut retrainer = spawn(
         env!("CARGO_BIN_EXE_retrainer"),

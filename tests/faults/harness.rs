@@ -310,6 +310,8 @@ pub fn retrainer_flags(
         ),
         format!("--data-dir={}", data_dir().display()),
         format!("--rows-file={}", rows_file.display()),
+        // The test's session (its shell, cargo, CI) is not the retrainer's to lower.
+        "--session-nice=0".to_owned(),
     ]);
     args
 }

@@ -11,6 +11,7 @@ mod control;
 mod harness;
 mod join;
 mod retention;
+mod stuck;
 
 use std::time::{Duration, Instant};
 

@@ -89,6 +89,8 @@ async fn sigterm_stops_a_retrainer_mid_search_within_5_s_and_keeps_the_rows_of_t
         .arg(format!("--data-dir={}", data.display()))
         .arg(format!("--rows-file={}", rows_file.display()))
         .args(["--retrain-every=300", "--max-evals=5000", "--threads=1"])
+        // The test's session (its shell, cargo, CI) is not the retrainer's to lower.
+        .arg("--session-nice=0")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

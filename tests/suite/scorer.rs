@@ -1,5 +1,5 @@
 //! The compiled trees and the native tree walk against LightGBM: the same probabilities, bit for
-//! bit, on every row of adult.test and on rows no census form would give (`?`, categories never
+//! bit, and the same TreeSHAP contributions as its `predict_contrib`, on every row of adult.test and on rows no census form would give (`?`, categories never
 //! seen, zeros, negative and extreme numbers), for the bundles the suite trains. (Every model is
 //! also checked on a canary set when it loads, before its compiled trees score anything; the
 //! test script sets `CENSUS_SCORER_STRICT`, so that a model failing that check fails to load in
@@ -9,7 +9,7 @@
 use census_stream::bundle::Bundle;
 use census_stream::data::{read_labeled, CensusRow, Fetch};
 use census_stream::initialize::{self, InitConfig};
-use census_stream::model::{canary_rows, Model, Scorer, Scoring};
+use census_stream::model::{canary_rows, Model, Scorer, Scoring, Trees};
 
 use crate::helpers::{adult_dir, initialized, scoring, small_search, temp_store};
 
@@ -83,7 +83,8 @@ fn assert_scores_as_lightgbm(bundle: &Bundle, model: &Model, rows: &[CensusRow])
 }
 
 #[test]
-fn the_compiled_trees_and_the_native_walk_give_lightgbms_probabilities_bit_for_bit() {
+fn the_compiled_trees_and_the_native_walk_give_lightgbms_probabilities_and_contributions_bit_for_bit(
+) {
     let (Some(init), Some(data_dir)) = (initialized(), adult_dir()) else {
         return;
     };
@@ -113,5 +114,62 @@ fn the_compiled_trees_and_the_native_walk_give_lightgbms_probabilities_bit_for_b
             assert_eq!(model.scorer(), scorer, "the canary check refused it");
             assert_scores_as_lightgbm(&bundle, &model, &rows);
         }
+        assert_contributions_as_lightgbm(&bundle, &text, version, &rows);
     }
+}
+
+/// TreeSHAP contributions on every row of adult.test, odd rows and random feature rows, against
+/// LightGBM's `predict_contrib`: bit for bit on x86-64 (elsewhere a compiler may fuse a multiply
+/// and an add: within 1e-9).
+fn assert_contributions_as_lightgbm(bundle: &Bundle, text: &str, version: u32, rows: &[CensusRow]) {
+    let adult_test: Vec<f64> = bundle.processor.transform_batch(rows.iter());
+    let odd: Vec<CensusRow> = rows.iter().take(50).flat_map(odd_rows).collect();
+    let odd: Vec<f64> = bundle.processor.transform_batch(odd.iter());
+    for (what, features) in [
+        ("adult.test", adult_test),
+        ("odd rows", odd),
+        ("random feature rows", canary_rows(5_000, 42)),
+    ] {
+        let (worst, differ) = contributions_against_lightgbm(text, &features, what);
+        eprintln!(
+            "v{version} {what}: {} rows, largest difference from predict_contrib {worst:e}, \
+             {differ} of {} values not bit for bit",
+            features.len() / 15,
+            features.len() / 15 * 16
+        );
+        assert!(
+            worst <= 1e-9,
+            "{what}: a contribution {worst:e} from LightGBM's"
+        );
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(differ, 0, "{what}: contributions not bit for bit");
+        }
+    }
+}
+
+/// Our TreeSHAP against LightGBM's `predict_contrib` on `features` (row-major, 15 a row): the
+/// largest difference of any contribution, and how many of them differ at all. Also checks that
+/// each row's contributions and expected value sum to LightGBM's raw score.
+fn contributions_against_lightgbm(text: &str, features: &[f64], what: &str) -> (f64, usize) {
+    let trees = Trees::from_text(text).unwrap();
+    assert!(trees.explainable(), "the model text has node counts");
+    let ours = trees.contributions(features).unwrap();
+    let booster = lightgbm3::Booster::from_string(text).unwrap();
+    let theirs = booster.predict_contrib(features, 15, true).unwrap();
+    assert_eq!(ours.len(), theirs.len(), "{what}: 16 values a row");
+    let raw = booster.raw_scores(features, 15, true).unwrap();
+    for (r, (row, &raw)) in ours.chunks_exact(16).zip(&raw).enumerate() {
+        let sum: f64 = row.iter().sum();
+        assert!(
+            (sum - raw).abs() <= 1e-9,
+            "{what}, row {r}: contributions sum to {sum}, the raw score is {raw}"
+        );
+    }
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    let differ = ours.iter().zip(&theirs).filter(|(a, b)| a != b).count();
+    (worst, differ)
 }
