@@ -4,9 +4,9 @@
 #   scripts/bench.sh            full run (about 10 minutes on 2 cores)
 #   scripts/bench.sh --short    the same commands with small N (CI runs this so they never rot)
 #   scripts/bench.sh serving    stage 7 alone (with --short: its small N)
-#   scripts/bench.sh soak       stage 8 alone: 1,000,000 requests (about 20 minutes), its samples
-#                               and plot written to docs/soak.csv and docs/soak.png (with
-#                               --short: 20,000, neither)
+#   scripts/bench.sh soak       stage 8 alone: 1,000,000 requests (about 20 minutes), its samples,
+#                               retrains and plot written to docs/soak.csv, docs/soak-retrains.log
+#                               and docs/soak.png (with --short: 20,000, none of them)
 #
 # 1. scoring micro-benchmarks (criterion): decode, transform, the model alone with each scorer
 #    (compiled trees, native walk, LightGBM) and the time a bundle's model takes to load,
@@ -161,6 +161,8 @@ soak_stage() {
     if [ "$short" = 0 ]; then
         plot=(--plot docs/soak.png)
         cp "$samples" docs/soak.csv
+        grep -E "retraining after|stored and published|rejected offline" \
+            "$work/soak-retrainer.log" >docs/soak-retrains.log || true
     fi
     "$CS_CACHE/mlflow-venv/bin/python" scripts/soak_report.py "$samples" "$work/soak-retrainer.log" \
         --rows-keep "$soak_keep" "${plot[@]}"

@@ -157,10 +157,11 @@ def main():
         ax.set_title("Retrain duration (s), by start")
         ax.set_ylim(bottom=0)
         for ax in axes[1]:
-            ax.set_xlabel("minutes (dotted: the rows' retention full; dashed: the second half, where slopes are taken)")
+            ax.set_xlabel("minutes into the run")
         fig.suptitle(
             f"Soak: {last['predictions']:.0f} predictions, {len(done)} retrains, "
-            f"rows kept {args.rows_keep}"
+            f"rows kept {args.rows_keep} (dotted: the retention full; dashed: the second half, "
+            "where slopes are taken)"
         )
         fig.tight_layout()
         fig.savefig(args.plot, dpi=90)
