@@ -19,7 +19,7 @@ use census_stream::bundle::{Bundle, BundleStore};
 use census_stream::data::{label_text, read_labeled, CensusRow, Fetch};
 use census_stream::initialize::{self, InitConfig};
 use census_stream::kafka::InMessage;
-use census_stream::model::{Model, Scorer, Scoring};
+use census_stream::model::{Model, Scorer, Scoring, Trees};
 use census_stream::predictor::score_batch;
 use census_stream::registry::Serving;
 use census_stream::stream::decode::decode_request;
@@ -176,6 +176,34 @@ fn scoring(c: &mut Criterion) {
         g.finish();
     }
     drop(model);
+
+    // TreeSHAP contributions (15 a row and the expected value): ours on the parsed trees,
+    // one thread, against LightGBM's predict_contrib with its default (OpenMP) threads.
+    let trees = Trees::from_text(&f.model_text).expect("trees");
+    let booster = lightgbm3::Booster::from_string(&f.model_text).expect("booster");
+    let mut out = Vec::new();
+    let mut g = c.benchmark_group("contributions_ours");
+    for n in [1, 1024] {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            let x = &features[..n * m];
+            b.iter(|| trees.contributions_into(black_box(x), &mut out).unwrap())
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("contributions_lightgbm");
+    for n in [1, 1024] {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            let x = &features[..n * m];
+            b.iter(|| {
+                booster
+                    .predict_contrib(black_box(x), m as i32, true)
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
 
     let mut g = c.benchmark_group("transform_predict");
     for n in BATCHES {
