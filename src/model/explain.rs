@@ -34,7 +34,9 @@ impl Trees {
     /// `n_features` a row), then the expected value: `n_features + 1` values a row, in `out`,
     /// which sum to the row's raw score. None without node counts.
     pub fn contributions_into(&self, features: &[f64], out: &mut Vec<f64>) -> Option<()> {
-        self.expected_value()?;
+        if !self.explainable() {
+            return None;
+        }
         let m = self.n_features;
         let deepest = self
             .trees

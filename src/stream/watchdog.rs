@@ -73,12 +73,14 @@ impl Watchdog {
         if self.last_look.is_none_or(|t| t.elapsed() >= LOOK_EVERY) {
             self.last_look = Some(Instant::now());
             let c = consumer.clone();
-            let commit = tick.commit_running.filter(|&d| d >= STUCK_AFTER).is_some();
             let tick = Tick {
                 reading: idle,
                 ..tick
             };
-            self.look = Some((tokio::task::spawn_blocking(move || look(&c, commit)), tick));
+            self.look = Some((
+                tokio::task::spawn_blocking(move || look(&c, commit_stuck)),
+                tick,
+            ));
         }
         Ok(())
     }
