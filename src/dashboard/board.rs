@@ -32,6 +32,10 @@ const WINDOW_STEPS: i64 = 12;
 const MAX_STEPS: usize = 720;
 const LATEST: usize = 12;
 const TIMELINE: usize = 40;
+/// Versions the board keeps figures of, besides the champion, the challenger and the version
+/// drift is measured for: the newest. An older one is forgotten (its row leaves the page), so
+/// that months of retrains do not grow the board or its page.
+pub const VERSIONS_KEPT: usize = 20;
 /// Requests in a window before its PSI is shown (fewer say little).
 const DRIFT_MIN_ROWS: u64 = 200;
 
@@ -319,6 +323,10 @@ pub struct Board {
     dead_letters: BTreeMap<String, u64>,
     latest_dead: VecDeque<LatestDeadLetter>,
     versions: BTreeMap<u32, Version>,
+    /// Versions forgotten beyond [`VERSIONS_KEPT`], and the highest of them: a late record of
+    /// such a version counts for nothing (unless it plays a part again).
+    forgotten: u64,
+    forgotten_up_to: Option<u32>,
     champion: Option<AliasRecord>,
     challenger: Option<AliasRecord>,
     timeline: VecDeque<Moment>,
@@ -347,6 +355,8 @@ impl Board {
             dead_letters: BTreeMap::new(),
             latest_dead: VecDeque::new(),
             versions: BTreeMap::new(),
+            forgotten: 0,
+            forgotten_up_to: None,
             champion: None,
             challenger: None,
             timeline: VecDeque::new(),
@@ -427,8 +437,9 @@ impl Board {
             .income_bracket
             .as_deref()
             .and_then(crate::data::parse_label);
-        let version = self.versions.entry(p.model_version).or_default();
-        version.predictions += 1;
+        if let Some(version) = self.version_mut(p.model_version) {
+            version.predictions += 1;
+        }
 
         let scored = Scored {
             model_version: p.model_version,
@@ -448,12 +459,9 @@ impl Board {
             .request(&p.request_id, position, scored, inline, now_ms());
         // Estimated once per request: a prediction made again is a replay of the join.
         if !matches!(outcome, Outcome::Replayed) {
-            self.versions
-                .entry(p.model_version)
-                .or_default()
-                .step(p.predicted_at_ms)
-                .estimate
-                .add(p.probability);
+            if let Some(version) = self.version_mut(p.model_version) {
+                version.step(p.predicted_at_ms).estimate.add(p.probability);
+            }
         }
         self.joined(outcome);
         if self.latest.len() == LATEST {
@@ -498,20 +506,18 @@ impl Board {
             return;
         };
         let (s, label) = (m.value, m.label);
-        let served = self.versions.entry(s.model_version).or_default();
-        served.calibration.add(s.probability, label);
-        let step = served.step(s.predicted_at_ms);
-        step.served.add(s.probability, label);
-        if s.new_row {
-            step.new_rows.add(s.probability, label);
+        if let Some(served) = self.version_mut(s.model_version) {
+            served.calibration.add(s.probability, label);
+            let step = served.step(s.predicted_at_ms);
+            step.served.add(s.probability, label);
+            if s.new_row {
+                step.new_rows.add(s.probability, label);
+            }
         }
         if let Some((cv, cp)) = s.challenger {
-            self.versions
-                .entry(cv)
-                .or_default()
-                .step(s.predicted_at_ms)
-                .shadow
-                .add(cp, label);
+            if let Some(shadowed) = self.version_mut(cv) {
+                shadowed.step(s.predicted_at_ms).shadow.add(cp, label);
+            }
             if let Some(g) = self.gate.as_mut() {
                 let key = format!("{}/{}", self.requests_topic, m.request.partition);
                 let after_cutoff = g
@@ -575,10 +581,12 @@ impl Board {
             version: Some(version),
             text,
         });
-        let v = self.versions.entry(version).or_default();
-        v.manifest = Some(manifest);
-        v.processor = processor;
+        if let Some(v) = self.version_mut(version) {
+            v.manifest = Some(manifest);
+            v.processor = processor;
+        }
         self.restart_drift();
+        self.forget_old_versions();
     }
 
     pub fn alias(&mut self, a: AliasRecord) {
@@ -610,6 +618,51 @@ impl Board {
         }
         self.restart_gate();
         self.restart_drift();
+        self.forget_old_versions();
+    }
+
+    /// The figures of `version`, made if it has none yet; `None` for a version forgotten (see
+    /// [`VERSIONS_KEPT`]) that plays no part now.
+    fn version_mut(&mut self, version: u32) -> Option<&mut Version> {
+        let forgotten = self.forgotten_up_to.is_some_and(|f| version <= f)
+            && !self.versions.contains_key(&version)
+            && !self.in_use(version);
+        if forgotten {
+            return None;
+        }
+        Some(self.versions.entry(version).or_default())
+    }
+
+    /// Whether `version` is the champion, the challenger or the version drift is measured for.
+    fn in_use(&self, version: u32) -> bool {
+        self.version_of(Alias::Champion) == Some(version)
+            || self.version_of(Alias::Challenger) == Some(version)
+            || self.drift.as_ref().is_some_and(|d| d.version == version)
+    }
+
+    /// Forgets the versions older than the newest [`VERSIONS_KEPT`], except those in use.
+    fn forget_old_versions(&mut self) {
+        if self.versions.len() <= VERSIONS_KEPT {
+            return;
+        }
+        let newest: Vec<u32> = self
+            .versions
+            .keys()
+            .rev()
+            .take(VERSIONS_KEPT)
+            .copied()
+            .collect();
+        let old: Vec<u32> = self
+            .versions
+            .keys()
+            .copied()
+            .filter(|v| !newest.contains(v) && !self.in_use(*v))
+            .collect();
+        for v in old {
+            self.versions.remove(&v);
+            self.forgotten += 1;
+            self.forgotten_up_to = self.forgotten_up_to.max(Some(v));
+        }
     }
 
     fn version_of(&self, alias: Alias) -> Option<u32> {
@@ -791,6 +844,8 @@ impl Board {
             lag: self.lag,
             series,
             versions,
+            versions_forgotten: self.forgotten,
+            versions_kept: VERSIONS_KEPT,
             champion: alias_view(&self.champion),
             challenger: alias_view(&self.challenger),
             gate,
@@ -1092,5 +1147,68 @@ mod tests {
         assert!(!n.seen.contains_key(&1));
         assert_eq!(n.seen.len(), 3);
         assert!(n.base.contains(&7), "base rows are never forgotten");
+    }
+
+    #[test]
+    fn only_the_newest_versions_and_those_in_use_are_kept_and_a_forgotten_one_stays_forgotten() {
+        let mut b = board();
+        b.alias(AliasRecord::new(
+            Alias::Champion,
+            Some(1),
+            None,
+            "bootstrap",
+        ));
+        let mut i = 0;
+        for v in 2..=40 {
+            b.alias(AliasRecord::new(
+                Alias::Challenger,
+                Some(v),
+                None,
+                "retrain",
+            ));
+            for _ in 0..3 {
+                let mut p = prediction(i, 1, 0.3, Some("<=50K"));
+                p.challenger_version = Some(v);
+                p.challenger_probability = Some(0.1);
+                b.prediction(&p);
+                i += 1;
+            }
+            b.alias(AliasRecord::new(
+                Alias::Challenger,
+                None,
+                Some(v),
+                "rejected",
+            ));
+        }
+        let kept: Vec<u32> = b.versions.keys().copied().collect();
+        let mut want = vec![1];
+        want.extend(21..=40);
+        assert_eq!(kept, want, "the champion and the newest {VERSIONS_KEPT}");
+        let s = b.snapshot(NOW);
+        assert_eq!(s.versions_forgotten, 19);
+        assert_eq!(s.versions.len(), 21);
+        assert_eq!(
+            s.versions[0].predictions, 117,
+            "the champion's figures are whole"
+        );
+
+        // A late shadow score of a forgotten version counts for nothing...
+        let mut p = prediction(i, 1, 0.3, Some("<=50K"));
+        p.challenger_version = Some(5);
+        p.challenger_probability = Some(0.1);
+        b.prediction(&p);
+        assert!(!b.versions.contains_key(&5));
+        // ... unless it plays a part again (an operator promotes it).
+        b.alias(AliasRecord::new(
+            Alias::Champion,
+            Some(5),
+            Some(1),
+            "promoted",
+        ));
+        b.prediction(&prediction(i + 1, 5, 0.3, Some("<=50K")));
+        assert_eq!(b.versions[&5].predictions, 1);
+        // v1, no longer in use and older than the newest 20, is forgotten in its turn.
+        assert!(!b.versions.contains_key(&1));
+        assert_eq!(b.snapshot(NOW).versions_forgotten, 20);
     }
 }

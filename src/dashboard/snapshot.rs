@@ -173,6 +173,10 @@ pub struct Snapshot {
     pub lag: Option<i64>,
     pub series: Series,
     pub versions: Vec<VersionView>,
+    /// Older versions the board no longer keeps figures of (it keeps the newest
+    /// [`super::board::VERSIONS_KEPT`] and those in use).
+    pub versions_forgotten: u64,
+    pub versions_kept: usize,
     pub champion: Option<AliasView>,
     pub challenger: Option<AliasView>,
     pub gate: Option<GateView>,

@@ -212,6 +212,11 @@ function renderGate(s) {
       el("td", { colspan: 11, class: "muted" },
         `${folded.map((v) => "v" + v.version).join(", ")}: ${folded.length} retired, never served nor shadowed${range}`)));
   }
+  if (s.versions_forgotten) {
+    table.append(el("tr", { class: "folded", "data-forgotten": s.versions_forgotten },
+      el("td", { colspan: 11, class: "muted" },
+        `${fmtInt(s.versions_forgotten)} older ${s.versions_forgotten === 1 ? "version" : "versions"} not shown: the page keeps the newest ${s.versions_kept} and those in use`)));
+  }
 }
 
 function renderTimeline(s) {
