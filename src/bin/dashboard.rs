@@ -52,6 +52,9 @@ struct Flags {
 async fn main() -> anyhow::Result<()> {
     census_stream::util::logging::init();
     let flags = Flags::parse();
+    tokio::spawn(census_stream::util::free_memory::trim_every(
+        census_stream::util::free_memory::TRIM_EVERY,
+    ));
     let mut config = DashboardConfig::new(flags.kafka.settings(), flags.addr);
     config.predictor_group = flags.predictor_group;
     config.triggers.psi_window = flags.drift_window.get();

@@ -104,6 +104,9 @@ impl Check for Flags {
 async fn main() -> anyhow::Result<()> {
     census_stream::util::logging::init();
     let config = cli::parse::<Flags>();
+    tokio::spawn(census_stream::util::free_memory::trim_every(
+        census_stream::util::free_memory::TRIM_EVERY,
+    ));
     let summary = run(
         config,
         shutdown_on_signals("stopping the stream, then every component", None),

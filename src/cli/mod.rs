@@ -625,12 +625,16 @@ async fn signalled() -> std::io::Result<()> {
 
 /// Runs a service's main future on a multi-threaded runtime, then waits at most 5 s for threads
 /// still blocked in a call that never returned (a librdkafka call of a consumer left stuck): a
-/// service that ended must exit, so that its supervisor can start it again.
+/// service that ended must exit, so that its supervisor can start it again. Freed heap memory is
+/// handed back to the system every 30 s meanwhile ([`crate::util::free_memory`]).
 pub fn run_service<F: std::future::Future>(main: F) -> F::Output {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("the async runtime starts");
+    runtime.spawn(crate::util::free_memory::trim_every(
+        crate::util::free_memory::TRIM_EVERY,
+    ));
     let out = runtime.block_on(main);
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     out
