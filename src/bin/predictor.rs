@@ -14,7 +14,7 @@ use census_stream::cli::{
     PredictorGroup, ScoringArgs, ShutdownArgs, StoreArgs,
 };
 use census_stream::defaults;
-use census_stream::predictor::{run, PredictorConfig};
+use census_stream::predictor::{run, Explain, PredictorConfig, DEFAULT_EXPLAIN};
 use census_stream::settings::positive;
 use census_stream::util::slot::HostSlot;
 
@@ -41,6 +41,11 @@ struct Flags {
     exactly_once: bool,
     #[command(flatten)]
     scoring: ScoringArgs,
+    /// Which predictions carry their reasons (the features that moved the champion's log-odds
+    /// most, by TreeSHAP): `off`, `all`, or `sample:F`, a share F of the requests chosen by
+    /// their id. Explaining costs about a millisecond a row (see BENCHMARKS.md).
+    #[arg(long, env = "CENSUS_EXPLAIN", default_value_t = DEFAULT_EXPLAIN)]
+    explain: Explain,
     /// Milliseconds a batch waits for more records after its first (0: it takes what has
     /// arrived; batches still grow under load, while the previous batch is scored and sent).
     #[arg(long, default_value_t = defaults::PREDICTOR_LINGER.as_millis() as u64)]
@@ -77,6 +82,7 @@ impl Check for Flags {
         config.in_flight = self.batches_in_flight;
         config.store = (!self.no_local_bundle).then(|| self.store.store());
         config.scoring = self.scoring.scoring();
+        config.explain = self.explain;
         Ok(Settings {
             config,
             metrics_addr: self.member.metrics.metrics_addr,

@@ -878,6 +878,7 @@ mod tests {
             predicted_at_ms: NOW - 3000 + i + 4,
             partition: 0,
             offset: i,
+            reasons: Vec::new(),
         }
     }
 

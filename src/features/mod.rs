@@ -82,6 +82,22 @@ fn categorical_values(row: &CensusRow) -> [&str; CATEGORICAL.len()] {
     ]
 }
 
+/// Each feature's value in `row` as a person reads it, in model column order: numbers as
+/// given, categories as written, a crossed column as its two parents (`Bachelors × Sales`).
+pub fn feature_texts(row: &CensusRow) -> Vec<String> {
+    let categorical = categorical_values(row);
+    numeric_values(row)
+        .iter()
+        .map(|x| x.to_string())
+        .chain(categorical.iter().map(|c| c.to_string()))
+        .chain(
+            CROSSED
+                .iter()
+                .map(|&(_, a, b)| format!("{} × {}", categorical[a], categorical[b])),
+        )
+        .collect()
+}
+
 /// Min-max scaler of one numeric column.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MinMax {

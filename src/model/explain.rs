@@ -24,6 +24,12 @@ impl Trees {
         !self.counts.is_empty()
     }
 
+    /// The factor from the raw score to the log-odds of the probability LightGBM gives (the
+    /// objective's `sigmoid:`, which calibration scales).
+    pub fn log_odds_scale(&self) -> f64 {
+        self.sigmoid
+    }
+
     /// The raw score before any feature is known: the sum of the trees' expected values. None
     /// without node counts.
     pub fn expected_value(&self) -> Option<f64> {

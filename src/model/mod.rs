@@ -77,6 +77,9 @@ pub struct Scoring {
     /// A model whose compiled or walked trees do not score the canary set as LightGBM does fails
     /// to load, instead of being scored by LightGBM (tests, and whoever wants to know).
     pub strict: bool,
+    /// The model explains its predictions ([`Model::contributions`]) once its TreeSHAP gave
+    /// LightGBM's `predict_contrib` on the canary set bit for bit (a strict load fails if not).
+    pub explain: bool,
 }
 
 impl Scoring {
@@ -106,6 +109,9 @@ impl Fast {
 
 /// Rows of the canary set the native walk of each model must score exactly as LightGBM does.
 const CANARY_ROWS: usize = 512;
+/// Rows of the canary set its TreeSHAP must explain exactly as LightGBM does (fewer: each row
+/// costs about a millisecond, twice).
+const CANARY_EXPLAINED: usize = 64;
 
 /// A seeded set of rows that reaches every kind of branch: values inside and outside the
 /// scaled range, zeros, negative zero and near-zeros, NaN, infinities, negative and huge
@@ -137,6 +143,8 @@ pub struct Model {
     booster: Booster,
     /// The trees compiled or laid out for the native walk, when they score as LightGBM does.
     fast: Option<Fast>,
+    /// The parsed trees that explain, when asked for and they explain as LightGBM does.
+    explainer: Option<Trees>,
 }
 
 // SAFETY: a LightGBM booster is a heap object behind a handle that any thread may use; its
@@ -172,6 +180,7 @@ impl Model {
         let mut model = Model {
             booster,
             fast: None,
+            explainer: None,
         };
         if scorer != Scorer::LightGbm {
             model.fast = match model.fast_scorer(text, scorer) {
@@ -187,6 +196,18 @@ impl Model {
                     None
                 }
             };
+        }
+        if scoring.explain {
+            match model.explainer(text) {
+                Ok(trees) => model.explainer = Some(trees),
+                Err(detail) if scoring.strict => {
+                    return Err(ModelError::NotAsLightGbm {
+                        scorer: "TreeSHAP",
+                        detail,
+                    })
+                }
+                Err(detail) => tracing::error!("predictions not explained: {detail}"),
+            }
         }
         let canary = model.predict(&[0.0; N_FEATURES])?;
         match canary.as_slice() {
@@ -239,6 +260,64 @@ impl Model {
                 answer[i], reference[i]
             )),
         }
+    }
+
+    /// The parsed trees, if they explain the canary set as LightGBM's `predict_contrib` does,
+    /// bit for bit; else why not.
+    fn explainer(&self, text: &str) -> Result<Trees, String> {
+        let trees = Trees::from_text(text).map_err(|e| e.to_string())?;
+        if !trees.explainable() {
+            return Err("the model text has no node counts".into());
+        }
+        let rows = canary_rows(CANARY_EXPLAINED, 0xe4a1);
+        let ours = trees
+            .contributions(&rows)
+            .ok_or("the model text has no node counts")?;
+        let theirs = self
+            .booster
+            .predict_contrib(&rows, N_FEATURES as i32, true)
+            .map_err(|e| crate::error_chain(&ModelError::Predict(e)))?;
+        if ours.len() != theirs.len() {
+            return Err(format!(
+                "TreeSHAP gives {} values where LightGBM gives {}",
+                ours.len(),
+                theirs.len()
+            ));
+        }
+        match ours
+            .iter()
+            .zip(&theirs)
+            .position(|(a, b)| a.to_bits() != b.to_bits())
+        {
+            None => Ok(trees),
+            Some(i) => Err(format!(
+                "TreeSHAP gives {} where LightGBM's predict_contrib gives {} (canary row {}, \
+                 value {})",
+                ours[i],
+                theirs[i],
+                i / (N_FEATURES + 1),
+                i % (N_FEATURES + 1)
+            )),
+        }
+    }
+
+    /// Whether this model explains its predictions.
+    pub fn explains(&self) -> bool {
+        self.explainer.is_some()
+    }
+
+    /// Each feature's contribution to the raw score (log-odds) of each row of `features`, then
+    /// the expected value: `N_FEATURES + 1` values a row, summing to its raw score, as
+    /// LightGBM's `predict_contrib` gives them. None for a model loaded without `explain`, or
+    /// whose TreeSHAP did not match LightGBM's.
+    pub fn contributions(&self, features: &[f64]) -> Option<Vec<f64>> {
+        self.explainer.as_ref()?.contributions(features)
+    }
+
+    /// The factor from the raw score (in which contributions are) to the log-odds of the
+    /// probability served, for a model that explains.
+    pub fn log_odds_scale(&self) -> Option<f64> {
+        self.explainer.as_ref().map(Trees::log_odds_scale)
     }
 
     /// Which implementation scores this model.

@@ -7,6 +7,7 @@
 //! batches.
 
 mod deliver;
+mod explain;
 mod step;
 
 use std::collections::HashMap;
@@ -21,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub use deliver::{
     dead_letter_record, deliver, send_dead_letter, DeadLetterRecord, Delivered, Limits,
 };
-pub use step::{score_batch, Outcome, Predictor, Scored};
+pub use explain::{reasons, Explain, DEFAULT_EXPLAIN, REASONS};
+pub use step::{score_batch, score_batch_explained, Outcome, Predictor, Scored};
 
 use crate::bundle::BundleStore;
 use crate::defaults;
@@ -79,6 +81,8 @@ pub struct PredictorConfig {
     pub store: Option<BundleStore>,
     /// How the bundles it loads score.
     pub scoring: Scoring,
+    /// Which predictions carry their reasons.
+    pub explain: Explain,
     pub max_batch: NonZeroUsize,
     /// How long a batch waits for more records after its first.
     pub linger: Duration,
@@ -103,6 +107,7 @@ impl PredictorConfig {
             mode: Mode::default(),
             store: None,
             scoring: Scoring::default(),
+            explain: DEFAULT_EXPLAIN,
             max_batch: defaults::MAX_BATCH,
             linger: defaults::PREDICTOR_LINGER,
             in_flight: defaults::PREDICTOR_IN_FLIGHT,
@@ -287,6 +292,9 @@ impl Worker for Service {
         }
         let now = now_ms();
         for s in &done.scored {
+            if s.explained {
+                m.explained.inc();
+            }
             m.latency_seconds
                 .observe((now - s.sent_at_ms).max(0) as f64 / 1000.0);
             if let Some(truth) = s.truth {
@@ -313,8 +321,12 @@ pub async fn run(
     }
     config.kafka.ensure_topics().await?;
     let current = CurrentServing::default();
+    // Bundles load with their explainer when predictions are to carry reasons.
+    let scoring = Scoring {
+        explain: config.explain.is_on(),
+        ..config.scoring
+    };
     if let Some(store) = config.store.clone() {
-        let scoring = config.scoring;
         match tokio::task::spawn_blocking(move || store.load_current(scoring)).await? {
             Ok(bundle) => {
                 tracing::info!(
@@ -350,7 +362,7 @@ pub async fn run(
         loaded_tx,
         state_tx,
         name.clone(),
-        config.scoring,
+        scoring,
         follower_stop.clone(),
     ));
     if champion_version(&current).is_none() {
@@ -412,7 +424,7 @@ pub async fn run(
         crate::kafka::membership_probe(&member.consumer, &config.group),
     );
     let service = Service {
-        predictor: Predictor::new(current),
+        predictor: Predictor::new(current).explaining(config.explain),
         sender,
         topics: Arc::new(config.kafka.topics.clone()),
         limits: Limits {

@@ -1,6 +1,7 @@
 //! The predictor's work on one batch, without a broker: decode, validate, transform and score
 //! with the bundle in use; one outcome per message, in input order.
 
+use super::explain::{reasons, Explain};
 use crate::data::{label_text, parse_label};
 use crate::kafka::InMessage;
 use crate::registry::{CurrentServing, Serving};
@@ -38,6 +39,8 @@ pub struct Scored {
     pub champion: (u32, f64),
     /// The challenger's in shadow, if any.
     pub challenger: Option<(u32, f64)>,
+    /// It carries its reasons.
+    pub explained: bool,
 }
 
 impl Outcome {
@@ -57,6 +60,7 @@ pub struct Predictor {
     current: CurrentServing,
     /// Versions used, in the order they were first used.
     versions: Vec<u32>,
+    explain: Explain,
 }
 
 impl Predictor {
@@ -64,7 +68,14 @@ impl Predictor {
         Predictor {
             current,
             versions: Vec::new(),
+            explain: Explain::Off,
         }
+    }
+
+    /// The same, its predictions explained as `explain` says.
+    pub fn explaining(mut self, explain: Explain) -> Self {
+        self.explain = explain;
+        self
     }
 
     /// One outcome per message of `batch`, in order. The whole batch is scored with the bundles
@@ -78,7 +89,7 @@ impl Predictor {
         if self.versions.last() != Some(&version) {
             self.versions.push(version);
         }
-        score_batch(&serving, batch)
+        score_batch_explained(&serving, batch, self.explain)
     }
 
     pub fn versions(&self) -> &[u32] {
@@ -118,6 +129,16 @@ fn unscored(
 /// order. A batch the champion fails to score dead-letters its scorable records with the reason,
 /// rather than stopping the service; a challenger that fails only loses its shadow scores.
 pub fn score_batch(serving: &Serving, batch: &[InMessage]) -> Vec<Outcome> {
+    score_batch_explained(serving, batch, Explain::Off)
+}
+
+/// [`score_batch`], the predictions `explain` chooses carrying their reasons (none where the
+/// champion does not explain).
+pub fn score_batch_explained(
+    serving: &Serving,
+    batch: &[InMessage],
+    explain: Explain,
+) -> Vec<Outcome> {
     let bundle = &serving.champion;
     let decoded: Vec<_> = batch
         .iter()
@@ -150,6 +171,17 @@ pub fn score_batch(serving: &Serving, batch: &[InMessage]) -> Vec<Outcome> {
             return unscored(batch, decoded, &detail);
         }
     };
+    let choice: Vec<bool> = decoded
+        .iter()
+        .map(|d| d.as_ref().is_ok_and(|r| explain.chooses(&r.request_id)))
+        .collect();
+    let chosen: Vec<&crate::data::CensusRow> = decoded
+        .iter()
+        .zip(&choice)
+        .filter_map(|(d, &c)| d.as_ref().ok().filter(|_| c))
+        .map(|r| &r.record)
+        .collect();
+    let mut explained = reasons(bundle, &chosen).unwrap_or_default().into_iter();
     let mut probabilities = probabilities.into_iter();
     let (challenger_version, mut shadow) = match shadow {
         Some((v, p)) => (Some(v), Some(p.into_iter())),
@@ -160,10 +192,16 @@ pub fn score_batch(serving: &Serving, batch: &[InMessage]) -> Vec<Outcome> {
     batch
         .iter()
         .zip(decoded)
-        .map(|(m, d)| match d {
+        .zip(choice)
+        .map(|((m, d), chosen)| match d {
             Ok(request) => {
                 let probability = probabilities.next().expect("one probability per request");
                 let challenger_probability = shadow.as_mut().and_then(Iterator::next);
+                let reasons = if chosen {
+                    explained.next().unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
                 let prediction = Prediction {
                     probability,
                     predicted: label_text(probability >= 0.5).to_owned(),
@@ -177,12 +215,14 @@ pub fn score_batch(serving: &Serving, batch: &[InMessage]) -> Vec<Outcome> {
                     partition: m.partition,
                     offset: m.offset,
                     request_id: request.request_id,
+                    reasons,
                 };
                 let scored = Scored {
                     sent_at_ms: prediction.sent_at_ms,
                     truth: prediction.income_bracket.as_deref().and_then(parse_label),
                     champion: (prediction.model_version, probability),
                     challenger: challenger_version.zip(challenger_probability),
+                    explained: !prediction.reasons.is_empty(),
                 };
                 Outcome::Prediction {
                     key: prediction.request_id.clone(),

@@ -185,6 +185,7 @@ mod tests {
             predicted_at_ms: now_ms(),
             partition: 0,
             offset: 0,
+            reasons: Vec::new(),
         }
     }
 

@@ -269,6 +269,7 @@ mod tests {
                 predicted_at_ms: sent + latency as i64 - 1,
                 partition: 0,
                 offset: i as i64,
+                reasons: Vec::new(),
             });
             s.latencies_ms.push(latency);
             s.scored_ms.push(latency - 1.0);

@@ -53,6 +53,21 @@ pub struct Prediction {
     /// Where the request was read: partition and offset in `census.requests`.
     pub partition: i32,
     pub offset: i64,
+    /// Why the champion scored it so, for an explained prediction (`--explain`): the features
+    /// that moved its log-odds most, largest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<Reason>,
+}
+
+/// One feature's part in a prediction: its TreeSHAP contribution to the log-odds of `>50K` of
+/// the probability served (positive: towards `>50K`; the contributions of every feature and the
+/// model's expected value sum to those log-odds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    pub feature: String,
+    /// The request's value of it (a crossed column: both parents, `Bachelors × Sales`).
+    pub value: String,
+    pub contribution: f64,
 }
 
 /// A bundle record of `census.models` (see `registry::records`): a whole bundle, so that a

@@ -38,6 +38,8 @@ pub struct PredictorMetrics {
     /// Requests not yet read by this instance, over its partitions (updated every few
     /// seconds).
     pub consumer_lag: Gauge,
+    /// Predictions committed with their reasons (`--explain`).
+    pub explained: Counter,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,6 +70,7 @@ impl Default for PredictorMetrics {
             correct: Family::default(),
             log_loss: Family::default(),
             consumer_lag: Gauge::default(),
+            explained: Counter::default(),
         }
     }
 }
@@ -126,6 +129,11 @@ impl PredictorMetrics {
             "consumer_lag",
             "Requests not yet read by this instance, over its partitions",
             self.consumer_lag.clone(),
+        );
+        r.register(
+            "explained_predictions",
+            "Predictions committed with their reasons (--explain)",
+            self.explained.clone(),
         );
         register_build_info(r);
     }

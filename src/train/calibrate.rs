@@ -23,6 +23,7 @@ use crate::model::{Model, Scorer, Scoring};
 const LIGHTGBM: Scoring = Scoring {
     scorer: Scorer::LightGbm,
     strict: false,
+    explain: false,
 };
 use crate::train::space::Hyperparams;
 
@@ -316,6 +317,7 @@ mod tests {
             let strict = Scoring {
                 scorer,
                 strict: true,
+                explain: false,
             };
             let model = Model::from_text(&folded, strict).unwrap();
             for (got, want) in model.predict(&rows).unwrap().iter().zip(&expected) {

@@ -175,6 +175,124 @@ fn a_challenger_is_scored_in_shadow_and_never_changes_the_served_prediction() {
     }
 }
 
+#[test]
+fn explained_predictions_carry_their_largest_contributions_and_the_rest_none() {
+    use census_stream::features::{feature_names, N_FEATURES};
+    use census_stream::model::Scoring;
+    use census_stream::predictor::{Explain, REASONS};
+    let Some(init) = initialized() else {
+        return;
+    };
+    let explaining = Scoring {
+        explain: true,
+        ..scoring()
+    };
+    let bundle = init.store.load(init.version, explaining).unwrap();
+    assert!(
+        bundle.model.explains(),
+        "TreeSHAP matched LightGBM on the canary set"
+    );
+    let current = CurrentServing::default();
+    serve_alone(&current, bundle);
+    let batch: Vec<InMessage> = (0..400)
+        .map(|i| {
+            message(
+                i,
+                Some(variant(
+                    &format!("r{i}"),
+                    r#""age": 52"#,
+                    &format!(r#""age": {}"#, 17 + i % 70),
+                )),
+            )
+        })
+        .collect();
+    let decode = |o: &Outcome| match o {
+        Outcome::Prediction { payload, .. } => {
+            serde_json::from_slice::<Prediction>(payload).unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    let sample = Explain::Sample(0.1);
+    let predictions: Vec<Prediction> = Predictor::new(current.clone())
+        .explaining(sample)
+        .step(&batch)
+        .iter()
+        .map(decode)
+        .collect();
+    let explained: Vec<&Prediction> = predictions
+        .iter()
+        .filter(|p| !p.reasons.is_empty())
+        .collect();
+    for p in &predictions {
+        assert_eq!(
+            !p.reasons.is_empty(),
+            sample.chooses(&p.request_id),
+            "{}",
+            p.request_id
+        );
+    }
+    assert!(
+        (20..=70).contains(&explained.len()),
+        "{} of 400 explained",
+        explained.len()
+    );
+
+    // Each one's reasons are its largest contributions by size, as the model gives them, with
+    // the request's values; with the rest and the expected value they make its log-odds.
+    let serving = current.load_full().unwrap();
+    let model = &serving.champion.model;
+    let names = feature_names();
+    for p in explained {
+        let i: usize = p.request_id[1..].parse().unwrap();
+        let request: census_stream::stream::messages::Request =
+            serde_json::from_slice(batch[i].payload.as_deref().unwrap()).unwrap();
+        let features = serving.champion.processor.transform(&request.record);
+        let scale = model.log_odds_scale().unwrap();
+        let phi: Vec<f64> = model
+            .contributions(&features)
+            .unwrap()
+            .iter()
+            .map(|c| c * scale)
+            .collect();
+        let logit = (p.probability / (1.0 - p.probability)).ln();
+        let sum: f64 = phi.iter().sum();
+        assert!((sum - logit).abs() < 1e-7, "{sum} against log-odds {logit}");
+        let mut sizes: Vec<f64> = phi[..N_FEATURES].iter().map(|x| x.abs()).collect();
+        sizes.sort_by(|a, b| b.total_cmp(a));
+        assert_eq!(p.reasons.len(), REASONS);
+        for (k, r) in p.reasons.iter().enumerate() {
+            let j = names.iter().position(|n| *n == r.feature).unwrap();
+            // Read back from JSON: equal to the last bit or so (serde_json's float parsing).
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-14 * b.abs().max(1.0);
+            assert!(
+                close(r.contribution, phi[j]),
+                "{}: {} against {}",
+                r.feature,
+                r.contribution,
+                phi[j]
+            );
+            assert!(
+                close(r.contribution.abs(), sizes[k]),
+                "{}: not the {k}th largest",
+                r.feature
+            );
+        }
+        if let Some(age) = p.reasons.iter().find(|r| r.feature == "age") {
+            assert_eq!(age.value, request.record.age.to_string());
+        }
+    }
+
+    // Off: none; all: every one.
+    let off = Predictor::new(current.clone())
+        .explaining(Explain::Off)
+        .step(&batch[..20]);
+    assert!(off.iter().map(decode).all(|p| p.reasons.is_empty()));
+    let all = Predictor::new(current)
+        .explaining(Explain::All)
+        .step(&batch[..20]);
+    assert!(all.iter().map(decode).all(|p| p.reasons.len() == REASONS));
+}
+
 /// A retrainer over the rows file and join journal in `dir`.
 fn retrainer_in(
     dir: &std::path::Path,
