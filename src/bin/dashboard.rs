@@ -50,6 +50,7 @@ struct Flags {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    census_stream::util::free_memory::limit_arenas();
     census_stream::util::logging::init();
     let flags = Flags::parse();
     tokio::spawn(census_stream::util::free_memory::trim_every(

@@ -102,6 +102,7 @@ impl Check for Flags {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    census_stream::util::free_memory::limit_arenas();
     census_stream::util::logging::init();
     let config = cli::parse::<Flags>();
     tokio::spawn(census_stream::util::free_memory::trim_every(

@@ -626,8 +626,10 @@ async fn signalled() -> std::io::Result<()> {
 /// Runs a service's main future on a multi-threaded runtime, then waits at most 5 s for threads
 /// still blocked in a call that never returned (a librdkafka call of a consumer left stuck): a
 /// service that ended must exit, so that its supervisor can start it again. Freed heap memory is
-/// handed back to the system every 30 s meanwhile ([`crate::util::free_memory`]).
+/// handed back to the system every 30 s meanwhile, from one arena a core
+/// ([`crate::util::free_memory`]).
 pub fn run_service<F: std::future::Future>(main: F) -> F::Output {
+    crate::util::free_memory::limit_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::histogram::Histogram;
 use super::snapshot::{
-    AliasView, DriftView, EstimateView, GateView, Latest, LatestDeadLetter, Moment, Series,
-    Snapshot, Step, Tally as TallyView, Totals, VersionView, WindowView,
+    AliasView, DriftView, EstimateView, Explained, GateView, ImportanceView, Latest,
+    LatestDeadLetter, Moment, Series, Snapshot, Step, Tally as TallyView, Totals, VersionView,
+    WindowView,
 };
 use crate::bundle::Manifest;
 use crate::features::{feature_names, DriftWindow, FeatureProcessor};
@@ -31,6 +32,9 @@ const WINDOW_STEPS: i64 = 12;
 /// Steps of per-version history kept; older ones are folded into a running base.
 const MAX_STEPS: usize = 720;
 const LATEST: usize = 12;
+/// Explained predictions shown, and reasons shown of each.
+const LATEST_EXPLAINED: usize = 8;
+const REASONS_SHOWN: usize = 3;
 const TIMELINE: usize = 40;
 /// Versions the board keeps figures of, besides the champion, the challenger and the version
 /// drift is measured for: the newest. An older one is forgotten (its row leaves the page), so
@@ -118,6 +122,48 @@ struct Version {
     steps: BTreeMap<i64, StepTally>,
     /// Its served predictions' calibration, on their labels.
     calibration: Calibration,
+    importance: Importance,
+}
+
+/// Sums of the absolute contributions of each feature over the predictions a version served
+/// with their reasons.
+#[derive(Debug, Default)]
+struct Importance {
+    explained: u64,
+    /// By column, as [`feature_names`].
+    sums: Vec<f64>,
+}
+
+impl Importance {
+    /// Adds a prediction's reasons; reasons naming no feature of the model are passed over.
+    fn add(&mut self, reasons: &[crate::stream::messages::Reason], names: &[String]) {
+        self.sums.resize(names.len(), 0.0);
+        self.explained += 1;
+        for r in reasons {
+            if let Some(j) = names.iter().position(|n| *n == r.feature) {
+                if r.contribution.is_finite() {
+                    self.sums[j] += r.contribution.abs();
+                }
+            }
+        }
+    }
+
+    fn view(&self, names: &[String]) -> Option<ImportanceView> {
+        if self.explained == 0 {
+            return None;
+        }
+        let n = self.explained as f64;
+        let mut features: Vec<(String, f64)> = names
+            .iter()
+            .cloned()
+            .zip(self.sums.iter().map(|s| s / n))
+            .collect();
+        features.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Some(ImportanceView {
+            explained: self.explained,
+            features,
+        })
+    }
 }
 
 impl Version {
@@ -333,6 +379,9 @@ pub struct Board {
     gate: Option<GateReplay>,
     drift: Option<Drift>,
     latest: VecDeque<Latest>,
+    latest_explained: VecDeque<Explained>,
+    /// The model's feature names, for the reasons of predictions.
+    feature_names: Vec<String>,
     lag: Option<i64>,
 }
 
@@ -363,6 +412,8 @@ impl Board {
             gate: None,
             drift: None,
             latest: VecDeque::new(),
+            latest_explained: VecDeque::new(),
+            feature_names: feature_names(),
             lag: None,
         }
     }
@@ -437,8 +488,25 @@ impl Board {
             .income_bracket
             .as_deref()
             .and_then(crate::data::parse_label);
+        let names = std::mem::take(&mut self.feature_names);
         if let Some(version) = self.version_mut(p.model_version) {
             version.predictions += 1;
+            if !p.reasons.is_empty() {
+                version.importance.add(&p.reasons, &names);
+            }
+        }
+        self.feature_names = names;
+        if !p.reasons.is_empty() {
+            if self.latest_explained.len() == LATEST_EXPLAINED {
+                self.latest_explained.pop_back();
+            }
+            self.latest_explained.push_front(Explained {
+                request_id: p.request_id.clone(),
+                probability: p.probability,
+                model_version: p.model_version,
+                at_ms: p.predicted_at_ms,
+                reasons: p.reasons.iter().take(REASONS_SHOWN).cloned().collect(),
+            });
         }
 
         let scored = Scored {
@@ -778,6 +846,7 @@ impl Board {
                     shadow_series,
                     estimated: estimate_view(&all.estimate),
                     calibration: v.calibration.view(),
+                    importance: v.importance.view(&self.feature_names),
                     estimated_series,
                     windows: v.windows(),
                 }
@@ -854,6 +923,7 @@ impl Board {
             latest_dead_letters: self.latest_dead.iter().cloned().collect(),
             drift,
             latest: self.latest.iter().cloned().collect(),
+            latest_explained: self.latest_explained.iter().cloned().collect(),
         }
     }
 }
@@ -1211,5 +1281,48 @@ mod tests {
         // v1, no longer in use and older than the newest 20, is forgotten in its turn.
         assert!(!b.versions.contains_key(&1));
         assert_eq!(b.snapshot(NOW).versions_forgotten, 20);
+    }
+
+    #[test]
+    fn importance_is_the_mean_size_of_each_features_contribution_over_explained_predictions() {
+        use crate::stream::messages::Reason;
+        let reason = |feature: &str, contribution: f64| Reason {
+            feature: feature.into(),
+            value: "x".into(),
+            contribution,
+        };
+        let mut b = board();
+        let mut p = prediction(0, 1, 0.8, None);
+        p.reasons = vec![
+            reason("capital_gain", 2.0),
+            reason("age", -1.0),
+            reason("sex", 0.5),
+            reason("race", 0.25),
+        ];
+        b.prediction(&p);
+        let mut p = prediction(1, 1, 0.3, None);
+        p.reasons = vec![reason("age", 3.0), reason("no_such_feature", 9.0)];
+        b.prediction(&p);
+        // Unexplained predictions count for nothing.
+        b.prediction(&prediction(2, 1, 0.3, None));
+        let s = b.snapshot(NOW);
+        let v1 = s.versions.iter().find(|v| v.version == 1).unwrap();
+        let importance = v1.importance.as_ref().unwrap();
+        assert_eq!(importance.explained, 2);
+        assert_eq!(importance.features.len(), feature_names().len());
+        let of = |f: &str| importance.features.iter().find(|(n, _)| n == f).unwrap().1;
+        assert_eq!(importance.features[0], ("age".to_string(), 2.0));
+        assert_eq!(of("capital_gain"), 1.0);
+        assert_eq!(of("sex"), 0.25);
+        assert_eq!(of("workclass"), 0.0);
+        // The latest explained, newest first, with their three largest reasons.
+        assert_eq!(s.latest_explained.len(), 2);
+        assert_eq!(s.latest_explained[0].request_id, "r1");
+        let first: Vec<&str> = s.latest_explained[1]
+            .reasons
+            .iter()
+            .map(|r| r.feature.as_str())
+            .collect();
+        assert_eq!(first, ["capital_gain", "age", "sex"]);
     }
 }

@@ -100,6 +100,27 @@ pub struct VersionView {
     pub windows: Vec<WindowView>,
     /// Its served predictions' calibration on their labels: reliability bins, ECE, Brier.
     pub calibration: Option<crate::lifecycle::calibration::CalibrationView>,
+    /// Its feature importance, from the predictions it served with their reasons.
+    pub importance: Option<ImportanceView>,
+}
+
+/// A version's global feature importance: each feature's mean absolute contribution to the
+/// log-odds over the `explained` predictions it served with their reasons, largest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImportanceView {
+    pub explained: u64,
+    pub features: Vec<(String, f64)>,
+}
+
+/// A prediction served with its reasons.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explained {
+    pub request_id: String,
+    pub probability: f64,
+    pub model_version: u32,
+    pub at_ms: i64,
+    /// Its largest reasons, largest first.
+    pub reasons: Vec<crate::stream::messages::Reason>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -188,4 +209,6 @@ pub struct Snapshot {
     pub drift: Option<DriftView>,
     /// Newest first.
     pub latest: Vec<Latest>,
+    /// The latest predictions served with their reasons, newest first.
+    pub latest_explained: Vec<Explained>,
 }

@@ -1,5 +1,7 @@
 //! Reasons for predictions (`--explain`): which predictions carry them, and the reasons
-//! themselves: the features whose TreeSHAP contributions moved the champion's log-odds most.
+//! themselves: every feature's TreeSHAP contribution to the champion's log-odds, largest first
+//! (a reader shows the first few; the dashboard averages their sizes into each version's
+//! feature importance).
 //! Explaining a row costs far more than scoring it (BENCHMARKS.md section 1), so by default a
 //! sample of the predictions is explained, the same requests whichever predictor scores them
 //! and however often.
@@ -13,9 +15,6 @@ use crate::bundle::Bundle;
 use crate::data::CensusRow;
 use crate::features::{feature_names, feature_texts, N_FEATURES};
 use crate::stream::messages::Reason;
-
-/// Reasons a prediction carries: its largest contributions.
-pub const REASONS: usize = 3;
 
 /// Which predictions carry their reasons.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -111,13 +110,13 @@ pub fn reasons(bundle: &Bundle, rows: &[&CensusRow]) -> Option<Vec<Vec<Reason>>>
     )
 }
 
-/// The [`REASONS`] largest contributions by size, with their features' names and values.
+/// The contributions that are not zero, largest by size first, with their features' names and
+/// values.
 fn top_reasons(phi: &[f64], names: &[String], values: &[String]) -> Vec<Reason> {
     let mut order: Vec<usize> = (0..phi.len()).filter(|&j| phi[j] != 0.0).collect();
     order.sort_by(|&a, &b| phi[b].abs().total_cmp(&phi[a].abs()).then(a.cmp(&b)));
     order
         .into_iter()
-        .take(REASONS)
         .map(|j| Reason {
             feature: names[j].clone(),
             value: values[j].clone(),
@@ -172,7 +171,15 @@ mod tests {
             .iter()
             .map(|r| (r.feature.as_str(), r.value.as_str(), r.contribution))
             .collect();
-        assert_eq!(got, [("b", "2", -0.7), ("d", "4", 0.3), ("a", "1", 0.1)]);
+        assert_eq!(
+            got,
+            [
+                ("b", "2", -0.7),
+                ("d", "4", 0.3),
+                ("a", "1", 0.1),
+                ("e", "5", -0.05)
+            ]
+        );
         assert!(top_reasons(&[0.0, 0.0], &names[..2], &values[..2]).is_empty());
     }
 }

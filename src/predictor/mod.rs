@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 pub use deliver::{
     dead_letter_record, deliver, send_dead_letter, DeadLetterRecord, Delivered, Limits,
 };
-pub use explain::{reasons, Explain, DEFAULT_EXPLAIN, REASONS};
+pub use explain::{reasons, Explain, DEFAULT_EXPLAIN};
 pub use step::{score_batch, score_batch_explained, Outcome, Predictor, Scored};
 
 use crate::bundle::BundleStore;

@@ -53,8 +53,8 @@ pub struct Prediction {
     /// Where the request was read: partition and offset in `census.requests`.
     pub partition: i32,
     pub offset: i64,
-    /// Why the champion scored it so, for an explained prediction (`--explain`): the features
-    /// that moved its log-odds most, largest first.
+    /// Why the champion scored it so, for an explained prediction (`--explain`): every feature
+    /// that moved its log-odds, largest contribution first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<Reason>,
 }

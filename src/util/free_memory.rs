@@ -6,12 +6,25 @@
 //! resident memory grows with every version though what it holds does not. Measured on a
 //! predictor following a retrain every few seconds: the heap in use peaked at 21 MiB while the
 //! resident memory rose from 45 to 86 MiB in 8 minutes. `malloc_trim(0)` hands back the free
-//! pages of every arena; each long-running service calls it every [`TRIM_EVERY`].
+//! pages of every arena; each long-running service calls it every [`TRIM_EVERY`], and keeps to
+//! one arena per core ([`limit_arenas`]; the same run: 45 MiB instead of 80 with two arenas), so
+//! that fewer, fuller heaps hold the holes.
 
 use std::time::{Duration, Instant};
 
 /// How often a service hands its freed heap memory back.
 pub const TRIM_EVERY: Duration = Duration::from_secs(30);
+
+/// Keeps glibc's malloc to one arena per core (at least two) instead of eight: called first
+/// thing in a service's main, before its threads allocate.
+pub fn limit_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+        // SAFETY: mallopt only sets one of the allocator's parameters.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, cores as libc::c_int) };
+    }
+}
 
 /// Hands the freed heap memory back to the system where the allocator is glibc's (elsewhere,
 /// nothing to do). Returns whether memory was handed back.

@@ -100,6 +100,19 @@ where
     }
 }
 
+/// The request ids of the explained predictions shown, newest first.
+async fn explained_ids(c: &Session) -> Vec<String> {
+    let ids = c
+        .execute(
+            "return [...document.querySelectorAll('#explained li[data-request]')]\
+             .map((e) => e.dataset.request);",
+            vec![],
+        )
+        .await
+        .expect("a script runs in the page");
+    serde_json::from_value(ids).expect("a list of ids")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_page_follows_the_stream_and_shows_a_retrain_in_a_real_browser() {
     let (Some(driver), Some(chromium)) = (
@@ -202,6 +215,25 @@ async fn watch_the_page(
         "the page was reloaded between the two reads"
     );
 
+    // Reasons: a sample of predictions is explained by default (the demo's predictors).
+    wait_for(
+        "an explained prediction on the page",
+        Duration::from_secs(120),
+        || async {
+            c.find_all("#explained li[data-request]")
+                .await
+                .map_or(0, |l| l.len())
+                > 0
+        },
+    )
+    .await;
+    let first_explained = explained_ids(&c).await;
+    let reasons = c.find_all("#explained li .reason").await.unwrap();
+    assert!(
+        !reasons.is_empty(),
+        "an explained prediction without reasons"
+    );
+
     wait_for(
         "a retrain on the timeline",
         Duration::from_secs(150),
@@ -220,6 +252,17 @@ async fn watch_the_page(
     assert!(
         !c.find_all("#c-accuracy svg path").await.unwrap().is_empty(),
         "no accuracy line drawn"
+    );
+    let importance = c.find_all("#importance .row").await.unwrap();
+    assert_eq!(
+        importance.len(),
+        census_stream::features::N_FEATURES,
+        "a bar per feature"
+    );
+    let later_explained = explained_ids(&c).await;
+    assert_ne!(
+        later_explained, first_explained,
+        "the explained predictions did not move"
     );
     let rate = number(&c, "#t-predictions-rate").await;
     assert!(rate > 0, "the screenshot would show no throughput");

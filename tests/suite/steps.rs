@@ -179,7 +179,7 @@ fn a_challenger_is_scored_in_shadow_and_never_changes_the_served_prediction() {
 fn explained_predictions_carry_their_largest_contributions_and_the_rest_none() {
     use census_stream::features::{feature_names, N_FEATURES};
     use census_stream::model::Scoring;
-    use census_stream::predictor::{Explain, REASONS};
+    use census_stream::predictor::Explain;
     let Some(init) = initialized() else {
         return;
     };
@@ -259,7 +259,9 @@ fn explained_predictions_carry_their_largest_contributions_and_the_rest_none() {
         assert!((sum - logit).abs() < 1e-7, "{sum} against log-odds {logit}");
         let mut sizes: Vec<f64> = phi[..N_FEATURES].iter().map(|x| x.abs()).collect();
         sizes.sort_by(|a, b| b.total_cmp(a));
-        assert_eq!(p.reasons.len(), REASONS);
+        let nonzero = phi[..N_FEATURES].iter().filter(|c| **c != 0.0).count();
+        assert!(nonzero >= 3, "{nonzero} features moved it");
+        assert_eq!(p.reasons.len(), nonzero, "every feature that moved it");
         for (k, r) in p.reasons.iter().enumerate() {
             let j = names.iter().position(|n| *n == r.feature).unwrap();
             // Read back from JSON: equal to the last bit or so (serde_json's float parsing).
@@ -290,7 +292,7 @@ fn explained_predictions_carry_their_largest_contributions_and_the_rest_none() {
     let all = Predictor::new(current)
         .explaining(Explain::All)
         .step(&batch[..20]);
-    assert!(all.iter().map(decode).all(|p| p.reasons.len() == REASONS));
+    assert!(all.iter().map(decode).all(|p| !p.reasons.is_empty()));
 }
 
 /// A retrainer over the rows file and join journal in `dir`.

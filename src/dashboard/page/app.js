@@ -93,6 +93,7 @@ function bars(box, rows, opts) {
     const track = el("div", { class: "track" });
     track.append(el("div", { class: "fill " + (r.cls || ""), style: `width:${(100 * r.value) / max}%` }));
     if (opts.mark != null && opts.mark <= max) track.append(el("div", { class: "mark", style: `left:${(100 * opts.mark) / max}%`, title: opts.markTitle || "" }));
+    if (r.mark != null && r.mark <= max) track.append(el("div", { class: "mark", style: `left:${(100 * r.mark) / max}%`, title: r.markTitle || "" }));
     wrap.append(el("div", { class: "row", "data-name": r.name }, el("span", {}, r.name), track, el("span", { class: "n" }, r.text)));
   }
   box.append(wrap);
@@ -278,6 +279,40 @@ function renderDrift(s) {
   bars($("drift"), rows, { max: limit ? limit * 1.2 : 0.3, mark: limit, markTitle: "the retrainer's drift trigger" });
 }
 
+// The champion's importance (else the newest version's that has one), each feature's mark at
+// the previous version's figure.
+function renderImportance(s) {
+  const withImportance = s.versions.filter((v) => v.importance);
+  const shown = withImportance.find((v) => v.role === "champion") || withImportance[withImportance.length - 1];
+  if (!shown) {
+    bars($("importance"), [], { empty: "no prediction served with its reasons yet (predictor --explain)" });
+    return;
+  }
+  const before = withImportance.filter((v) => v.version < shown.version).pop();
+  const was = before ? Object.fromEntries(before.importance.features) : {};
+  $("importance-hint").textContent = `v${shown.version}: mean |contribution| to the log-odds over ${fmtInt(shown.importance.explained)} predictions served with their reasons` +
+    (before ? `; marks: v${before.version}'s, over ${fmtInt(before.importance.explained)}` : "");
+  const rows = shown.importance.features.map(([name, value]) => ({
+    name, value, text: value.toFixed(3),
+    mark: was[name], markTitle: before ? `v${before.version}: ${was[name] == null ? "–" : was[name].toFixed(3)}` : "",
+  }));
+  bars($("importance"), rows, {});
+}
+
+function renderExplained(s) {
+  const list = $("explained");
+  list.replaceChildren();
+  if (s.latest_explained.length === 0) list.append(el("li", { class: "muted" }, "none yet"));
+  for (const p of s.latest_explained) {
+    const reasons = p.reasons.map((r) => el("span", { class: "reason " + (r.contribution > 0 ? "up" : "down"), title: `${r.feature} = ${r.value}` },
+      `${r.feature} = ${r.value} ${r.contribution > 0 ? "+" : "−"}${Math.abs(r.contribution).toFixed(2)}`));
+    list.append(el("li", { "data-request": p.request_id },
+      el("span", { class: "when" }, fmtTime(p.at_ms)),
+      el("span", {}, `${p.request_id} · v${p.model_version} · P(>50K) ${p.probability.toFixed(3)}`),
+      el("span", { class: "reasons" }, ...reasons)));
+  }
+}
+
 function renderLatest(s) {
   const table = $("latest");
   table.replaceChildren(el("tr", {}, el("th", {}, "time"), el("th", {}, "request"), el("th", {}, "P(>50K)"), el("th", {}, "predicted"),
@@ -307,6 +342,8 @@ function render(s) {
   renderDeadLetters(s);
   renderCalibration(s);
   renderDrift(s);
+  renderImportance(s);
+  renderExplained(s);
   renderLatest(s);
   lastUpdate = Date.now();
   const status = $("status");
