@@ -102,8 +102,8 @@ def main():
           f"{len(samples)} samples; slopes over the second half ({len(steady)} samples, from "
           f"{steady_from - t0:.0f} s)")
     print()
-    print("| series | at the fill | at half-time | at the end | max | slope over the second half, per hour |")
-    print("|---|---|---|---|---|---|")
+    print("| series | at the fill | at half-time | at the end | max | slope over the second half, per hour | slope of its per-minute peaks |")
+    print("|---|---|---|---|---|---|---|")
     for key, name, unit in SERIES:
         pts = [(s["epoch_s"], s[key]) for s in steady if s.get(key) is not None]
         every = [s[key] for s in samples if s.get(key) is not None]
@@ -112,8 +112,15 @@ def main():
             print(f"| {name} | – | – | – | – | not measured ({len(pts)} samples) |")
             continue
         b = slope([p[0] / 3600 for p in pts], [p[1] for p in pts])
+        # A sawtooth (a retrain's working memory, a journal rewritten) is judged by its peaks.
+        peaks = {}
+        for t, v in pts:
+            minute = int((t - t0) // 60)
+            peaks[minute] = max(v, peaks.get(minute, v))
+        pb = slope([m / 60 for m in peaks], list(peaks.values()))
         print(f"| {name} | {at_fill:.1f} {unit} | {pts[0][1]:.1f} {unit} | {pts[-1][1]:.1f} {unit} "
-              f"| {max(every):.1f} {unit} | {b:+.1f} {unit}/h |")
+              f"| {max(every):.1f} {unit} | {b:+.1f} {unit}/h "
+              f"| {'–' if pb is None else f'{pb:+.1f} {unit}/h'} |")
 
     done = retrains(args.retrainer_log)
     after = [r for r in done if r[0] >= steady_from]

@@ -13,6 +13,7 @@ use census_stream::cli::{
 };
 use census_stream::defaults::{self, loadtest};
 use census_stream::loadtest::{run, LoadConfig};
+use census_stream::predictor::{Explain, DEFAULT_EXPLAIN};
 use census_stream::settings::{positive, Rate};
 
 #[derive(Debug, Parser)]
@@ -52,13 +53,17 @@ struct Flags {
     /// only).
     #[arg(long)]
     exactly_once: bool,
+    /// Which predictions the predictors run here explain (see predictor --help).
+    #[arg(long, default_value_t = DEFAULT_EXPLAIN)]
+    explain: Explain,
     /// Seconds to wait for the last predictions.
     #[arg(long, default_value_t = loadtest::WAIT_SECS)]
     wait_secs: u64,
 }
 
 /// The flags of the predictors run here, by id: none applies with `--predictors 0`.
-const PREDICTOR_FLAGS: [(&str, &str); 4] = [
+const PREDICTOR_FLAGS: [(&str, &str); 5] = [
+    ("explain", "--explain"),
     ("max_batch", "--max-batch"),
     ("linger_ms", "--linger-ms"),
     ("batches_in_flight", "--batches-in-flight"),
@@ -94,6 +99,7 @@ impl Check for Flags {
             embedded,
             store: self.store.store(),
             scoring: self.strict.scoring(),
+            explain: self.explain,
             data_dir: self.data.data_dir,
             records: self.records,
             warmup: self.warmup,

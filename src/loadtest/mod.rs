@@ -32,6 +32,8 @@ pub struct LoadConfig {
     pub store: BundleStore,
     /// How the bundles of the predictors run here (and a bootstrap bundle) score.
     pub scoring: Scoring,
+    /// Which predictions the predictors run here explain.
+    pub explain: predictor::Explain,
     pub data_dir: PathBuf,
     /// Records measured (adult.test rows, repeated as needed).
     pub records: usize,
@@ -90,6 +92,7 @@ pub async fn run(config: LoadConfig, shutdown: CancellationToken) -> Result<Load
             let mut p = PredictorConfig::new(kafka.clone());
             p.store = Some(config.store.clone());
             p.scoring = config.scoring;
+            p.explain = config.explain;
             p.max_batch = config.max_batch;
             p.linger = config.linger;
             p.in_flight = config.in_flight;

@@ -172,7 +172,29 @@ struct Service {
     /// dead-lettered when their batch comes again.
     refused: HashMap<(String, i32, i64), String>,
     metrics: PredictorMetrics,
+    /// The versions with series in `metrics`, least recently counted first.
+    counted: MetricVersions,
     stats: PredictorStats,
+}
+
+/// Versions whose per-version series the predictor's metrics keep: the last
+/// [`MetricVersions::KEEP`] it counted predictions of (the champion and the challenger among
+/// them); an older one's series are dropped.
+#[derive(Debug, Default)]
+struct MetricVersions(std::collections::VecDeque<u32>);
+
+impl MetricVersions {
+    const KEEP: usize = 5;
+
+    /// Notes that `version` was counted; returns the versions to forget.
+    fn counted(&mut self, version: u32) -> Vec<u32> {
+        if let Some(at) = self.0.iter().position(|&v| v == version) {
+            self.0.remove(at);
+        }
+        self.0.push_back(version);
+        let beyond = self.0.len().saturating_sub(Self::KEEP);
+        self.0.drain(..beyond).collect()
+    }
 }
 
 /// A batch's outcomes, when its step began and the champion that scored it.
@@ -289,6 +311,14 @@ impl Worker for Service {
             m.dead_letters
                 .get_or_create(&ReasonLabel { reason })
                 .inc_by(n);
+        }
+        let mut versions = vec![champion];
+        versions.extend(done.scored.iter().filter_map(|s| s.challenger.map(|c| c.0)));
+        versions.dedup();
+        for v in versions {
+            for old in self.counted.counted(v) {
+                m.forget_version(old);
+            }
         }
         let now = now_ms();
         for s in &done.scored {
@@ -433,6 +463,7 @@ pub async fn run(
         },
         refused: HashMap::new(),
         metrics: config.metrics.clone(),
+        counted: MetricVersions::default(),
         stats: PredictorStats::default(),
     };
     let batching = Batching {
@@ -457,4 +488,33 @@ pub async fn run(
         stats.dead_lettered
     );
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_last_versions_counted_keep_their_series() {
+        let metrics = PredictorMetrics::default();
+        let mut counted = MetricVersions::default();
+        for v in 1..=8 {
+            metrics.labeled((v, 0.9), "champion", true);
+            metrics.labeled((1, 0.9), "challenger", true);
+            for old in counted.counted(v).into_iter().chain(counted.counted(1)) {
+                metrics.forget_version(old);
+            }
+        }
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let versions: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("census_labeled_predictions_total{"))
+            .filter_map(|l| l.split("model_version=\"").nth(1)?.split('"').next())
+            .collect();
+        // v1, counted at every step (a long challenger), stays; of the rest the newest four.
+        assert_eq!(versions, ["1", "5", "6", "7", "8"].into());
+    }
 }

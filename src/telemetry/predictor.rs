@@ -152,6 +152,23 @@ impl PredictorMetrics {
         self.log_loss.get_or_create(&labels).inc_by(loss);
     }
 
+    /// Drops the series of `version` (by version, in either role): a version out of use for
+    /// long keeps no series, so that months of retrains do not grow the label sets.
+    pub fn forget_version(&self, version: u32) {
+        self.predictions.remove(&VersionLabel {
+            model_version: version,
+        });
+        for role in ["champion", "challenger"] {
+            let labels = ScoringLabels {
+                model_version: version,
+                role: role.into(),
+            };
+            self.labeled.remove(&labels);
+            self.correct.remove(&labels);
+            self.log_loss.remove(&labels);
+        }
+    }
+
     pub fn set_version(&self, role: &str, version: Option<u32>) {
         self.model_version
             .get_or_create(&RoleLabel { role: role.into() })
