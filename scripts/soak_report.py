@@ -109,7 +109,7 @@ def main():
         every = [s[key] for s in samples if s.get(key) is not None]
         at_fill = next((s[key] for s in samples if s["epoch_s"] >= filled_from and s.get(key) is not None), None)
         if len(pts) < 3:
-            print(f"| {name} | – | – | – | – | not measured ({len(pts)} samples) |")
+            print(f"| {name} | – | – | – | – | not measured ({len(pts)} samples) | – |")
             continue
         b = slope([p[0] / 3600 for p in pts], [p[1] for p in pts])
         # A sawtooth (a retrain's working memory, a journal rewritten) is judged by its peaks.

@@ -369,10 +369,13 @@ pub struct Board {
     dead_letters: BTreeMap<String, u64>,
     latest_dead: VecDeque<LatestDeadLetter>,
     versions: BTreeMap<u32, Version>,
-    /// Versions forgotten beyond [`VERSIONS_KEPT`], and the highest of them: a late record of
-    /// such a version counts for nothing (unless it plays a part again).
+    /// Versions forgotten beyond [`VERSIONS_KEPT`] and not shown again, and the highest
+    /// forgotten: a late record of such a version counts for nothing (unless it plays a part
+    /// again).
     forgotten: u64,
     forgotten_up_to: Option<u32>,
+    /// The highest version of a bundle record read.
+    highest_bundle: Option<u32>,
     champion: Option<AliasRecord>,
     challenger: Option<AliasRecord>,
     timeline: VecDeque<Moment>,
@@ -406,6 +409,7 @@ impl Board {
             versions: BTreeMap::new(),
             forgotten: 0,
             forgotten_up_to: None,
+            highest_bundle: None,
             champion: None,
             challenger: None,
             timeline: VecDeque::new(),
@@ -649,6 +653,7 @@ impl Board {
             version: Some(version),
             text,
         });
+        self.highest_bundle = self.highest_bundle.max(Some(version));
         if let Some(v) = self.version_mut(version) {
             v.manifest = Some(manifest);
             v.processor = processor;
@@ -695,15 +700,28 @@ impl Board {
         let forgotten = self.forgotten_up_to.is_some_and(|f| version <= f)
             && !self.versions.contains_key(&version)
             && !self.in_use(version);
-        if forgotten {
+        // A prediction of a version far above every bundle read is junk: counted, it would
+        // stay among the newest for good.
+        let junk = self
+            .highest_bundle
+            .is_some_and(|h| version > h.saturating_add(crate::registry::MAX_VERSION_GAP));
+        if forgotten || junk {
             return None;
+        }
+        if !self.versions.contains_key(&version)
+            && self.forgotten_up_to.is_some_and(|f| version <= f)
+        {
+            // A forgotten version in use again: shown again, no longer counted as forgotten.
+            self.forgotten = self.forgotten.saturating_sub(1);
         }
         Some(self.versions.entry(version).or_default())
     }
 
-    /// Whether `version` is the champion, the challenger or the version drift is measured for.
+    /// Whether `version` is the champion, the previous champion (a rollback may name it
+    /// again), the challenger or the version drift is measured for.
     fn in_use(&self, version: u32) -> bool {
         self.version_of(Alias::Champion) == Some(version)
+            || self.champion.as_ref().and_then(|a| a.previous) == Some(version)
             || self.version_of(Alias::Challenger) == Some(version)
             || self.drift.as_ref().is_some_and(|d| d.version == version)
     }
@@ -1278,9 +1296,21 @@ mod tests {
         ));
         b.prediction(&prediction(i + 1, 5, 0.3, Some("<=50K")));
         assert_eq!(b.versions[&5].predictions, 1);
-        // v1, no longer in use and older than the newest 20, is forgotten in its turn.
+        // v1, no longer champion nor the previous one, and older than the newest 20, is
+        // forgotten in its turn: v2..v20 but v5, and v1, are not shown.
+        b.alias(AliasRecord::new(
+            Alias::Champion,
+            Some(40),
+            Some(5),
+            "promoted",
+        ));
         assert!(!b.versions.contains_key(&1));
-        assert_eq!(b.snapshot(NOW).versions_forgotten, 20);
+        assert!(b.versions.contains_key(&5), "the previous champion is kept");
+        assert_eq!(b.snapshot(NOW).versions_forgotten, 19);
+        // A prediction of a version far above every bundle is junk once bundles were read.
+        b.highest_bundle = Some(40);
+        b.prediction(&prediction(i + 2, u32::MAX, 0.3, None));
+        assert!(!b.versions.contains_key(&u32::MAX));
     }
 
     #[test]

@@ -184,6 +184,7 @@ pub async fn start(
 
 fn publish(board: &Mutex<Board>, tx: &watch::Sender<Published>, metrics: &DashboardMetrics) {
     let snapshot = board.lock().expect("board lock").snapshot(now_ms());
+    metrics.keep_versions(snapshot.versions.iter().map(|v| v.version).collect());
     for v in &snapshot.versions {
         for (role, tally) in [
             ("served", v.served),

@@ -113,7 +113,11 @@ pub fn reasons(bundle: &Bundle, rows: &[&CensusRow]) -> Option<Vec<Vec<Reason>>>
 /// The contributions that are not zero, largest by size first, with their features' names and
 /// values.
 fn top_reasons(phi: &[f64], names: &[String], values: &[String]) -> Vec<Reason> {
-    let mut order: Vec<usize> = (0..phi.len()).filter(|&j| phi[j] != 0.0).collect();
+    // A contribution that is not a finite number would be written as `null`, which no reader
+    // of the prediction could read.
+    let mut order: Vec<usize> = (0..phi.len())
+        .filter(|&j| phi[j] != 0.0 && phi[j].is_finite())
+        .collect();
     order.sort_by(|&a, &b| phi[b].abs().total_cmp(&phi[a].abs()).then(a.cmp(&b)));
     order
         .into_iter()
@@ -181,5 +185,8 @@ mod tests {
             ]
         );
         assert!(top_reasons(&[0.0, 0.0], &names[..2], &values[..2]).is_empty());
+        let odd = top_reasons(&[f64::NAN, f64::INFINITY, 0.2], &names[..3], &values[..3]);
+        assert_eq!(odd.len(), 1, "{odd:?}");
+        assert!(serde_json::to_string(&odd).unwrap().contains("0.2"));
     }
 }

@@ -36,6 +36,8 @@ pub struct DashboardMetrics {
     pub estimated_log_loss: Family<VersionLabel, Gauge<f64, AtomicU64>>,
     /// Predictions waiting for their label.
     pub labels_pending: Gauge,
+    /// The versions with series now.
+    published: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u32>>>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,6 +78,28 @@ impl DashboardMetrics {
         self.live_labels.get_or_create(&l).set(labels as i64);
         self.live_accuracy.get_or_create(&l).set(accuracy);
         self.live_log_loss.get_or_create(&l).set(log_loss);
+    }
+
+    /// Keeps the per-version series of `versions` only (those the board still keeps): the
+    /// series of the others are dropped.
+    pub fn keep_versions(&self, versions: std::collections::BTreeSet<u32>) {
+        let mut published = self.published.lock().expect("metrics lock");
+        for &v in published.difference(&versions) {
+            for role in ["served", "shadow", "new_rows"] {
+                let l = QualityLabels {
+                    model_version: v,
+                    role: role.into(),
+                };
+                self.live_labels.remove(&l);
+                self.live_accuracy.remove(&l);
+                self.live_log_loss.remove(&l);
+            }
+            let l = VersionLabel { model_version: v };
+            self.estimated_predictions.remove(&l);
+            self.estimated_accuracy.remove(&l);
+            self.estimated_log_loss.remove(&l);
+        }
+        *published = versions;
     }
 
     /// A version's quality estimated from its `predictions` served probabilities.

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 /// How often a service hands its freed heap memory back.
 pub const TRIM_EVERY: Duration = Duration::from_secs(30);
 
-/// Keeps glibc's malloc to one arena per core (at least two) instead of eight: called first
-/// thing in a service's main, before its threads allocate.
+/// Keeps glibc's malloc to one arena per core (at least two) instead of eight: called as early
+/// as a service's main can (before its runtime starts, where it builds its own), so that as few
+/// arenas as possible exist beyond the cap.
 pub fn limit_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -76,17 +77,24 @@ mod tests {
             line.split_whitespace().nth(1).unwrap().parse().unwrap()
         }
         // 64 MiB in blocks of 64 KiB (below the mmap threshold: they come from the heap),
-        // each touched; every block freed but the last, which pins the top of the heap.
-        let mut blocks: Vec<Vec<u8>> = (0..1024).map(|i| vec![i as u8 | 1; 64 * 1024]).collect();
-        let last = blocks.pop().unwrap();
-        drop(blocks);
-        let before = rss_kib();
-        assert!(trim(), "nothing handed back");
-        let after = rss_kib();
-        assert!(
-            before.saturating_sub(after) > 32 * 1024,
-            "RSS {before} KiB before the trim, {after} KiB after"
-        );
-        assert_eq!(last[0], 1023u16 as u8 | 1);
+        // each touched; every block freed but the last, which pins the top of the heap. Other
+        // tests of the process allocate meanwhile: the first of three tries to see the drop
+        // passes.
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let mut blocks: Vec<Vec<u8>> =
+                (0..1024).map(|i| vec![i as u8 | 1; 64 * 1024]).collect();
+            let last = blocks.pop().unwrap();
+            drop(blocks);
+            let before = rss_kib();
+            assert!(trim(), "nothing handed back");
+            let after = rss_kib();
+            assert_eq!(last[0], 1023u16 as u8 | 1);
+            if before.saturating_sub(after) > 32 * 1024 {
+                return;
+            }
+            seen.push((before, after));
+        }
+        panic!("RSS before and after each trim, KiB: {seen:?}");
     }
 }

@@ -87,7 +87,7 @@ function lineChart(box, legend, series, opts) {
 function bars(box, rows, opts) {
   box.replaceChildren();
   if (rows.length === 0) { box.append(el("div", { class: "muted" }, opts.empty)); return; }
-  const max = Math.max(opts.max || 0, ...rows.map((r) => r.value)) || 1;
+  const max = Math.max(opts.max || 0, ...rows.map((r) => Math.max(r.value, r.mark || 0))) || 1;
   const wrap = el("div", { class: "bars" });
   for (const r of rows) {
     const track = el("div", { class: "track" });
@@ -285,6 +285,7 @@ function renderImportance(s) {
   const withImportance = s.versions.filter((v) => v.importance);
   const shown = withImportance.find((v) => v.role === "champion") || withImportance[withImportance.length - 1];
   if (!shown) {
+    $("importance-hint").textContent = "mean |contribution| to the log-odds over the predictions served with their reasons";
     bars($("importance"), [], { empty: "no prediction served with its reasons yet (predictor --explain)" });
     return;
   }
