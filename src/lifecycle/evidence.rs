@@ -23,12 +23,44 @@ impl std::fmt::Display for Evidence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "n {}, mean d {:+.4}, {:.0}% interval [{:+.4}, {:+.4}]",
+            "n {}, mean d {:+.4}, {:.0}% interval [{}, {}]",
             self.n,
             self.mean_d,
             (1.0 - self.alpha) * 100.0,
-            self.interval[0],
-            self.interval[1]
+            bound(self.interval[0]),
+            bound(self.interval[1])
         )
+    }
+}
+
+/// A bound of the interval: `-∞` or `+∞` where it is unbounded (no labels yet: the largest
+/// float, or past any log loss a model could have).
+fn bound(x: f64) -> String {
+    if x.is_nan() {
+        "NaN".into()
+    } else if x.abs() >= 1e6 {
+        if x < 0.0 { "-∞" } else { "+∞" }.into()
+    } else {
+        format!("{x:+.4}")
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn an_unbounded_interval_reads_as_infinities() {
+        let mut e = Evidence {
+            n: 0,
+            mean_d: 0.0,
+            interval: [-f64::MAX, f64::MAX],
+            statistic: 0.0,
+            alpha: 0.05,
+            delta: 0.01,
+        };
+        assert_eq!(e.to_string(), "n 0, mean d +0.0000, 95% interval [-∞, +∞]");
+        e.interval = [-0.02, 0.0046];
+        assert!(e.to_string().ends_with("[-0.0200, +0.0046]"), "{e}");
     }
 }
