@@ -138,6 +138,22 @@ pub fn canary_rows(n: usize, seed: u64) -> Vec<f64> {
         .collect()
 }
 
+/// How two answers differ: in length, or first at an index, to the bit.
+enum Differ {
+    Len,
+    At(usize),
+}
+
+fn bit_difference(ours: &[f64], theirs: &[f64]) -> Option<Differ> {
+    if ours.len() != theirs.len() {
+        return Some(Differ::Len);
+    }
+    ours.iter()
+        .zip(theirs)
+        .position(|(a, b)| a.to_bits() != b.to_bits())
+        .map(Differ::At)
+}
+
 /// A loaded model.
 pub struct Model {
     booster: Booster,
@@ -182,8 +198,11 @@ impl Model {
             fast: None,
             explainer: None,
         };
-        if scorer != Scorer::LightGbm {
-            model.fast = match model.fast_scorer(text, scorer) {
+        // Parsed once, for the fast scorer and the explainer alike.
+        let trees = (scorer != Scorer::LightGbm || scoring.explain)
+            .then(|| Trees::from_text(text).map_err(|e| e.to_string()));
+        if let (Some(trees), true) = (&trees, scorer != Scorer::LightGbm) {
+            model.fast = match model.fast_scorer(trees, scorer) {
                 Ok(fast) => Some(fast),
                 Err(detail) if scoring.strict => {
                     return Err(ModelError::NotAsLightGbm {
@@ -197,8 +216,8 @@ impl Model {
                 }
             };
         }
-        if scoring.explain {
-            match model.explainer(text) {
+        if let (Some(trees), true) = (&trees, scoring.explain) {
+            match model.explainer(trees) {
                 Ok(trees) => model.explainer = Some(trees),
                 Err(detail) if scoring.strict => {
                     return Err(ModelError::NotAsLightGbm {
@@ -219,16 +238,16 @@ impl Model {
 
     /// The trees compiled (or laid out for the native walk), if they parse, compile and score
     /// the canary set as LightGBM does; else why not.
-    fn fast_scorer(&self, text: &str, scorer: Scorer) -> Result<Fast, String> {
-        let trees = Trees::from_text(text).map_err(|e| e.to_string())?;
+    fn fast_scorer(&self, trees: &Result<Trees, String>, scorer: Scorer) -> Result<Fast, String> {
+        let trees = trees.as_ref().map_err(Clone::clone)?;
         if trees.n_features() != N_FEATURES {
             return Err(format!("{} features", trees.n_features()));
         }
         let fast = match scorer {
-            Scorer::Native => Fast::Native(trees),
+            Scorer::Native => Fast::Native(trees.clone()),
             _ => {
-                let c = Compiled::new(&trees)
-                    .map_err(|e| format!("compiling the trees failed: {e}"))?;
+                let c =
+                    Compiled::new(trees).map_err(|e| format!("compiling the trees failed: {e}"))?;
                 tracing::debug!(
                     "{} trees compiled in {:.1} ms",
                     trees.n_trees(),
@@ -242,20 +261,14 @@ impl Model {
         let reference = self
             .predict_lightgbm(&rows)
             .map_err(|e| crate::error_chain(&e))?;
-        if answer.len() != reference.len() {
-            return Err(format!(
+        match bit_difference(&answer, &reference) {
+            None => Ok(fast),
+            Some(Differ::Len) => Err(format!(
                 "they give {} probabilities for {} rows",
                 answer.len(),
                 reference.len()
-            ));
-        }
-        match answer
-            .iter()
-            .zip(&reference)
-            .position(|(a, b)| a.to_bits() != b.to_bits())
-        {
-            None => Ok(fast),
-            Some(i) => Err(format!(
+            )),
+            Some(Differ::At(i)) => Err(format!(
                 "they give {} where LightGBM gives {} (canary row {i})",
                 answer[i], reference[i]
             )),
@@ -264,8 +277,8 @@ impl Model {
 
     /// The parsed trees, if they explain the canary set as LightGBM's `predict_contrib` does,
     /// bit for bit; else why not.
-    fn explainer(&self, text: &str) -> Result<Trees, String> {
-        let trees = Trees::from_text(text).map_err(|e| e.to_string())?;
+    fn explainer(&self, trees: &Result<Trees, String>) -> Result<Trees, String> {
+        let trees = trees.as_ref().map_err(Clone::clone)?;
         if !trees.explainable() {
             return Err("the model text has no node counts".into());
         }
@@ -277,20 +290,14 @@ impl Model {
             .booster
             .predict_contrib(&rows, N_FEATURES as i32, true)
             .map_err(|e| crate::error_chain(&ModelError::Predict(e)))?;
-        if ours.len() != theirs.len() {
-            return Err(format!(
+        match bit_difference(&ours, &theirs) {
+            None => Ok(trees.clone()),
+            Some(Differ::Len) => Err(format!(
                 "TreeSHAP gives {} values where LightGBM gives {}",
                 ours.len(),
                 theirs.len()
-            ));
-        }
-        match ours
-            .iter()
-            .zip(&theirs)
-            .position(|(a, b)| a.to_bits() != b.to_bits())
-        {
-            None => Ok(trees),
-            Some(i) => Err(format!(
+            )),
+            Some(Differ::At(i)) => Err(format!(
                 "TreeSHAP gives {} where LightGBM's predict_contrib gives {} (canary row {}, \
                  value {})",
                 ours[i],
