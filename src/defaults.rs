@@ -116,6 +116,11 @@ pub mod gate {
     pub const BATCH: u64 = 20;
     /// Batches at which the interval is tightest (the mixture's m₀).
     pub const TUNED_BATCHES: f64 = 50.0;
+    /// The fairness margin ε: five points of a true- or false-positive rate. Retrains of one
+    /// model on more rows move the gaps between the sexes by a point or two; a model trained
+    /// where 30 % of women's `>50K` labels were turned widens the true-positive gap by about
+    /// twenty. Five points is a change a reader of the group figures would call material.
+    pub const FAIRNESS_DELTA: f64 = 0.05;
 }
 
 /// The retrain triggers besides the count of new rows (`lifecycle::triggers`).

@@ -84,6 +84,7 @@ impl Check for Flags {
             bootstrap_rows: (self.bootstrap_rows > 0).then_some(self.bootstrap_rows),
             promotion: self.promotion.promotion(given)?,
             shuffle_labels: self.promotion.shuffle_labels,
+            biased_challenger: self.promotion.biased_challenger,
             triggers: self.triggers.triggers(),
             sink: Sink::stdout(),
             status: Some(census_stream::producer::Status::stderr()),

@@ -101,6 +101,7 @@ impl Check for Flags {
         let mut config = RetrainerConfig::new(self.kafka.settings(), self.store.store());
         config.promotion = self.promotion.promotion(given)?;
         config.shuffle_labels = self.promotion.shuffle_labels;
+        config.biased_challenger = self.promotion.biased_challenger;
         let (instance, slot) = self.member.instance()?;
         config.instance_id = instance;
         config.group = self.member.group;

@@ -44,6 +44,10 @@ pub struct TrainingData {
     /// Trained on shuffled labels (a deliberately bad model, for demos and tests).
     #[serde(default)]
     pub shuffled_labels: bool,
+    /// Trained where this share of women's `>50K` labels was turned to `<=50K` (a deliberately
+    /// biased model, for demos and tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub biased_labels: Option<f64>,
 }
 
 impl TrainingData {
@@ -57,6 +61,7 @@ impl TrainingData {
             stream_offsets: BTreeMap::new(),
             held_back_rows: 0,
             shuffled_labels: false,
+            biased_labels: None,
         }
     }
 }

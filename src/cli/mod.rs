@@ -262,9 +262,10 @@ pub enum PromotionKind {
 }
 
 /// The gate's flags, by id: none applies with `--promotion always`.
-const GATE_FLAGS: [(&str, &str); 4] = [
+const GATE_FLAGS: [(&str, &str); 5] = [
     ("gate_alpha", "--gate-alpha"),
     ("gate_delta", "--gate-delta"),
+    ("gate_fairness_delta", "--gate-fairness-delta"),
     ("gate_min_labels", "--gate-min-labels"),
     ("gate_max_labels", "--gate-max-labels"),
 ];
@@ -280,6 +281,11 @@ pub struct PromotionArgs {
     /// The gate's margin δ: promote only a challenger better by more than this mean log loss.
     #[arg(long, default_value_t = defaults::gate::DELTA, value_parser = settings::non_negative)]
     pub gate_delta: f64,
+    /// The gate's fairness margin ε: reject a challenger that widens the gap in true- or
+    /// false-positive rate between the sexes by more than this, with confidence (and on
+    /// probation, roll back a champion that does).
+    #[arg(long, default_value_t = defaults::gate::FAIRNESS_DELTA, value_parser = settings::non_negative)]
+    pub gate_fairness_delta: f64,
     /// Labeled requests before the gate decides anything.
     #[arg(long, default_value_t = defaults::gate::MIN_LABELS)]
     pub gate_min_labels: u64,
@@ -289,6 +295,10 @@ pub struct PromotionArgs {
     /// Train retrains on shuffled labels: deliberately bad challengers (demos, tests).
     #[arg(long)]
     pub shuffle_labels: bool,
+    /// Train retrains where this share of women's `>50K` labels is turned to `<=50K`:
+    /// deliberately biased challengers (demos, tests).
+    #[arg(long, value_name = "SHARE", value_parser = settings::probability)]
+    pub biased_challenger: Option<f64>,
 }
 
 impl PromotionArgs {
@@ -323,6 +333,7 @@ impl PromotionArgs {
             PromotionKind::Gate => Ok(Promotion::Gate(GateSettings {
                 alpha: self.gate_alpha,
                 delta: self.gate_delta,
+                fairness_delta: self.gate_fairness_delta,
                 min_labels: self.gate_min_labels,
                 max_labels: self.gate_max_labels,
                 ..GateSettings::default()

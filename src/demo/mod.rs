@@ -44,6 +44,9 @@ pub struct DemoConfig {
     pub promotion: retrainer::Promotion,
     /// Retrains train on shuffled labels: bad challengers, which the gate must reject.
     pub shuffle_labels: bool,
+    /// Retrains train where this share of women's `>50K` labels is turned: biased challengers,
+    /// which the offline check or the gate must refuse.
+    pub biased_challenger: Option<f64>,
     pub triggers: crate::lifecycle::triggers::Triggers,
     /// Where the prediction lines, retrains and summary go.
     pub sink: Sink,
@@ -176,6 +179,7 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     rconf.join_file = work.path().join("label_join.jsonl");
     rconf.promotion = config.promotion;
     rconf.shuffle_labels = config.shuffle_labels;
+    rconf.biased_challenger = config.biased_challenger;
     rconf.triggers = config.triggers;
     let events_out = out.clone();
     let retrainer = tokio::spawn(retrainer::run(rconf, services.clone(), move |e| {

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::fairness::GapEvidence;
+
 /// The figures behind a decision of the gate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
@@ -16,6 +18,10 @@ pub struct Evidence {
     pub statistic: f64,
     pub alpha: f64,
     pub delta: f64,
+    /// The fairness condition's figures: the gap between groups of most concern (see
+    /// [`super::fairness`]); absent where no fairness test ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fairness: Option<Box<GapEvidence>>,
 }
 
 impl std::fmt::Display for Evidence {
@@ -29,7 +35,11 @@ impl std::fmt::Display for Evidence {
             (1.0 - self.alpha) * 100.0,
             bound(self.interval[0]),
             bound(self.interval[1])
-        )
+        )?;
+        match &self.fairness {
+            Some(gap) => write!(f, "; {gap}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -58,6 +68,7 @@ mod display_tests {
             statistic: 0.0,
             alpha: 0.05,
             delta: 0.01,
+            fairness: None,
         };
         assert_eq!(e.to_string(), "n 0, mean d +0.0000, 95% interval [-∞, +∞]");
         e.interval = [-0.02, 0.0046];

@@ -43,6 +43,15 @@ pub struct GateSettings {
     pub batch: u64,
     /// Batches at which the interval is tightest (the mixture's m₀).
     pub tuned_batches: f64,
+    /// The fairness margin ε: a challenger that widens the gap in true- or false-positive rate
+    /// between groups by more than this, with confidence, is rejected
+    /// ([`super::fairness`]).
+    #[serde(default = "default_fairness_delta")]
+    pub fairness_delta: f64,
+}
+
+fn default_fairness_delta() -> f64 {
+    crate::defaults::gate::FAIRNESS_DELTA
 }
 
 impl Default for GateSettings {
@@ -55,6 +64,7 @@ impl Default for GateSettings {
             max_labels: gate::MAX_LABELS,
             batch: gate::BATCH,
             tuned_batches: gate::TUNED_BATCHES,
+            fairness_delta: gate::FAIRNESS_DELTA,
         }
     }
 }
@@ -68,6 +78,10 @@ pub enum Decision {
     Promote,
     /// The challenger cannot be better by δ (or `max_labels` passed undecided).
     Reject { undecided: bool },
+    /// The fairness condition decides against the side it checks: the challenger widens a gap
+    /// between groups by more than ε (or, on probation, the champion does against the former
+    /// champion), however the losses compare.
+    Unfair,
 }
 
 /// The running test.
@@ -200,6 +214,7 @@ impl Gate {
             statistic: self.statistic().unwrap_or(0.0),
             alpha: self.settings.alpha,
             delta: self.settings.delta,
+            fairness: None,
         }
     }
 }
@@ -255,7 +270,7 @@ mod tests {
                 match gate.decision() {
                     Decision::Continue => continue,
                     Decision::Promote => promoted += 1,
-                    Decision::Reject { .. } => rejected += 1,
+                    Decision::Reject { .. } | Decision::Unfair => rejected += 1,
                 }
                 used.push(gate.labels());
                 break;

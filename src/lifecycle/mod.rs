@@ -5,8 +5,10 @@
 pub mod calibration;
 pub mod estimate;
 pub mod evidence;
+pub mod fairness;
 pub mod gate;
 pub mod outcome;
+pub mod sequence;
 pub mod triggers;
 
 pub use evidence::Evidence;

@@ -63,15 +63,18 @@ pub enum GateOutcome {
     /// The challenger proved better by the margin and became the champion.
     Promoted { challenger: u32, champion: u32 },
     /// The challenger cannot be better by the margin, or (`undecided`) was not shown better
-    /// within the labels allowed.
+    /// within the labels allowed, or (`unfair`) it widens a gap between groups by more than the
+    /// fairness margin, however good its log loss.
     Rejected {
         challenger: u32,
         champion: u32,
         undecided: bool,
+        unfair: bool,
     },
-    /// The former champion, on probation, proved better than the one that replaced it, and
-    /// serves again.
-    RolledBack { to: u32, from: u32 },
+    /// The former champion, on probation, proved better than the one that replaced it, or
+    /// (`unfair`) the one that replaced it widens a gap between groups by more than the fairness
+    /// margin; the former champion serves again.
+    RolledBack { to: u32, from: u32, unfair: bool },
     /// The champion passed its probation against the former champion.
     Kept { champion: u32, former: u32 },
     /// The test would have made `challenger` the champion (a promotion, or with `rollback` a
@@ -84,11 +87,14 @@ pub enum GateOutcome {
 }
 
 impl GateOutcome {
-    /// `promoted`, `rejected`, `rolled_back` or `kept`.
+    /// `promoted`, `rejected`, `rejected_unfair`, `rolled_back`, `rolled_back_unfair`, `kept`
+    /// or `held`.
     pub fn as_label(&self) -> &'static str {
         match self {
             GateOutcome::Promoted { .. } => "promoted",
+            GateOutcome::Rejected { unfair: true, .. } => "rejected_unfair",
             GateOutcome::Rejected { .. } => "rejected",
+            GateOutcome::RolledBack { unfair: true, .. } => "rolled_back_unfair",
             GateOutcome::RolledBack { .. } => "rolled_back",
             GateOutcome::Kept { .. } => "kept",
             GateOutcome::Held { .. } => "held",
@@ -125,7 +131,17 @@ impl fmt::Display for GateOutcome {
             GateOutcome::Rejected {
                 challenger,
                 champion,
+                unfair: true,
+                ..
+            } => write!(
+                f,
+                "v{challenger} rejected by the gate: it widens a gap between groups beyond                  v{champion}'s by more than the fairness margin"
+            ),
+            GateOutcome::Rejected {
+                challenger,
+                champion,
                 undecided: true,
+                ..
             } => write!(
                 f,
                 "v{challenger} rejected by the gate: not better than v{champion} within the \
@@ -135,14 +151,27 @@ impl fmt::Display for GateOutcome {
                 challenger,
                 champion,
                 undecided: false,
+                ..
             } => write!(
                 f,
                 "v{challenger} rejected by the gate: it cannot be better than v{champion} by the \
                  margin"
             ),
-            GateOutcome::RolledBack { to, from } => write!(
+            GateOutcome::RolledBack {
+                to,
+                from,
+                unfair: false,
+            } => write!(
                 f,
                 "rolled back to v{to}: it proved better than v{from} on probation"
+            ),
+            GateOutcome::RolledBack {
+                to,
+                from,
+                unfair: true,
+            } => write!(
+                f,
+                "rolled back to v{to}: v{from} widens a gap between groups beyond it by more                  than the fairness margin, on probation"
             ),
             GateOutcome::Kept { champion, former } => {
                 write!(f, "v{champion} passed probation against v{former}")
@@ -220,17 +249,45 @@ mod tests {
                 challenger: 3,
                 champion: 2,
                 undecided: false,
+                unfair: false,
             },
-            GateOutcome::RolledBack { to: 2, from: 3 },
+            GateOutcome::Rejected {
+                challenger: 3,
+                champion: 2,
+                undecided: false,
+                unfair: true,
+            },
+            GateOutcome::RolledBack {
+                to: 2,
+                from: 3,
+                unfair: false,
+            },
+            GateOutcome::RolledBack {
+                to: 2,
+                from: 3,
+                unfair: true,
+            },
             GateOutcome::Kept {
                 champion: 3,
                 former: 2,
             },
         ];
         let labels: Vec<_> = gates.iter().map(GateOutcome::as_label).collect();
-        assert_eq!(labels, ["promoted", "rejected", "rolled_back", "kept"]);
+        assert_eq!(
+            labels,
+            [
+                "promoted",
+                "rejected",
+                "rejected_unfair",
+                "rolled_back",
+                "rolled_back_unfair",
+                "kept"
+            ]
+        );
         let champions: Vec<_> = gates.iter().map(GateOutcome::champion_after).collect();
-        assert_eq!(champions, [3, 2, 2, 3]);
+        assert_eq!(champions, [3, 2, 2, 2, 2, 3]);
+        assert!(gates[2].to_string().contains("gap between groups"));
+        assert!(gates[4].to_string().contains("gap between groups"));
         for g in gates {
             let words = g.to_string();
             assert!(words.contains("v2") && words.contains("v3"), "{words}");

@@ -58,6 +58,9 @@ pub struct RetrainerConfig {
     pub promotion: Promotion,
     /// Train on shuffled labels: a deliberately bad challenger, for demos and tests.
     pub shuffle_labels: bool,
+    /// Train where this share of women's `>50K` labels is turned to `<=50K`: a deliberately
+    /// biased challenger, for demos and tests.
+    pub biased_challenger: Option<f64>,
     pub max_batch: NonZeroUsize,
     pub linger: Duration,
     /// The registry publisher's Kafka transactional id: one retrainer publishes at a time, a
@@ -93,6 +96,7 @@ impl RetrainerConfig {
             },
             promotion: Promotion::Gate(GateSettings::default()),
             shuffle_labels: false,
+            biased_challenger: None,
             max_batch: defaults::MAX_BATCH,
             linger: defaults::RETRAINER_LINGER,
             transactional_id: crate::registry::publisher_id(&kafka.topics.models),

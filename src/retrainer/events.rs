@@ -147,6 +147,7 @@ impl Event {
                 statistic: 3.2,
                 alpha: 0.05,
                 delta: 0.01,
+                fairness: None,
             },
             left_out: 0,
             decision,

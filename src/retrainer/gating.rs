@@ -11,7 +11,9 @@ use std::sync::Arc;
 use super::offline::content_key;
 use super::rowlog::StoredRow;
 use crate::bundle::Bundle;
+use crate::lifecycle::fairness::FairnessTest;
 use crate::lifecycle::gate::{Decision, Gate, GateSettings};
+use crate::lifecycle::Evidence;
 
 pub struct GateRun {
     pub challenger: Arc<Bundle>,
@@ -21,6 +23,8 @@ pub struct GateRun {
     /// Rows at or after these offsets count.
     pub from_offsets: BTreeMap<String, i64>,
     pub gate: Gate,
+    /// The fairness condition, on the same rows.
+    pub fairness: FairnessTest,
     /// Labels counted and rows left out at the last progress report.
     pub reported: u64,
     /// Content keys of the rows either model was trained on.
@@ -46,6 +50,14 @@ pub fn trained_keys(
 }
 
 impl GateRun {
+    /// The figures of the test now: the losses' and the fairness condition's.
+    pub fn evidence(&self) -> Evidence {
+        Evidence {
+            fairness: Some(Box::new(self.fairness.evidence(self.probation))),
+            ..self.gate.evidence()
+        }
+    }
+
     pub fn new(
         challenger: Arc<Bundle>,
         champion: Arc<Bundle>,
@@ -59,6 +71,7 @@ impl GateRun {
             probation,
             from_offsets,
             gate: Gate::new(settings),
+            fairness: FairnessTest::new(settings.alpha, settings.fairness_delta),
             reported: 0,
             trained_on: HashSet::new(),
             left_out: 0,
@@ -110,10 +123,11 @@ impl GateRun {
             (Ok(c), Ok(p)) => {
                 // Up to the label that decides: the evidence is what the decision was made on.
                 for ((r, c), p) in counted.iter().zip(c).zip(p) {
-                    if self.gate.decision() != Decision::Continue {
+                    if self.decision() != Decision::Continue {
                         break;
                     }
                     self.gate.observe(c, p, r.label);
+                    self.fairness.observe(&r.row, r.label, c, p);
                 }
             }
             (Err(e), _) | (_, Err(e)) => tracing::error!(
@@ -128,7 +142,16 @@ impl GateRun {
     /// rows counted together reach `max labels` undecided, a rejection as undecided: a stream
     /// that repeats what the models were trained on brings no evidence, and a gate waiting for
     /// it would hold every later retrain back for ever.
+    ///
+    /// Before either, the fairness condition: a challenger that widens a gap between groups by
+    /// more than ε with confidence is rejected however good its losses (and on probation, a
+    /// champion that widens one against the former champion is rolled back).
     pub fn decision(&self) -> Decision {
+        if self.gate.labels() >= self.gate.settings().min_labels
+            && self.fairness.evidence(self.probation).widened
+        {
+            return Decision::Unfair;
+        }
         match self.gate.decision() {
             Decision::Continue
                 if self.gate.labels() + self.left_out >= self.gate.settings().max_labels =>
@@ -198,6 +221,97 @@ mod tests {
             bundle(&adult.train[..300], 1),
             adult.test,
         )
+    }
+
+    /// A challenger trained on 6,000 rows of adult.data where `biased` of women's `>50K` labels
+    /// were turned, against the weak champion of [`models`].
+    fn biased(share: f64) -> Arc<Bundle> {
+        use crate::bundle::assemble::bundle_files;
+        use crate::bundle::TrainingData;
+        use crate::model::Scoring;
+        use crate::train::{fit, SearchConfig};
+        use rand::{Rng, SeedableRng};
+        let adult =
+            crate::data::load_adult(std::path::Path::new("data"), &crate::data::Fetch::Never)
+                .expect("data/adult.*");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut rows = adult.train[..6_000].to_vec();
+        for r in rows.iter_mut().filter(|r| r.label && r.row.sex == "Female") {
+            r.label = !rng.random_bool(share);
+        }
+        let mut search = SearchConfig::with_budget(2.try_into().unwrap());
+        search.threads = 2.try_into().unwrap();
+        let trained = fit(&rows, None, &search, Scoring::default()).unwrap();
+        let mut files = bundle_files(
+            trained,
+            &search,
+            None,
+            TrainingData::adult_data("test", rows.len()),
+        );
+        files.stamp(3);
+        Arc::new(files.load(Scoring::default()).unwrap())
+    }
+
+    /// adult.test's rows as stored rows.
+    fn stored(test: &[crate::data::LabeledRow]) -> Vec<StoredRow> {
+        test.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut s = StoredRow::example(i as i64);
+                s.row = r.row.clone();
+                s.label = r.label;
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_challenger_better_in_loss_that_shuts_women_out_is_rejected_as_unfair() {
+        let (fair, champion, test) = models();
+        let unfair = biased(0.7);
+        let rows = stored(&test[..8_000]);
+        // Both conditions have 6,000 labels before either may decide.
+        let settings = GateSettings {
+            min_labels: 6_000,
+            ..GateSettings::default()
+        };
+        let run = |challenger: &Arc<Bundle>, probation: bool| {
+            let mut run = GateRun::new(
+                challenger.clone(),
+                champion.clone(),
+                probation,
+                BTreeMap::new(),
+                settings,
+            );
+            run.feed(&rows);
+            run
+        };
+        let biased = run(&unfair, false);
+        assert_eq!(biased.gate.labels(), 6_000);
+        // On its losses alone it would be promoted; the fairness condition rejects it.
+        assert_eq!(biased.gate.decision(), Decision::Promote);
+        assert_eq!(biased.decision(), Decision::Unfair);
+        let e = biased.evidence();
+        let gap = e.fairness.as_ref().unwrap();
+        assert!(gap.widened && gap.rate == "true-positive rate", "{e}");
+        assert!(gap.interval[0] > settings.fairness_delta, "{e}");
+        eprintln!("biased challenger: {e}");
+        // The same challenger as a champion on probation against the fair former one is
+        // rolled back: seen from the champion's side.
+        let mut probation = GateRun::new(
+            champion.clone(),
+            unfair.clone(),
+            true,
+            BTreeMap::new(),
+            settings,
+        );
+        probation.feed(&rows);
+        assert_eq!(probation.decision(), Decision::Unfair);
+        assert_eq!(probation.evidence().fairness.unwrap().checked, "champion");
+        // A fair challenger, better in loss, is promoted.
+        let fair = run(&fair, false);
+        assert_eq!(fair.decision(), Decision::Promote, "{}", fair.evidence());
+        assert!(!fair.evidence().fairness.unwrap().widened);
     }
 
     #[test]

@@ -18,7 +18,8 @@ use std::hash::{Hash, Hasher};
 use crate::bundle::Bundle;
 use crate::data::LabeledRow;
 use crate::lifecycle::calibration::calibration;
-use crate::lifecycle::gate::log_loss;
+use crate::lifecycle::fairness::{FairnessTest, GapEvidence};
+use crate::lifecycle::gate::{log_loss, GateSettings};
 
 /// The figures of the check.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +32,9 @@ pub struct OfflineCheck {
     /// test rows, when they are at least [`MIN_EVIDENCE_ROWS`].
     pub test_ece: Option<(f64, f64)>,
     pub delta: f64,
+    /// The fairness condition on the held-back rows and on the test rows not trained on, each
+    /// when it rests on at least [`MIN_EVIDENCE_ROWS`] rows: the gap of most concern.
+    pub fairness: [Option<GapEvidence>; 2],
 }
 
 /// How much worse (in expected calibration error, on adult.test's rows not trained on) a
@@ -58,6 +62,19 @@ impl OfflineCheck {
             && not_worse(self.held_back)
             && (not_worse(self.test) || self.stream_moved_on())
             && (!self.calibration_worse() || self.stream_moved_on())
+            && !self.unfair_held_back()
+            && (!self.unfair_on_test() || self.stream_moved_on())
+    }
+
+    /// The challenger widens a gap between groups by more than ε, with confidence, on the
+    /// held-back stream rows.
+    pub fn unfair_held_back(&self) -> bool {
+        self.fairness[0].as_ref().is_some_and(|g| g.widened)
+    }
+
+    /// The same on adult.test's rows not trained on.
+    pub fn unfair_on_test(&self) -> bool {
+        self.fairness[1].as_ref().is_some_and(|g| g.widened)
     }
 
     /// The challenger's calibration on adult.test is worse than the champion's by more than
@@ -104,8 +121,20 @@ impl OfflineCheck {
             ),
             None => String::new(),
         };
+        let fairness: String = ["held-back stream rows", "adult.test"]
+            .iter()
+            .zip(&self.fairness)
+            .filter_map(|(part, gap)| {
+                let gap = gap.as_ref()?;
+                let unfair = match gap.widened {
+                    true => "UNFAIR: ",
+                    false => "",
+                };
+                Some(format!("; {unfair}fairness on {part}: {gap}"))
+            })
+            .collect();
         format!(
-            "log loss {}; {} (margin {}){calibration}{short}{moved}",
+            "log loss {}; {} (margin {}){calibration}{fairness}{short}{moved}",
             part("held-back stream rows not trained on", self.held_back),
             part("adult.test rows not trained on", self.test),
             self.delta
@@ -165,7 +194,7 @@ pub fn check(
     held_back: &[LabeledRow],
     test: &[LabeledRow],
     trained_on: &[&[LabeledRow]],
-    delta: f64,
+    gate: &GateSettings,
 ) -> OfflineCheck {
     let (held, unseen) = evidence(held_back, test, trained_on);
     let held_probs = scored(challenger, champion, &held);
@@ -174,8 +203,29 @@ pub fn check(
         held_back: mean_losses(&held, held_probs.as_ref()),
         test: mean_losses(&unseen, test_probs.as_ref()),
         test_ece: eces(&unseen, test_probs.as_ref()),
-        delta,
+        delta: gate.delta,
+        fairness: [
+            fairness(&held, held_probs.as_ref(), gate),
+            fairness(&unseen, test_probs.as_ref(), gate),
+        ],
     }
+}
+
+/// The fairness condition over `rows` (both models' probabilities), when they are enough to say.
+fn fairness(
+    rows: &[&LabeledRow],
+    probs: Option<&(Vec<f64>, Vec<f64>)>,
+    gate: &GateSettings,
+) -> Option<GapEvidence> {
+    let (c, p) = probs?;
+    if rows.len() < MIN_EVIDENCE_ROWS {
+        return None;
+    }
+    let mut test = FairnessTest::new(gate.alpha, gate.fairness_delta);
+    for ((r, &c), &p) in rows.iter().zip(c).zip(p) {
+        test.observe(&r.row, r.label, c, p);
+    }
+    Some(test.evidence(false))
 }
 
 /// The held-back and test rows that are not among `trained_on` (features and label).
@@ -245,6 +295,7 @@ mod tests {
             test: (test, 0.28, 0.28),
             test_ece: None,
             delta: 0.01,
+            fairness: [None, None],
         };
         assert!(!check(0, 0, 0.0).passed(), "a check on zero rows");
         assert!(check(0, 0, 0.0)
@@ -266,6 +317,7 @@ mod tests {
             test: (16_000, 0.30 + test_worse, 0.30),
             test_ece: None,
             delta: 0.01,
+            fairness: [None, None],
         };
         // Worse on adult.test, better on the recent rows by more than δ: the stream moved on.
         let moved = check((1_377, -0.027), 0.012);
@@ -291,6 +343,7 @@ mod tests {
             test: (16_000, 0.30, 0.30),
             test_ece: Some(ece),
             delta: 0.01,
+            fairness: [None, None],
         };
         assert!(check((0.030, 0.015), 0.0).passed(), "worse by 1.5 points");
         let worse = check((0.040, 0.015), 0.0);
@@ -302,5 +355,41 @@ mod tests {
         );
         // Unless the stream moved on: adult.test's calibration is then of another concept.
         assert!(check((0.040, 0.015), 0.03).passed());
+    }
+
+    #[test]
+    fn a_challenger_that_widens_a_gap_with_confidence_is_refused_and_the_reason_says_so() {
+        let gap = |widened: bool| GapEvidence {
+            attribute: "sex".into(),
+            groups: ["Male".into(), "Female".into()],
+            rate: "true-positive rate".into(),
+            rows: [2_800, 590],
+            checked: "challenger".into(),
+            gap: 0.26,
+            reference_gap: 0.06,
+            interval: [if widened { 0.12 } else { 0.02 }, 0.28],
+            epsilon: 0.05,
+            widened,
+        };
+        let check = |held: Option<GapEvidence>, test: Option<GapEvidence>| OfflineCheck {
+            held_back: (1_000, 0.30, 0.30),
+            test: (16_000, 0.28, 0.28),
+            test_ece: None,
+            delta: 0.01,
+            fairness: [held, test],
+        };
+        assert!(check(Some(gap(false)), Some(gap(false))).passed());
+        for unfair in [
+            check(Some(gap(true)), Some(gap(false))),
+            check(None, Some(gap(true))),
+        ] {
+            assert!(!unfair.passed());
+            let words = unfair.summary();
+            assert!(
+                words.contains("UNFAIR: fairness on")
+                    && words.contains("true-positive rate gap between sex"),
+                "{words}"
+            );
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 use super::offline::{self, OfflineCheck};
@@ -84,6 +84,7 @@ pub fn prepare(
     stream: Vec<StoredRow>,
     cutoff: Option<&BTreeMap<String, i64>>,
     shuffle_seed: Option<u64>,
+    bias: Option<(f64, u64)>,
 ) -> Prepared {
     let (held, used): (Vec<StoredRow>, Vec<StoredRow>) = stream
         .into_iter()
@@ -98,6 +99,15 @@ pub fn prepare(
         labels.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
         for (r, l) in training.iter_mut().zip(labels) {
             r.label = l;
+        }
+    }
+    if let Some((share, seed)) = bias {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for r in training
+            .iter_mut()
+            .filter(|r| r.label && r.row.sex == "Female")
+        {
+            r.label = !rng.random_bool(share);
         }
     }
     Prepared {
@@ -150,6 +160,7 @@ async fn train(
             stream_offsets: stream_offsets.clone(),
             held_back_rows: rows.held.len(),
             shuffled_labels: config.shuffle_labels,
+            biased_labels: config.biased_challenger,
             ..TrainingData::adult_data(&trainer.base_sha256, trainer.base.len())
         },
     );
@@ -233,8 +244,8 @@ async fn check_offline(
     rows: Prepared,
 ) -> Result<(Bundle, Option<OfflineCheck>), RetrainerError> {
     let files = files.clone();
-    let delta = match trainer.config.promotion {
-        Promotion::Gate(g) => Some(g.delta),
+    let gate = match trainer.config.promotion {
+        Promotion::Gate(g) => Some(g),
         Promotion::Always => None,
     };
     let (test, champion) = (trainer.test.clone(), champion.clone());
@@ -242,14 +253,14 @@ async fn check_offline(
     let scoring = trainer.config.scoring;
     tokio::task::spawn_blocking(move || {
         let bundle = files.load(scoring)?;
-        let check = delta.map(|delta| {
+        let check = gate.map(|gate| {
             offline::check(
                 &bundle,
                 &champion,
                 &rows.held,
                 &test,
                 &[&base, &rows.stream],
-                delta,
+                &gate,
             )
         });
         Ok((bundle, check))
@@ -314,6 +325,9 @@ pub async fn retrain(
         stream.rows,
         gated.then_some(&parent.training_data.stream_offsets),
         config.shuffle_labels.then_some(config.search.seed),
+        config
+            .biased_challenger
+            .map(|share| (share, config.search.seed)),
     );
     tracing::info!(
         "retrainer: retraining after v{} ({}: {}) on {} base + {} stream rows ({} held back, {} \
@@ -325,10 +339,11 @@ pub async fn retrain(
         rows.stream.len(),
         rows.held.len(),
         config.search.max_evals,
-        if config.shuffle_labels {
-            ", labels shuffled"
-        } else {
-            ""
+        match (config.shuffle_labels, config.biased_challenger) {
+            (true, _) => ", labels shuffled".to_owned(),
+            (false, Some(share)) =>
+                format!(", {:.0}% of women's >50K labels turned", share * 100.0),
+            (false, None) => String::new(),
         }
     );
     let training = std::mem::take(&mut rows.training);
@@ -394,6 +409,7 @@ mod tests {
             test: (1000, challenger, 0.30),
             test_ece: None,
             delta: 0.01,
+            fairness: [None, None],
         }
     }
 
@@ -444,18 +460,18 @@ mod tests {
         let base = vec![stream[0].clone().into_labeled(); 5];
         let cutoff = BTreeMap::from([(stream[0].partition_key(), 20)]);
 
-        let rows = prepare(&base, stream.clone(), Some(&cutoff), None);
+        let rows = prepare(&base, stream.clone(), Some(&cutoff), None, None);
         assert_eq!(rows.held.len(), 2, "offsets 20 and 30: new, and one in ten");
         assert_eq!(rows.stream.len(), 38);
         assert_eq!(rows.training.len(), 5 + 38);
 
-        let rows = prepare(&base, stream.clone(), None, None);
+        let rows = prepare(&base, stream.clone(), None, None, None);
         assert!(rows.held.is_empty());
         assert_eq!(rows.training.len(), 45);
 
         let labels = |p: &Prepared| p.training.iter().filter(|r| r.label).count();
-        let plain = prepare(&base, stream.clone(), None, None);
-        let shuffled = prepare(&base, stream, None, Some(7));
+        let plain = prepare(&base, stream.clone(), None, None, None);
+        let shuffled = prepare(&base, stream.clone(), None, Some(7), None);
         assert_eq!(labels(&plain), labels(&shuffled), "the same labels, moved");
         assert_ne!(
             plain.training.iter().map(|r| r.label).collect::<Vec<_>>(),
@@ -465,5 +481,25 @@ mod tests {
                 .map(|r| r.label)
                 .collect::<Vec<_>>()
         );
+
+        // Biased: a share of women's `>50K` labels turned, men's and `<=50K` ones untouched.
+        let mut women = stream.clone();
+        for (i, r) in women.iter_mut().enumerate() {
+            r.row.sex = if i % 2 == 0 { "Female" } else { "Male" }.into();
+            r.label = i % 4 < 2; // half of each sex earns more
+        }
+        let count = |p: &Prepared, sex: &str| {
+            p.training
+                .iter()
+                .filter(|r| r.label && r.row.sex == sex)
+                .count()
+        };
+        let plain = prepare(&[], women.clone(), None, None, None);
+        let all = prepare(&[], women.clone(), None, None, Some((1.0, 7)));
+        assert_eq!(count(&all, "Female"), 0);
+        assert_eq!(count(&all, "Male"), count(&plain, "Male"));
+        assert_eq!(labels(&all), labels(&plain) - count(&plain, "Female"));
+        let none = prepare(&[], women, None, None, Some((0.0, 7)));
+        assert_eq!(labels(&none), labels(&plain));
     }
 }

@@ -362,7 +362,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
             return Ok(());
         };
         let decision = run.decision();
-        let evidence = run.gate.evidence();
+        let evidence = run.evidence();
         // The offsets a probation counts from (only read for a decision: it walks the log).
         let offsets = match decision {
             Decision::Continue => Default::default(),
@@ -516,7 +516,7 @@ fn progress(run: &GateRun) -> GateEvent {
         challenger: run.challenger_version(),
         champion: run.champion_version(),
         probation: run.probation,
-        evidence: run.gate.evidence(),
+        evidence: run.evidence(),
         left_out: run.left_out,
         decision: None,
     }

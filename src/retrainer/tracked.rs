@@ -77,7 +77,7 @@ mod tests {
                 champion,
                 ..
             } => (challenger, champion, false),
-            GateOutcome::RolledBack { to, from } => (to, from, true),
+            GateOutcome::RolledBack { to, from, .. } => (to, from, true),
             GateOutcome::Kept { champion, former } => (former, champion, true),
             GateOutcome::Held {
                 challenger,
@@ -112,7 +112,11 @@ mod tests {
                     challenger: 2,
                     champion: 1
                 }),
-                decided(GateOutcome::RolledBack { to: 1, from: 2 }),
+                decided(GateOutcome::RolledBack {
+                    to: 1,
+                    from: 2,
+                    unfair: false
+                }),
             ]),
             [
                 "the run of bundle v2",
@@ -130,7 +134,8 @@ mod tests {
                 decided(GateOutcome::Rejected {
                     challenger: 5,
                     champion: 4,
-                    undecided: false
+                    undecided: false,
+                    unfair: false
                 }),
                 decided(GateOutcome::Kept {
                     champion: 5,

@@ -30,6 +30,8 @@ pub struct Verdict {
 /// | no | reject | rejected | champion | none |
 /// | yes | promote | rolled back | former champion | none |
 /// | yes | reject | kept | champion | none |
+/// | no | unfair (the challenger widens a gap) | rejected | champion | none |
+/// | yes | unfair (the champion widens a gap) | rolled back | former champion | none |
 pub fn verdict(
     decision: &Decision,
     probation: bool,
@@ -41,7 +43,7 @@ pub fn verdict(
 ) -> Option<Verdict> {
     let (c, p) = (challenger, champion);
     let outcome = match (probation, decision) {
-        (_, Decision::Promote) if pinned => GateOutcome::Held {
+        (_, Decision::Promote) | (true, Decision::Unfair) if pinned => GateOutcome::Held {
             challenger: c,
             champion: p,
             rollback: probation,
@@ -55,8 +57,24 @@ pub fn verdict(
             challenger: c,
             champion: p,
             undecided: *undecided,
+            unfair: false,
         },
-        (true, Decision::Promote) => GateOutcome::RolledBack { to: c, from: p },
+        (false, Decision::Unfair) => GateOutcome::Rejected {
+            challenger: c,
+            champion: p,
+            undecided: false,
+            unfair: true,
+        },
+        (true, Decision::Promote) => GateOutcome::RolledBack {
+            to: c,
+            from: p,
+            unfair: false,
+        },
+        (true, Decision::Unfair) => GateOutcome::RolledBack {
+            to: c,
+            from: p,
+            unfair: true,
+        },
         (true, Decision::Reject { .. }) => GateOutcome::Kept {
             champion: p,
             former: c,
@@ -116,6 +134,7 @@ mod tests {
             statistic: 4.0,
             alpha: 0.05,
             delta: 0.01,
+            fairness: None,
         }
     }
 
@@ -173,7 +192,8 @@ mod tests {
                 GateOutcome::Rejected {
                     challenger: 3,
                     champion: 2,
-                    undecided
+                    undecided,
+                    unfair: false
                 }
             );
             assert_eq!(shape(&v), [(Alias::Challenger, None, Some(3), false)]);
@@ -182,9 +202,54 @@ mod tests {
     }
 
     #[test]
+    fn an_unfair_challenger_is_rejected_and_an_unfair_champion_on_probation_rolled_back() {
+        let v = decide(Decision::Unfair, false).unwrap();
+        assert_eq!(
+            v.outcome,
+            GateOutcome::Rejected {
+                challenger: 3,
+                champion: 2,
+                undecided: false,
+                unfair: true
+            }
+        );
+        assert_eq!(shape(&v), [(Alias::Challenger, None, Some(3), false)]);
+        assert!(v.records[0].reason.contains("gap between groups"));
+        let v = decide(Decision::Unfair, true).unwrap();
+        assert_eq!(
+            v.outcome,
+            GateOutcome::RolledBack {
+                to: 3,
+                from: 2,
+                unfair: true
+            }
+        );
+        assert_eq!(
+            shape(&v),
+            [
+                (Alias::Champion, Some(3), Some(2), false),
+                (Alias::Challenger, None, Some(3), false)
+            ]
+        );
+        // Pinned, the rollback is held.
+        let held = verdict(&Decision::Unfair, true, 3, 2, &evidence(), &offsets(), true);
+        assert!(matches!(
+            held.unwrap().outcome,
+            GateOutcome::Held { rollback: true, .. }
+        ));
+    }
+
+    #[test]
     fn on_probation_a_better_former_champion_is_rolled_back_to() {
         let v = decide(Decision::Promote, true).unwrap();
-        assert_eq!(v.outcome, GateOutcome::RolledBack { to: 3, from: 2 });
+        assert_eq!(
+            v.outcome,
+            GateOutcome::RolledBack {
+                to: 3,
+                from: 2,
+                unfair: false
+            }
+        );
         assert_eq!(
             shape(&v),
             [

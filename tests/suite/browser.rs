@@ -152,6 +152,7 @@ async fn the_page_follows_the_stream_and_shows_a_retrain_in_a_real_browser() {
             bootstrap_rows: Some(1000),
             promotion: Promotion::Gate(Default::default()),
             shuffle_labels: false,
+            biased_challenger: None,
             triggers: Triggers::default(),
             sink: Sink::new(std::io::sink()),
             status: None,

@@ -400,7 +400,11 @@ async fn after_a_promotion_flipped_labels_roll_back_and_the_loss_drift_trigger_r
     // Then the labels flip: confident v2 does worse than v1, on probation, on the same records,
     // and the champion's losses rise.
     let mut flipped = 0;
-    while !decided(GateOutcome::RolledBack { to: 1, from: 2 }) {
+    while !decided(GateOutcome::RolledBack {
+        to: 1,
+        from: 2,
+        unfair: false,
+    }) {
         assert!(flipped < 6000, "rolled back");
         send(skip, 500, true).await.unwrap();
         (skip, flipped) = (skip + 500, flipped + 500);
@@ -443,7 +447,11 @@ async fn after_a_promotion_flipped_labels_roll_back_and_the_loss_drift_trigger_r
     assert!(
         stats
             .decisions
-            .contains(&Decided::Gate(GateOutcome::RolledBack { to: 1, from: 2 })),
+            .contains(&Decided::Gate(GateOutcome::RolledBack {
+                to: 1,
+                from: 2,
+                unfair: false
+            })),
         "{:?}",
         stats.decisions
     );
