@@ -28,9 +28,19 @@ struct Run {
     events: Vec<Event>,
 }
 
-/// Two predictors and a gated retrainer (`shuffle` for bad challengers) over `store`, while
-/// `rows` rows of adult.test stream at 500/s.
-async fn run_pipeline(kafka: &TestKafka, store: &BundleStore, rows: usize, shuffle: bool) -> Run {
+/// How the retrains' labels are spoiled, if at all.
+#[derive(Clone, Copy, PartialEq)]
+enum Labels {
+    True,
+    /// Shuffled: bad challengers.
+    Shuffled,
+    /// This share of women's `>50K` labels turned: biased challengers.
+    Biased(f64),
+}
+
+/// Two predictors and a gated retrainer over `store`, while `rows` rows of adult.test stream
+/// at 500/s.
+async fn run_pipeline(kafka: &TestKafka, store: &BundleStore, rows: usize, labels: Labels) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
     let predictors: Vec<_> = ["p1", "p2"]
@@ -50,7 +60,10 @@ async fn run_pipeline(kafka: &TestKafka, store: &BundleStore, rows: usize, shuff
     rconf.rows_file = dir.path().join("rows.jsonl");
     rconf.retrain_every = 500.try_into().unwrap();
     rconf.search = small_search(2);
-    rconf.shuffle_labels = shuffle;
+    rconf.shuffle_labels = labels == Labels::Shuffled;
+    if let Labels::Biased(share) = labels {
+        rconf.biased_challenger = Some(share);
+    }
     let retrainer = tokio::spawn(retrainer::run(rconf, stop.clone(), move |e| {
         if matches!(e, Event::Gate(g) if g.decision.is_some()) {
             decided
@@ -93,7 +106,7 @@ async fn a_challenger_trained_on_shuffled_labels_is_never_shadowed_promoted_or_s
         return;
     };
     let kafka = test_kafka(3).await;
-    let run = run_pipeline(&kafka, &store, 2000, true).await;
+    let run = run_pipeline(&kafka, &store, 2000, Labels::Shuffled).await;
 
     assert!(run.summary.missing.is_empty());
     let retrains: Vec<_> = run
@@ -135,6 +148,48 @@ async fn a_challenger_trained_on_shuffled_labels_is_never_shadowed_promoted_or_s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenger_trained_where_women_s_high_incomes_were_turned_is_refused_as_unfair() {
+    let Some((_dir, store)) = store_with_v1() else {
+        return;
+    };
+    let kafka = test_kafka(3).await;
+    // 30 % of women's `>50K` labels turned: its log loss is about as good as v1's, its
+    // true-positive rate for women far lower.
+    let run = run_pipeline(&kafka, &store, 1000, Labels::Biased(0.3)).await;
+    let retrains: Vec<_> = run
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Retrained(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert!(!retrains.is_empty(), "a biased challenger was trained");
+    for r in &retrains {
+        let RetrainOutcome::RejectedOffline { check } = &r.outcome else {
+            panic!("refused offline: {}", r.outcome);
+        };
+        eprintln!("v{}: {check}", r.version);
+        assert!(
+            check.contains("UNFAIR: fairness on adult.test: true-positive rate gap between sex"),
+            "{check}"
+        );
+    }
+    assert!(run
+        .summary
+        .predictions
+        .iter()
+        .all(|p| p.model_version == 1 && p.challenger_version.is_none()));
+    let registry = read_registry(&kafka.settings).await.unwrap();
+    assert_eq!(registry.version_of(Alias::Champion), Some(1));
+    let rejected = registry.alias(Alias::Challenger).unwrap();
+    assert!(rejected.reason.contains("UNFAIR"), "{rejected:?}");
+    let biased = store.read_files(2).unwrap().manifest;
+    assert_eq!(biased.training_data.biased_labels, Some(0.3));
+    assert!(!biased.promoted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clearly_better_challenger_is_promoted_and_every_predictor_switches() {
     let Some((_dir, store)) = weak_store() else {
         return;
@@ -142,7 +197,7 @@ async fn a_clearly_better_challenger_is_promoted_and_every_predictor_switches() 
     let kafka = test_kafka(3).await;
 
     // 20 s of stream: under the suite's parallel load the promotion can come 10 s in.
-    let run = run_pipeline(&kafka, &store, 10_000, false).await;
+    let run = run_pipeline(&kafka, &store, 10_000, Labels::True).await;
     assert!(run.summary.missing.is_empty());
 
     let decision = run
