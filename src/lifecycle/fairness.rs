@@ -155,6 +155,26 @@ pub struct GapEvidence {
     pub widened: bool,
 }
 
+#[cfg(test)]
+impl GapEvidence {
+    /// A challenger's true-positive gap between the sexes, 0.26 against 0.06, its widening in
+    /// `interval`, at ε 0.05.
+    pub(crate) fn example(interval: [f64; 2]) -> Self {
+        GapEvidence {
+            attribute: ATTRIBUTE.into(),
+            groups: GROUPS.map(str::to_owned),
+            rate: Rate::TruePositive.name().into(),
+            rows: [2_800, 590],
+            checked: "challenger".into(),
+            gap: 0.26,
+            reference_gap: 0.06,
+            interval,
+            epsilon: 0.05,
+            widened: interval[0] > 0.05,
+        }
+    }
+}
+
 impl std::fmt::Display for GapEvidence {
     /// `true-positive rate gap between sex (Male − Female): challenger 0.412 against 0.061,
     /// widened by +0.351 [+0.210, +0.490] on 262 and 61 rows (ε 0.05)`.

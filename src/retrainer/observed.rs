@@ -22,7 +22,12 @@ pub fn observe(metrics: &RetrainerMetrics, event: &Event) {
         }
         Event::Gate(g) => match &g.decision {
             None => {
-                metrics.gate_progress(g.evidence.n, g.evidence.mean_d);
+                let widening = g
+                    .evidence
+                    .fairness
+                    .as_ref()
+                    .map_or([0.0; 2], |f| f.interval);
+                metrics.gate_progress(g.evidence.n, g.evidence.mean_d, widening);
                 metrics.set_version(CHAMPION, g.champion);
                 metrics.set_version(CHALLENGER, g.challenger);
             }
@@ -88,8 +93,22 @@ mod tests {
     fn events_become_counters_and_gauges() {
         let m = RetrainerMetrics::default();
         observe(&m, &retrained(2, RetrainOutcome::Challenger));
-        observe(&m, &gate(None, 400));
+        let mut progress = gate(None, 400);
+        if let Event::Gate(g) = &mut progress {
+            g.evidence.fairness = Some(Box::new(crate::lifecycle::fairness::GapEvidence::example(
+                [0.125, 0.25],
+            )));
+        }
+        observe(&m, &progress);
         let t = text(&m);
+        assert!(
+            t.contains("census_gate_fairness_widening{bound=\"lower\"} 0.125"),
+            "{t}"
+        );
+        assert!(
+            t.contains("census_gate_fairness_widening{bound=\"upper\"} 0.25"),
+            "{t}"
+        );
         assert!(
             t.contains("census_retrains_total{reason=\"challenger\"} 1"),
             "{t}"

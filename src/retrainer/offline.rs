@@ -55,7 +55,8 @@ impl OfflineCheck {
 
     /// At least [`MIN_EVIDENCE_ROWS`] rows, the held-back part not worse by more than δ, and
     /// the test part not worse by more than δ unless the stream moved on (see
-    /// [`OfflineCheck::stream_moved_on`]).
+    /// [`OfflineCheck::stream_moved_on`]); and neither part showing a gap between groups
+    /// widened by more than the fairness margin, with confidence.
     pub fn passed(&self) -> bool {
         let not_worse = |(n, c, p): (usize, f64, f64)| n == 0 || c - p <= self.delta;
         self.rows() >= MIN_EVIDENCE_ROWS
@@ -63,7 +64,7 @@ impl OfflineCheck {
             && (not_worse(self.test) || self.stream_moved_on())
             && (!self.calibration_worse() || self.stream_moved_on())
             && !self.unfair_held_back()
-            && (!self.unfair_on_test() || self.stream_moved_on())
+            && !self.unfair_on_test()
     }
 
     /// The challenger widens a gap between groups by more than ε, with confidence, on the
@@ -72,7 +73,10 @@ impl OfflineCheck {
         self.fairness[0].as_ref().is_some_and(|g| g.widened)
     }
 
-    /// The same on adult.test's rows not trained on.
+    /// The same on adult.test's rows not trained on. Unlike the losses and calibration, never
+    /// excused by a stream that moved on: better losses on the recent rows say nothing of how
+    /// the groups of the reference population are treated, and a retrain that beats a weak
+    /// champion on them by far would otherwise carry any gap through.
     pub fn unfair_on_test(&self) -> bool {
         self.fairness[1].as_ref().is_some_and(|g| g.widened)
     }
@@ -359,20 +363,10 @@ mod tests {
 
     #[test]
     fn a_challenger_that_widens_a_gap_with_confidence_is_refused_and_the_reason_says_so() {
-        let gap = |widened: bool| GapEvidence {
-            attribute: "sex".into(),
-            groups: ["Male".into(), "Female".into()],
-            rate: "true-positive rate".into(),
-            rows: [2_800, 590],
-            checked: "challenger".into(),
-            gap: 0.26,
-            reference_gap: 0.06,
-            interval: [if widened { 0.12 } else { 0.02 }, 0.28],
-            epsilon: 0.05,
-            widened,
-        };
+        let gap = |widened: bool| GapEvidence::example([if widened { 0.12 } else { 0.02 }, 0.28]);
         let check = |held: Option<GapEvidence>, test: Option<GapEvidence>| OfflineCheck {
-            held_back: (1_000, 0.30, 0.30),
+            // Far better on the recent rows: the stream moved on, which excuses no gap.
+            held_back: (1_000, 0.25, 0.30),
             test: (16_000, 0.28, 0.28),
             test_ece: None,
             delta: 0.01,

@@ -24,12 +24,16 @@ pub struct RetrainerMetrics {
     pub retrain_seconds: Histogram,
     /// The newest version's cross-validated log loss.
     pub cv_log_loss: Gauge<f64, AtomicU64>,
-    /// The gate's decisions: `promoted`, `rejected`, `rolled_back`, `kept`, `held`.
+    /// The gate's decisions: `promoted`, `rejected`, `rejected_unfair`, `rolled_back`,
+    /// `rolled_back_unfair`, `kept`, `held`.
     pub gate_decisions: Family<ReasonLabel, Counter>,
     /// The running gate's labeled requests (0: no gate running).
     pub gate_labels: Gauge,
     /// The running gate's mean of d = log loss(challenger) − log loss(champion).
     pub gate_mean_difference: Gauge<f64, AtomicU64>,
+    /// The running gate's always-valid interval (`bound` `lower`, `upper`) for how much the
+    /// model it checks widens the gap between the sexes of most concern (0 and 0: none running).
+    pub gate_fairness_widening: Family<BoundLabel, Gauge<f64, AtomicU64>>,
     /// The versions the registry names, by role (as the retrainer last set them).
     pub model_version: Family<RoleLabel, Gauge>,
     /// Labeled requests not yet read by this retrainer (updated every few seconds).
@@ -60,6 +64,11 @@ pub struct RetrainerMetrics {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BoundLabel {
+    pub bound: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SideLabel {
     pub side: String,
 }
@@ -86,6 +95,15 @@ impl Default for RetrainerMetrics {
             gate_decisions: Family::default(),
             gate_labels: Gauge::default(),
             gate_mean_difference: Gauge::default(),
+            gate_fairness_widening: {
+                let family = Family::<BoundLabel, Gauge<f64, AtomicU64>>::default();
+                for bound in ["lower", "upper"] {
+                    let _ = family.get_or_create(&BoundLabel {
+                        bound: bound.into(),
+                    });
+                }
+                family
+            },
             model_version: Family::default(),
             consumer_lag: Gauge::default(),
             feature_drift: Family::default(),
@@ -179,6 +197,12 @@ impl RetrainerMetrics {
             "gate_mean_difference",
             "Mean of log loss(challenger) - log loss(champion) in the running gate",
             self.gate_mean_difference.clone(),
+        );
+        r.register(
+            "gate_fairness_widening",
+            "Always-valid interval for how much the running gate's checked model widens the \
+             gap between the sexes of most concern",
+            self.gate_fairness_widening.clone(),
         );
         r.register(
             "registry_model_version",
@@ -279,9 +303,16 @@ impl RetrainerMetrics {
     }
 
     /// The running gate's evidence so far.
-    pub fn gate_progress(&self, labels: u64, mean_difference: f64) {
+    pub fn gate_progress(&self, labels: u64, mean_difference: f64, widening: [f64; 2]) {
         self.gate_labels.set(labels as i64);
         self.gate_mean_difference.set(mean_difference);
+        for (bound, value) in ["lower", "upper"].into_iter().zip(widening) {
+            self.gate_fairness_widening
+                .get_or_create(&BoundLabel {
+                    bound: bound.into(),
+                })
+                .set(value);
+        }
     }
 
     /// The gate decided: none runs now.
@@ -289,7 +320,7 @@ impl RetrainerMetrics {
         self.gate_decisions
             .get_or_create(&label(decision.as_label()))
             .inc();
-        self.gate_progress(0, 0.0);
+        self.gate_progress(0, 0.0, [0.0, 0.0]);
     }
 
     /// A feature's drift over the window just ended.
