@@ -16,6 +16,7 @@ use crate::join::{Join, LabelIn, Outcome, Position};
 use crate::lifecycle::calibration::Calibration;
 use crate::lifecycle::estimate::Estimate;
 use crate::lifecycle::gate::{log_loss, Gate, GateSettings};
+use crate::lifecycle::groups::{GroupFigures, Groups};
 use crate::lifecycle::triggers::Triggers;
 use crate::registry::{Alias, AliasRecord};
 use crate::stream::messages::{now_ms, Prediction, Request};
@@ -123,6 +124,8 @@ struct Version {
     /// Its served predictions' calibration, on their labels.
     calibration: Calibration,
     importance: Importance,
+    /// Its served predictions' figures per group, on their labels.
+    groups: GroupFigures,
 }
 
 /// Sums of the absolute contributions of each feature over the predictions a version served
@@ -291,6 +294,8 @@ struct Scored {
     predicted_at_ms: i64,
     /// Its request's features came for the first time (false when not known).
     new_row: bool,
+    /// Its request's groups (none when its request was not read).
+    groups: Option<Groups>,
 }
 
 /// Which requests' features come for the first time: a row that came before may be one a
@@ -306,9 +311,9 @@ struct Novelty {
     seen: std::collections::HashMap<u64, u32>,
     /// The stream's rows remembered, oldest first.
     order: VecDeque<u64>,
-    /// Requests read, by partition and offset, waiting for their prediction: new or not, and
-    /// when read.
-    waiting: std::collections::HashMap<(i32, i64), (bool, i64)>,
+    /// Requests read, by partition and offset, waiting for their prediction: new or not, when
+    /// read, and the row's groups.
+    waiting: std::collections::HashMap<(i32, i64), (bool, i64, Groups)>,
     /// Waiting entries are dropped after this long (a request never predicted).
     keep_ms: i64,
     inserts: u64,
@@ -322,11 +327,12 @@ impl Novelty {
         let key = record.features_key();
         let new = !self.base.contains(&key) && !self.seen.contains_key(&key);
         self.remember(key, NOVELTY_ROWS);
-        self.waiting.insert((partition, offset), (new, now));
+        self.waiting
+            .insert((partition, offset), (new, now, Groups::of(record)));
         self.inserts += 1;
         if self.inserts.is_multiple_of(10_000) {
             let oldest = now - self.keep_ms;
-            self.waiting.retain(|_, (_, at)| *at >= oldest);
+            self.waiting.retain(|_, (_, at, _)| *at >= oldest);
         }
     }
 
@@ -345,11 +351,13 @@ impl Novelty {
         }
     }
 
-    /// Whether the request at this place was new; false when it was not read (yet).
-    fn prediction(&mut self, partition: i32, offset: i64) -> bool {
-        self.waiting
-            .remove(&(partition, offset))
-            .is_some_and(|(new, _)| new)
+    /// Whether the request at this place was new (false when it was not read yet), and its
+    /// row's groups (when it was).
+    fn prediction(&mut self, partition: i32, offset: i64) -> (bool, Option<Groups>) {
+        match self.waiting.remove(&(partition, offset)) {
+            Some((new, _, groups)) => (new, Some(groups)),
+            None => (false, None),
+        }
     }
 }
 
@@ -513,12 +521,14 @@ impl Board {
             });
         }
 
+        let (new_row, groups) = self.novelty.prediction(p.partition, p.offset);
         let scored = Scored {
             model_version: p.model_version,
             probability: p.probability,
             challenger: p.challenger_version.zip(p.challenger_probability),
             predicted_at_ms: p.predicted_at_ms,
-            new_row: self.novelty.prediction(p.partition, p.offset),
+            new_row,
+            groups,
         };
         // Keyed by where its request was read: a prediction made twice is one request.
         let position = Position {
@@ -580,6 +590,9 @@ impl Board {
         let (s, label) = (m.value, m.label);
         if let Some(served) = self.version_mut(s.model_version) {
             served.calibration.add(s.probability, label);
+            if let Some(groups) = s.groups {
+                served.groups.add(groups, s.probability, label);
+            }
             let step = served.step(s.predicted_at_ms);
             step.served.add(s.probability, label);
             if s.new_row {
@@ -865,6 +878,7 @@ impl Board {
                     estimated: estimate_view(&all.estimate),
                     calibration: v.calibration.view(),
                     importance: v.importance.view(&self.feature_names),
+                    groups: v.groups.view(),
                     estimated_series,
                     windows: v.windows(),
                 }
@@ -1040,6 +1054,48 @@ mod tests {
             "record": row,
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn each_version_has_figures_per_group_from_its_requests_rows_and_labels() {
+        let mut b = board();
+        for i in 0..200 {
+            let mut row = crate::features::tests::row("Private", "Sales", "United-States", 30.0);
+            row.sex = if i % 2 == 0 { "Male" } else { "Female" }.into();
+            let request = serde_json::json!({"request_id": format!("r{i}"), "sent_at_ms": NOW, "record": row});
+            b.request(
+                NOW - 3000 + i,
+                (0, i),
+                Some(&serde_json::to_vec(&request).unwrap()),
+            );
+            // All earn more; v1 says so to the men only.
+            let p = if i % 2 == 0 { 0.9 } else { 0.1 };
+            b.prediction(&prediction(i, 1, p, Some(">50K")));
+        }
+        // A prediction whose request was never read has no groups: counted elsewhere only.
+        b.prediction(&prediction(500, 1, 0.9, Some(">50K")));
+        let s = b.snapshot(NOW);
+        let v1 = s.versions.iter().find(|v| v.version == 1).unwrap();
+        let groups = v1.groups.as_ref().expect("figures per group");
+        let sex = groups.iter().find(|a| a.attribute == "sex").unwrap();
+        let tpr: Vec<(String, f64, u64)> = sex
+            .groups
+            .iter()
+            .map(|g| (g.group.clone(), g.tpr.unwrap().value, g.labeled))
+            .collect();
+        assert_eq!(
+            tpr,
+            [
+                ("Male".to_owned(), 1.0, 100),
+                ("Female".to_owned(), 0.0, 100)
+            ]
+        );
+        let eo = sex.equalized_odds.unwrap();
+        assert_eq!(eo.value, 1.0);
+        assert!(eo.interval[0] > 0.7, "{eo:?}");
+        let age = groups.iter().find(|a| a.attribute == "age").unwrap();
+        assert_eq!(age.groups[0].group, "25-34");
+        assert_eq!(age.groups[0].labeled, 200);
     }
 
     #[test]

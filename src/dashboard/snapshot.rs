@@ -102,6 +102,9 @@ pub struct VersionView {
     pub calibration: Option<crate::lifecycle::calibration::CalibrationView>,
     /// Its feature importance, from the predictions it served with their reasons.
     pub importance: Option<ImportanceView>,
+    /// Its served predictions' figures per group of sex, race, sex × race and age, with their
+    /// gaps, on their labels.
+    pub groups: Option<Vec<crate::lifecycle::groups::AttributeView>>,
 }
 
 /// A version's global feature importance: each feature's mean absolute contribution to the

@@ -7,6 +7,7 @@ pub mod estimate;
 pub mod evidence;
 pub mod fairness;
 pub mod gate;
+pub mod groups;
 pub mod outcome;
 pub mod sequence;
 pub mod triggers;
