@@ -124,7 +124,8 @@ struct Version {
     /// Its served predictions' calibration, on their labels.
     calibration: Calibration,
     importance: Importance,
-    /// Its served predictions' figures per group, on their labels.
+    /// Its served predictions' figures per group, on their labels, over rows whose features
+    /// came for the first time.
     groups: GroupFigures,
 }
 
@@ -590,7 +591,9 @@ impl Board {
         let (s, label) = (m.value, m.label);
         if let Some(served) = self.version_mut(s.model_version) {
             served.calibration.add(s.probability, label);
-            if let Some(groups) = s.groups {
+            // On new rows only: a row a version may have trained on is no evidence of how it
+            // treats the row's group.
+            if let (Some(groups), true) = (s.groups, s.new_row) {
                 served.groups.add(groups, s.probability, label);
             }
             let step = served.step(s.predicted_at_ms);
@@ -1059,9 +1062,11 @@ mod tests {
     #[test]
     fn each_version_has_figures_per_group_from_its_requests_rows_and_labels() {
         let mut b = board();
-        for i in 0..200 {
+        for i in 0..300 {
             let mut row = crate::features::tests::row("Private", "Sales", "United-States", 30.0);
             row.sex = if i % 2 == 0 { "Male" } else { "Female" }.into();
+            // Rows 200.. repeat rows 0..: no evidence, left out.
+            row.fnlwgt = 1000.0 + (i % 200) as f64;
             let request = serde_json::json!({"request_id": format!("r{i}"), "sent_at_ms": NOW, "record": row});
             b.request(
                 NOW - 3000 + i,

@@ -198,6 +198,9 @@ fn publish(board: &Mutex<Board>, tx: &watch::Sender<Published>, metrics: &Dashbo
         if let Some(e) = v.estimated {
             metrics.estimated(v.version, e.predictions, e.accuracy, e.log_loss);
         }
+        if let (Some(groups), "champion") = (&v.groups, v.role) {
+            metrics.groups(v.version, groups);
+        }
     }
     metrics
         .labels_pending

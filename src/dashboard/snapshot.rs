@@ -103,7 +103,8 @@ pub struct VersionView {
     /// Its feature importance, from the predictions it served with their reasons.
     pub importance: Option<ImportanceView>,
     /// Its served predictions' figures per group of sex, race, sex × race and age, with their
-    /// gaps, on their labels.
+    /// gaps, on their labels, over rows whose features came for the first time (no version
+    /// can have trained on them).
     pub groups: Option<Vec<crate::lifecycle::groups::AttributeView>>,
 }
 

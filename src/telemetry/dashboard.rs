@@ -36,6 +36,14 @@ pub struct DashboardMetrics {
     pub estimated_log_loss: Family<VersionLabel, Gauge<f64, AtomicU64>>,
     /// Predictions waiting for their label.
     pub labels_pending: Gauge,
+    /// The champion's figures per group (on its labeled predictions on new rows): the version
+    /// they are of, labeled rows per group, rates per group (`selection`, `tpr`, `fpr`,
+    /// `precision`), and the gaps per attribute (`demographic_parity`, `equalized_odds`) with
+    /// their always-valid interval (`bound`: `estimate`, `lower`, `upper`).
+    pub fairness_version: Gauge,
+    pub group_labels: Family<GroupLabels, Gauge>,
+    pub group_rate: Family<GroupRateLabels, Gauge<f64, AtomicU64>>,
+    pub fairness_gap: Family<GapLabels, Gauge<f64, AtomicU64>>,
     /// The versions with series now.
     published: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u32>>>,
 }
@@ -44,6 +52,26 @@ pub struct DashboardMetrics {
 pub struct QualityLabels {
     pub model_version: u32,
     pub role: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub attribute: String,
+    pub group: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupRateLabels {
+    pub attribute: String,
+    pub group: String,
+    pub rate: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GapLabels {
+    pub attribute: String,
+    pub gap: String,
+    pub bound: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -114,6 +142,58 @@ impl DashboardMetrics {
         self.estimated_log_loss.get_or_create(&l).set(log_loss);
     }
 
+    /// The champion's (`version`) figures per group. Only the data set's groups have series,
+    /// so the label sets are bounded (23 groups, 4 attributes).
+    pub fn groups(&self, version: u32, attributes: &[crate::lifecycle::groups::AttributeView]) {
+        self.fairness_version.set(i64::from(version));
+        for a in attributes {
+            for g in &a.groups {
+                let labels = GroupLabels {
+                    attribute: a.attribute.clone(),
+                    group: g.group.clone(),
+                };
+                self.group_labels
+                    .get_or_create(&labels)
+                    .set(g.labeled as i64);
+                for (rate, r) in [
+                    ("selection", g.selection),
+                    ("tpr", g.tpr),
+                    ("fpr", g.fpr),
+                    ("precision", g.precision),
+                ] {
+                    if let Some(r) = r {
+                        self.group_rate
+                            .get_or_create(&GroupRateLabels {
+                                attribute: a.attribute.clone(),
+                                group: g.group.clone(),
+                                rate: rate.into(),
+                            })
+                            .set(r.value);
+                    }
+                }
+            }
+            for (gap, figure) in [
+                ("demographic_parity", a.demographic_parity),
+                ("equalized_odds", a.equalized_odds),
+            ] {
+                let Some(figure) = figure else { continue };
+                for (bound, value) in [
+                    ("estimate", figure.value),
+                    ("lower", figure.interval[0]),
+                    ("upper", figure.interval[1]),
+                ] {
+                    self.fairness_gap
+                        .get_or_create(&GapLabels {
+                            attribute: a.attribute.clone(),
+                            gap: gap.into(),
+                            bound: bound.into(),
+                        })
+                        .set(value);
+                }
+            }
+        }
+    }
+
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("census");
         r.register(
@@ -166,6 +246,70 @@ impl DashboardMetrics {
             "Predictions waiting for their label",
             self.labels_pending.clone(),
         );
+        r.register(
+            "fairness_model_version",
+            "The version the figures per group are of (the champion)",
+            self.fairness_version.clone(),
+        );
+        r.register(
+            "group_labels",
+            "The champion's labeled predictions on new rows, by attribute and group",
+            self.group_labels.clone(),
+        );
+        r.register(
+            "group_rate",
+            "The champion's rates by attribute and group (selection, tpr, fpr, precision)",
+            self.group_rate.clone(),
+        );
+        r.register(
+            "fairness_gap",
+            "The champion's gaps between groups by attribute (demographic_parity, equalized_odds), with their always-valid interval (bound: estimate, lower, upper)",
+            self.fairness_gap.clone(),
+        );
         register_build_info(r);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::groups::{GroupFigures, Groups};
+
+    #[test]
+    fn the_champion_s_figures_per_group_become_bounded_series() {
+        let mut f = GroupFigures::default();
+        for i in 0..400 {
+            let mut row = crate::features::tests::row("Private", "Sales", "United-States", 40.0);
+            row.sex = if i % 2 == 0 { "Male" } else { "Female" }.into();
+            let label = i % 4 < 2;
+            f.add(Groups::of(&row), if i % 2 == 0 { 0.9 } else { 0.1 }, label);
+        }
+        let m = DashboardMetrics::default();
+        m.groups(3, &f.view().unwrap());
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let mut t = String::new();
+        prometheus_client::encoding::text::encode(&mut t, &registry).unwrap();
+        assert!(t.contains("census_fairness_model_version 3"), "{t}");
+        assert!(
+            t.contains("census_group_labels{attribute=\"sex\",group=\"Female\"} 200"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "census_group_rate{attribute=\"sex\",group=\"Male\",rate=\"selection\"} 1.0"
+            ),
+            "{t}"
+        );
+        // Men all said >50K, women none: a selection-rate gap of 1.
+        assert!(
+            t.contains(
+                "census_fairness_gap{attribute=\"sex\",gap=\"demographic_parity\",bound=\"estimate\"} 1.0"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("gap=\"equalized_odds\",bound=\"lower\""), "{t}");
+        // Only groups with rows have series.
+        assert!(!t.contains("group=\"Other\""), "{t}");
     }
 }

@@ -229,6 +229,27 @@ async fn watch_the_page(
     )
     .await;
     let first_explained = explained_ids(&c).await;
+    // Figures per group, on the labeled predictions.
+    let male_tpr = "#groups table[data-attribute='sex'] tr[data-group='Male'] td:nth-child(4)";
+    wait_for(
+        "figures per group on the page",
+        Duration::from_secs(60),
+        || async {
+            c.find_all("#groups table[data-attribute='sex'] tr[data-group='Female']")
+                .await
+                .map_or(0, |l| l.len())
+                == 1
+        },
+    )
+    .await;
+    let first_groups = text(&c, "#groups-hint").await;
+    let tpr = text(&c, male_tpr).await;
+    assert!(
+        tpr.starts_with("0.") && tpr.contains('['),
+        "men's TPR with its interval: {tpr:?}"
+    );
+    let eo = text(&c, "#gaps div[data-attribute='sex'] .eo").await;
+    assert!(eo.contains('['), "the sex gap with its interval: {eo:?}");
     let reasons = c.find_all("#explained li .reason").await.unwrap();
     assert!(
         !reasons.is_empty(),
@@ -259,6 +280,11 @@ async fn watch_the_page(
         importance.len(),
         census_stream::features::N_FEATURES,
         "a bar per feature"
+    );
+    let later_groups = text(&c, "#groups-hint").await;
+    assert!(
+        later_groups.contains("served predictions with labels") && later_groups != first_groups,
+        "the figures per group did not move: {later_groups:?}"
     );
     let later_explained = explained_ids(&c).await;
     assert_ne!(

@@ -300,6 +300,48 @@ function renderImportance(s) {
   bars($("importance"), rows, {});
 }
 
+// A rate with its interval: `0.662 [0.61, 0.71]`, its count in the title.
+function rateCell(r) {
+  if (!r) return el("td", { class: "muted num" }, "–");
+  return el("td", { class: "num nowrap", title: `over ${fmtInt(r.n)} rows; always-valid interval` },
+    r.value.toFixed(3), el("span", { class: "muted" }, ` [${r.interval[0].toFixed(2)}, ${r.interval[1].toFixed(2)}]`));
+}
+
+const gapText = (g) => (g ? `${g.value.toFixed(3)} [${g.interval[0].toFixed(2)}, ${g.interval[1].toFixed(2)}]` : "–");
+
+// The champion's figures per group (else the newest version's that has them): a line of gaps
+// per attribute, and a table per attribute.
+function renderGroups(s) {
+  const withGroups = s.versions.filter((v) => v.groups);
+  const shown = withGroups.find((v) => v.role === "champion") || withGroups[withGroups.length - 1];
+  const gaps = $("gaps"), box = $("groups");
+  gaps.replaceChildren();
+  box.replaceChildren();
+  if (!shown) {
+    box.append(el("div", { class: "muted" }, "no labeled prediction of a known group on a new row yet"));
+    return;
+  }
+  const labeled = shown.groups[0].groups.reduce((n, g) => n + g.labeled, 0);
+  $("groups-hint").textContent = `v${shown.version}: its ${fmtInt(labeled)} served predictions with labels on rows come for the first time, said >50K at probability 0.5; ` +
+    "intervals hold at once per attribute at 95 %, however often the page refreshes";
+  for (const a of shown.groups) {
+    gaps.append(el("div", { class: "gap-line", "data-attribute": a.attribute },
+      el("b", {}, a.attribute), ` · demographic parity difference ${gapText(a.demographic_parity)} · equalized-odds difference `,
+      el("span", { class: "eo" }, gapText(a.equalized_odds))));
+    const table = el("table", { class: "group-table", "data-attribute": a.attribute },
+      el("tr", {}, el("th", {}, a.attribute), el("th", { class: "num" }, "labeled"), el("th", { class: "num" }, "selection rate"),
+        el("th", { class: "num" }, "TPR"), el("th", { class: "num" }, "FPR"), el("th", { class: "num" }, "precision"),
+        el("th", { class: "num", title: "calibration: mean P(>50K) against the observed share of >50K" }, "mean P · observed")));
+    for (const g of a.groups) {
+      table.append(el("tr", { "data-group": g.group },
+        el("td", {}, g.group), el("td", { class: "num" }, fmtInt(g.labeled)),
+        rateCell(g.selection), rateCell(g.tpr), rateCell(g.fpr), rateCell(g.precision),
+        el("td", { class: "num" }, `${g.mean_probability.toFixed(3)} · ${g.observed_rate.toFixed(3)}`)));
+    }
+    box.append(el("div", { class: "scroll-x" }, table));
+  }
+}
+
 function renderExplained(s) {
   const list = $("explained");
   list.replaceChildren();
@@ -345,6 +387,7 @@ function render(s) {
   renderDrift(s);
   renderImportance(s);
   renderExplained(s);
+  renderGroups(s);
   renderLatest(s);
   lastUpdate = Date.now();
   const status = $("status");
