@@ -15,7 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-pub use dashboard::DashboardMetrics;
+pub use dashboard::{DashboardMetrics, GapLabels, GroupLabels, GroupRateLabels};
 pub use predictor::{PredictorMetrics, ScoringLabels};
 pub use retrainer::{CommandLabels, RetrainerMetrics};
 pub use server::{health_routes, serve};

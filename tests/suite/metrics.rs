@@ -329,8 +329,8 @@ fn served(
 #[test]
 fn readme_lists_exactly_the_metrics_each_service_serves() {
     use census_stream::telemetry::{
-        CommandLabels, DashboardMetrics, PredictorMetrics, ReasonLabel, RetrainerMetrics,
-        RoleLabel, ScoringLabels, VersionLabel,
+        CommandLabels, DashboardMetrics, GapLabels, GroupLabels, GroupRateLabels, PredictorMetrics,
+        ReasonLabel, RetrainerMetrics, RoleLabel, ScoringLabels, VersionLabel,
     };
     // A family is served once it has a sample: one each.
     let reason = ReasonLabel { reason: "x".into() };
@@ -378,6 +378,27 @@ fn readme_lists_exactly_the_metrics_each_service_serves() {
     dashboard.registry_ignored("x");
     dashboard.live(1, "served", 10, 0.8, 0.4);
     dashboard.estimated(1, 12, 0.82, 0.38);
+    let group = || GroupLabels {
+        attribute: "sex".into(),
+        group: "Female".into(),
+    };
+    dashboard.group_labels.get_or_create(&group()).set(10);
+    dashboard
+        .group_rate
+        .get_or_create(&GroupRateLabels {
+            attribute: "sex".into(),
+            group: "Female".into(),
+            rate: "tpr".into(),
+        })
+        .set(0.5);
+    dashboard
+        .fairness_gap
+        .get_or_create(&GapLabels {
+            attribute: "sex".into(),
+            gap: "equalized_odds".into(),
+            bound: "lower".into(),
+        })
+        .set(0.1);
     for (marker, next, served) in [
         (
             "`predictor --metrics-addr",
