@@ -80,7 +80,23 @@ pub fn verdict(
             former: c,
         },
     };
-    let words = outcome.to_string();
+    let words = match (decision, outcome) {
+        // Undecided on no labeled row at all: the rows that came were all ones a model was
+        // trained on (a stream repeating its input). That is no evidence, not a worse model.
+        (Decision::Reject { undecided: true }, GateOutcome::Rejected { .. }) if evidence.n == 0 => {
+            format!(
+                "v{c} rejected by the gate: no evidence within the labels allowed (every labeled \
+                 row after its cut-off was one v{c} or v{p} was trained on)"
+            )
+        }
+        (Decision::Reject { undecided: true }, GateOutcome::Kept { .. }) if evidence.n == 0 => {
+            format!(
+                "v{p} stays the champion: no evidence on probation within the labels allowed \
+                 (every labeled row was one v{c} or v{p} was trained on)"
+            )
+        }
+        _ => outcome.to_string(),
+    };
     let record = |alias, version, previous, reason: &str| AliasRecord {
         evidence: Some(evidence.clone()),
         ..AliasRecord::new(alias, version, previous, reason)
@@ -237,6 +253,34 @@ mod tests {
             held.unwrap().outcome,
             GateOutcome::Held { rollback: true, .. }
         ));
+    }
+
+    #[test]
+    fn a_gate_that_ends_on_no_labels_says_there_was_no_evidence() {
+        let none = Evidence { n: 0, ..evidence() };
+        let decided = |probation| {
+            verdict(
+                &Decision::Reject { undecided: true },
+                probation,
+                3,
+                2,
+                &none,
+                &offsets(),
+                false,
+            )
+            .unwrap()
+        };
+        let rejected = decided(false);
+        assert!(
+            rejected.records[0].reason.contains("no evidence")
+                && !rejected.records[0].reason.contains("not better"),
+            "{:?}",
+            rejected.records[0].reason
+        );
+        assert!(decided(true).records[0].reason.contains("no evidence"));
+        // With labels, the usual words.
+        let v = decide(Decision::Reject { undecided: true }, false).unwrap();
+        assert_eq!(v.records[0].reason, v.outcome.to_string());
     }
 
     #[test]
