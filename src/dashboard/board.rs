@@ -508,6 +508,12 @@ impl Board {
                 version.importance.add(&p.reasons, &names);
             }
         }
+        // The challenger's, from its reasons in shadow on the same predictions.
+        if let (Some(v), false) = (p.challenger_version, p.challenger_reasons.is_empty()) {
+            if let Some(version) = self.version_mut(v) {
+                version.importance.add(&p.challenger_reasons, &names);
+            }
+        }
         self.feature_names = names;
         if !p.reasons.is_empty() {
             if self.latest_explained.len() == LATEST_EXPLAINED {
@@ -851,7 +857,12 @@ impl Board {
         let versions = self
             .versions
             .iter()
-            .filter(|(_, v)| v.manifest.is_some() || v.predictions > 0 || !v.steps.is_empty())
+            .filter(|(_, v)| {
+                v.manifest.is_some()
+                    || v.predictions > 0
+                    || !v.steps.is_empty()
+                    || v.importance.explained > 0
+            })
             .map(|(&version, v)| {
                 let all = v.totals();
                 let (served_series, shadow_series, estimated_series) = v.series();
@@ -984,6 +995,7 @@ mod tests {
             partition: 0,
             offset: i,
             reasons: Vec::new(),
+            challenger_reasons: Vec::new(),
         }
     }
 
@@ -1415,5 +1427,20 @@ mod tests {
             .map(|r| r.feature.as_str())
             .collect();
         assert_eq!(first, ["capital_gain", "age", "sex"]);
+
+        // A challenger's reasons in shadow make its own importance, on the same predictions.
+        let mut p = prediction(3, 1, 0.3, None);
+        p.challenger_version = Some(2);
+        p.challenger_probability = Some(0.4);
+        p.reasons = vec![reason("age", 1.0)];
+        p.challenger_reasons = vec![reason("sex", -4.0)];
+        b.prediction(&p);
+        let s = b.snapshot(NOW);
+        let v2 = s.versions.iter().find(|v| v.version == 2).unwrap();
+        let importance = v2.importance.as_ref().unwrap();
+        assert_eq!(importance.explained, 1);
+        assert_eq!(importance.features[0], ("sex".to_string(), 4.0));
+        let v1 = s.versions.iter().find(|v| v.version == 1).unwrap();
+        assert_eq!(v1.importance.as_ref().unwrap().explained, 3);
     }
 }

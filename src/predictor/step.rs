@@ -182,6 +182,14 @@ pub fn score_batch_explained(
         .map(|r| &r.record)
         .collect();
     let mut explained = reasons(bundle, &chosen).unwrap_or_default().into_iter();
+    // The challenger's reasons on the same rows, when it explains too.
+    let mut challenger_explained = serving
+        .challenger
+        .as_ref()
+        .filter(|_| shadow.is_some())
+        .and_then(|c| reasons(c, &chosen))
+        .unwrap_or_default()
+        .into_iter();
     let mut probabilities = probabilities.into_iter();
     let (challenger_version, mut shadow) = match shadow {
         Some((v, p)) => (Some(v), Some(p.into_iter())),
@@ -197,10 +205,13 @@ pub fn score_batch_explained(
             Ok(request) => {
                 let probability = probabilities.next().expect("one probability per request");
                 let challenger_probability = shadow.as_mut().and_then(Iterator::next);
-                let reasons = if chosen {
-                    explained.next().unwrap_or_default()
+                let (reasons, challenger_reasons) = if chosen {
+                    (
+                        explained.next().unwrap_or_default(),
+                        challenger_explained.next().unwrap_or_default(),
+                    )
                 } else {
-                    Vec::new()
+                    (Vec::new(), Vec::new())
                 };
                 let prediction = Prediction {
                     probability,
@@ -216,6 +227,7 @@ pub fn score_batch_explained(
                     offset: m.offset,
                     request_id: request.request_id,
                     reasons,
+                    challenger_reasons,
                 };
                 let scored = Scored {
                     sent_at_ms: prediction.sent_at_ms,

@@ -186,6 +186,7 @@ mod tests {
             partition: 0,
             offset: 0,
             reasons: Vec::new(),
+            challenger_reasons: Vec::new(),
         }
     }
 

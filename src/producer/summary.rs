@@ -270,6 +270,7 @@ mod tests {
                 partition: 0,
                 offset: i as i64,
                 reasons: Vec::new(),
+                challenger_reasons: Vec::new(),
             });
             s.latencies_ms.push(latency);
             s.scored_ms.push(latency - 1.0);

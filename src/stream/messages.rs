@@ -57,6 +57,10 @@ pub struct Prediction {
     /// that moved its log-odds, largest contribution first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<Reason>,
+    /// The same for the challenger in shadow, on the same explained predictions: how the two
+    /// lean on the features differently shows before any promotion.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub challenger_reasons: Vec<Reason>,
 }
 
 /// One feature's part in a prediction: its TreeSHAP contribution to the log-odds of `>50K` of

@@ -293,6 +293,29 @@ fn explained_predictions_carry_their_largest_contributions_and_the_rest_none() {
         .explaining(Explain::All)
         .step(&batch[..20]);
     assert!(all.iter().map(decode).all(|p| !p.reasons.is_empty()));
+    assert!(all
+        .iter()
+        .map(decode)
+        .all(|p| p.challenger_reasons.is_empty()));
+
+    // With a challenger in shadow, the explained predictions carry its reasons too (here the
+    // same model: the same reasons), the others none.
+    let bundle = Arc::new(init.store.load(init.version, explaining).unwrap());
+    let shadowed = CurrentServing::default();
+    shadowed.store(Some(Arc::new(census_stream::registry::Serving {
+        champion: bundle.clone(),
+        challenger: Some(bundle),
+    })));
+    let both: Vec<Prediction> = Predictor::new(shadowed)
+        .explaining(sample)
+        .step(&batch)
+        .iter()
+        .map(decode)
+        .collect();
+    assert!(both.iter().any(|p| !p.reasons.is_empty()));
+    for p in &both {
+        assert_eq!(p.challenger_reasons, p.reasons, "{}", p.request_id);
+    }
 }
 
 /// A retrainer over the rows file and join journal in `dir`.

@@ -280,7 +280,8 @@ function renderDrift(s) {
 }
 
 // The champion's importance (else the newest version's that has one), each feature's mark at
-// the previous version's figure.
+// the challenger's figure (from its reasons in shadow on the same predictions) when there is
+// one, else at the previous version's.
 function renderImportance(s) {
   const withImportance = s.versions.filter((v) => v.importance);
   const shown = withImportance.find((v) => v.role === "champion") || withImportance[withImportance.length - 1];
@@ -289,10 +290,11 @@ function renderImportance(s) {
     bars($("importance"), [], { empty: "no prediction served with its reasons yet (predictor --explain)" });
     return;
   }
-  const before = withImportance.filter((v) => v.version < shown.version).pop();
+  const before = withImportance.find((v) => v.role === "challenger" && v.version !== shown.version) ||
+    withImportance.filter((v) => v.version < shown.version).pop();
   const was = before ? Object.fromEntries(before.importance.features) : {};
   $("importance-hint").textContent = `v${shown.version}: mean |contribution| to the log-odds over ${fmtInt(shown.importance.explained)} predictions served with their reasons` +
-    (before ? `; marks: v${before.version}'s, over ${fmtInt(before.importance.explained)}` : "");
+    (before ? `; marks: v${before.version}'s${before.role === "challenger" ? " (the challenger, in shadow)" : ""}, over ${fmtInt(before.importance.explained)}` : "");
   const rows = shown.importance.features.map(([name, value]) => ({
     name, value, text: value.toFixed(3),
     mark: was[name], markTitle: before ? `v${before.version}: ${was[name] == null ? "–" : was[name].toFixed(3)}` : "",
