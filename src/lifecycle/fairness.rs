@@ -48,7 +48,7 @@ impl Rate {
 }
 
 /// The two groups the gate compares: the values of `sex`.
-pub const GROUPS: [&str; 2] = ["Male", "Female"];
+pub use super::groups::SEXES as GROUPS;
 pub const ATTRIBUTE: &str = "sex";
 
 /// Which of [`GROUPS`] a row is in.

@@ -17,7 +17,8 @@ use serde::Serialize;
 use super::sequence::MeanSequence;
 use crate::data::CensusRow;
 
-const SEXES: [&str; 2] = ["Male", "Female"];
+/// The values of `sex`, the groups the gate's fairness condition compares too.
+pub const SEXES: [&str; 2] = ["Male", "Female"];
 const RACES: [&str; 5] = [
     "White",
     "Black",
@@ -187,15 +188,14 @@ fn gap<'a>(sequences: impl Iterator<Item = &'a MeanSequence>) -> Option<GapView>
     if seen.len() < 2 {
         return None;
     }
-    let means: Vec<f64> = seen.iter().filter_map(|s| s.mean()).collect();
-    let fold =
-        |f: fn(f64, f64) -> f64, init: f64, v: &mut dyn Iterator<Item = f64>| v.fold(init, f);
-    let value = fold(f64::max, f64::MIN, &mut means.iter().copied())
-        - fold(f64::min, f64::MAX, &mut means.iter().copied());
+    let largest = |v: &mut dyn Iterator<Item = f64>| v.fold(f64::MIN, f64::max);
+    let smallest = |v: &mut dyn Iterator<Item = f64>| v.fold(f64::MAX, f64::min);
+    let means = || seen.iter().filter_map(|s| s.mean());
     let lows = || seen.iter().map(|s| s.interval()[0]);
     let highs = || seen.iter().map(|s| s.interval()[1]);
-    let lower = fold(f64::max, f64::MIN, &mut lows()) - fold(f64::min, f64::MAX, &mut highs());
-    let upper = fold(f64::max, f64::MIN, &mut highs()) - fold(f64::min, f64::MAX, &mut lows());
+    let value = largest(&mut means()) - smallest(&mut means());
+    let lower = largest(&mut lows()) - smallest(&mut highs());
+    let upper = largest(&mut highs()) - smallest(&mut lows());
     Some(GapView {
         value,
         interval: [lower.max(0.0), upper],
