@@ -81,8 +81,19 @@ async fn run_pipeline(kafka: &TestKafka, store: &BundleStore, rows: usize, label
     prod.rate = Rate::new(500.0).unwrap();
     prod.wait = Duration::from_secs(60);
     let summary = producer::run(prod, CancellationToken::new()).await.unwrap();
-    // The last labels reach the gate.
+    // The last labels reach the gate, and a retrain the stream triggered is reported (under
+    // the suite's parallel load that can take several seconds after the stream).
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline
+        && !events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, Event::Retrained(_)))
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop.cancel();
     let mut stats = Vec::new();
     for p in predictors {
