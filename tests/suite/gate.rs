@@ -122,6 +122,20 @@ fn retrains(run: &Run) -> Vec<&census_stream::retrainer::RetrainEvent> {
         .collect()
 }
 
+/// What the retrainer reported, retrains and gate decisions, one per line: for a failure's
+/// message.
+fn story(events: &[Event]) -> String {
+    let lines = events.iter().filter_map(|e| match e {
+        Event::Retrained(r) => Some(format!("v{} on {} rows: {}", r.version, r.rows, r.outcome)),
+        Event::Gate(g) => g
+            .decision
+            .as_ref()
+            .map(|d| format!("{d:?} at n {}", g.evidence.n)),
+        _ => None,
+    });
+    lines.collect::<Vec<_>>().join("\n")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_challenger_trained_on_shuffled_labels_is_never_shadowed_promoted_or_served() {
     let Some((_dir, store)) = store_with_v1() else {
@@ -215,14 +229,15 @@ async fn a_clearly_better_challenger_is_promoted_and_every_predictor_switches() 
             Event::Gate(g) if g.decision.is_some() => Some(g.clone()),
             _ => None,
         })
-        .expect("the gate decided");
+        .unwrap_or_else(|| panic!("the gate decided:\n{}", story(&run.events)));
     assert_eq!(
         decision.decision,
         Some(GateOutcome::Promoted {
             challenger: 2,
             champion: 1
         }),
-        "{decision:?}"
+        "{}",
+        story(&run.events)
     );
     let settings = census_stream::lifecycle::gate::GateSettings::default();
     assert!(decision.evidence.n <= settings.max_labels);
@@ -456,7 +471,11 @@ async fn after_a_promotion_flipped_labels_roll_back_and_the_loss_drift_trigger_r
     // before v1's probation can end on true labels).
     let mut skip = 0;
     while !decided(promoted) {
-        assert!(skip < 8000, "v2 was promoted");
+        assert!(
+            skip < 8000,
+            "v2 was promoted:\n{}",
+            story(&events.lock().unwrap())
+        );
         send(skip, 100, false).await.unwrap();
         skip += 100;
     }
