@@ -177,7 +177,8 @@ fn scoring(c: &mut Criterion) {
     }
     drop(model);
 
-    // TreeSHAP contributions (15 a row and the expected value): ours on the parsed trees,
+    // TreeSHAP contributions (15 a row and the expected value): ours on the parsed trees (by
+    // the recursion, and from the tables that serve),
     // one thread, against LightGBM's predict_contrib with its default (OpenMP) threads.
     let trees = Trees::from_text(&f.model_text).expect("trees");
     let booster = lightgbm3::Booster::from_string(&f.model_text).expect("booster");
@@ -188,6 +189,22 @@ fn scoring(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
             let x = &features[..n * m];
             b.iter(|| trees.contributions_into(black_box(x), &mut out).unwrap())
+        });
+    }
+    g.finish();
+    let tables = census_stream::model::ShapTables::new(trees.clone(), 64 << 20);
+    println!(
+        "TreeSHAP tables: {} of {} trees, {} KiB",
+        tables.tabled_trees(),
+        trees.n_trees(),
+        tables.table_bytes() / 1024
+    );
+    let mut g = c.benchmark_group("contributions_tables");
+    for n in [1, 1024] {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            let x = &features[..n * m];
+            b.iter(|| tables.contributions_into(black_box(x), &mut out).unwrap())
         });
     }
     g.finish();

@@ -11,7 +11,7 @@ use super::trees::{read_as_lightgbm, Node, Tree, Trees};
 /// One feature on the path from the root to the node at hand: the share of the training rows
 /// that went its way (`zero`), whether the row did (`one`: 1 or 0), and its permutation weight.
 #[derive(Debug, Clone, Copy, Default)]
-struct PathElement {
+pub(super) struct PathElement {
     feature: i32,
     zero: f64,
     one: f64,
@@ -44,15 +44,7 @@ impl Trees {
             return None;
         }
         let m = self.n_features;
-        let deepest = self
-            .trees
-            .iter()
-            .map(|t| t.depth as usize)
-            .max()
-            .unwrap_or(0);
-        // Each level of the recursion keeps its own copy of the path, one element longer.
-        let levels = deepest + 2;
-        let mut path = vec![PathElement::default(); levels * (levels + 1) / 2 + levels];
+        let mut path = self.recursion_buffer();
         let mut row = vec![0.0; m];
         out.clear();
         out.reserve(features.len() / m * (m + 1));
@@ -66,12 +58,37 @@ impl Trees {
             for tree in &self.trees {
                 // LightGBM adds each tree's expected value to the last slot, tree by tree.
                 phi[m] += tree.expected.unwrap_or_default();
-                if tree.first_leaf > tree.root {
-                    self.shap(tree, &row, phi, tree.root, 0, &mut path, 0, 1.0, 1.0, -1);
-                }
+                self.tree_contributions(tree, &row, phi, &mut path);
             }
         }
         Some(())
+    }
+
+    /// The buffer [`Self::tree_contributions`] keeps its paths in: each level of the recursion
+    /// keeps its own copy of the path, one element longer.
+    pub(super) fn recursion_buffer(&self) -> Vec<PathElement> {
+        let deepest = self
+            .trees
+            .iter()
+            .map(|t| t.depth as usize)
+            .max()
+            .unwrap_or(0);
+        let levels = deepest + 2;
+        vec![PathElement::default(); levels * (levels + 1) / 2 + levels]
+    }
+
+    /// Adds one tree's contributions for `row` (read as LightGBM does) to `phi`, by the
+    /// recursion; `path` from [`Self::recursion_buffer`].
+    pub(super) fn tree_contributions(
+        &self,
+        tree: &Tree,
+        row: &[f64],
+        phi: &mut [f64],
+        path: &mut [PathElement],
+    ) {
+        if tree.first_leaf > tree.root {
+            self.shap(tree, row, phi, tree.root, 0, path, 0, 1.0, 1.0, -1);
+        }
     }
 
     /// [`Self::contributions_into`], the values returned.

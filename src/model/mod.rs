@@ -7,12 +7,14 @@
 
 mod compiled;
 mod explain;
+mod shap_tables;
 mod trees;
 
 use lightgbm3::Booster;
 use rand::{Rng, SeedableRng};
 
 pub use compiled::{CompileError, Compiled};
+pub use shap_tables::ShapTables;
 pub use trees::{Trees, TreesError};
 
 use crate::features::{feature_names, N_FEATURES};
@@ -78,7 +80,8 @@ pub struct Scoring {
     /// to load, instead of being scored by LightGBM (tests, and whoever wants to know).
     pub strict: bool,
     /// The model explains its predictions ([`Model::contributions`]) once its TreeSHAP gave
-    /// LightGBM's `predict_contrib` on the canary set bit for bit (a strict load fails if not).
+    /// LightGBM's `predict_contrib` on the canary set within [`EXPLAIN_TOLERANCE`] (a strict load
+    /// fails if not).
     pub explain: bool,
 }
 
@@ -109,9 +112,12 @@ impl Fast {
 
 /// Rows of the canary set the native walk of each model must score exactly as LightGBM does.
 const CANARY_ROWS: usize = 512;
-/// Rows of the canary set its TreeSHAP must explain exactly as LightGBM does (fewer: each row
-/// costs about a millisecond, twice).
+/// Rows of the canary set its TreeSHAP must explain as LightGBM does (fewer: LightGBM's
+/// `predict_contrib` costs about a millisecond a row).
 const CANARY_EXPLAINED: usize = 64;
+/// The most a contribution may differ from LightGBM's `predict_contrib` (the tables sum in
+/// another order than LightGBM: they agree within rounding, not bit for bit).
+pub const EXPLAIN_TOLERANCE: f64 = 1e-9;
 
 /// A seeded set of rows that reaches every kind of branch: values inside and outside the
 /// scaled range, zeros, negative zero and near-zeros, NaN, infinities, negative and huge
@@ -159,8 +165,8 @@ pub struct Model {
     booster: Booster,
     /// The trees compiled or laid out for the native walk, when they score as LightGBM does.
     fast: Option<Fast>,
-    /// The parsed trees that explain, when asked for and they explain as LightGBM does.
-    explainer: Option<Trees>,
+    /// The TreeSHAP tables that explain, when asked for and they explain as LightGBM does.
+    explainer: Option<ShapTables>,
 }
 
 // SAFETY: a LightGBM booster is a heap object behind a handle that any thread may use; its
@@ -275,29 +281,34 @@ impl Model {
         }
     }
 
-    /// The parsed trees, if they explain the canary set as LightGBM's `predict_contrib` does,
-    /// bit for bit; else why not.
-    fn explainer(&self, trees: &Result<Trees, String>) -> Result<Trees, String> {
+    /// The TreeSHAP tables of the parsed trees, if they explain the canary set as LightGBM's
+    /// `predict_contrib` does, within [`EXPLAIN_TOLERANCE`]; else why not.
+    fn explainer(&self, trees: &Result<Trees, String>) -> Result<ShapTables, String> {
         let trees = trees.as_ref().map_err(Clone::clone)?;
         if !trees.explainable() {
             return Err("the model text has no node counts".into());
         }
+        let tables = ShapTables::new(trees.clone(), shap_tables::BUDGET_BYTES);
         let rows = canary_rows(CANARY_EXPLAINED, 0xe4a1);
-        let ours = trees
+        let ours = tables
             .contributions(&rows)
             .ok_or("the model text has no node counts")?;
         let theirs = self
             .booster
             .predict_contrib(&rows, N_FEATURES as i32, true)
             .map_err(|e| crate::error_chain(&ModelError::Predict(e)))?;
-        match bit_difference(&ours, &theirs) {
-            None => Ok(trees.clone()),
-            Some(Differ::Len) => Err(format!(
+        if ours.len() != theirs.len() {
+            return Err(format!(
                 "TreeSHAP gives {} values where LightGBM gives {}",
                 ours.len(),
                 theirs.len()
-            )),
-            Some(Differ::At(i)) => Err(format!(
+            ));
+        }
+        // NaN is far from everything.
+        let far = |(a, b): (&f64, &f64)| (a - b).abs() > EXPLAIN_TOLERANCE || (a - b).is_nan();
+        match ours.iter().zip(&theirs).position(far) {
+            None => Ok(tables),
+            Some(i) => Err(format!(
                 "TreeSHAP gives {} where LightGBM's predict_contrib gives {} (canary row {}, \
                  value {})",
                 ours[i],
@@ -324,7 +335,7 @@ impl Model {
     /// The factor from the raw score (in which contributions are) to the log-odds of the
     /// probability served, for a model that explains.
     pub fn log_odds_scale(&self) -> Option<f64> {
-        self.explainer.as_ref().map(Trees::log_odds_scale)
+        self.explainer.as_ref().map(|e| e.trees().log_odds_scale())
     }
 
     /// Which implementation scores this model.

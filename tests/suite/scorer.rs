@@ -9,7 +9,7 @@
 use census_stream::bundle::Bundle;
 use census_stream::data::{read_labeled, CensusRow, Fetch};
 use census_stream::initialize::{self, InitConfig};
-use census_stream::model::{canary_rows, Model, Scorer, Scoring, Trees};
+use census_stream::model::{canary_rows, Model, Scorer, Scoring, ShapTables, Trees};
 
 use crate::helpers::{adult_dir, initialized, scoring, small_search, temp_store};
 
@@ -165,11 +165,25 @@ fn contributions_against_lightgbm(text: &str, features: &[f64], what: &str) -> (
             "{what}, row {r}: contributions sum to {sum}, the raw score is {raw}"
         );
     }
-    let worst = ours
-        .iter()
-        .zip(&theirs)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let worst = largest_difference(&ours, &theirs);
     let differ = ours.iter().zip(&theirs).filter(|(a, b)| a != b).count();
+    // The tables that serve: within rounding of LightGBM's, every tree from its tables.
+    let tables = ShapTables::new(trees, 64 << 20);
+    assert_eq!(tables.tabled_trees(), tables.trees().n_trees(), "{what}");
+    let fast = tables.contributions(features).unwrap();
+    assert_eq!(fast.len(), theirs.len());
+    let fast_worst = largest_difference(&fast, &theirs);
+    eprintln!("{what}: the tables' largest difference from predict_contrib {fast_worst:e}");
+    assert!(
+        fast_worst <= census_stream::model::EXPLAIN_TOLERANCE,
+        "{what}: a contribution from the tables {fast_worst:e} from LightGBM's"
+    );
     (worst, differ)
+}
+
+fn largest_difference(ours: &[f64], theirs: &[f64]) -> f64 {
+    ours.iter()
+        .zip(theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
 }
