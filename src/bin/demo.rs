@@ -65,6 +65,9 @@ struct Flags {
     /// Labels ride inside the requests, known the instant each is predicted.
     #[arg(long, conflicts_with_all = ["label_delay_secs", "label_fraction"])]
     inline_labels: bool,
+    /// Which predictions carry their reasons: off, all or sample:F.
+    #[arg(long, default_value_t = census_stream::predictor::DEFAULT_EXPLAIN)]
+    explain: census_stream::predictor::Explain,
 }
 
 impl Check for Flags {
@@ -97,6 +100,7 @@ impl Check for Flags {
                 seed: 0,
             }),
             scenario: self.scenario.scenario(),
+            explain: self.explain,
         })
     }
 }

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, VecDeque};
 use super::histogram::Histogram;
 use super::snapshot::{
     AliasView, DriftView, EstimateView, Explained, GateView, ImportanceView, Latest,
-    LatestDeadLetter, Moment, Series, Snapshot, Step, Tally as TallyView, Totals, VersionView,
-    WindowView,
+    LatestDeadLetter, MinuteImportance, Moment, Series, Snapshot, Step, Tally as TallyView, Totals,
+    VersionView, WindowView,
 };
 use crate::bundle::Manifest;
 use crate::features::{feature_names, DriftWindow, FeatureProcessor};
@@ -35,6 +35,9 @@ const MAX_STEPS: usize = 720;
 const LATEST: usize = 12;
 /// Explained predictions shown, and reasons shown of each.
 const LATEST_EXPLAINED: usize = 8;
+/// Minutes of each version's importance kept, for its attribution over time.
+const IMPORTANCE_MINUTES: usize = 60;
+const MINUTE_MS: i64 = 60_000;
 const REASONS_SHOWN: usize = 3;
 const TIMELINE: usize = 40;
 /// Versions the board keeps figures of, besides the champion, the challenger and the version
@@ -124,6 +127,8 @@ struct Version {
     /// Its served predictions' calibration, on their labels.
     calibration: Calibration,
     importance: Importance,
+    /// The same, minute by minute (of the predictions' time), the last [`IMPORTANCE_MINUTES`].
+    importance_minutes: BTreeMap<i64, Importance>,
     /// Its served predictions' figures per group, on their labels, over rows whose features
     /// came for the first time.
     groups: GroupFigures,
@@ -152,25 +157,97 @@ impl Importance {
         }
     }
 
+    /// Each feature's mean |contribution|, by column.
+    fn means(&self, columns: usize) -> Vec<f64> {
+        let n = self.explained.max(1) as f64;
+        (0..columns)
+            .map(|j| self.sums.get(j).copied().unwrap_or(0.0) / n)
+            .collect()
+    }
+
     fn view(&self, names: &[String]) -> Option<ImportanceView> {
         if self.explained == 0 {
             return None;
         }
-        let n = self.explained as f64;
-        let mut features: Vec<(String, f64)> = names
-            .iter()
-            .cloned()
-            .zip(self.sums.iter().map(|s| s / n))
-            .collect();
+        let mut features: Vec<(String, f64)> =
+            names.iter().cloned().zip(self.means(names.len())).collect();
         features.sort_by(|a, b| b.1.total_cmp(&a.1));
         Some(ImportanceView {
             explained: self.explained,
             features,
+            minutes: Vec::new(),
         })
     }
 }
 
+/// How far two importances' shares lie apart: the total variation distance between each
+/// feature's share of the summed importance (0: the same shares; 1: no feature in common).
+fn shift(a: &[f64], b: &[f64]) -> f64 {
+    let (ta, tb): (f64, f64) = (a.iter().sum(), b.iter().sum());
+    if ta <= 0.0 || tb <= 0.0 {
+        return 0.0;
+    }
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x / ta - y / tb).abs())
+        .sum::<f64>()
+        / 2.0
+}
+
 impl Version {
+    /// Adds a prediction's reasons, made at `at_ms`, to its importance and to its minute's.
+    fn add_reasons(
+        &mut self,
+        at_ms: i64,
+        reasons: &[crate::stream::messages::Reason],
+        names: &[String],
+    ) {
+        self.importance.add(reasons, names);
+        let minute = at_ms.div_euclid(MINUTE_MS);
+        if self.importance_minutes.len() >= IMPORTANCE_MINUTES
+            && !self.importance_minutes.contains_key(&minute)
+        {
+            // A late record of a minute no longer kept stays out; a new minute pushes out
+            // the oldest.
+            match self.importance_minutes.first_key_value() {
+                Some((&oldest, _)) if minute < oldest => return,
+                _ => {
+                    self.importance_minutes.pop_first();
+                }
+            }
+        }
+        self.importance_minutes
+            .entry(minute)
+            .or_default()
+            .add(reasons, names);
+    }
+
+    /// Its importance with its minutes, each feature's minute means in the order of the
+    /// whole's features.
+    fn importance_view(&self, names: &[String]) -> Option<ImportanceView> {
+        let mut view = self.importance.view(names)?;
+        let whole = self.importance.means(names.len());
+        let order: Vec<usize> = view
+            .features
+            .iter()
+            .filter_map(|(f, _)| names.iter().position(|n| n == f))
+            .collect();
+        view.minutes = self
+            .importance_minutes
+            .iter()
+            .map(|(&m, imp)| {
+                let means = imp.means(names.len());
+                MinuteImportance {
+                    t: (m + 1) * MINUTE_MS,
+                    explained: imp.explained,
+                    shift: shift(&means, &whole),
+                    means: order.iter().map(|&j| means[j]).collect(),
+                }
+            })
+            .collect();
+        Some(view)
+    }
+
     fn step(&mut self, at_ms: i64) -> &mut StepTally {
         let s = at_ms.div_euclid(STEP_SECS * 1000);
         if self.steps.len() >= MAX_STEPS && !self.steps.contains_key(&s) {
@@ -505,13 +582,13 @@ impl Board {
         if let Some(version) = self.version_mut(p.model_version) {
             version.predictions += 1;
             if !p.reasons.is_empty() {
-                version.importance.add(&p.reasons, &names);
+                version.add_reasons(p.predicted_at_ms, &p.reasons, &names);
             }
         }
         // The challenger's, from its reasons in shadow on the same predictions.
         if let (Some(v), false) = (p.challenger_version, p.challenger_reasons.is_empty()) {
             if let Some(version) = self.version_mut(v) {
-                version.importance.add(&p.challenger_reasons, &names);
+                version.add_reasons(p.predicted_at_ms, &p.challenger_reasons, &names);
             }
         }
         self.feature_names = names;
@@ -891,7 +968,12 @@ impl Board {
                     shadow_series,
                     estimated: estimate_view(&all.estimate),
                     calibration: v.calibration.view(),
-                    importance: v.importance.view(&self.feature_names),
+                    // Minute by minute only for the versions in use: the page draws those.
+                    importance: if role == "retired" {
+                        v.importance.view(&self.feature_names)
+                    } else {
+                        v.importance_view(&self.feature_names)
+                    },
                     groups: v.groups.view(),
                     estimated_series,
                     windows: v.windows(),
@@ -1442,5 +1524,87 @@ mod tests {
         assert_eq!(importance.features[0], ("sex".to_string(), 4.0));
         let v1 = s.versions.iter().find(|v| v.version == 1).unwrap();
         assert_eq!(v1.importance.as_ref().unwrap().explained, 3);
+    }
+
+    #[test]
+    fn the_champions_importance_is_kept_minute_by_minute_with_how_far_each_minute_moved() {
+        use crate::stream::messages::Reason;
+        let reason = |feature: &str, contribution: f64| Reason {
+            feature: feature.into(),
+            value: "x".into(),
+            contribution,
+        };
+        let mut b = board();
+        b.alias(AliasRecord::new(
+            Alias::Champion,
+            Some(1),
+            None,
+            "bootstrap",
+        ));
+        // Minute 0: age alone, twice; minute 1: sex alone. A retired version keeps no minutes.
+        let explained = |i: i64, at_ms: i64, version: u32, reasons: Vec<Reason>| {
+            let mut p = prediction(i, version, 0.4, None);
+            p.predicted_at_ms = at_ms;
+            p.reasons = reasons;
+            p
+        };
+        let t0 = NOW - NOW.rem_euclid(MINUTE_MS);
+        b.prediction(&explained(0, t0 + 5, 1, vec![reason("age", 2.0)]));
+        b.prediction(&explained(1, t0 + 9, 1, vec![reason("age", -1.0)]));
+        b.prediction(&explained(2, t0 + MINUTE_MS, 1, vec![reason("sex", 3.0)]));
+        b.prediction(&explained(3, t0 + 7, 3, vec![reason("sex", 3.0)]));
+        let s = b.snapshot(NOW + MINUTE_MS);
+        let v1 = s.versions.iter().find(|v| v.version == 1).unwrap();
+        let importance = v1.importance.as_ref().unwrap();
+        // The whole: age 1.0, sex 1.0, so each minute's shares lie half from the whole's.
+        assert_eq!(importance.explained, 3);
+        let minutes = &importance.minutes;
+        assert_eq!(minutes.len(), 2);
+        assert_eq!((minutes[0].t, minutes[0].explained), (t0 + MINUTE_MS, 2));
+        assert_eq!(
+            (minutes[1].t, minutes[1].explained),
+            (t0 + 2 * MINUTE_MS, 1)
+        );
+        let at = |name: &str| {
+            importance
+                .features
+                .iter()
+                .position(|(f, _)| f == name)
+                .unwrap()
+        };
+        assert_eq!(minutes[0].means[at("age")], 1.5);
+        assert_eq!(minutes[0].means[at("sex")], 0.0);
+        assert_eq!(minutes[1].means[at("sex")], 3.0);
+        assert_eq!(minutes[0].means.len(), importance.features.len());
+        assert!(
+            (minutes[0].shift - 0.5).abs() < 1e-12,
+            "{}",
+            minutes[0].shift
+        );
+        assert!(
+            (minutes[1].shift - 0.5).abs() < 1e-12,
+            "{}",
+            minutes[1].shift
+        );
+        let v3 = s.versions.iter().find(|v| v.version == 3).unwrap();
+        assert!(v3.importance.as_ref().unwrap().minutes.is_empty());
+
+        // Only the last hour's minutes are kept; a late record of a minute gone stays out of
+        // the minutes (its whole still counts it).
+        for m in 2..=IMPORTANCE_MINUTES as i64 + 5 {
+            b.prediction(&explained(
+                10 + m,
+                t0 + m * MINUTE_MS,
+                1,
+                vec![reason("age", 1.0)],
+            ));
+        }
+        b.prediction(&explained(999, t0 + 3, 1, vec![reason("age", 1.0)]));
+        let s = b.snapshot(NOW + 70 * MINUTE_MS);
+        let v1 = s.versions.iter().find(|v| v.version == 1).unwrap();
+        let importance = v1.importance.as_ref().unwrap();
+        assert_eq!(importance.minutes.len(), IMPORTANCE_MINUTES);
+        assert_eq!(importance.minutes[0].t, t0 + 7 * MINUTE_MS);
+        assert_eq!(importance.explained, 3 + IMPORTANCE_MINUTES as u64 + 4 + 1);
     }
 }

@@ -114,6 +114,23 @@ pub struct VersionView {
 pub struct ImportanceView {
     pub explained: u64,
     pub features: Vec<(String, f64)>,
+    /// For the champion and the challenger: the same minute by minute (of the predictions'
+    /// time), up to the last hour, oldest first.
+    pub minutes: Vec<MinuteImportance>,
+}
+
+/// A version's importance over one minute's explained predictions.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MinuteImportance {
+    /// The end of the minute (ms since the epoch).
+    pub t: i64,
+    pub explained: u64,
+    /// Each feature's mean |contribution| in the minute, in the order of the version's
+    /// `features`.
+    pub means: Vec<f64>,
+    /// How far the minute's attribution lies from the version's whole: the total variation
+    /// distance between each feature's share of the importance in the two (0 to 1).
+    pub shift: f64,
 }
 
 /// A prediction served with its reasons.

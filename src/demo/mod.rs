@@ -61,6 +61,8 @@ pub struct DemoConfig {
     pub labels: Option<producer::LabelPlan>,
     /// Stream a scenario's fresh rows instead of adult.test's.
     pub scenario: Option<crate::scenario::Scenario>,
+    /// Which predictions carry their reasons.
+    pub explain: predictor::Explain,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +167,7 @@ pub async fn run(config: DemoConfig, shutdown: CancellationToken) -> Result<Summ
     let mut pconf = PredictorConfig::new(kafka.clone());
     pconf.store = Some(store.clone());
     pconf.scoring = config.scoring;
+    pconf.explain = config.explain;
     let predictor = tokio::spawn(predictor::run(pconf, services.clone()));
 
     let mut rconf = RetrainerConfig::new(kafka.clone(), store.clone());

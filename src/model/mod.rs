@@ -160,6 +160,33 @@ fn bit_difference(ours: &[f64], theirs: &[f64]) -> Option<Differ> {
         .map(Differ::At)
 }
 
+/// Whether `tables` give `theirs` (LightGBM's contributions of the canary `rows`), each within
+/// [`EXPLAIN_TOLERANCE`]; else where they differ.
+fn explains_as(tables: &ShapTables, rows: &[f64], theirs: &[f64]) -> Result<(), String> {
+    let ours = tables
+        .contributions(rows)
+        .ok_or("the model text has no node counts")?;
+    if ours.len() != theirs.len() {
+        return Err(format!(
+            "TreeSHAP gives {} values where LightGBM gives {}",
+            ours.len(),
+            theirs.len()
+        ));
+    }
+    // NaN is far from everything.
+    let far = |(a, b): (&f64, &f64)| (a - b).abs() > EXPLAIN_TOLERANCE || (a - b).is_nan();
+    match ours.iter().zip(theirs).position(far) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "TreeSHAP gives {} where LightGBM's predict_contrib gives {} (canary row {}, value {})",
+            ours[i],
+            theirs[i],
+            i / (N_FEATURES + 1),
+            i % (N_FEATURES + 1)
+        )),
+    }
+}
+
 /// A loaded model.
 pub struct Model {
     booster: Booster,
@@ -224,7 +251,7 @@ impl Model {
         }
         if let (Some(trees), true) = (&trees, scoring.explain) {
             match model.explainer(trees) {
-                Ok(trees) => model.explainer = Some(trees),
+                Ok(tables) => model.explainer = Some(tables),
                 Err(detail) if scoring.strict => {
                     return Err(ModelError::NotAsLightGbm {
                         scorer: "TreeSHAP",
@@ -282,40 +309,29 @@ impl Model {
     }
 
     /// The TreeSHAP tables of the parsed trees, if they explain the canary set as LightGBM's
-    /// `predict_contrib` does, within [`EXPLAIN_TOLERANCE`]; else why not.
+    /// `predict_contrib` does, within [`EXPLAIN_TOLERANCE`]; else the recursion alone (every
+    /// tree left out of the tables), if it does; else why not.
     fn explainer(&self, trees: &Result<Trees, String>) -> Result<ShapTables, String> {
         let trees = trees.as_ref().map_err(Clone::clone)?;
         if !trees.explainable() {
             return Err("the model text has no node counts".into());
         }
-        let tables = ShapTables::new(trees.clone(), shap_tables::BUDGET_BYTES);
         let rows = canary_rows(CANARY_EXPLAINED, 0xe4a1);
-        let ours = tables
-            .contributions(&rows)
-            .ok_or("the model text has no node counts")?;
         let theirs = self
             .booster
             .predict_contrib(&rows, N_FEATURES as i32, true)
             .map_err(|e| crate::error_chain(&ModelError::Predict(e)))?;
-        if ours.len() != theirs.len() {
-            return Err(format!(
-                "TreeSHAP gives {} values where LightGBM gives {}",
-                ours.len(),
-                theirs.len()
-            ));
-        }
-        // NaN is far from everything.
-        let far = |(a, b): (&f64, &f64)| (a - b).abs() > EXPLAIN_TOLERANCE || (a - b).is_nan();
-        match ours.iter().zip(&theirs).position(far) {
-            None => Ok(tables),
-            Some(i) => Err(format!(
-                "TreeSHAP gives {} where LightGBM's predict_contrib gives {} (canary row {}, \
-                 value {})",
-                ours[i],
-                theirs[i],
-                i / (N_FEATURES + 1),
-                i % (N_FEATURES + 1)
-            )),
+        let tables = ShapTables::new(trees.clone(), shap_tables::BUDGET_BYTES);
+        let Err(why) = explains_as(&tables, &rows, &theirs) else {
+            return Ok(tables);
+        };
+        let recursion = ShapTables::new(trees.clone(), 0);
+        match explains_as(&recursion, &rows, &theirs) {
+            Ok(()) => {
+                tracing::error!("TreeSHAP by the recursion, slower: the tables differ: {why}");
+                Ok(recursion)
+            }
+            Err(_) => Err(why),
         }
     }
 

@@ -12,7 +12,8 @@
 //! where `v` is the leaf's value, `zⱼ` the share of the training rows that took the path's
 //! splits on `j`, and `oⱼ` 1 when the row took them all, else 0. With `U` the set of features
 //! whose splits the row took, only subsets of `U` count; so with
-//! `B(T) = v Σ_{S ⊆ T} w(|S|, d) Πⱼ∈D∖S zⱼ`, made for every `T ⊆ D` when the model loads,
+//! `B(T) = v Σ_{S ⊆ T, |S| < d} w(|S|, d) Πⱼ∈D∖S zⱼ`, made for every `T ⊆ D` when the model
+//! loads,
 //!
 //! ```text
 //! φᵢ = −B(U)                       for i ∉ U,
@@ -31,7 +32,8 @@ use super::trees::{read_as_lightgbm, Trees};
 
 /// The most distinct features on a leaf's path for which its tree gets tables (4,096 entries).
 pub const MAX_BITS: usize = 12;
-/// The most bytes the tables of one model take; trees past it are explained by the recursion.
+/// The most bytes the tables of one model take (their paths and features besides, a small
+/// part); trees past it are explained by the recursion.
 pub const BUDGET_BYTES: usize = 64 << 20;
 
 /// One split on a leaf's path: the node (from its tree's root), the side the path takes, and the
@@ -86,12 +88,14 @@ struct Layout {
 type Path = Vec<(u32, bool, u32)>;
 
 impl ShapTables {
-    /// Tables for the trees of `trees` (which must carry node counts: [`Trees::explainable`]),
-    /// within `budget` bytes.
+    /// Tables for the trees of `trees` within `budget` bytes (trees without node counts are
+    /// left to the recursion, which explains nothing without them).
     pub fn new(trees: Trees, budget: usize) -> Self {
         let mut layout = Layout::default();
+        // Offsets are u32.
+        let entries = (budget / 8).min(u32::MAX as usize);
         for t in 0..trees.trees.len() {
-            let plan = layout.add_tree(&trees, t, budget / 8);
+            let plan = layout.add_tree(&trees, t, entries);
             layout.plans.push(plan);
         }
         ShapTables { trees, layout }
@@ -189,8 +193,13 @@ impl Layout {
     /// Adds tree `t`'s leaves and tables if they fit in `budget` table entries in all; its plan.
     fn add_tree(&mut self, trees: &Trees, t: usize, budget: usize) -> Plan {
         let tree = &trees.trees[t];
-        if tree.first_leaf <= tree.root || !trees.explainable() {
+        if !trees.explainable() {
             return Plan::Recursion;
+        }
+        if tree.first_leaf <= tree.root {
+            // One leaf: no contribution but its expected value.
+            let at = self.leaves.len() as u32;
+            return Plan::Tables(at..at);
         }
         let mut paths = Vec::new();
         collect_paths(trees, tree.root, tree.root, &mut Vec::new(), &mut paths);
@@ -283,7 +292,8 @@ fn collect_paths(trees: &Trees, root: u32, node: u32, path: &mut Path, out: &mut
 }
 
 /// `B(T)` for every subset `T` of a leaf's `d` features (bit `j` for feature `j`):
-/// `value · Σ_{S ⊆ T} w(|S|, d) Π_{j ∉ S} zero[j]`, by a sum over subsets in `d · 2^d` steps.
+/// `value · Σ_{S ⊆ T, |S| < d} w(|S|, d) Π_{j ∉ S} zero[j]`, by a sum over subsets in
+/// `d · 2^d` steps. (`B(D)` is never read: a lookup always leaves one feature out.)
 fn subset_sums(zero: &[f64], value: f64) -> Vec<f64> {
     let d = zero.len();
     let size = 1usize << d;
@@ -430,5 +440,56 @@ mod tests {
         // took the split gets (1 − z)/z · B(∅) = v (1 − z), one that did not −v z.
         let table = subset_sums(&[0.25], 2.0);
         assert_eq!(table, vec![0.5, 0.5]);
+        // One split on x0 <= 0.5 of 100 rows, 25 left (leaf 2.0), 75 right (leaf -1.0): the
+        // expected value is 0.25 · 2 − 0.75 = −0.25.
+        let text = "tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nlabel_index=0\n\
+             max_feature_idx=0\nobjective=binary sigmoid:1\n\n\
+             Tree=0\nnum_leaves=2\nnum_cat=0\nsplit_feature=0\nthreshold=0.5\n\
+             decision_type=2\nleft_child=-1\nright_child=-2\n\
+             leaf_value=2 -1\nleaf_count=25 75\ninternal_count=100\nis_linear=0\n\
+             shrinkage=1\n\nend of trees\n";
+        let tables = ShapTables::new(Trees::from_text(text).unwrap(), BUDGET_BYTES);
+        assert_eq!(tables.tabled_trees(), 1);
+        let phi = tables.contributions(&[0.1, 0.9]).unwrap();
+        // Left: 2 (1 − 0.25) − (−1) 0.75 = 2.25; right: −2 · 0.25 + (−1)(1 − 0.75) = −0.75.
+        assert_eq!(phi, vec![2.25, -0.25, -0.75, -0.25]);
+    }
+
+    #[test]
+    fn a_tree_past_the_budget_is_taken_out_whole_and_a_smaller_one_after_it_still_gets_tables() {
+        // The second counted tree (10 entries), the first (14), the second again (10), with room
+        // for 20: the first stops after three of its leaves; everything of it must go, or the
+        // last tree's features and ratios are read out of step.
+        let mut trees = counted_trees();
+        let (first, second) = (trees.trees[0].clone(), trees.trees[1].clone());
+        let offset = trees.nodes.len() as u32 - second.root;
+        let copy: Vec<_> = trees.nodes[second.root as usize..]
+            .iter()
+            .map(|n| super::super::trees::Node {
+                next: [n.next[0] + offset, n.next[1] + offset],
+                ..*n
+            })
+            .collect();
+        trees.nodes.extend(copy);
+        let counts: Vec<f64> = trees.counts[second.root as usize..].to_vec();
+        trees.counts.extend(counts);
+        let again = super::super::trees::Tree {
+            root: second.root + offset,
+            first_leaf: second.first_leaf + offset,
+            ..second.clone()
+        };
+        trees.trees = vec![second, first, again];
+        let rows = grid();
+        let exact = trees.contributions(&rows).unwrap();
+        let some = ShapTables::new(trees, 20 * 8);
+        assert_eq!(some.tabled_trees(), 2);
+        assert_eq!(some.table_bytes(), 20 * 8);
+        let fast = some.contributions(&rows).unwrap();
+        for (i, (a, b)) in fast.iter().zip(&exact).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-15,
+                "value {i}: tables {a}, recursion {b}"
+            );
+        }
     }
 }

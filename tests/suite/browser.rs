@@ -166,6 +166,9 @@ async fn the_page_follows_the_stream_and_shows_a_retrain_in_a_real_browser() {
                 seed: 0,
             }),
             scenario: None,
+            // One in 20 explained: the importance of each minute rests on 20 predictions a
+            // second.
+            explain: census_stream::predictor::Explain::Sample(0.05),
         },
         stop.child_token(),
     );
@@ -280,6 +283,18 @@ async fn watch_the_page(
         importance.len(),
         census_stream::features::N_FEATURES,
         "a bar per feature"
+    );
+    // Attribution over time: the champion's largest features, minute by minute.
+    let attribution = c.find_all("#c-attribution svg path").await.unwrap();
+    assert_eq!(
+        attribution.len(),
+        5,
+        "a line per feature of the five largest"
+    );
+    let attribution_hint = text(&c, "#attribution-hint").await;
+    assert!(
+        attribution_hint.contains("Shift of the last minute from the whole"),
+        "{attribution_hint:?}"
     );
     let later_groups = text(&c, "#groups-hint").await;
     assert!(

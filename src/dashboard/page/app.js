@@ -302,6 +302,30 @@ function renderImportance(s) {
   bars($("importance"), rows, {});
 }
 
+// The champion's importance minute by minute: its five largest features' mean |contribution|
+// in each minute of at least MIN_EXPLAINED explained predictions, and how far the last such
+// minute's shares lie from the whole's.
+const MIN_EXPLAINED = 20;
+const FEATURE_COLORS = ["#2f6fdb", "#d98b17", "#1f9d63", "#8e44ad", "#d64545"];
+function renderAttribution(s) {
+  const shown = s.versions.find((v) => v.role === "champion" && v.importance);
+  const minutes = shown ? shown.importance.minutes.filter((m) => m.explained >= MIN_EXPLAINED) : [];
+  if (!shown || minutes.length === 0) {
+    $("attribution-hint").textContent = `the champion's mean |contribution| per minute, in minutes of at least ${MIN_EXPLAINED} explained predictions`;
+    lineChart($("c-attribution"), $("l-attribution"), [], { yFmt: (v) => v.toFixed(2), empty: `no minute with ${MIN_EXPLAINED} explained predictions yet` });
+    return;
+  }
+  const top = shown.importance.features.slice(0, 5);
+  const series = top.map(([name], k) => ({
+    name, color: FEATURE_COLORS[k], points: minutes.map((m) => [m.t, m.means[k]]),
+  }));
+  const last = minutes[minutes.length - 1];
+  const shifts = minutes.map((m) => m.shift);
+  $("attribution-hint").textContent = `v${shown.version}'s five largest features, mean |contribution| per minute (${minutes.length} minutes of at least ${MIN_EXPLAINED} explained predictions). ` +
+    `Shift of the last minute from the whole: ${last.shift.toFixed(3)} over ${fmtInt(last.explained)} predictions (total variation of the features' shares, 0 to 1; largest of the hour ${Math.max(...shifts).toFixed(3)})`;
+  lineChart($("c-attribution"), $("l-attribution"), series, { yMin: 0, yFmt: (v) => v.toFixed(2) });
+}
+
 // A rate with its interval: `0.662 [0.61, 0.71]`, its count in the title.
 function rateCell(r) {
   if (!r) return el("td", { class: "muted num" }, "–");
@@ -389,6 +413,7 @@ function render(s) {
   renderDrift(s);
   renderImportance(s);
   renderExplained(s);
+  renderAttribution(s);
   renderGroups(s);
   renderLatest(s);
   lastUpdate = Date.now();
