@@ -7,6 +7,10 @@
 #   scripts/bench.sh soak       stage 8 alone: 1,000,000 requests (about 20 minutes), its samples,
 #                               retrains and plot written to docs/soak.csv, docs/soak-retrains.log
 #                               and docs/soak.png (with --short: 20,000, none of them)
+#   scripts/bench.sh quality    the quality benchmark alone (never in CI): initialize at its
+#                               default budget, timed, beside Python LightGBM and CatBoost
+#                               (pinned, in a venv of the cache) at their defaults and at a fixed
+#                               tuned setting, on adult.data → adult.test (scripts/quality.py)
 #
 # 1. scoring micro-benchmarks (criterion): decode, transform, the model alone with each scorer
 #    (compiled trees, native walk, LightGBM) and the time a bundle's model takes to load,
@@ -35,8 +39,8 @@ only=""
 for arg in "$@"; do
     case "$arg" in
         --short) short=1 ;;
-        serving | soak) only=$arg ;;
-        *) cs_die "usage: scripts/bench.sh [--short] [serving | soak]" ;;
+        serving | soak | quality) only=$arg ;;
+        *) cs_die "usage: scripts/bench.sh [--short] [serving | soak | quality]" ;;
     esac
 done
 if [ "$short" = 1 ]; then
@@ -169,6 +173,20 @@ soak_stage() {
 }
 
 echo "== machine: $(nproc) cores, $(uname -m), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+if [ "$only" = quality ]; then
+    cs_ensure_quality_venv
+    echo "== quality: initialize at its default budget, into a temporary store"
+    start=$(date +%s.%N)
+    "$bin/initialize" --models-dir "$work/quality/models" \
+        --processors-dir "$work/quality/dataprocessors" >"$work/quality.log" 2>&1 ||
+        { tail -n 30 "$work/quality.log" >&2; cs_die "initialize failed"; }
+    wall=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+    echo "== quality: Python LightGBM and CatBoost on the same split, beside it"
+    "$CS_CACHE/quality-venv/bin/python" scripts/quality.py data "$work/quality/models" \
+        --ours-seconds "$wall"
+    rm -rf "$work"
+    exit 0
+fi
 "$bin/initialize" --if-missing "${init_evals[@]}"
 
 if [ -n "$only" ]; then

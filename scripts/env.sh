@@ -137,6 +137,22 @@ cs_ensure_mlflow() {
         cs_die "could not install mlflow $CS_MLFLOW_VERSION into $venv (pip's message is above)"
 }
 
+# The quality benchmark's Python LightGBM (the version lightgbm3 builds) and CatBoost, pinned, in
+# a venv of their own ($CS_CACHE/quality-venv), installed there when missing.
+CS_QUALITY_PACKAGES=(lightgbm==4.7.0 catboost==1.2.10)
+cs_ensure_quality_venv() {
+    local venv="$CS_CACHE/quality-venv"
+    if "$venv/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(0 if [f"{p}=={m.version(p)}" for p in ("lightgbm", "catboost")] == sys.argv[1:] else 1)' \
+        "${CS_QUALITY_PACKAGES[@]}" 2>/dev/null; then
+        return 0
+    fi
+    command -v python3 >/dev/null 2>&1 || cs_die "python3 is needed for the quality benchmark"
+    echo "census-stream setup: installing ${CS_QUALITY_PACKAGES[*]} from PyPI into $venv" >&2
+    { [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"; } &&
+        "$venv/bin/pip" install -q "${CS_QUALITY_PACKAGES[@]}" ||
+        cs_die "could not install ${CS_QUALITY_PACKAGES[*]} into $venv (pip's message is above)"
+}
+
 # Starts a throwaway MLflow tracking server on a free local port: SQLite backend and artifacts in
 # a new temporary folder, artifacts served through the server. It is stopped, and its folder
 # removed, when the calling script exits. Sets CS_TEST_MLFLOW_URI to its address.
