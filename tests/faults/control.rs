@@ -70,18 +70,39 @@ async fn the_broker_paused_20_s_during_a_promotion_every_predictor_serves_it_wit
     // One whose producer librdkafka left stuck after the fencing ends with a fatal error once
     // the broker has answered for 20 s without its batch acknowledged, and is restarted too.
     let (mut restarts, mut stuck) = (0, 0);
+    // On a time-out: each predictor's champion gauge and predictions (the gauge is set by
+    // batches: a predictor with no batch since keeps v1's); their logs stay in the work folder.
+    let state = || {
+        let seen: Vec<String> = ports
+            .iter()
+            .map(|&p| {
+                format!(
+                    "champion {:?}, predictions of v1 {:?} and v2 {:?}",
+                    scrape(p, CHAMPION),
+                    scrape(p, r#"census_predictions_total{model_version="1"}"#),
+                    scrape(p, r#"census_predictions_total{model_version="2"}"#)
+                )
+            })
+            .collect();
+        format!("({}; logs in {})", seen.join("; "), work.display())
+    };
     tokio::task::block_in_place(|| {
-        harness::wait_until("both predictors on v2", 60, || {
-            for (i, p) in predictors.iter_mut().enumerate() {
-                if p.exited() {
-                    assert!(p.log().contains("fatal error"), "{}", p.log());
-                    stuck += usize::from(p.log().contains("the producer is stuck"));
-                    *p = predictor_at(&s, &work, group, names[i], ports[i]);
-                    restarts += 1;
+        harness::wait_until_else(
+            "both predictors on v2",
+            60,
+            || {
+                for (i, p) in predictors.iter_mut().enumerate() {
+                    if p.exited() {
+                        assert!(p.log().contains("fatal error"), "{}", p.log());
+                        stuck += usize::from(p.log().contains("the producer is stuck"));
+                        *p = predictor_at(&s, &work, group, names[i], ports[i]);
+                        restarts += 1;
+                    }
                 }
-            }
-            serving(2.0)
-        })
+                serving(2.0)
+            },
+            state,
+        )
     });
     let took = back.elapsed();
     // The supervisor goes on until every request is answered.

@@ -99,10 +99,24 @@ fn alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
-pub fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, secs: u64, done: impl FnMut() -> bool) {
+    wait_until_else(what, secs, done, String::new)
+}
+
+/// [`wait_until`], saying what `state` gives when it times out.
+pub fn wait_until_else(
+    what: &str,
+    secs: u64,
+    mut done: impl FnMut() -> bool,
+    state: impl Fn() -> String,
+) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what} {}",
+            state()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
