@@ -102,7 +102,7 @@ def catboost_default(x, y, xt, threads):
     from catboost import CatBoostClassifier
 
     model = CatBoostClassifier(random_seed=SEED, thread_count=threads, verbose=False,
-                               cat_features=CATEGORICAL)
+                               cat_features=CATEGORICAL, allow_writing_files=False)
     model.fit(x, y)
     return model.predict_proba(xt)[:, 1], "defaults (1,000 rounds, its automatic learning rate)"
 
@@ -113,12 +113,12 @@ def catboost_tuned(x, y, xt, threads):
     rng = np.random.default_rng(SEED)
     held = rng.random(len(y)) < 0.2
     probe = CatBoostClassifier(random_seed=SEED, thread_count=threads, verbose=False,
-                               cat_features=CATEGORICAL, learning_rate=0.03, iterations=5000,
+                               cat_features=CATEGORICAL, allow_writing_files=False, learning_rate=0.03, iterations=5000,
                                depth=6, loss_function="Logloss", od_type="Iter", od_wait=200)
     probe.fit(x[~held], y[~held], eval_set=(x[held], y[held]), use_best_model=True)
     rounds = int(probe.get_best_iteration() * 1.25) + 1
     model = CatBoostClassifier(random_seed=SEED, thread_count=threads, verbose=False,
-                               cat_features=CATEGORICAL, learning_rate=0.03, iterations=rounds,
+                               cat_features=CATEGORICAL, allow_writing_files=False, learning_rate=0.03, iterations=rounds,
                                depth=6, loss_function="Logloss")
     model.fit(x, y)
     return (model.predict_proba(xt)[:, 1],
