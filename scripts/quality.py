@@ -112,14 +112,13 @@ def catboost_tuned(x, y, xt, threads):
 
     rng = np.random.default_rng(SEED)
     held = rng.random(len(y)) < 0.2
-    probe = CatBoostClassifier(random_seed=SEED, thread_count=threads, verbose=False,
-                               cat_features=CATEGORICAL, allow_writing_files=False, learning_rate=0.03, iterations=5000,
-                               depth=6, loss_function="Logloss", od_type="Iter", od_wait=200)
+    common = dict(random_seed=SEED, thread_count=threads, verbose=False,
+                  cat_features=CATEGORICAL, allow_writing_files=False, learning_rate=0.03,
+                  depth=6, loss_function="Logloss")
+    probe = CatBoostClassifier(iterations=5000, od_type="Iter", od_wait=200, **common)
     probe.fit(x[~held], y[~held], eval_set=(x[held], y[held]), use_best_model=True)
     rounds = int(probe.get_best_iteration() * 1.25) + 1
-    model = CatBoostClassifier(random_seed=SEED, thread_count=threads, verbose=False,
-                               cat_features=CATEGORICAL, allow_writing_files=False, learning_rate=0.03, iterations=rounds,
-                               depth=6, loss_function="Logloss")
+    model = CatBoostClassifier(iterations=rounds, **common)
     model.fit(x, y)
     return (model.predict_proba(xt)[:, 1],
             f"learning rate 0.03, depth 6, {rounds} rounds (1.25 x the best on a held-out "
