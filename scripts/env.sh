@@ -120,37 +120,34 @@ cs_start_test_broker() {
     CS_TEST_BROKERS="127.0.0.1:$port"
 }
 
-# MLflow, for the MLflow tests: a pinned mlflow from PyPI in a venv of its own
-# ($CS_CACHE/mlflow-venv), installed there when missing. Sets CS_MLFLOW to its `mlflow` command.
-CS_MLFLOW_VERSION=3.17.2
-cs_ensure_mlflow() {
-    local venv="$CS_CACHE/mlflow-venv"
-    CS_MLFLOW="$venv/bin/mlflow"
-    if [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("mlflow"))' 2>/dev/null)" = "$CS_MLFLOW_VERSION" ] &&
-        [ -x "$CS_MLFLOW" ]; then
+# A venv of the cache ($CS_CACHE/NAME) holding the pinned packages given (`pkg==version`),
+# installed there from PyPI when any of them is missing or of another version.
+cs_ensure_venv() {
+    local venv="$CS_CACHE/$1"
+    shift
+    if "$venv/bin/python" -c 'import importlib.metadata as m, sys
+sys.exit(any(m.version(p.split("==")[0]) != p.split("==")[1] for p in sys.argv[1:]))' "$@" 2>/dev/null; then
         return 0
     fi
-    command -v python3 >/dev/null 2>&1 || cs_die "python3 is needed to install MLflow for its tests"
-    echo "census-stream setup: installing mlflow $CS_MLFLOW_VERSION from PyPI into $venv (a few minutes)" >&2
+    command -v python3 >/dev/null 2>&1 || cs_die "python3 is needed to install $* into $venv"
+    echo "census-stream setup: installing $* from PyPI into $venv (a few minutes)" >&2
     { [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"; } &&
-        "$venv/bin/pip" install -q "mlflow==$CS_MLFLOW_VERSION" ||
-        cs_die "could not install mlflow $CS_MLFLOW_VERSION into $venv (pip's message is above)"
+        "$venv/bin/pip" install -q "$@" ||
+        cs_die "could not install $* into $venv (pip's message is above)"
+}
+
+# MLflow, for the MLflow tests: a pinned mlflow in a venv of its own. Sets CS_MLFLOW to its
+# `mlflow` command.
+CS_MLFLOW_VERSION=3.17.2
+cs_ensure_mlflow() {
+    cs_ensure_venv mlflow-venv "mlflow==$CS_MLFLOW_VERSION"
+    CS_MLFLOW="$CS_CACHE/mlflow-venv/bin/mlflow"
 }
 
 # The quality benchmark's Python LightGBM (the version lightgbm3 builds) and CatBoost, pinned, in
-# a venv of their own ($CS_CACHE/quality-venv), installed there when missing.
-CS_QUALITY_PACKAGES=(lightgbm==4.7.0 catboost==1.2.10)
+# a venv of their own.
 cs_ensure_quality_venv() {
-    local venv="$CS_CACHE/quality-venv"
-    if "$venv/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(0 if [f"{p}=={m.version(p)}" for p in ("lightgbm", "catboost")] == sys.argv[1:] else 1)' \
-        "${CS_QUALITY_PACKAGES[@]}" 2>/dev/null; then
-        return 0
-    fi
-    command -v python3 >/dev/null 2>&1 || cs_die "python3 is needed for the quality benchmark"
-    echo "census-stream setup: installing ${CS_QUALITY_PACKAGES[*]} from PyPI into $venv" >&2
-    { [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"; } &&
-        "$venv/bin/pip" install -q "${CS_QUALITY_PACKAGES[@]}" ||
-        cs_die "could not install ${CS_QUALITY_PACKAGES[*]} into $venv (pip's message is above)"
+    cs_ensure_venv quality-venv lightgbm==4.7.0 catboost==1.2.10
 }
 
 # Starts a throwaway MLflow tracking server on a free local port: SQLite backend and artifacts in

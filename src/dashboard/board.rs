@@ -1062,6 +1062,15 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000_000;
 
+    /// A reason naming `feature`, its value left out.
+    fn reason(feature: &str, contribution: f64) -> crate::stream::messages::Reason {
+        crate::stream::messages::Reason {
+            feature: feature.into(),
+            value: "x".into(),
+            contribution,
+        }
+    }
+
     fn prediction(i: i64, version: u32, p: f64, truth: Option<&str>) -> Prediction {
         Prediction {
             request_id: format!("r{i}"),
@@ -1470,12 +1479,6 @@ mod tests {
 
     #[test]
     fn importance_is_the_mean_size_of_each_features_contribution_over_explained_predictions() {
-        use crate::stream::messages::Reason;
-        let reason = |feature: &str, contribution: f64| Reason {
-            feature: feature.into(),
-            value: "x".into(),
-            contribution,
-        };
         let mut b = board();
         let mut p = prediction(0, 1, 0.8, None);
         p.reasons = vec![
@@ -1528,12 +1531,6 @@ mod tests {
 
     #[test]
     fn the_champions_importance_is_kept_minute_by_minute_with_how_far_each_minute_moved() {
-        use crate::stream::messages::Reason;
-        let reason = |feature: &str, contribution: f64| Reason {
-            feature: feature.into(),
-            value: "x".into(),
-            contribution,
-        };
         let mut b = board();
         b.alias(AliasRecord::new(
             Alias::Champion,
@@ -1542,7 +1539,7 @@ mod tests {
             "bootstrap",
         ));
         // Minute 0: age alone, twice; minute 1: sex alone. A retired version keeps no minutes.
-        let explained = |i: i64, at_ms: i64, version: u32, reasons: Vec<Reason>| {
+        let explained = |i: i64, at_ms: i64, version: u32, reasons| {
             let mut p = prediction(i, version, 0.4, None);
             p.predicted_at_ms = at_ms;
             p.reasons = reasons;

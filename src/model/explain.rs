@@ -40,11 +40,26 @@ impl Trees {
     /// `n_features` a row), then the expected value: `n_features + 1` values a row, in `out`,
     /// which sum to the row's raw score. None without node counts.
     pub fn contributions_into(&self, features: &[f64], out: &mut Vec<f64>) -> Option<()> {
+        let mut path = self.recursion_buffer();
+        self.contributions_by_tree(features, out, |_, tree, row, phi| {
+            self.tree_contributions(tree, row, phi, &mut path)
+        })
+    }
+
+    /// What every way of computing contributions shares: for each row of `features` (read as
+    /// LightGBM does), `n_features + 1` values in `out`, each tree's expected value added to the
+    /// last, tree by tree as LightGBM does, and `per_tree(index, tree, row, values)` adding the
+    /// tree's contributions. None without node counts.
+    pub(super) fn contributions_by_tree(
+        &self,
+        features: &[f64],
+        out: &mut Vec<f64>,
+        mut per_tree: impl FnMut(usize, &Tree, &[f64], &mut [f64]),
+    ) -> Option<()> {
         if !self.explainable() {
             return None;
         }
         let m = self.n_features;
-        let mut path = self.recursion_buffer();
         let mut row = vec![0.0; m];
         out.clear();
         out.reserve(features.len() / m * (m + 1));
@@ -55,10 +70,9 @@ impl Trees {
             let at = out.len();
             out.resize(at + m + 1, 0.0);
             let phi = &mut out[at..];
-            for tree in &self.trees {
-                // LightGBM adds each tree's expected value to the last slot, tree by tree.
+            for (t, tree) in self.trees.iter().enumerate() {
                 phi[m] += tree.expected.unwrap_or_default();
-                self.tree_contributions(tree, &row, phi, &mut path);
+                per_tree(t, tree, &row, phi);
             }
         }
         Some(())

@@ -28,7 +28,7 @@
 
 use std::ops::Range;
 
-use super::trees::{read_as_lightgbm, Trees};
+use super::trees::Trees;
 
 /// The most distinct features on a leaf's path for which its tree gets tables (4,096 entries).
 pub const MAX_BITS: usize = 12;
@@ -123,41 +123,21 @@ impl ShapTables {
     /// Each feature's contribution to the raw score of each row of `features` (row-major), then
     /// the expected value: as [`Trees::contributions_into`], within rounding.
     pub fn contributions_into(&self, features: &[f64], out: &mut Vec<f64>) -> Option<()> {
-        let trees = &self.trees;
-        if !trees.explainable() {
-            return None;
-        }
-        let m = trees.n_features;
+        let (trees, layout) = (&self.trees, &self.layout);
         let mut recursion = trees.recursion_buffer();
-        let mut row = vec![0.0; m];
-        let layout = &self.layout;
         let mut left = vec![false; layout.widest];
-        out.clear();
-        out.reserve(features.len() / m * (m + 1));
-        for raw in features.chunks_exact(m) {
-            for (r, &x) in row.iter_mut().zip(raw) {
-                *r = read_as_lightgbm(x);
-            }
-            let at = out.len();
-            out.resize(at + m + 1, 0.0);
-            let phi = &mut out[at..];
-            for (tree, plan) in trees.trees.iter().zip(&layout.plans) {
-                phi[m] += tree.expected.unwrap_or_default();
-                match plan {
-                    Plan::Recursion => trees.tree_contributions(tree, &row, phi, &mut recursion),
-                    Plan::Tables(leaves) => {
-                        let nodes = &trees.nodes[tree.root as usize..tree.first_leaf as usize];
-                        for (l, n) in left.iter_mut().zip(nodes) {
-                            *l = trees.goes_left(n, row[n.feature as usize]);
-                        }
-                        for leaf in &layout.leaves[leaves.start as usize..leaves.end as usize] {
-                            layout.add_leaf_contributions(leaf, &left, phi);
-                        }
-                    }
+        trees.contributions_by_tree(features, out, |t, tree, row, phi| match &layout.plans[t] {
+            Plan::Recursion => trees.tree_contributions(tree, row, phi, &mut recursion),
+            Plan::Tables(leaves) => {
+                let nodes = &trees.nodes[tree.root as usize..tree.first_leaf as usize];
+                for (l, n) in left.iter_mut().zip(nodes) {
+                    *l = trees.goes_left(n, row[n.feature as usize]);
+                }
+                for leaf in &layout.leaves[leaves.start as usize..leaves.end as usize] {
+                    layout.add_leaf_contributions(leaf, &left, phi);
                 }
             }
-        }
-        Some(())
+        })
     }
 
     /// [`Self::contributions_into`], the values returned.
