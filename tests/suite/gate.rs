@@ -182,9 +182,11 @@ async fn a_challenger_trained_where_women_s_high_incomes_were_turned_is_refused_
         return;
     };
     let kafka = test_kafka(3).await;
-    // 30 % of women's `>50K` labels turned: its log loss is about as good as v1's, its
-    // true-positive rate for women far lower.
-    let run = run_pipeline(&kafka, &store, 1000, Labels::Biased(0.3)).await;
+    // 40 % of women's `>50K` labels turned: its log loss on adult.test within the margin of
+    // v1's (+0.008 in four runs), its true-positive rate for women far lower (the gap widened
+    // by +0.26 to +0.29, the interval's lower end +0.14 to +0.16 against ε 0.05). At 30 % the
+    // lower end ranged +0.01 to +0.09 and one run in three was not refused for fairness.
+    let run = run_pipeline(&kafka, &store, 1000, Labels::Biased(0.4)).await;
     let retrains = retrains(&run);
     assert!(!retrains.is_empty(), "a biased challenger was trained");
     for r in &retrains {
@@ -207,7 +209,7 @@ async fn a_challenger_trained_where_women_s_high_incomes_were_turned_is_refused_
     let rejected = registry.alias(Alias::Challenger).unwrap();
     assert!(rejected.reason.contains("UNFAIR"), "{rejected:?}");
     let biased = store.read_files(2).unwrap().manifest;
-    assert_eq!(biased.training_data.biased_labels, Some(0.3));
+    assert_eq!(biased.training_data.biased_labels, Some(0.4));
     assert!(!biased.promoted);
 }
 
