@@ -6,7 +6,8 @@
 #   scripts/bench.sh serving    stage 7 alone (with --short: its small N)
 #   scripts/bench.sh soak       stage 8 alone: 1,000,000 requests (about 20 minutes), its samples,
 #                               retrains and plot written to docs/soak.csv, docs/soak-retrains.log
-#                               and docs/soak.png (with --short: 20,000, none of them)
+#                               and docs/soak.png (with --short: 20,000, none of them);
+#                               SOAK_RECORDS=3600000 scripts/bench.sh soak runs it for an hour
 #   scripts/bench.sh quality    the quality benchmark alone (never in CI): initialize at its
 #                               default budget, timed, beside Python LightGBM and CatBoost
 #                               (pinned, in a venv of the cache) at their defaults and at a fixed
@@ -48,7 +49,7 @@ if [ "$short" = 1 ]; then
     soak_records=20000 soak_rate=1000 soak_every=4000 soak_keep=4000 soak_evals=2 soak_sample_secs=2
 else
     records=200000 paced=30000 serving=60000 criterion=() init_evals=() retrain_every=1000 retrain_evals=()
-    soak_records=1000000 soak_rate=1000 soak_every=20000 soak_keep=20000 soak_evals=5 soak_sample_secs=10
+    soak_records=${SOAK_RECORDS:-1000000} soak_rate=1000 soak_every=20000 soak_keep=20000 soak_evals=5 soak_sample_secs=10
 fi
 
 cargo build --release --bins
