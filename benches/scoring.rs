@@ -177,7 +177,7 @@ fn scoring(c: &mut Criterion) {
     }
     drop(model);
 
-    // TreeSHAP contributions (15 a row and the expected value): ours on the parsed trees (by
+    // TreeSHAP contributions (one per feature and the expected value): ours on the parsed trees (by
     // the recursion, and from the tables that serve),
     // one thread, against LightGBM's predict_contrib with its default (OpenMP) threads.
     let trees = Trees::from_text(&f.model_text).expect("trees");

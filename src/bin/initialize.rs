@@ -26,8 +26,9 @@ struct Flags {
     max_evals: NonZeroUsize,
     #[command(flatten)]
     search: SearchArgs,
-    /// Do nothing if the store already has a current bundle (for scripted set-ups that run this
-    /// on every start).
+    /// Do nothing if the store already has a current bundle this build loads (for scripted
+    /// set-ups that run this on every start); if it has one it cannot load (made by an older
+    /// build, or damaged), train a new version beside it.
     #[arg(long)]
     if_missing: bool,
     #[command(flatten)]

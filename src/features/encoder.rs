@@ -64,55 +64,6 @@ impl From<Encoder> for Vec<String> {
     }
 }
 
-/// Label encoder of a crossed column (e.g. education × occupation), keyed by the two parents'
-/// codes so that scoring a record builds no string.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(from = "Vec<(u32, u32)>", into = "Vec<(u32, u32)>")]
-pub struct CrossEncoder {
-    pairs: Vec<(u32, u32)>,
-    index: HashMap<(u32, u32), u32>,
-}
-
-impl CrossEncoder {
-    /// Learns the pairs of parent codes seen in training. A pair with an unknown parent is a
-    /// category of its own, as `Bachelors-?` is in the original.
-    pub fn fit(pairs: impl Iterator<Item = (u32, u32)>) -> Self {
-        let mut pairs: Vec<(u32, u32)> = pairs.collect();
-        pairs.sort_unstable();
-        pairs.dedup();
-        pairs.into()
-    }
-
-    pub fn encode(&self, pair: (u32, u32)) -> u32 {
-        self.index.get(&pair).copied().unwrap_or(UNKNOWN_CODE)
-    }
-
-    pub fn len(&self) -> usize {
-        self.pairs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pairs.is_empty()
-    }
-}
-
-impl From<Vec<(u32, u32)>> for CrossEncoder {
-    fn from(pairs: Vec<(u32, u32)>) -> Self {
-        let index = pairs
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (*p, i as u32 + 1))
-            .collect();
-        CrossEncoder { pairs, index }
-    }
-}
-
-impl From<CrossEncoder> for Vec<(u32, u32)> {
-    fn from(e: CrossEncoder) -> Self {
-        e.pairs
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,13 +76,5 @@ mod tests {
         assert_eq!(enc.encode("b"), 2);
         assert_eq!(enc.encode("?"), UNKNOWN_CODE);
         assert_eq!(enc.encode("never seen"), UNKNOWN_CODE);
-    }
-
-    #[test]
-    fn cross_pairs_get_codes() {
-        let enc = CrossEncoder::fit([(2, 1), (1, 1), (2, 1)].into_iter());
-        assert_eq!(enc.encode((1, 1)), 1);
-        assert_eq!(enc.encode((2, 1)), 2);
-        assert_eq!(enc.encode((3, 3)), UNKNOWN_CODE);
     }
 }

@@ -6,7 +6,7 @@ use super::FeatureProcessor;
 const MAGIC: &[u8; 8] = b"CSFPROC\0";
 
 /// Bump when the serialized layout of [`FeatureProcessor`] changes.
-pub const PROCESSOR_FORMAT_VERSION: u32 = 2;
+pub const PROCESSOR_FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessorFileError {
@@ -19,12 +19,12 @@ pub enum ProcessorFileError {
     #[error("processor payload has {0} trailing bytes")]
     Trailing(usize),
     #[error(
-        "feature schema mismatch: {found:?} numeric, categorical and crossed columns; \
-         expected {expected:?}"
+        "feature schema mismatch: {found:?} numeric and categorical columns; expected \
+         {expected:?}"
     )]
     Schema {
-        found: [usize; 3],
-        expected: [usize; 3],
+        found: [usize; 2],
+        expected: [usize; 2],
     },
     #[error("a numeric scaler has an invalid range")]
     ScalerRange,

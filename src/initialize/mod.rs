@@ -22,8 +22,9 @@ pub struct InitConfig {
     pub search: SearchConfig,
     /// How the new model loads when it is trained (to score the test set).
     pub scoring: Scoring,
-    /// Do nothing when the store already has a current bundle (scripted set-ups that run this on
-    /// every start, the demo, the load test).
+    /// Do nothing when the store already has a current bundle that this build loads (scripted
+    /// set-ups that run this on every start, the demo, the load test). One it cannot load (made
+    /// by an older build, or damaged) is left as it is, and a new version is trained.
     pub if_missing: bool,
     /// Where to log the search and the new version, if anywhere (MLflow).
     pub tracking: Option<Tracker>,
@@ -60,7 +61,7 @@ pub enum InitError {
 pub enum Initialized {
     /// It trained and stored this version.
     Trained(Box<Manifest>),
-    /// `if_missing` was set and the store already had this current version.
+    /// `if_missing` was set and the store already had this current version, which loads.
     AlreadyThere(u32),
 }
 
@@ -68,13 +69,23 @@ pub enum Initialized {
 /// wait on the tracker for it to be logged.
 pub fn run(config: &InitConfig) -> Result<Initialized, InitError> {
     if config.if_missing {
-        if let Some(v) = config.store.current()? {
-            return Ok(Initialized::AlreadyThere(v));
+        match config.store.current()? {
+            Some(v) => match config.store.load(v, config.scoring) {
+                Ok(_) => return Ok(Initialized::AlreadyThere(v)),
+                // Made by an older build (another feature layout), or damaged: a new version is
+                // trained beside it, which stays as it was.
+                Err(e) => tracing::warn!(
+                    "bundle v{v} cannot be loaded by this build ({:#}): training a new version \
+                     with {} evaluations",
+                    anyhow::Error::from(e),
+                    config.search.max_evals
+                ),
+            },
+            None => tracing::info!(
+                "no bundle yet: running initialize with {} evaluations",
+                config.search.max_evals
+            ),
         }
-        tracing::info!(
-            "no bundle yet: running initialize with {} evaluations",
-            config.search.max_evals
-        );
     }
     let data = load_adult(&config.data_dir, &config.fetch)?;
     tracing::info!(

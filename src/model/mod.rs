@@ -122,7 +122,7 @@ pub const EXPLAIN_TOLERANCE: f64 = 1e-9;
 /// A seeded set of rows that reaches every kind of branch: values inside and outside the
 /// scaled range, zeros, negative zero and near-zeros, NaN, infinities, negative and huge
 /// numbers, −0.5 (category 0), small category codes and codes up to 1,023 (into and past the
-/// long bitsets of the crossed columns).
+/// long bitsets of categorical splits).
 pub fn canary_rows(n: usize, seed: u64) -> Vec<f64> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..n * N_FEATURES)

@@ -69,7 +69,7 @@ pub struct Prediction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reason {
     pub feature: String,
-    /// The request's value of it (a crossed column: both parents, `Bachelors × Sales`).
+    /// The request's value of it, as the request wrote it.
     pub value: String,
     pub contribution: f64,
 }

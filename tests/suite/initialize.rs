@@ -6,6 +6,7 @@ use std::process::Command;
 use census_stream::bundle::{BundleFiles, BundleStore};
 use census_stream::data::{load_adult, read_labeled, CensusRow, Fetch};
 use census_stream::features::FeatureProcessor;
+use census_stream::initialize::{run, InitConfig, Initialized};
 use census_stream::train::{fit, SearchOutcome, Trial};
 
 use crate::helpers::{adult, initialized, scoring, small_search, temp_store};
@@ -57,9 +58,17 @@ fn small_budget_initialize_writes_bundle_v1_with_auc_above_092() {
         .expect("feature_infos line")
         .split(' ')
         .collect();
-    assert_eq!(infos.len(), 15);
-    assert!(infos[..5].iter().all(|i| i.starts_with('[')), "{infos:?}");
-    assert!(infos[5..].iter().all(|i| !i.starts_with('[')), "{infos:?}");
+    let numeric = census_stream::features::NUMERIC.len();
+    assert_eq!(infos.len(), census_stream::features::N_FEATURES);
+    assert_eq!(infos.len(), 14, "6 numeric and 8 categorical columns");
+    assert!(
+        infos[..numeric].iter().all(|i| i.starts_with('[')),
+        "{infos:?}"
+    );
+    assert!(
+        infos[numeric..].iter().all(|i| !i.starts_with('[')),
+        "{infos:?}"
+    );
 }
 
 #[test]
@@ -115,6 +124,38 @@ fn a_second_run_makes_a_new_version_and_leaves_the_old_one_untouched() {
         .join("dataprocessors/dataprocessor_v0002.bin")
         .is_file());
     assert!(store.load(1, scoring()).is_ok() && store.load(2, scoring()).is_ok());
+}
+
+#[test]
+fn if_missing_keeps_a_bundle_that_loads_and_trains_beside_one_that_does_not() {
+    let Some(data_dir) = crate::helpers::adult_dir() else {
+        return;
+    };
+    let (dir, store) = copy_of_v1();
+    let mut config = InitConfig::new(store.clone(), small_search(2));
+    config.data_dir = data_dir;
+    config.fetch = Fetch::Never;
+    config.scoring = scoring();
+    config.if_missing = true;
+    assert!(matches!(
+        run(&config).unwrap(),
+        Initialized::AlreadyThere(1)
+    ));
+    assert_eq!(store.versions().unwrap(), vec![1]);
+
+    // v1's processor as an older build wrote it: another format version.
+    let path = dir.path().join("dataprocessors/dataprocessor_v0001.bin");
+    let mut old = fs::read(&path).unwrap();
+    old[8..12].copy_from_slice(&2u32.to_le_bytes());
+    fs::write(&path, &old).unwrap();
+    assert!(store.load(1, scoring()).is_err());
+    let Initialized::Trained(manifest) = run(&config).unwrap() else {
+        panic!("a bundle this build cannot load is not kept as current")
+    };
+    assert_eq!(manifest.version, 2);
+    assert_eq!(store.current().unwrap(), Some(2));
+    assert!(store.load(2, scoring()).is_ok());
+    assert_eq!(fs::read(&path).unwrap(), old, "v1 left as it was");
 }
 
 fn person() -> CensusRow {

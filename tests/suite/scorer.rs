@@ -8,6 +8,7 @@
 
 use census_stream::bundle::Bundle;
 use census_stream::data::{read_labeled, CensusRow, Fetch};
+use census_stream::features::N_FEATURES;
 use census_stream::initialize::{self, InitConfig};
 use census_stream::model::{canary_rows, Model, Scorer, Scoring, ShapTables, Trees};
 
@@ -77,7 +78,7 @@ fn assert_scores_as_lightgbm(bundle: &Bundle, model: &Model, rows: &[CensusRow])
     assert_same(model, &canary_rows(20_000, 42), "random feature rows");
     // One row at a time as well as in batches.
     for r in 0..40 {
-        let one = &features[r * 15..(r + 1) * 15];
+        let one = &features[r * N_FEATURES..(r + 1) * N_FEATURES];
         assert_same(model, one, "one row");
     }
 }
@@ -134,8 +135,8 @@ fn assert_contributions_as_lightgbm(bundle: &Bundle, text: &str, version: u32, r
         eprintln!(
             "v{version} {what}: {} rows, largest difference from predict_contrib {worst:e}, \
              {differ} of {} values not bit for bit",
-            features.len() / 15,
-            features.len() / 15 * 16
+            features.len() / N_FEATURES,
+            features.len() / N_FEATURES * (N_FEATURES + 1)
         );
         assert!(
             worst <= 1e-9,
@@ -147,7 +148,7 @@ fn assert_contributions_as_lightgbm(bundle: &Bundle, text: &str, version: u32, r
     }
 }
 
-/// Our TreeSHAP against LightGBM's `predict_contrib` on `features` (row-major, 15 a row): the
+/// Our TreeSHAP against LightGBM's `predict_contrib` on `features` (row-major, N_FEATURES a row): the
 /// largest difference of any contribution, and how many of them differ at all. Also checks that
 /// each row's contributions and expected value sum to LightGBM's raw score.
 fn contributions_against_lightgbm(text: &str, features: &[f64], what: &str) -> (f64, usize) {
@@ -155,10 +156,18 @@ fn contributions_against_lightgbm(text: &str, features: &[f64], what: &str) -> (
     assert!(trees.explainable(), "the model text has node counts");
     let ours = trees.contributions(features).unwrap();
     let booster = lightgbm3::Booster::from_string(text).unwrap();
-    let theirs = booster.predict_contrib(features, 15, true).unwrap();
-    assert_eq!(ours.len(), theirs.len(), "{what}: 16 values a row");
-    let raw = booster.raw_scores(features, 15, true).unwrap();
-    for (r, (row, &raw)) in ours.chunks_exact(16).zip(&raw).enumerate() {
+    let theirs = booster
+        .predict_contrib(features, N_FEATURES as i32, true)
+        .unwrap();
+    assert_eq!(
+        ours.len(),
+        theirs.len(),
+        "{what}: a value per feature and the expected value, a row"
+    );
+    let raw = booster
+        .raw_scores(features, N_FEATURES as i32, true)
+        .unwrap();
+    for (r, (row, &raw)) in ours.chunks_exact(N_FEATURES + 1).zip(&raw).enumerate() {
         let sum: f64 = row.iter().sum();
         assert!(
             (sum - raw).abs() <= 1e-9,
