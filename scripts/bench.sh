@@ -156,9 +156,26 @@ soak_stage() {
         sleep "$soak_sample_secs"
     done
     wait "$producer" || { echo "bench: the soak's producer failed; its log:" >&2; tail -n 30 "$work/soak-producer.log" >&2; exit 1; }
+    # The services' logs outlive the run, and a service that did not last the whole soak fails it.
+    local logs="$CARGO_TARGET_DIR/soak-logs"
+    rm -rf "$logs" && mkdir -p "$logs"
+    local died=()
+    for s in predictor retrainer dashboard; do
+        local pid_var="$s"
+        kill -0 "${!pid_var}" 2>/dev/null || died+=("$s")
+    done
     grep -E "^(sent|throughput|latency|model v)" "$work/soak-producer.log" | sed 's/^/soak, producer: /'
     for p in "$retrainer" "$predictor" "$dashboard"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "$retrainer" "$predictor" "$dashboard"; do wait "$p" 2>/dev/null || true; done
+    cp "$work"/soak-*.log "$logs/"
+    echo "soak: the services' logs are in $logs"
+    if [ "${#died[@]}" -gt 0 ]; then
+        for s in "${died[@]}"; do
+            echo "bench: the soak's $s exited before the stream ended; the end of its log:" >&2
+            grep -v '^ *[0-9]*: \|^ *at ' "$logs/soak-$s.log" | tail -n 15 >&2
+        done
+        exit 1
+    fi
     echo "soak, retrainer: $(tail -n 1 "$work/soak-retrainer.log")"
     echo "soak, predictor: $(tail -n 1 "$work/soak-predictor.log")"
     cs_ensure_mlflow # its venv has matplotlib
