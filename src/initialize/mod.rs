@@ -22,9 +22,9 @@ pub struct InitConfig {
     pub search: SearchConfig,
     /// How the new model loads when it is trained (to score the test set).
     pub scoring: Scoring,
-    /// Do nothing when the store already has a current bundle that this build loads (scripted
-    /// set-ups that run this on every start, the demo, the load test). One it cannot load (made
-    /// by an older build, or damaged) is left as it is, and a new version is trained.
+    /// Do nothing when the store already has a current bundle of this build, whole (scripted
+    /// set-ups that run this on every start, the demo, the load test). One that is not (made by
+    /// an older build, or damaged) is left as it is, and a new version is trained.
     pub if_missing: bool,
     /// Where to log the search and the new version, if anywhere (MLflow).
     pub tracking: Option<Tracker>,
@@ -61,7 +61,8 @@ pub enum InitError {
 pub enum Initialized {
     /// It trained and stored this version.
     Trained(Box<Manifest>),
-    /// `if_missing` was set and the store already had this current version, which loads.
+    /// `if_missing` was set and the store already had this current version, whole and of this
+    /// build's layout.
     AlreadyThere(u32),
 }
 
@@ -70,8 +71,9 @@ pub enum Initialized {
 pub fn run(config: &InitConfig) -> Result<Initialized, InitError> {
     if config.if_missing {
         match config.store.current()? {
-            Some(v) => match config.store.load(v, config.scoring) {
-                Ok(_) => return Ok(Initialized::AlreadyThere(v)),
+            // Verified, not loaded: the service that serves it loads it (compiling its trees).
+            Some(v) => match config.store.read_files(v).and_then(|f| f.verify()) {
+                Ok(()) => return Ok(Initialized::AlreadyThere(v)),
                 // Made by an older build (another feature layout), or damaged: a new version is
                 // trained beside it, which stays as it was.
                 Err(e) => tracing::warn!(
