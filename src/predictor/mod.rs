@@ -37,6 +37,10 @@ use crate::stream::worker::{self, Batching, Guarantee, Worker};
 use crate::telemetry::{PredictorMetrics, ReasonLabel, VersionLabel};
 use crate::util::health::Health;
 
+/// How long a predictor with a local bundle waits, at start, to be in step with the registry
+/// before it serves the local bundle anyway.
+const REGISTRY_WAIT: Duration = Duration::from_secs(30);
+
 /// How a predictor delivers, and the name it goes by in its group. An instance id makes it a
 /// static member of the group (`group.instance.id`), which takes its partitions back at once
 /// when restarted; without one it is a dynamic member. Exactly-once needs one: its transactional
@@ -371,6 +375,7 @@ pub async fn run(
     }
     let (loaded_tx, mut loaded) = watch::channel(champion_version(&current));
     let (state_tx, in_step) = watch::channel(registry::FollowerState::default());
+    let mut follower_state = state_tx.subscribe();
     let health = &config.health;
     health.set("broker", config.kafka.broker_probe()?);
     health.set("group", || Err("not in its group yet".into()));
@@ -413,6 +418,40 @@ pub async fn run(
                     return Err(PredictorError::FollowerStopped(cause));
                 },
             }
+        }
+    } else {
+        // A local bundle may be older than the champion the registry names (a predictor
+        // restarted after a promotion): the backlog is not answered with it. The registry is
+        // read to its end and what it names loaded first, for at most REGISTRY_WAIT; past that
+        // (the registry unreadable) the local bundle serves, and the follower swaps it later.
+        let started = Instant::now();
+        let in_step = tokio::select! {
+            _ = shutdown.cancelled() => {
+                follower_stop.cancel();
+                let _ = follower.await;
+                return Ok(PredictorStats::default());
+            }
+            done = &mut follower => {
+                let cause = done?.err();
+                return Err(PredictorError::FollowerStopped(cause));
+            }
+            r = tokio::time::timeout(REGISTRY_WAIT, async {
+                follower_state.wait_for(|s| s.caught_up && s.in_step).await.is_ok()
+            }) => r.unwrap_or(false),
+        };
+        let serving = champion_version(&current).unwrap_or(0);
+        if in_step {
+            tracing::info!(
+                "{name}: in step with {} after {:.1} s: serving v{serving}",
+                config.kafka.topics.models,
+                started.elapsed().as_secs_f64()
+            );
+        } else {
+            tracing::warn!(
+                "{name}: {} not read within {} s: serving v{serving} meanwhile",
+                config.kafka.topics.models,
+                REGISTRY_WAIT.as_secs()
+            );
         }
     }
 

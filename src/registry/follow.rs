@@ -95,6 +95,7 @@ pub async fn follow(
         metrics,
         scoring,
         behind_since: Some(Instant::now()),
+        was_in_step: false,
     };
     if let Some(s) = follower.current.load_full() {
         follower
@@ -124,7 +125,8 @@ pub async fn follow(
         }
     }
     follower.state.send_modify(|s| s.caught_up = true);
-    let mut wait = RETRY_FIRST;
+    // What the registry names is loaded at once, not after a first wait.
+    let mut wait = Duration::ZERO;
     loop {
         // Behind (a bundle named but not loaded, for want of the broker): try again soon,
         // whether or not a record comes.
@@ -190,6 +192,8 @@ struct Follower {
     scoring: Scoring,
     /// Since when it has not served what the registry names, if it does not.
     behind_since: Option<Instant>,
+    /// Whether it has been in step before (being in step at start is not news).
+    was_in_step: bool,
 }
 
 impl Follower {
@@ -240,7 +244,7 @@ impl Follower {
     /// Notes that it serves what the registry names.
     fn in_step(&mut self) {
         if let Some(since) = self.behind_since.take() {
-            if since.elapsed() >= RETRY_FIRST {
+            if self.was_in_step && since.elapsed() >= RETRY_FIRST {
                 tracing::info!(
                     "{}: in step with {} again after {:.1} s",
                     self.who,
@@ -249,6 +253,7 @@ impl Follower {
                 );
             }
         }
+        self.was_in_step = true;
         self.metrics.stale_seconds.set(0.0);
         self.state.send_modify(|s| s.in_step = true);
     }

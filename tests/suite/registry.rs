@@ -314,6 +314,63 @@ async fn operators_roll_back_and_promote_by_hand_and_predictors_follow() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_predictor_started_on_an_older_local_bundle_answers_its_backlog_with_the_champion() {
+    use census_stream::predictor;
+    use census_stream::registry::{publisher_id, AliasRecord, Publisher};
+
+    // The registry names v2; the predictor's own folders hold only v1 (a predictor restarted
+    // after a promotion, or on a machine whose folders were never updated).
+    let Some((_dir, store)) = store_with_v1() else {
+        return;
+    };
+    let Some((_local_dir, local)) = store_with_v1() else {
+        return;
+    };
+    let kafka = test_kafka(2).await;
+    let s = &kafka.settings;
+    let v2 = store
+        .save(store.read_files(1).unwrap(), true)
+        .unwrap()
+        .version;
+    let publisher = Publisher::start(s, &publisher_id(&s.topics.models))
+        .await
+        .unwrap();
+    let alias = |v, previous| AliasRecord::new(Alias::Champion, Some(v), previous, "test");
+    publisher
+        .publish(Some(&store.read_files(1).unwrap()), &[alias(1, None)])
+        .await
+        .unwrap();
+    publisher
+        .publish(Some(&store.read_files(v2).unwrap()), &[alias(v2, Some(1))])
+        .await
+        .unwrap();
+    drop(publisher);
+
+    // A backlog waits before the predictor starts: it is read as soon as the predictor joins.
+    let mut backlog = ProducerConfig::new(
+        s.clone(),
+        Input::Uci(adult_dir().unwrap().join("adult.test")),
+    );
+    backlog.limit = Some(200);
+    backlog.rate = Rate::UNLIMITED;
+    backlog.wait = Duration::ZERO;
+    producer::run(backlog, CancellationToken::new())
+        .await
+        .unwrap();
+
+    let stop = CancellationToken::new();
+    let mut pconf = own_predictor(s);
+    pconf.store = Some(local);
+    let predictor = tokio::spawn(predictor::run(pconf, stop.clone()));
+    assert_eq!(versions_served(s, 50).await, vec![v2]);
+    stop.cancel();
+    let stats = predictor.await.unwrap().unwrap();
+    // Every batch, the backlog's first included, was scored by the champion the registry names.
+    assert_eq!(stats.versions, vec![v2]);
+    assert_eq!(stats.predicted, 250);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bundles_on_the_topic_are_refused_and_the_predictor_keeps_following() {
     use census_stream::predictor;
     use census_stream::registry::{AliasRecord, Publisher};
