@@ -142,6 +142,16 @@ def variants():
     yield chosen(max_cat_to_onehot=64, min_data_in_leaf=10, num_leaves=24)
     yield chosen(max_cat_to_onehot=64, min_data_in_leaf=5)
     yield chosen(max_cat_to_onehot=64, min_data_in_leaf=10, learning_rate=0.02)
+    # Fourth stage: around the fixed one-vs-rest and min_data_in_leaf 5, what the search may
+    # choose (its learning rates) and what makes each evaluation cheaper (fewer bins).
+    fixed = lambda **kw: ("4: " + ", ".join(f"{k} {v}" for k, v in kw.items()), edu, cats, [],
+                          dict(good, max_cat_to_onehot=64, min_data_in_leaf=5, **kw))
+    yield fixed(max_bin=255)
+    for bins in (63, 127):
+        yield fixed(max_bin=bins)
+    for rate in (0.1, 0.2):
+        yield fixed(learning_rate=rate)
+    yield fixed(num_leaves=16)
 
 
 def main():

@@ -30,9 +30,13 @@ fn dataset_params() -> CString {
         .iter()
         .map(|i| i.to_string())
         .collect();
+    // LightGBM drops, when it builds a dataset, the bins no leaf of `min_data_in_leaf` rows
+    // could use; with `feature_pre_filter=false` it keeps them, so that a booster may use the
+    // smaller minimum the parameters set.
     CString::new(format!(
-        "categorical_feature={} verbosity=-1",
-        cats.join(",")
+        "categorical_feature={} min_data_in_leaf={} feature_pre_filter=false verbosity=-1",
+        cats.join(","),
+        super::space::MIN_DATA_IN_LEAF
     ))
     .expect("no NUL in parameters")
 }
