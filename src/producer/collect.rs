@@ -15,18 +15,24 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::send::SendTimes;
-use super::summary::VersionTally;
+use super::summary::{Seconds, VersionTally};
 use super::view::View;
 use crate::data::parse_label;
 use crate::stream::messages::{now_ms, Prediction};
 
+/// Predictions a run keeps whole for its summary, the first to arrive: past them each is
+/// still counted (answers, duplicates, accuracy, latencies) but not kept, so that a long run's
+/// memory does not grow by a whole prediction a request.
+pub const KEEP_PREDICTIONS: usize = 100_000;
+
 pub(super) struct Tally {
-    pub first: HashMap<String, usize>,
+    pub first: HashSet<String>,
     pub dead: HashMap<String, usize>,
     pub duplicates: usize,
     pub predictions: Vec<Prediction>,
     pub latencies_ms: Vec<f64>,
     pub scored_ms: Vec<f64>,
+    pub seconds: Seconds,
     pub per_version: BTreeMap<u32, VersionTally>,
     pub last_at: Option<Instant>,
     /// The challenger scored in shadow in the latest prediction, if any.
@@ -37,12 +43,13 @@ pub(super) struct Tally {
 impl Tally {
     pub(super) fn new(view: View) -> Self {
         Tally {
-            first: HashMap::new(),
+            first: HashSet::new(),
             dead: HashMap::new(),
             duplicates: 0,
             predictions: Vec::new(),
             latencies_ms: Vec::new(),
             scored_ms: Vec::new(),
+            seconds: Seconds::default(),
             per_version: BTreeMap::new(),
             last_at: None,
             shadow: None,
@@ -58,7 +65,7 @@ impl Tally {
     /// `apart`: its label when sent apart (the prediction then carries none).
     fn on_prediction(&mut self, p: Prediction, latency_ms: f64, apart: Option<bool>) {
         self.last_at = Some(Instant::now());
-        if self.first.contains_key(&p.request_id) {
+        if self.first.contains(&p.request_id) {
             self.duplicates += 1;
             return;
         }
@@ -76,12 +83,14 @@ impl Tally {
             .fold((0, 0), |a, t| (a.0 + t.correct, a.1 + t.labeled));
         let accuracy = (labeled > 0).then(|| correct as f64 / labeled as f64);
         self.view.prediction(&p, truth, latency_ms, accuracy);
-        self.first
-            .insert(p.request_id.clone(), self.predictions.len());
+        self.first.insert(p.request_id.clone());
+        let scored_ms = (p.predicted_at_ms - p.sent_at_ms).max(0) as f64;
         self.latencies_ms.push(latency_ms);
-        self.scored_ms
-            .push((p.predicted_at_ms - p.sent_at_ms).max(0) as f64);
-        self.predictions.push(p);
+        self.scored_ms.push(scored_ms);
+        self.seconds.answered(p.sent_at_ms, latency_ms, scored_ms);
+        if self.predictions.len() < KEEP_PREDICTIONS {
+            self.predictions.push(p);
+        }
     }
 
     fn on_dead_letter(&mut self, request_id: String) {

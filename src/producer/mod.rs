@@ -277,7 +277,7 @@ fn summarize(
 ) -> Summary {
     let missing: Vec<String> = ids
         .iter()
-        .filter(|id| !t.first.contains_key(*id) && !t.dead.contains_key(*id))
+        .filter(|id| !t.first.contains(*id) && !t.dead.contains_key(*id))
         .cloned()
         .collect();
     let end = t.last_at.unwrap_or_else(Instant::now);
@@ -293,6 +293,7 @@ fn summarize(
         throughput: answered as f64 / elapsed.as_secs_f64().max(1e-9),
         elapsed,
         predictions: t.predictions,
+        seconds: t.seconds,
         latencies_ms: t.latencies_ms,
         scored_ms: t.scored_ms,
         skipped_lines: skipped.0,

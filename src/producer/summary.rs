@@ -34,8 +34,11 @@ pub struct Summary {
     /// Request ids that got neither a prediction nor a dead letter.
     pub missing: Vec<String>,
     pub per_version: BTreeMap<u32, VersionTally>,
-    /// First prediction of each request, in arrival order.
+    /// First prediction of each request, in arrival order: the first
+    /// [`super::collect::KEEP_PREDICTIONS`] of them (the others are counted, not kept).
     pub predictions: Vec<Prediction>,
+    /// Each second of sends, its answers and its worst latency.
+    pub seconds: Seconds,
     /// Send-to-receive latency of each first prediction, milliseconds.
     pub latencies_ms: Vec<f64>,
     /// Of that, send to scored (the prediction's `predicted_at_ms - sent_at_ms`, wall clocks at
@@ -150,33 +153,41 @@ impl std::fmt::Display for SlowSecond {
     }
 }
 
-impl Summary {
-    /// The `n` seconds of sends with the largest latency, worst first.
-    pub fn slowest_seconds(&self, n: usize) -> Vec<SlowSecond> {
-        let mut seconds: BTreeMap<i64, SlowSecond> = BTreeMap::new();
-        for ((p, &latency), &scored) in self
-            .predictions
-            .iter()
-            .zip(&self.latencies_ms)
-            .zip(&self.scored_ms)
-        {
-            let second_ms = p.sent_at_ms.div_euclid(1000) * 1000;
-            let w = seconds.entry(second_ms).or_insert(SlowSecond {
-                second_ms,
-                answered: 0,
-                max_ms: f64::NEG_INFINITY,
-                scored_ms: 0.0,
-            });
-            w.answered += 1;
-            if latency > w.max_ms {
-                w.max_ms = latency;
-                w.scored_ms = scored;
-            }
+/// Each second of sends with its answered requests and its worst latency, as they arrive:
+/// one entry a second of the run, whatever the rate.
+#[derive(Debug, Clone, Default)]
+pub struct Seconds(BTreeMap<i64, SlowSecond>);
+
+impl Seconds {
+    /// A request sent at `sent_at_ms` answered after `latency_ms`, `scored_ms` of it to scored.
+    pub fn answered(&mut self, sent_at_ms: i64, latency_ms: f64, scored_ms: f64) {
+        let second_ms = sent_at_ms.div_euclid(1000) * 1000;
+        let w = self.0.entry(second_ms).or_insert(SlowSecond {
+            second_ms,
+            answered: 0,
+            max_ms: f64::NEG_INFINITY,
+            scored_ms: 0.0,
+        });
+        w.answered += 1;
+        if latency_ms > w.max_ms {
+            w.max_ms = latency_ms;
+            w.scored_ms = scored_ms;
         }
-        let mut worst: Vec<SlowSecond> = seconds.into_values().collect();
+    }
+
+    /// The `n` seconds with the largest latency, worst first.
+    pub fn slowest(&self, n: usize) -> Vec<SlowSecond> {
+        let mut worst: Vec<SlowSecond> = self.0.values().copied().collect();
         worst.sort_by(|a, b| b.max_ms.total_cmp(&a.max_ms));
         worst.truncate(n);
         worst
+    }
+}
+
+impl Summary {
+    /// The `n` seconds of sends with the largest latency, worst first.
+    pub fn slowest_seconds(&self, n: usize) -> Vec<SlowSecond> {
+        self.seconds.slowest(n)
     }
 }
 
@@ -246,32 +257,14 @@ mod tests {
     fn the_slowest_seconds_are_found_by_send_time_worst_first() {
         let mut s = Summary::default();
         // Three seconds of sends: the second one holds the stall.
-        for (i, (sent, latency)) in [
+        for (sent, latency) in [
             (1_000, 5.0),
             (1_500, 7.0),
             (2_100, 900.0),
             (2_900, 40.0),
             (3_000, 9.0),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            s.predictions.push(Prediction {
-                request_id: format!("r{i}"),
-                probability: 0.5,
-                predicted: ">50K".into(),
-                income_bracket: None,
-                model_version: 1,
-                bundle_sha256: String::new(),
-                challenger_version: None,
-                challenger_probability: None,
-                sent_at_ms: sent,
-                predicted_at_ms: sent + latency as i64 - 1,
-                partition: 0,
-                offset: i as i64,
-                reasons: Vec::new(),
-                challenger_reasons: Vec::new(),
-            });
+        ] {
+            s.seconds.answered(sent, latency, latency - 1.0);
             s.latencies_ms.push(latency);
             s.scored_ms.push(latency - 1.0);
         }
