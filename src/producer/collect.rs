@@ -220,6 +220,28 @@ mod tests {
         assert_eq!(t.per_version[&2].labeled, 2);
     }
 
+    #[test]
+    fn past_the_kept_predictions_each_is_still_counted() {
+        let mut t = Tally::new(View::new(None, 0));
+        let n = KEEP_PREDICTIONS + 10;
+        for i in 0..n {
+            t.on_prediction(prediction(&format!("r-{i}"), 1, 0.9, ">50K"), 2.0, None);
+        }
+        t.on_prediction(prediction("r-7", 1, 0.9, ">50K"), 2.0, None);
+        assert_eq!(t.predictions.len(), KEEP_PREDICTIONS);
+        assert_eq!(t.predictions[0].request_id, "r-0");
+        assert_eq!((t.first.len(), t.duplicates), (n, 1));
+        assert_eq!(t.latencies_ms.len(), n);
+        assert_eq!(t.per_version[&1].predictions, n as u64);
+        let answered: usize = t
+            .seconds
+            .slowest(usize::MAX)
+            .iter()
+            .map(|s| s.answered)
+            .sum();
+        assert_eq!(answered, n);
+    }
+
     /// A sink the test can read back.
     #[derive(Clone, Default)]
     struct Buffer(Arc<Mutex<Vec<u8>>>);
