@@ -86,6 +86,9 @@ pub struct KafkaSettings {
     pub extra: BTreeMap<String, String>,
     /// Extra librdkafka settings for consumers only (e.g. a shorter `session.timeout.ms`).
     pub consumer_extra: BTreeMap<String, String>,
+    /// Extra librdkafka settings for the producers of requests, predictions and dead letters
+    /// only (e.g. the producer's `message.timeout.ms`, which consumers would warn about).
+    pub producer_extra: BTreeMap<String, String>,
     /// Whether the cluster answers DescribeConfigs (the embedded broker does not: asking it
     /// only waits for a timeout).
     pub describes_configs: bool,
@@ -102,6 +105,7 @@ impl KafkaSettings {
             partitions: defaults::PARTITIONS,
             extra: BTreeMap::new(),
             consumer_extra: BTreeMap::new(),
+            producer_extra: BTreeMap::new(),
             describes_configs: true,
             transactional_offsets: true,
         }
@@ -183,7 +187,11 @@ impl KafkaSettings {
             settings.push(("transactional.id", id));
             settings.push(("transaction.timeout.ms", txn_timeout.as_str()));
         }
-        Ok(self.client(&settings).create_with_context(QuietRetries)?)
+        let mut c = self.client(&settings);
+        for (k, v) in &self.producer_extra {
+            c.set(k, v);
+        }
+        Ok(c.create_with_context(QuietRetries)?)
     }
 
     /// The producer of `census.models`: bundles are large text, compressed with lz4. With a

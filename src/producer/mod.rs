@@ -115,12 +115,14 @@ pub async fn run(
     config.kafka.ensure_topics().await?;
     let mut config = config;
     // A record not delivered within 30 s is sent again by a new producer (see `send`), unless
-    // the user chose another timeout.
-    config
-        .kafka
-        .extra
-        .entry("message.timeout.ms".into())
-        .or_insert_with(|| PRODUCER_MESSAGE_TIMEOUT.as_millis().to_string());
+    // the user chose another timeout. Set for the producers alone: the run's consumers would
+    // warn of a producer's setting.
+    if !config.kafka.extra.contains_key("message.timeout.ms") {
+        config.kafka.producer_extra.insert(
+            "message.timeout.ms".into(),
+            PRODUCER_MESSAGE_TIMEOUT.as_millis().to_string(),
+        );
+    }
     let producer = config.kafka.producer()?;
     run_with(&producer, config, shutdown).await
 }
