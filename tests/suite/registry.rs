@@ -244,17 +244,10 @@ pub async fn versions_served(settings: &KafkaSettings, n: usize) -> Vec<u32> {
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operators_roll_back_and_promote_by_hand_and_predictors_follow() {
-    use census_stream::predictor;
+/// Saves a copy of v1 as v2 in `store`, then publishes v1 as champion and v2 as champion over
+/// it. Returns v2's version.
+async fn publish_v1_then_v2(s: &KafkaSettings, store: &census_stream::bundle::BundleStore) -> u32 {
     use census_stream::registry::{publisher_id, AliasRecord, Publisher};
-
-    let Some((_dir, store)) = store_with_v1() else {
-        return;
-    };
-    let kafka = test_kafka(2).await;
-    let s = &kafka.settings;
-    // v1, then v2 as champion over it.
     let v2 = store
         .save(store.read_files(1).unwrap(), true)
         .unwrap()
@@ -271,7 +264,20 @@ async fn operators_roll_back_and_promote_by_hand_and_predictors_follow() {
         .publish(Some(&store.read_files(v2).unwrap()), &[alias(v2, Some(1))])
         .await
         .unwrap();
-    drop(publisher);
+    v2
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_roll_back_and_promote_by_hand_and_predictors_follow() {
+    use census_stream::predictor;
+
+    let Some((_dir, store)) = store_with_v1() else {
+        return;
+    };
+    let kafka = test_kafka(2).await;
+    let s = &kafka.settings;
+    // v1, then v2 as champion over it.
+    assert_eq!(publish_v1_then_v2(s, &store).await, 2);
 
     let stop = CancellationToken::new();
     let mut pconf = own_predictor(s);
@@ -316,7 +322,6 @@ async fn operators_roll_back_and_promote_by_hand_and_predictors_follow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_predictor_started_on_an_older_local_bundle_answers_its_backlog_with_the_champion() {
     use census_stream::predictor;
-    use census_stream::registry::{publisher_id, AliasRecord, Publisher};
 
     // The registry names v2; the predictor's own folders hold only v1 (a predictor restarted
     // after a promotion, or on a machine whose folders were never updated).
@@ -328,23 +333,7 @@ async fn a_predictor_started_on_an_older_local_bundle_answers_its_backlog_with_t
     };
     let kafka = test_kafka(2).await;
     let s = &kafka.settings;
-    let v2 = store
-        .save(store.read_files(1).unwrap(), true)
-        .unwrap()
-        .version;
-    let publisher = Publisher::start(s, &publisher_id(&s.topics.models))
-        .await
-        .unwrap();
-    let alias = |v, previous| AliasRecord::new(Alias::Champion, Some(v), previous, "test");
-    publisher
-        .publish(Some(&store.read_files(1).unwrap()), &[alias(1, None)])
-        .await
-        .unwrap();
-    publisher
-        .publish(Some(&store.read_files(v2).unwrap()), &[alias(v2, Some(1))])
-        .await
-        .unwrap();
-    drop(publisher);
+    let v2 = publish_v1_then_v2(s, &store).await;
 
     // A backlog waits before the predictor starts: it is read as soon as the predictor joins.
     let mut backlog = ProducerConfig::new(
