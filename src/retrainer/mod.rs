@@ -134,7 +134,7 @@ pub async fn run(
     let dlq = config.kafka.producer()?;
     let stop_training = CancellationToken::new();
     let trainer = Arc::new(Trainer {
-        registry_highest: registry.highest().unwrap_or(0),
+        registry_highest: registry.highest().unwrap_or(0).into(),
         config,
         base,
         base_keys: Arc::new(base_keys),

@@ -7,6 +7,7 @@
 //! registry does not have.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,9 +39,11 @@ pub struct Trainer {
     pub publisher: Publisher,
     /// Sends the dead letters of labels the join cannot use.
     pub dlq: crate::kafka::KafkaProducer,
-    /// The highest version in the registry when this retrainer took it over (a refused bundle
-    /// is not cached locally, but its number is taken).
-    pub registry_highest: u32,
+    /// The highest version in the registry: when this retrainer took it over, then each one it
+    /// published. A new version goes above it as well as above the store's, so that a store
+    /// emptied or replaced under a running retrainer never makes it publish a number the
+    /// registry already holds with other files.
+    pub registry_highest: AtomicU32,
 }
 
 /// The stream rows a retrain trains on, taken from the log when it starts.
@@ -168,7 +171,7 @@ async fn train(
     let version = tokio::task::spawn_blocking(move || store.highest_used())
         .await??
         .max(parent.version)
-        .max(trainer.registry_highest)
+        .max(trainer.registry_highest.load(Ordering::SeqCst))
         .saturating_add(1);
     if version > crate::bundle::MAX_VERSION {
         return Err(BundleError::Manifest {
@@ -291,6 +294,9 @@ async fn publish_and_cache(
         return Ok((outcome, files.manifest));
     }
     published?;
+    trainer
+        .registry_highest
+        .fetch_max(version, Ordering::SeqCst);
     let champion_now = outcome == RetrainOutcome::Champion;
     let (store, scoring) = (trainer.config.store.clone(), trainer.config.scoring);
     let files = tokio::task::spawn_blocking(move || {

@@ -135,6 +135,44 @@ async fn a_retrainer_with_empty_folders_rebuilds_them_from_the_registry_and_cont
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrainer_whose_store_is_emptied_while_it_runs_never_publishes_a_number_twice() {
+    let (Some(_), Some((dir, store))) = (adult_dir(), store_with_v1()) else {
+        return;
+    };
+    let kafka = test_kafka(2).await;
+    let s = &kafka.settings;
+    let (events, on_retrain) = recorder();
+    let stop = CancellationToken::new();
+    let mut c = retrainer_config(s, &store, dir.path().join("rows.jsonl"), "rw", 300);
+    // Shuffled labels are refused by the gate's offline check: v1 stays the champion and the
+    // parent of every retrain, so the store alone remembers v2 on this side.
+    c.promotion = Promotion::Gate(Default::default());
+    c.shuffle_labels = true;
+    let run = tokio::spawn(retrainer::run(c, stop.clone(), on_retrain));
+    send_rows(s, dir.path(), 0, 300).await;
+    wait_for("v2", 60, || events.lock().unwrap().len() == 1).await;
+    let first = read_registry(s).await.unwrap();
+    let v2 = first.bundle(2).expect("v2 published").to_vec();
+    for file in [
+        store.models_dir().join("manifest_v0002.json"),
+        store.models_dir().join("model_v0002.txt"),
+        store.processors_dir().join("dataprocessor_v0002.bin"),
+    ] {
+        std::fs::remove_file(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+    assert_eq!(store.versions().unwrap(), vec![1]);
+
+    send_rows(s, dir.path(), 300, 300).await;
+    wait_for("the next version", 60, || events.lock().unwrap().len() == 2).await;
+    stop.cancel();
+    assert_eq!(run.await.unwrap().unwrap().versions, vec![2, 3]);
+    let registry = read_registry(s).await.unwrap();
+    assert_eq!(registry.versions().collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(registry.bundle(2), Some(&v2[..]), "v2 as first published");
+    assert_eq!(registry.version_of(Alias::Champion), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_retrainer_fences_the_older_which_publishes_nothing_more() {
     let (Some((dir_a, store_a)), Some((dir_b, store_b))) = (store_with_v1(), store_with_v1())
     else {
