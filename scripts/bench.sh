@@ -82,6 +82,7 @@ serving_stage() {
         setsid "$bin/predictor" --brokers "$brokers" --group "$t-predictor" "${topics[@]}" \
             >"$work/serving-predictor-$phase.log" 2>&1 &
         predictor=$!
+        pids+=($predictor)
         retrainer=""
         if [ "$phase" != alone ]; then
             rm -rf "$work/serving-store"
@@ -98,9 +99,17 @@ serving_stage() {
                 --processors-dir "$work/serving-store/dataprocessors" \
                 >"$work/serving-retrainer-$phase.log" 2>&1 &
             retrainer=$!
+            pids+=($retrainer)
         fi
+        # The last phase shows what goes wrong: a load test starved there may end with requests
+        # unanswered (a failure), which is its finding, not the benchmark's end.
+        status=0
         "$bin/loadtest" --brokers "$brokers" --predictors 0 --records "$serving" --rate 1000 \
-            --warmup 1000 "${topics[@]}" | sed "s/^/serving, $phase: /"
+            --warmup 1000 "${topics[@]}" | sed "s/^/serving, $phase: /" || status=$?
+        if [ "$status" != 0 ]; then
+            [ "$phase" = shared-session ] || exit "$status"
+            echo "serving, $phase: the load test failed (exit $status): requests went unanswered"
+        fi
         if [ -n "$retrainer" ]; then
             echo "serving, $phase: $(grep -c 'retraining after v' "$work/serving-retrainer-$phase.log") retrains started;" \
                 "$(grep -o 'its scheduling group.*' "$work/serving-retrainer-$phase.log" | head -n 1 | cut -c1-120)"
