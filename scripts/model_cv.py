@@ -152,6 +152,23 @@ def variants():
     for rate in (0.1, 0.2):
         yield fixed(learning_rate=rate)
     yield fixed(num_leaves=16)
+    # Fifth stage: what the search box does not hold yet, around the fixed settings.
+    yield fixed()
+    yield "5: no fnlwgt", edu[:1] + edu[2:], cats, [], \
+        dict(good, max_cat_to_onehot=64, min_data_in_leaf=5)
+    fifth = lambda **kw: ("5: " + ", ".join(f"{k} {v}" for k, v in kw.items()), edu, cats, [],
+                          dict(good, max_cat_to_onehot=64, min_data_in_leaf=5, **kw))
+    for ff in (0.3, 0.7, 1.0):
+        yield fifth(feature_fraction=ff)
+    for l2 in (1.0, 5.0):
+        yield fifth(lambda_l2=l2)
+    yield fifth(min_sum_hessian_in_leaf=1.0)
+    for ps in (1.0, 10.0):
+        yield fifth(path_smooth=ps)
+    yield fifth(min_gain_to_split=0.1)
+    yield fifth(max_depth=8)
+    yield fifth(extra_trees=True)
+    yield fifth(num_leaves=48)
 
 
 def main():
