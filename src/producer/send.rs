@@ -1,11 +1,13 @@
 //! Sending the requests at the chosen rate, each with this run's id, and remembering when each
 //! was sent on one monotonic clock.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
 use super::input::{Envelope, Outgoing, Records};
@@ -113,7 +115,11 @@ pub(super) async fn send_all(
     };
     let start = Instant::now();
     let mut ids = Vec::with_capacity(plan.total);
-    let mut deliveries = Vec::with_capacity(plan.total);
+    // Records in flight, oldest first, each with its payload until its delivery is known: a
+    // record delivered is forgotten as soon as it is, so that a run holds the records in
+    // flight, not every record it sent.
+    let mut deliveries: VecDeque<(usize, Vec<u8>, DeliveryFuture)> = VecDeque::new();
+    let mut timed_out = Vec::new();
     let mut producer = producer.clone();
     for i in 0..plan.total {
         if shutdown.is_cancelled() {
@@ -150,7 +156,13 @@ pub(super) async fn send_all(
         let delivery = enqueue(&producer, plan.topic, &id, payload)
             .await
             .map_err(delivery_error)?;
-        deliveries.push((i, payload.to_vec(), delivery));
+        deliveries.push_back((i, payload.to_vec(), delivery));
+        while let Some(Some(done)) = deliveries.front_mut().map(|(_, _, d)| d.now_or_never()) {
+            let (i, payload, _) = deliveries.pop_front().expect("a front delivery");
+            if settled(done, true).map_err(|e| e.into_error(plan.topic))? {
+                timed_out.push((i, payload));
+            }
+        }
         if let (Some(apart), Some(text)) = (plan.labels.as_deref_mut(), label) {
             match apart.draw.draw() {
                 Some(delay) => {
@@ -169,21 +181,9 @@ pub(super) async fn send_all(
         ids.push(id);
     }
     for round in 0.. {
-        let mut timed_out = Vec::new();
         for (i, payload, d) in deliveries.drain(..) {
-            match d.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _)))
-                    if round < MAX_RESENDS =>
-                {
-                    timed_out.push((i, payload));
-                }
-                Ok(Err((e, _))) => return Err(delivery_error(e)),
-                Err(_) => {
-                    return Err(BrokerError::Canceled {
-                        topic: plan.topic.to_owned(),
-                    })
-                }
+            if settled(d.await, round < MAX_RESENDS).map_err(|e| e.into_error(plan.topic))? {
+                timed_out.push((i, payload));
             }
         }
         if timed_out.is_empty() {
@@ -196,12 +196,12 @@ pub(super) async fn send_all(
             round + 1
         );
         producer = (plan.fresh)()?;
-        for (i, payload) in timed_out {
+        for (i, payload) in std::mem::take(&mut timed_out) {
             let id = format!("{}-{i:06}", plan.run_id);
             let delivery = enqueue(&producer, plan.topic, &id, &payload)
                 .await
                 .map_err(delivery_error)?;
-            deliveries.push((i, payload, delivery));
+            deliveries.push_back((i, payload, delivery));
         }
     }
     tracing::info!(
@@ -210,6 +210,44 @@ pub(super) async fn send_all(
         start.elapsed().as_secs_f64()
     );
     Ok(ids)
+}
+
+/// Why a record was not delivered.
+enum Undelivered {
+    Failed(KafkaError),
+    Canceled,
+}
+
+impl Undelivered {
+    fn into_error(self, topic: &str) -> BrokerError {
+        match self {
+            Undelivered::Failed(source) => BrokerError::Delivery {
+                topic: topic.to_owned(),
+                source,
+            },
+            Undelivered::Canceled => BrokerError::Canceled {
+                topic: topic.to_owned(),
+            },
+        }
+    }
+}
+
+/// What a finished delivery means: `Ok(false)` delivered, `Ok(true)` timed out and to be sent
+/// again (when `resend` allows), an error otherwise.
+fn settled(
+    done: <DeliveryFuture as std::future::Future>::Output,
+    resend: bool,
+) -> Result<bool, Undelivered> {
+    match done {
+        Ok(Ok(_)) => Ok(false),
+        Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _)))
+            if resend =>
+        {
+            Ok(true)
+        }
+        Ok(Err((e, _))) => Err(Undelivered::Failed(e)),
+        Err(_) => Err(Undelivered::Canceled),
+    }
 }
 
 /// Hands one record to `producer`, waiting while its queue is full.
