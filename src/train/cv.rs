@@ -100,9 +100,9 @@ impl FoldSets {
 }
 
 /// Cross-validates `params` on the folds' datasets. Stops between two rounds once `cancel` is
-/// cancelled. With a `target`, gives the run up as soon as it cannot reach it: when even the
-/// gain per round of its last [`TREND_ROUNDS`] rounds, kept up for every round left, would not
-/// bring its best loss down to the target (a boosting run's gains shrink as it goes).
+/// cancelled. With a `target`, gives the run up as soon as it cannot reach it: when what its
+/// recent gains project for the rounds left would not bring its best loss down to the target
+/// (see [`cannot_reach`]).
 pub fn cross_validate(
     folds: &FoldSets,
     params: &Hyperparams,
@@ -165,14 +165,28 @@ pub fn cross_validate(
 }
 
 /// Whether a run whose mean losses so far are `history`, best `best`, with `left` rounds to go,
-/// cannot reach `target` even at its recent gain per round.
+/// cannot reach `target`. What it can still gain is its gain over the last [`TREND_ROUNDS`]
+/// rounds kept up for every round left; and when that gain is smaller than over the
+/// [`TREND_ROUNDS`] before (gains shrinking, as a boosting run's do), it shrinks by the same
+/// ratio every [`TREND_ROUNDS`] rounds to come: a geometric series, which gives up the slow,
+/// hopeless runs of a low learning rate hundreds of rounds earlier than the straight line.
 fn cannot_reach(history: &[f64], left: usize, best: f64, target: f64) -> bool {
     let Some(&then) = history.iter().rev().nth(TREND_ROUNDS) else {
         return false;
     };
     let now = *history.last().expect("a round at least");
-    let gain = ((then - now) / TREND_ROUNDS as f64).max(0.0);
-    best - gain * left as f64 > target
+    let recent = (then - now).max(0.0);
+    let mut reach = recent * left as f64 / TREND_ROUNDS as f64;
+    if let Some(&before) = history.iter().rev().nth(2 * TREND_ROUNDS) {
+        let earlier = before - then;
+        if recent > 0.0 && earlier > recent {
+            let ratio = recent / earlier;
+            let windows = (left as f64 / TREND_ROUNDS as f64).ceil() as i32;
+            let shrinking = recent * ratio * (1.0 - ratio.powi(windows)) / (1.0 - ratio);
+            reach = reach.min(shrinking);
+        }
+    }
+    best - reach > target
 }
 
 #[cfg(test)]
@@ -212,5 +226,27 @@ mod tests {
         let rising: Vec<f64> = falling.iter().rev().copied().collect();
         assert!(cannot_reach(&rising, 1000, 0.40, 0.399));
         assert!(!cannot_reach(&rising, 1000, 0.40, 0.40));
+    }
+
+    #[test]
+    fn shrinking_gains_are_projected_as_they_shrink() {
+        // 0.02 gained over rounds 1-11, then 0.01 over rounds 11-21: half as much every ten
+        // rounds from now on is 0.005 + 0.0025 + ... < 0.01 more, however many rounds are left.
+        let mut losses: Vec<f64> = (0..=10).map(|i| 0.42 - 0.002 * i as f64).collect();
+        losses.extend((1..=10).map(|i| 0.40 - 0.001 * i as f64));
+        assert!((losses[20] - 0.39).abs() < 1e-12);
+        assert!(!cannot_reach(&losses, 1000, 0.39, 0.3801));
+        assert!(cannot_reach(&losses, 1000, 0.39, 0.3799));
+        // The straight line alone would have kept it going: 1000 rounds at 0.0001 a round.
+        let straight = &losses[10..];
+        assert!(!cannot_reach(straight, 1000, 0.39, 0.3));
+        // Few rounds left: the series is cut short (two windows: 0.005 + 0.0025).
+        assert!(!cannot_reach(&losses, 20, 0.39, 0.3826));
+        assert!(cannot_reach(&losses, 20, 0.39, 0.3824));
+        // Gains that grow are kept up, never shrunk.
+        let mut growing: Vec<f64> = (0..=10).map(|i| 0.42 - 0.001 * i as f64).collect();
+        growing.extend((1..=10).map(|i| 0.41 - 0.002 * i as f64));
+        assert!(!cannot_reach(&growing, 10, 0.39, 0.3701));
+        assert!(cannot_reach(&growing, 10, 0.39, 0.3699));
     }
 }

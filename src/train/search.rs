@@ -1,7 +1,9 @@
-//! Hyperparameter search: argmin's particle swarm (derivative-free, bounded box, seeded)
-//! minimizes the cross-validated log loss. Each swarm generation is evaluated in parallel on
-//! a pool of `threads` workers; every evaluation is deterministic, so the search is
-//! reproducible whatever the thread timing.
+//! Hyperparameter search: a warm start, then argmin's particle swarm (derivative-free, bounded
+//! box, seeded) minimizes the cross-validated log loss. The warm start is [`ANCHOR`], the point
+//! an offline CV study chose: evaluated first (generation 0), it sets the bar the swarm's
+//! evaluations are pruned against, and the swarm must beat it to be chosen. Each swarm
+//! generation is evaluated in parallel on a pool of `threads` workers; every evaluation is
+//! deterministic, so the search is reproducible whatever the thread timing.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::cv::{cross_validate, CvScore, FoldSets, Matrix};
 use super::TrainError;
 use crate::settings::Folds;
-use crate::train::space::{bounds, Hyperparams};
+use crate::train::space::{bounds, Hyperparams, ANCHOR};
 
 /// Swarm size: ten particles, as few generations as the budget allows.
 const MAX_PARTICLES: usize = 10;
@@ -108,7 +110,8 @@ struct CvObjective<'a> {
     k: usize,
     seed: u64,
     /// Particles a generation: evaluations started so far tell the generation, as the swarm
-    /// evaluates one generation in full before it moves.
+    /// evaluates one generation in full before it moves (its first is generation 1, after the
+    /// anchor's 0).
     particles: usize,
     started: AtomicUsize,
     /// Give up evaluations that cannot beat the earlier generations' best.
@@ -127,15 +130,17 @@ impl CostFunction for Shared<'_, '_> {
     type Output = f64;
 
     fn cost(&self, point: &Vec<f64>) -> Result<f64, ArgminError> {
-        self.0.evaluate(point)
+        self.0.evaluate(point, None)
     }
 }
 
 impl CvObjective<'_> {
-    fn evaluate(&self, point: &[f64]) -> Result<f64, ArgminError> {
+    /// Cross-validates `point`; `generation` is given for the anchor, counted for the swarm's.
+    fn evaluate(&self, point: &[f64], generation: Option<usize>) -> Result<f64, ArgminError> {
         let params = Hyperparams::from_point(point);
         let started = std::time::Instant::now();
-        let generation = self.started.fetch_add(1, Ordering::SeqCst) / self.particles;
+        let generation = generation
+            .unwrap_or_else(|| 1 + self.started.fetch_add(1, Ordering::SeqCst) / self.particles);
         // Only finished generations set the bar, so that it does not depend on the order in
         // which this generation's evaluations finish: the search stays reproducible.
         let target = self.prune.then(|| {
@@ -181,11 +186,15 @@ impl CvObjective<'_> {
     }
 }
 
-/// The swarm shape for a budget: (particles, generations after the first).
+/// The swarm's shape for a budget that counts the anchor: (particles, generations after the
+/// first); no particles for a budget of one.
 fn swarm_shape(max_evals: NonZeroUsize) -> (usize, u64) {
-    let max_evals = max_evals.get();
-    let particles = max_evals.clamp(1, MAX_PARTICLES);
-    (particles, ((max_evals / particles).max(1) - 1) as u64)
+    let swarm = max_evals.get() - 1;
+    if swarm == 0 {
+        return (0, 0);
+    }
+    let particles = swarm.clamp(1, MAX_PARTICLES);
+    (particles, ((swarm / particles).max(1) - 1) as u64)
 }
 
 /// Searches the space for the hyperparameters with the lowest CV log loss.
@@ -195,7 +204,7 @@ pub fn search(
     config: &SearchConfig,
 ) -> Result<SearchOutcome, TrainError> {
     let (particles, generations) = swarm_shape(config.max_evals);
-    let planned = particles * (generations as usize + 1);
+    let planned = 1 + particles * (generations as usize + 1);
     let bar = if config.progress {
         ProgressBar::new(planned as u64)
     } else {
@@ -228,20 +237,25 @@ pub fn search(
         .num_threads(config.threads.get())
         .start_handler(move |_| crate::util::priority::nice_this_thread(nice))
         .build()?;
-    let solver = ParticleSwarm::new(bounds(), particles)
-        .with_rng_generator(StdRng::seed_from_u64(config.seed));
-    pool.install(|| {
-        Executor::new(Shared(&objective), solver)
-            .configure(|state| state.max_iters(generations))
-            .run()
-    })
-    .map_err(|e| {
+    let failed = |e: ArgminError| {
         if config.cancel.is_cancelled() {
             TrainError::Cancelled
         } else {
             TrainError::Search(e.into())
         }
-    })?;
+    };
+    pool.install(|| objective.evaluate(&ANCHOR, Some(0)))
+        .map_err(failed)?;
+    if particles > 0 {
+        let solver = ParticleSwarm::new(bounds(), particles)
+            .with_rng_generator(StdRng::seed_from_u64(config.seed));
+        pool.install(|| {
+            Executor::new(Shared(&objective), solver)
+                .configure(|state| state.max_iters(generations))
+                .run()
+        })
+        .map_err(failed)?;
+    }
     bar.finish_and_clear();
 
     let trials = objective.trials.into_inner().expect("trial list poisoned");
@@ -279,9 +293,12 @@ mod tests {
     fn the_budget_is_never_exceeded() {
         for budget in 1..120 {
             let (p, g) = swarm_shape(nz(budget));
-            assert!(p * (g as usize + 1) <= budget, "budget {budget}");
+            // The swarm's generations leave room for the anchor.
+            assert!(p * (g as usize + 1) < budget, "budget {budget}");
         }
-        assert_eq!(swarm_shape(nz(50)), (10, 4));
-        assert_eq!(swarm_shape(nz(5)), (5, 0));
+        assert_eq!(swarm_shape(nz(51)), (10, 4));
+        assert_eq!(swarm_shape(nz(50)), (10, 3));
+        assert_eq!(swarm_shape(nz(5)), (4, 0));
+        assert_eq!(swarm_shape(nz(1)), (0, 0));
     }
 }

@@ -7,6 +7,7 @@ use census_stream::bundle::{BundleFiles, BundleStore};
 use census_stream::data::{load_adult, read_labeled, CensusRow, Fetch};
 use census_stream::features::FeatureProcessor;
 use census_stream::initialize::{run, InitConfig, Initialized};
+use census_stream::train::space::{Hyperparams, ANCHOR};
 use census_stream::train::{fit, SearchOutcome, Trial};
 
 use crate::helpers::{adult, initialized, scoring, small_search, temp_store};
@@ -355,16 +356,39 @@ fn the_search_is_seeded_and_reproducible_on_both_cores() {
     let b = fit(&data.train, None, &small_search(4), scoring()).unwrap();
     assert_eq!(a.search.best, b.search.best);
     assert_eq!(a.model_text, b.model_text);
+    // The anchor first, whatever the seed; the swarm's points follow the seed.
+    let anchors: Vec<&Trial> = a
+        .search
+        .trials
+        .iter()
+        .filter(|t| t.generation == 0)
+        .collect();
+    assert_eq!(anchors.len(), 1);
+    assert_eq!(anchors[0].params, Hyperparams::from_point(&ANCHOR));
+    assert_eq!(a.search.evaluations, 4, "the anchor and three particles");
     let mut other_seed = small_search(4);
     other_seed.seed = 2;
     let c = fit(&data.train, None, &other_seed, scoring()).unwrap();
-    assert_ne!(a.search.best.params, c.search.best.params);
+    let swarm = |o: &SearchOutcome| {
+        o.trials
+            .iter()
+            .filter(|t| t.generation > 0)
+            .map(|t| t.params)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(swarm(&c.search).len(), 3);
+    for p in swarm(&c.search) {
+        assert!(
+            !swarm(&a.search).contains(&p),
+            "{p:?} in both seeds' swarms"
+        );
+    }
 }
 
 #[test]
 fn the_search_gives_up_only_evaluations_that_cannot_win_and_stays_reproducible() {
     let Some(data) = adult() else { return };
-    // Ten particles, two generations: the second is measured against the first's best.
+    // The anchor, then ten particles measured against it.
     let pruned = small_search(20);
     let a = fit(&data.train, None, &pruned, scoring()).unwrap();
     let b = fit(&data.train, None, &pruned, scoring()).unwrap();
