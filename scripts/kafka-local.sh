@@ -311,7 +311,7 @@ cmd_start() {
 
     # Wait for the broker to log that it started, then make sure it answers
     # Kafka requests (ApiVersions) on the client port.
-    local deadline=$((SECONDS + START_TIMEOUT)) started=0
+    local deadline=$((SECONDS + START_TIMEOUT)) started=0 launched=$SECONDS
     while [ "$SECONDS" -lt "$deadline" ]; do
         if ! kill -0 "$pid" 2>/dev/null; then
             rm -f "$PID_FILE"
@@ -322,6 +322,11 @@ cmd_start() {
         # new_log would die of SIGPIPE, failing the pipeline (pipefail) when a restart on old
         # data has logged more than a pipe holds after the line.
         if [ "$started" = 0 ] && new_log "$log_start" | grep 'Kafka Server started' >/dev/null; then
+            started=1
+        fi
+        # The line can be missed: server.log may roll over between the launch and the line,
+        # which then lands in a rolled file. After 15 s, whether it answers decides alone.
+        if [ "$started" = 0 ] && [ $((SECONDS - launched)) -ge 15 ]; then
             started=1
         fi
         if [ "$started" = 1 ] && broker_answers; then
