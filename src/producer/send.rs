@@ -159,7 +159,7 @@ pub(super) async fn send_all(
         deliveries.push_back((i, payload.to_vec(), delivery));
         while let Some(Some(done)) = deliveries.front_mut().map(|(_, _, d)| d.now_or_never()) {
             let (i, payload, _) = deliveries.pop_front().expect("a front delivery");
-            if settled(done, true).map_err(|e| e.into_error(plan.topic))? {
+            if settled(done, true, plan.topic)? {
                 timed_out.push((i, payload));
             }
         }
@@ -182,7 +182,7 @@ pub(super) async fn send_all(
     }
     for round in 0.. {
         for (i, payload, d) in deliveries.drain(..) {
-            if settled(d.await, round < MAX_RESENDS).map_err(|e| e.into_error(plan.topic))? {
+            if settled(d.await, round < MAX_RESENDS, plan.topic)? {
                 timed_out.push((i, payload));
             }
         }
@@ -212,32 +212,13 @@ pub(super) async fn send_all(
     Ok(ids)
 }
 
-/// Why a record was not delivered.
-enum Undelivered {
-    Failed(KafkaError),
-    Canceled,
-}
-
-impl Undelivered {
-    fn into_error(self, topic: &str) -> BrokerError {
-        match self {
-            Undelivered::Failed(source) => BrokerError::Delivery {
-                topic: topic.to_owned(),
-                source,
-            },
-            Undelivered::Canceled => BrokerError::Canceled {
-                topic: topic.to_owned(),
-            },
-        }
-    }
-}
-
-/// What a finished delivery means: `Ok(false)` delivered, `Ok(true)` timed out and to be sent
-/// again (when `resend` allows), an error otherwise.
+/// What a finished delivery on `topic` means: `Ok(false)` delivered, `Ok(true)` timed out and
+/// to be sent again (when `resend` allows), an error otherwise.
 fn settled(
     done: <DeliveryFuture as std::future::Future>::Output,
     resend: bool,
-) -> Result<bool, Undelivered> {
+    topic: &str,
+) -> Result<bool, BrokerError> {
     match done {
         Ok(Ok(_)) => Ok(false),
         Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _)))
@@ -245,8 +226,13 @@ fn settled(
         {
             Ok(true)
         }
-        Ok(Err((e, _))) => Err(Undelivered::Failed(e)),
-        Err(_) => Err(Undelivered::Canceled),
+        Ok(Err((source, _))) => Err(BrokerError::Delivery {
+            topic: topic.to_owned(),
+            source,
+        }),
+        Err(_) => Err(BrokerError::Canceled {
+            topic: topic.to_owned(),
+        }),
     }
 }
 
