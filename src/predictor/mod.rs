@@ -374,6 +374,22 @@ pub async fn run(
         }
     }
     let (loaded_tx, mut loaded) = watch::channel(champion_version(&current));
+    // The champion gauge names the version the next batch is scored with from the moment it is
+    // swapped in, not from that batch: a predictor with no records (its partitions elsewhere, or
+    // none coming) shows a promotion as soon as it has it.
+    let gauge = config.metrics.clone();
+    let mut swapped = loaded.clone();
+    tokio::spawn(async move {
+        loop {
+            let version = *swapped.borrow_and_update();
+            if version.is_some() {
+                gauge.set_version("champion", version);
+            }
+            if swapped.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     let (state_tx, in_step) = watch::channel(registry::FollowerState::default());
     let mut follower_state = state_tx.subscribe();
     let health = &config.health;

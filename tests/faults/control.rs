@@ -70,8 +70,8 @@ async fn the_broker_paused_20_s_during_a_promotion_every_predictor_serves_it_wit
     // One whose producer librdkafka left stuck after the fencing ends with a fatal error once
     // the broker has answered for 20 s without its batch acknowledged, and is restarted too.
     let (mut restarts, mut stuck) = (0, 0);
-    // On a time-out: each predictor's champion gauge and predictions (the gauge is set by
-    // batches: a predictor with no batch since keeps v1's); their logs stay in the work folder.
+    // On a time-out: each predictor's champion gauge (set when a version is swapped in) and
+    // predictions; their logs stay in the work folder.
     let state = || {
         let seen: Vec<String> = ports
             .iter()
@@ -132,6 +132,12 @@ async fn the_broker_paused_20_s_during_a_promotion_every_predictor_serves_it_wit
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("predictor restarts after the pause: {restarts} ({stuck} for a stuck producer)");
+    // The swap is not only announced: the stream's rest was scored with v2.
+    let by_v2: f64 = ports
+        .iter()
+        .filter_map(|&p| scrape(p, r#"census_predictions_total{model_version="2"}"#))
+        .sum();
+    assert!(by_v2 > 0.0, "no prediction by v2 {}", state());
     let v = oracle(&s).await;
     report("broker SIGSTOP 20 s just after a promotion", &v, 0, &[took]);
     assert!(v.lost.is_empty(), "lost {}", v.lost.len());

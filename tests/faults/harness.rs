@@ -232,14 +232,20 @@ impl Drop for Service {
 
 /// The flags that point a binary at a scenario's topics.
 pub fn kafka_flags(s: &KafkaSettings) -> Vec<String> {
-    vec![
+    let mut flags = vec![
         format!("--brokers={}", s.brokers),
         format!("--requests-topic={}", s.topics.requests),
         format!("--predictions-topic={}", s.topics.predictions),
         format!("--dlq-topic={}", s.topics.dlq),
         format!("--labels-topic={}", s.topics.labels),
         format!("--models-topic={}", s.topics.models),
-    ]
+    ];
+    // To read a failure's librdkafka side: e.g. FAULTS_KAFKA_DEBUG=cgrp,topic and
+    // FAULTS_RUST_LOG=info,librdkafka=debug.
+    if let Ok(contexts) = std::env::var("FAULTS_KAFKA_DEBUG") {
+        flags.push(format!("--kafka-config=debug={contexts}"));
+    }
+    flags
 }
 
 /// Starts `bin` with `args`, a log file in `work`, and `fault` armed (`name:n`) if given.
@@ -247,7 +253,10 @@ pub fn spawn(bin: &str, args: &[String], work: &Path, name: &str, fault: Option<
     let log = work.join(format!("{name}-{}.log", now_ms()));
     let mut cmd = Command::new(bin);
     cmd.args(args)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("FAULTS_RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .env("NO_COLOR", "1")
         .env_remove(census_stream::util::fault::ENV)
         .stdin(Stdio::null())
