@@ -88,7 +88,7 @@ pub fn watch_lag(
 /// Each assigned partition's next offset to read and end offset. A partition not read yet
 /// counts from its committed offset, or from its start when it has none.
 fn ends(consumer: &StreamConsumer) -> KafkaResult<Ends> {
-    let at_ms = chrono::Utc::now().timestamp_millis();
+    let at_ms = crate::stream::messages::now_ms();
     let positions = consumer.position()?;
     let mut unread = TopicPartitionList::new();
     let mut partitions = Vec::new();
