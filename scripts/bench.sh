@@ -139,33 +139,19 @@ soak_stage() {
         --labels-topic "$t.labels" --dlq-topic "$t.dlq" --models-topic "$t.models")
     rm -rf "$store" && mkdir -p "$store" && cp -r models dataprocessors "$store/"
     local pm=127.0.0.1:19481 rm=127.0.0.1:19482
-    local predictor retrainer dashboard
-    # Each service as a supervisor (systemd's Restart=, compose's restart:) runs it: one that
-    # ends (a fatal error says to restart it) is started again, its log appended to.
-    start_predictor() {
-        setsid "$bin/predictor" --brokers "$brokers" --group "$t-predictor" "${topics[@]}" \
-            --metrics-addr "$pm" >>"$work/soak-predictor.log" 2>&1 &
-        predictor=$!
-    }
-    start_retrainer() {
-        setsid "$bin/retrainer" --brokers "$brokers" --group "$t-retrainer" "${topics[@]}" \
-            --retrain-every "$soak_every" --rows-keep "$soak_keep" --max-evals "$soak_evals" \
-            --label-window-secs 120 --metrics-addr "$rm" \
-            --rows-file "$store/rows.jsonl" --join-file "$store/join.jsonl" \
-            --models-dir "$store/models" --processors-dir "$store/dataprocessors" \
-            >>"$work/soak-retrainer.log" 2>&1 &
-        retrainer=$!
-    }
-    start_dashboard() {
-        setsid "$bin/dashboard" --brokers "$brokers" "${topics[@]}" --predictor-group "$t-predictor" \
-            --label-window-secs 120 --addr 127.0.0.1:19483 >>"$work/soak-dashboard.log" 2>&1 &
-        dashboard=$!
-    }
-    rm -f "$work"/soak-*.log
-    start_predictor
-    start_retrainer
-    start_dashboard
-    local restarts=()
+    setsid "$bin/predictor" --brokers "$brokers" --group "$t-predictor" "${topics[@]}" \
+        --metrics-addr "$pm" >"$work/soak-predictor.log" 2>&1 &
+    local predictor=$!
+    setsid "$bin/retrainer" --brokers "$brokers" --group "$t-retrainer" "${topics[@]}" \
+        --retrain-every "$soak_every" --rows-keep "$soak_keep" --max-evals "$soak_evals" \
+        --label-window-secs 120 --metrics-addr "$rm" \
+        --rows-file "$store/rows.jsonl" --join-file "$store/join.jsonl" \
+        --models-dir "$store/models" --processors-dir "$store/dataprocessors" \
+        >"$work/soak-retrainer.log" 2>&1 &
+    local retrainer=$!
+    setsid "$bin/dashboard" --brokers "$brokers" "${topics[@]}" --predictor-group "$t-predictor" \
+        --label-window-secs 120 --addr 127.0.0.1:19483 >"$work/soak-dashboard.log" 2>&1 &
+    local dashboard=$!
     "$bin/producer" --brokers "$brokers" "${topics[@]}" --scenario fresh --rate "$soak_rate" \
         --limit "$soak_records" --label-delay-secs 2 --label-fraction 1 --no-status \
         >"$work/soak-producer.log" 2>&1 &
@@ -187,12 +173,6 @@ soak_stage() {
     while kill -0 "$producer" 2>/dev/null; do
         echo "$(date +%s.%N | cut -c1-14),$(metric "$pm" census_predictions_total),$(metric "$rm" census_retrainer_rows_stored),$(rss "$predictor"),$(rss "$retrainer"),$(rss "$dashboard"),$(mb "$store/rows.jsonl"),$(mb "$store/join.jsonl"),$(mb "$store/models" "$store/dataprocessors"),$([ -n "$topic_dir" ] && mb "$topic_dir"/*.log),$(metric "$rm" census_labels_matched_total),$(metric "$rm" census_labels_dead_letters_total),$(metric "$rm" census_label_join_clock_lag_seconds),$(metric "$rm" census_consumer_lag)" >>"$samples"
         local at=$(($(date +%s) - started))
-        for s in predictor retrainer dashboard; do
-            kill -0 "${!s}" 2>/dev/null && continue
-            echo "soak: the $s ended at $at s ($(grep -o 'fatal error.*\|Error: .*' "$work/soak-$s.log" | tail -n 1 | cut -c1-160)); restarting it"
-            restarts+=("$s@${at}s")
-            "start_$s"
-        done
         if [ -n "$hog_from" ] && [ "${#hogs[@]}" = 0 ] && [ "$at" -ge "$hog_from" ] && [ "$at" -lt "$hog_to" ]; then
             for _ in 1 2; do
                 setsid bash -c 'while :; do :; done' &
@@ -215,7 +195,6 @@ soak_stage() {
         local pid_var="$s"
         kill -0 "${!pid_var}" 2>/dev/null || died+=("$s")
     done
-    echo "soak: services restarted: ${#restarts[@]} ${restarts[*]}"
     grep -E "^(sent|throughput|latency|model v)" "$work/soak-producer.log" | sed 's/^/soak, producer: /'
     for p in "$retrainer" "$predictor" "$dashboard"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "$retrainer" "$predictor" "$dashboard"; do wait "$p" 2>/dev/null || true; done

@@ -49,15 +49,6 @@ def read_samples(path):
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z")
 
 
-def counter_total(values):
-    """A counter's total over a run whose service may have restarted (its counter from 0)."""
-    total, prev = 0.0, 0.0
-    for v in values:
-        total += v - prev if v >= prev else v
-        prev = v
-    return total
-
-
 def stamp(line):
     m = STAMP.match(line)
     if not m:
@@ -137,9 +128,8 @@ def main():
     lag = [s["retrainer_lag"] for s in samples if s.get("retrainer_lag") is not None]
     if matched and dead:
         print()
-        print(f"labels (the retrainer's join): {counter_total(matched):.0f} matched, "
-              f"{counter_total(dead):.0f} dead-lettered (by the last sample, over restarts); "
-              f"the retrainer's lag up to {max(lag, default=0):.0f} records, "
+        print(f"labels (the retrainer's join): {matched[-1]:.0f} matched, {dead[-1]:.0f} dead-lettered "
+              f"(at the last sample); the retrainer's lag up to {max(lag, default=0):.0f} records, "
               f"its join's clock up to {max(clock, default=0):.1f} s behind the wall clock "
               f"({len(clock)} samples)")
 

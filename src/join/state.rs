@@ -162,9 +162,6 @@ pub struct Join<R> {
     stamp_ms: i64,
     /// The join's clock: never goes back.
     now_ms: i64,
-    /// Replaying a journal that has journalled the clock's moves (one written before they were
-    /// journalled timed its entries by the clock: each replays its expiry).
-    clock_journalled: bool,
     ops: Vec<Op<R>>,
     dead: Vec<DeadLabel>,
     counts: JoinCounts,
@@ -181,7 +178,6 @@ impl<R: Clone> Join<R> {
             queue: VecDeque::new(),
             stamp_ms: i64::MIN,
             now_ms: i64::MIN,
-            clock_journalled: false,
             ops: Vec::new(),
             dead: Vec::new(),
             counts: JoinCounts::default(),
@@ -467,21 +463,9 @@ impl<R: Clone> Join<R> {
         std::mem::take(&mut self.dead)
     }
 
-    /// Replays one journalled change (at start). Expiry replays with the clock's moves (in a
-    /// journal from before they were journalled, with each entry's time, the clock then); a
-    /// held label leaves only by its match or its `LabelDropped`.
+    /// Replays one journalled change (at start). Expiry replays with the clock's moves; a held
+    /// label leaves only by its match or its `LabelDropped`.
     pub fn replay(&mut self, op: Op<R>) {
-        if !self.clock_journalled {
-            match &op {
-                Op::Request { at_ms, .. }
-                | Op::Label { at_ms, .. }
-                | Op::Matched { at_ms, .. }
-                | Op::Expired { at_ms, .. } => {
-                    self.expire_by(*at_ms, true);
-                }
-                Op::LabelDropped { .. } | Op::Clock { .. } => {}
-            }
-        }
         match op {
             Op::Request {
                 id,
@@ -522,7 +506,6 @@ impl<R: Clone> Join<R> {
                 self.queue.push_back((at_ms, id));
             }
             Op::Clock { now_ms } => {
-                self.clock_journalled = true;
                 self.expire_by(now_ms, true);
             }
         }

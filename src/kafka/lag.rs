@@ -35,9 +35,6 @@ pub struct PartitionEnd {
     pub next: i64,
     /// The offset the next record appended will have (the high watermark).
     pub end: i64,
-    /// `next` is the position after records the consumer delivered (else the committed offset
-    /// or the start: none delivered yet).
-    pub delivered: bool,
 }
 
 impl Ends {
@@ -100,7 +97,6 @@ fn ends(consumer: &StreamConsumer) -> KafkaResult<Ends> {
                 partition: e.partition(),
                 next: n,
                 end: high,
-                delivered: true,
             }),
             _ => {
                 unread.add_partition_offset(e.topic(), e.partition(), Offset::Offset(low))?;
@@ -126,7 +122,6 @@ fn ends(consumer: &StreamConsumer) -> KafkaResult<Ends> {
                 partition: e.partition(),
                 next: from,
                 end: high,
-                delivered: false,
             });
         }
     }

@@ -10,7 +10,7 @@
 //! its hold (the join's window), so a partition that never moves keeps the join's state to at
 //! most two windows of records.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::kafka::{Ends, InMessage};
@@ -34,18 +34,12 @@ impl Progress {
     }
 }
 
-type Key = (String, i32);
-
 #[derive(Debug)]
 pub struct InputClock {
     hold_ms: i64,
-    partitions: HashMap<Key, Progress>,
-    /// The partitions the last look found owned (None before the first look: which partitions
-    /// lag is unknown then).
-    owned: Option<HashSet<Key>>,
-    /// A partition was read that the last look did not list: the assignment changed since, and
-    /// partitions owned now may be missing from what the clock knows until the next look.
-    unsure: bool,
+    partitions: HashMap<(String, i32), Progress>,
+    /// Whether a look at the partitions' ends came: before it, which partitions lag is unknown.
+    looked: bool,
 }
 
 impl InputClock {
@@ -53,8 +47,7 @@ impl InputClock {
         InputClock {
             hold_ms: i64::try_from(hold.as_millis()).unwrap_or(i64::MAX),
             partitions: HashMap::new(),
-            owned: None,
-            unsure: false,
+            looked: false,
         }
     }
 
@@ -66,11 +59,10 @@ impl InputClock {
     /// it has none, within the hold below the wall clock and never past it).
     pub fn read(&mut self, m: &InMessage, wall_ms: i64) -> i64 {
         let at = m.timestamp_ms.unwrap_or(wall_ms).min(wall_ms);
-        let key = (m.topic.clone(), m.partition);
-        if self.owned.as_ref().is_some_and(|o| !o.contains(&key)) {
-            self.unsure = true;
-        }
-        let p = self.partitions.entry(key).or_default();
+        let p = self
+            .partitions
+            .entry((m.topic.clone(), m.partition))
+            .or_default();
         p.read_ms = p.read_ms.max(Some(at));
         p.next = p.next.max(Some(m.offset + 1));
         p.read_at_wall_ms = wall_ms;
@@ -78,43 +70,33 @@ impl InputClock {
     }
 
     /// A look at the broker: the partitions owned then (others were revoked), and which were
-    /// read to their end (by the join: records the consumer delivered that the join has not
-    /// read yet are not read). The same look given twice changes nothing more.
+    /// read to their end.
     pub fn looked(&mut self, ends: &Ends) {
         let mut partitions = HashMap::with_capacity(ends.partitions.len());
-        let mut owned = HashSet::with_capacity(ends.partitions.len());
         for e in &ends.partitions {
             let key = (e.topic.clone(), e.partition);
             let mut p = self.partitions.remove(&key).unwrap_or_default();
-            // Before the join read anything of it: the group's committed offset says where it
-            // is, but not a position of records delivered (they are in a batch on its way).
-            let read_to = p.next.or((!e.delivered).then_some(e.next));
-            if read_to.is_some_and(|n| n >= e.end) {
+            if p.next.unwrap_or(e.next).max(e.next) >= e.end {
                 p.caught_up_ms = p.caught_up_ms.max(Some(ends.at_ms));
             }
-            owned.insert(key.clone());
             partitions.insert(key, p);
         }
-        // A partition read since the look began, not in it: assigned since; it counts too, and
-        // others assigned with it may not be known yet.
-        self.unsure = false;
+        // A partition read since the look began, not in it: assigned since; it counts too.
         for (key, p) in self.partitions.drain() {
             if p.read_at_wall_ms >= ends.at_ms {
-                self.unsure = true;
                 partitions.insert(key, p);
             }
         }
         self.partitions = partitions;
-        self.owned = Some(owned);
+        self.looked = true;
     }
 
     /// The join's time at `wall_ms`: the least progress over the partitions read, between the
     /// hold below the wall clock and the wall clock. Owning no partition (before the first
-    /// look, or in a rebalance), or reading one the last look did not list, tells nothing of
-    /// what is left to read: the hold's floor then, until a look lists what is owned.
+    /// look, or in a rebalance) tells nothing of what is left to read: the hold's floor then.
     pub fn now(&self, wall_ms: i64) -> i64 {
         let floor = self.floor(wall_ms);
-        if self.owned.is_none() || self.unsure {
+        if !self.looked {
             return floor;
         }
         let least = self
@@ -155,7 +137,6 @@ mod tests {
                     partition: 0,
                     next,
                     end,
-                    delivered: false,
                 })
                 .collect(),
         }
@@ -215,12 +196,8 @@ mod tests {
         // The lagging labels partition is revoked: only the requests count.
         c.looked(&ends(20_000, &[("requests", 1, 1)]));
         assert_eq!(c.now(21_000), 20_000);
-        // One assigned since the last look: others may have come with it, the floor until a
-        // look lists what is owned.
+        // One assigned since the last look, read behind: it holds the clock.
         c.read(&record("labels", 50, 15_000), 21_000);
-        assert_eq!(c.now(22_000), 22_000 - 100_000);
-        // Listed, read behind: it holds the clock.
-        c.looked(&ends(21_500, &[("requests", 1, 1), ("labels", 51, 90)]));
         assert_eq!(c.now(22_000), 15_000);
         // A partition owned but not read yet, with records waiting: the hold's floor.
         c.looked(&ends(30_000, &[("requests", 1, 1), ("dlq", 0, 7)]));
@@ -228,42 +205,5 @@ mod tests {
         // None owned (a rebalance under way): nothing is known read, the floor again.
         c.looked(&ends(150_000, &[]));
         assert_eq!(c.now(151_000), 51_000);
-    }
-
-    #[test]
-    fn a_partition_the_last_look_did_not_list_holds_the_clock_until_a_look_lists_it() {
-        let mut c = InputClock::new(HOLD);
-        c.read(&record("requests", 0, 10_000), 10_000);
-        c.looked(&ends(11_000, &[("requests", 1, 1)]));
-        assert_eq!(c.now(12_000), 11_000);
-        // The assignment changed: a labels partition came; others may have come with it.
-        c.read(&record("labels", 0, 11_500), 12_000);
-        assert_eq!(c.now(120_000), 20_000, "the floor");
-        // A look that began before the read does not list it either.
-        c.looked(&ends(11_900, &[("requests", 1, 1)]));
-        assert_eq!(c.now(120_000), 20_000);
-        // One that lists what is owned now.
-        c.looked(&ends(13_000, &[("requests", 1, 1), ("labels", 1, 1)]));
-        assert_eq!(c.now(120_000), 20_000, "the floor, still: 13 s is older");
-        assert_eq!(c.now(14_000), 13_000);
-    }
-
-    #[test]
-    fn records_delivered_but_not_yet_joined_are_not_read() {
-        let mut c = InputClock::new(HOLD);
-        let mut look = ends(50_000, &[("requests", 40, 40)]);
-        // The consumer's position is past records it delivered that the join has not read yet.
-        look.partitions[0].delivered = true;
-        c.looked(&look);
-        assert_eq!(c.now(60_000), 60_000 - 100_000, "not caught up: the floor");
-        // The join read them: caught up at the next look.
-        c.read(&record("requests", 39, 49_000), 61_000);
-        look.at_ms = 62_000;
-        c.looked(&look);
-        assert_eq!(c.now(63_000), 62_000);
-        // Before anything was delivered, the committed offset counts.
-        let mut fresh = InputClock::new(HOLD);
-        fresh.looked(&ends(70_000, &[("labels", 12, 12)]));
-        assert_eq!(fresh.now(71_000), 70_000);
     }
 }

@@ -67,12 +67,12 @@ impl LabelJoin {
     }
 
     /// Joins a batch's records, read at `wall_ms`, after expiring what waited a window by the
-    /// input's time before them (the batch's own records move the clock for the next one).
+    /// input's time then.
     pub fn join(&mut self, batch: &[InMessage], wall_ms: i64) -> Joining {
         let mut out = Joining::default();
+        let times: Vec<i64> = batch.iter().map(|m| self.clock.read(m, wall_ms)).collect();
         self.join.expire(self.clock.now(wall_ms));
         self.take_dead(&mut out);
-        let times: Vec<i64> = batch.iter().map(|m| self.clock.read(m, wall_ms)).collect();
         for (m, &at_ms) in batch.iter().zip(&times) {
             let position = Position {
                 topic: m.topic.clone(),
@@ -268,7 +268,6 @@ mod tests {
             partition: 0,
             next,
             end,
-            delivered: false,
         };
         Ends {
             at_ms,

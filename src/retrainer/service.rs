@@ -503,11 +503,13 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         }
     }
 
-    /// Gives the label join the consumer's latest look at its partitions' ends (again, if it
-    /// had it: [`Self::background`]'s wait for the next look marks it seen before this runs).
+    /// Gives the label join the consumer's latest look at its partitions' ends, if a new one
+    /// came.
     fn take_look(&mut self) {
-        if let Some(ends) = self.looks.borrow_and_update().as_ref() {
-            self.retrainer.labels_mut().looked(ends);
+        if self.looks.has_changed().unwrap_or(false) {
+            if let Some(ends) = self.looks.borrow_and_update().as_ref() {
+                self.retrainer.labels_mut().looked(ends);
+            }
         }
     }
 

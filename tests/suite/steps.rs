@@ -440,7 +440,6 @@ fn all_read(retrainer: &mut Retrainer, at_ms: i64) {
             partition,
             next: 0,
             end: 0,
-            delivered: false,
         })
         .collect();
     retrainer.labels_mut().looked(&Ends { at_ms, partitions });
