@@ -7,9 +7,7 @@
 #   scripts/bench.sh soak       stage 8 alone: 1,000,000 requests (about 20 minutes), its samples,
 #                               retrains and plot written to docs/soak.csv, docs/soak-retrains.log
 #                               and docs/soak.png (with --short: 20,000, none of them);
-#                               SOAK_RECORDS=3600000 scripts/bench.sh soak runs it for an hour;
-#                               SOAK_HOG=600:1200 adds two busy loops from 10 to 20 minutes in
-#                               (the cores taken from the services: a host shared with other work)
+#                               SOAK_RECORDS=3600000 scripts/bench.sh soak runs it for an hour
 #   scripts/bench.sh quality    the quality benchmark alone (never in CI): initialize at its
 #                               default budget, timed, beside Python LightGBM and CatBoost
 #                               (pinned, in a venv of the cache) at their defaults and at a fixed
@@ -161,31 +159,11 @@ soak_stage() {
     rss() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status" 2>/dev/null; }
     mb() { [ -e "$1" ] && du -sb "$@" 2>/dev/null | awk '{s += $1} END {printf "%.2f", s / 1048576}'; }
     metric() { curl -s "http://$1/metrics" | awk -v m="$2" '$1 ~ "^"m"({|$)" {s += $2} END {if (NR) printf "%.0f", s}'; }
-    # SOAK_HOG=FROM:TO (seconds into the run): two busy loops, each in a session of its own,
-    # take the cores from the services meanwhile (a host shared with other work).
-    local hog_from="" hog_to="" hogs=() started
-    if [ -n "${SOAK_HOG:-}" ]; then
-        hog_from=${SOAK_HOG%%:*} hog_to=${SOAK_HOG##*:}
-        echo "soak: two busy loops take the cores from ${hog_from} s to ${hog_to} s"
-    fi
-    started=$(date +%s)
-    echo "epoch_s,predictions,rows_stored,rss_predictor_mb,rss_retrainer_mb,rss_dashboard_mb,rows_file_mb,join_file_mb,store_mb,models_topic_mb,labels_matched,labels_dead,join_clock_lag_s,retrainer_lag" >"$samples"
+    echo "epoch_s,predictions,rows_stored,rss_predictor_mb,rss_retrainer_mb,rss_dashboard_mb,rows_file_mb,join_file_mb,store_mb,models_topic_mb" >"$samples"
     while kill -0 "$producer" 2>/dev/null; do
-        echo "$(date +%s.%N | cut -c1-14),$(metric "$pm" census_predictions_total),$(metric "$rm" census_retrainer_rows_stored),$(rss "$predictor"),$(rss "$retrainer"),$(rss "$dashboard"),$(mb "$store/rows.jsonl"),$(mb "$store/join.jsonl"),$(mb "$store/models" "$store/dataprocessors"),$([ -n "$topic_dir" ] && mb "$topic_dir"/*.log),$(metric "$rm" census_labels_matched_total),$(metric "$rm" census_labels_dead_letters_total),$(metric "$rm" census_label_join_clock_lag_seconds),$(metric "$rm" census_consumer_lag)" >>"$samples"
-        local at=$(($(date +%s) - started))
-        if [ -n "$hog_from" ] && [ "${#hogs[@]}" = 0 ] && [ "$at" -ge "$hog_from" ] && [ "$at" -lt "$hog_to" ]; then
-            for _ in 1 2; do
-                setsid bash -c 'while :; do :; done' &
-                hogs+=($!)
-                pids+=($!)
-            done
-        elif [ "${#hogs[@]}" -gt 0 ] && [ "$at" -ge "$hog_to" ]; then
-            kill "${hogs[@]}" 2>/dev/null || true
-            hogs=()
-        fi
+        echo "$(date +%s.%N | cut -c1-14),$(metric "$pm" census_predictions_total),$(metric "$rm" census_retrainer_rows_stored),$(rss "$predictor"),$(rss "$retrainer"),$(rss "$dashboard"),$(mb "$store/rows.jsonl"),$(mb "$store/join.jsonl"),$(mb "$store/models" "$store/dataprocessors"),$([ -n "$topic_dir" ] && mb "$topic_dir"/*.log)" >>"$samples"
         sleep "$soak_sample_secs"
     done
-    [ "${#hogs[@]}" -gt 0 ] && kill "${hogs[@]}" 2>/dev/null || true
     wait "$producer" || { echo "bench: the soak's producer failed; its log:" >&2; tail -n 30 "$work/soak-producer.log" >&2; exit 1; }
     # The services' logs outlive the run, and a service that did not last the whole soak fails it.
     local logs="$CARGO_TARGET_DIR/soak-logs"

@@ -92,8 +92,7 @@ impl InputClock {
     }
 
     /// The join's time at `wall_ms`: the least progress over the partitions read, between the
-    /// hold below the wall clock and the wall clock. Owning no partition (before the first
-    /// look, or in a rebalance) tells nothing of what is left to read: the hold's floor then.
+    /// hold below the wall clock and the wall clock.
     pub fn now(&self, wall_ms: i64) -> i64 {
         let floor = self.floor(wall_ms);
         if !self.looked {
@@ -104,7 +103,7 @@ impl InputClock {
             .values()
             .map(|p| p.at_ms().unwrap_or(floor))
             .min()
-            .unwrap_or(floor);
+            .unwrap_or(wall_ms);
         least.clamp(floor, wall_ms)
     }
 }
@@ -202,8 +201,5 @@ mod tests {
         // A partition owned but not read yet, with records waiting: the hold's floor.
         c.looked(&ends(30_000, &[("requests", 1, 1), ("dlq", 0, 7)]));
         assert_eq!(c.now(140_000), 40_000);
-        // None owned (a rebalance under way): nothing is known read, the floor again.
-        c.looked(&ends(150_000, &[]));
-        assert_eq!(c.now(151_000), 51_000);
     }
 }
