@@ -1,6 +1,4 @@
-//! A consumer's lag: the records of its partitions not yet read, kept in a gauge, and each
-//! look's offsets per partition for whoever follows the input's progress (the label join's
-//! clock).
+//! A consumer's lag: the records of its partitions not yet read, kept in a gauge.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +7,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// How often the lag is measured (a request to the broker per partition).
@@ -17,45 +14,10 @@ const EVERY: Duration = Duration::from_secs(5);
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What one look at the broker found on the partitions a consumer owned then.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Ends {
-    /// When the look began: its positions were read then, its end offsets after.
-    pub at_ms: i64,
-    pub partitions: Vec<PartitionEnd>,
-}
-
-/// A partition's next record to read and its end.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PartitionEnd {
-    pub topic: String,
-    pub partition: i32,
-    /// The consumer's position; before its first read, the group's committed offset (or the
-    /// partition's start when it has none).
-    pub next: i64,
-    /// The offset the next record appended will have (the high watermark).
-    pub end: i64,
-}
-
-impl Ends {
-    /// Records not yet read, over all the partitions.
-    pub fn lag(&self) -> i64 {
-        self.partitions
-            .iter()
-            .map(|p| (p.end - p.next).max(0))
-            .sum()
-    }
-}
-
 /// Keeps `gauge` at `consumer`'s lag over the partitions it owns until `stop`, or until the
 /// consumer is dropped: the watcher holds it weakly, so that it never keeps a consumer (and its
-/// group membership) alive after its service is gone. Each look is also sent on `looks`.
-pub fn watch_lag(
-    consumer: &Arc<StreamConsumer>,
-    gauge: Gauge,
-    looks: watch::Sender<Option<Ends>>,
-    stop: CancellationToken,
-) {
+/// group membership) alive after its service is gone.
+pub fn watch_lag(consumer: &Arc<StreamConsumer>, gauge: Gauge, stop: CancellationToken) {
     let consumer = Arc::downgrade(consumer);
     tokio::spawn(async move {
         let mut first = true;
@@ -70,10 +32,9 @@ pub fn watch_lag(
             let Some(c) = consumer.upgrade() else {
                 return;
             };
-            match tokio::task::spawn_blocking(move || ends(&c)).await {
-                Ok(Ok(ends)) => {
-                    gauge.set(ends.lag());
-                    looks.send_replace(Some(ends));
+            match tokio::task::spawn_blocking(move || lag(&c)).await {
+                Ok(Ok(n)) => {
+                    gauge.set(n);
                 }
                 Ok(Err(e)) => tracing::debug!("measuring the consumer lag: {e}"),
                 Err(_) => return,
@@ -82,22 +43,16 @@ pub fn watch_lag(
     });
 }
 
-/// Each assigned partition's next offset to read and end offset. A partition not read yet
-/// counts from its committed offset, or from its start when it has none.
-fn ends(consumer: &StreamConsumer) -> KafkaResult<Ends> {
-    let at_ms = crate::stream::messages::now_ms();
+/// The end offset minus the position, summed over the assigned partitions. A partition not read
+/// yet counts from its committed offset, or from its start when it has none.
+fn lag(consumer: &StreamConsumer) -> KafkaResult<i64> {
     let positions = consumer.position()?;
     let mut unread = TopicPartitionList::new();
-    let mut partitions = Vec::new();
+    let mut total = 0;
     for e in positions.elements() {
         let (low, high) = consumer.fetch_watermarks(e.topic(), e.partition(), TIMEOUT)?;
         match e.offset() {
-            Offset::Offset(n) => partitions.push(PartitionEnd {
-                topic: e.topic().to_owned(),
-                partition: e.partition(),
-                next: n,
-                end: high,
-            }),
+            Offset::Offset(n) => total += (high - n).max(0),
             _ => {
                 unread.add_partition_offset(e.topic(), e.partition(), Offset::Offset(low))?;
             }
@@ -117,13 +72,8 @@ fn ends(consumer: &StreamConsumer) -> KafkaResult<Ends> {
                     _ => 0,
                 },
             };
-            partitions.push(PartitionEnd {
-                topic: e.topic().to_owned(),
-                partition: e.partition(),
-                next: from,
-                end: high,
-            });
+            total += (high - from).max(0);
         }
     }
-    Ok(Ends { at_ms, partitions })
+    Ok(total)
 }

@@ -8,7 +8,6 @@
 //! losses of the labeled rows that follow, and after a promotion it keeps the former champion on
 //! probation and rolls back to it if it proves better.
 
-mod clock;
 mod config;
 mod events;
 mod gating;
@@ -150,10 +149,7 @@ pub async fn run(
         champion,
         &registry,
         stop_training.clone(),
-        service::Feeds {
-            commands,
-            looks: member.looks.clone(),
-        },
+        commands,
         on_event,
     )
     .await?;

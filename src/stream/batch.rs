@@ -173,7 +173,6 @@ mod tests {
             offset,
             key: None,
             payload: None,
-            timestamp_ms: None,
         }
     }
 
