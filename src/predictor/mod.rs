@@ -228,7 +228,8 @@ impl Worker for Service {
             .versions()
             .last()
             .expect("a version after a step");
-        self.metrics.set_version("champion", Some(champion));
+        // The champion's gauge follows the swap (see `run`): a batch begun before a swap must
+        // not set it back.
         self.metrics
             .set_version("challenger", self.predictor.challenger_version());
         if !self.refused.is_empty() {
