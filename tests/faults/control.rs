@@ -50,8 +50,19 @@ async fn the_broker_paused_20_s_during_a_promotion_every_predictor_serves_it_wit
         .collect();
     let sending = stream(&s, 12_000, 300.0, Duration::from_secs(120));
     let serving = |v: f64| ports.iter().all(|&p| scrape(p, CHAMPION) == Some(v));
+    // The pause comes once the stream flows: a producer still starting (reading its input,
+    // assigning its readers) when the broker froze would fail its start-up, which is not what
+    // this test is about.
+    let scored_v1 = || {
+        ports
+            .iter()
+            .filter_map(|&p| scrape(p, r#"census_predictions_total{model_version="1"}"#))
+            .sum::<f64>()
+    };
     tokio::task::block_in_place(|| {
-        harness::wait_until("both predictors on v1", 60, || serving(1.0))
+        harness::wait_until("both predictors on v1, scoring the stream", 60, || {
+            serving(1.0) && scored_v1() > 0.0
+        })
     });
 
     // The promotion, then the broker frozen before the predictors can have done much with it.
