@@ -33,6 +33,7 @@ fn request(i: usize, row: &serde_json::Value) -> InMessage {
         offset: (i / 6) as i64,
         key: Some(id.into_bytes()),
         payload: Some(serde_json::to_vec(&payload).expect("json")),
+        timestamp_ms: None,
     }
 }
 
@@ -50,6 +51,7 @@ fn label(i: usize, n: usize) -> InMessage {
         offset: (n / 6) as i64,
         key: Some(id.into_bytes()),
         payload: Some(serde_json::to_vec(&payload).expect("json")),
+        timestamp_ms: None,
     }
 }
 

@@ -245,6 +245,7 @@ fn scoring(c: &mut Criterion) {
             offset: i as i64,
             key: None,
             payload: Some(p.clone()),
+            timestamp_ms: None,
         })
         .collect();
     let mut g = c.benchmark_group("score_batch");

@@ -7,7 +7,9 @@
 #   scripts/bench.sh soak       stage 8 alone: 1,000,000 requests (about 20 minutes), its samples,
 #                               retrains and plot written to docs/soak.csv, docs/soak-retrains.log
 #                               and docs/soak.png (with --short: 20,000, none of them);
-#                               SOAK_RECORDS=3600000 scripts/bench.sh soak runs it for an hour
+#                               SOAK_RECORDS=3600000 scripts/bench.sh soak runs it for an hour;
+#                               SOAK_HOG=600:1200 adds two busy loops from 10 to 20 minutes in
+#                               (the cores taken from the services: a host shared with other work)
 #   scripts/bench.sh quality    the quality benchmark alone (never in CI): initialize at its
 #                               default budget, timed, beside Python LightGBM and CatBoost
 #                               (pinned, in a venv of the cache) at their defaults and at a fixed
@@ -137,19 +139,33 @@ soak_stage() {
         --labels-topic "$t.labels" --dlq-topic "$t.dlq" --models-topic "$t.models")
     rm -rf "$store" && mkdir -p "$store" && cp -r models dataprocessors "$store/"
     local pm=127.0.0.1:19481 rm=127.0.0.1:19482
-    setsid "$bin/predictor" --brokers "$brokers" --group "$t-predictor" "${topics[@]}" \
-        --metrics-addr "$pm" >"$work/soak-predictor.log" 2>&1 &
-    local predictor=$!
-    setsid "$bin/retrainer" --brokers "$brokers" --group "$t-retrainer" "${topics[@]}" \
-        --retrain-every "$soak_every" --rows-keep "$soak_keep" --max-evals "$soak_evals" \
-        --label-window-secs 120 --metrics-addr "$rm" \
-        --rows-file "$store/rows.jsonl" --join-file "$store/join.jsonl" \
-        --models-dir "$store/models" --processors-dir "$store/dataprocessors" \
-        >"$work/soak-retrainer.log" 2>&1 &
-    local retrainer=$!
-    setsid "$bin/dashboard" --brokers "$brokers" "${topics[@]}" --predictor-group "$t-predictor" \
-        --label-window-secs 120 --addr 127.0.0.1:19483 >"$work/soak-dashboard.log" 2>&1 &
-    local dashboard=$!
+    local predictor retrainer dashboard
+    # Each service as a supervisor (systemd's Restart=, compose's restart:) runs it: one that
+    # ends (a fatal error says to restart it) is started again, its log appended to.
+    start_predictor() {
+        setsid "$bin/predictor" --brokers "$brokers" --group "$t-predictor" "${topics[@]}" \
+            --metrics-addr "$pm" >>"$work/soak-predictor.log" 2>&1 &
+        predictor=$!
+    }
+    start_retrainer() {
+        setsid "$bin/retrainer" --brokers "$brokers" --group "$t-retrainer" "${topics[@]}" \
+            --retrain-every "$soak_every" --rows-keep "$soak_keep" --max-evals "$soak_evals" \
+            --label-window-secs 120 --metrics-addr "$rm" \
+            --rows-file "$store/rows.jsonl" --join-file "$store/join.jsonl" \
+            --models-dir "$store/models" --processors-dir "$store/dataprocessors" \
+            >>"$work/soak-retrainer.log" 2>&1 &
+        retrainer=$!
+    }
+    start_dashboard() {
+        setsid "$bin/dashboard" --brokers "$brokers" "${topics[@]}" --predictor-group "$t-predictor" \
+            --label-window-secs 120 --addr 127.0.0.1:19483 >>"$work/soak-dashboard.log" 2>&1 &
+        dashboard=$!
+    }
+    rm -f "$work"/soak-*.log
+    start_predictor
+    start_retrainer
+    start_dashboard
+    local restarts=()
     "$bin/producer" --brokers "$brokers" "${topics[@]}" --scenario fresh --rate "$soak_rate" \
         --limit "$soak_records" --label-delay-secs 2 --label-fraction 1 --no-status \
         >"$work/soak-producer.log" 2>&1 &
@@ -159,11 +175,37 @@ soak_stage() {
     rss() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status" 2>/dev/null; }
     mb() { [ -e "$1" ] && du -sb "$@" 2>/dev/null | awk '{s += $1} END {printf "%.2f", s / 1048576}'; }
     metric() { curl -s "http://$1/metrics" | awk -v m="$2" '$1 ~ "^"m"({|$)" {s += $2} END {if (NR) printf "%.0f", s}'; }
-    echo "epoch_s,predictions,rows_stored,rss_predictor_mb,rss_retrainer_mb,rss_dashboard_mb,rows_file_mb,join_file_mb,store_mb,models_topic_mb" >"$samples"
+    # SOAK_HOG=FROM:TO (seconds into the run): two busy loops, each in a session of its own,
+    # take the cores from the services meanwhile (a host shared with other work).
+    local hog_from="" hog_to="" hogs=() started
+    if [ -n "${SOAK_HOG:-}" ]; then
+        hog_from=${SOAK_HOG%%:*} hog_to=${SOAK_HOG##*:}
+        echo "soak: two busy loops take the cores from ${hog_from} s to ${hog_to} s"
+    fi
+    started=$(date +%s)
+    echo "epoch_s,predictions,rows_stored,rss_predictor_mb,rss_retrainer_mb,rss_dashboard_mb,rows_file_mb,join_file_mb,store_mb,models_topic_mb,labels_matched,labels_dead,join_clock_lag_s,retrainer_lag" >"$samples"
     while kill -0 "$producer" 2>/dev/null; do
-        echo "$(date +%s.%N | cut -c1-14),$(metric "$pm" census_predictions_total),$(metric "$rm" census_retrainer_rows_stored),$(rss "$predictor"),$(rss "$retrainer"),$(rss "$dashboard"),$(mb "$store/rows.jsonl"),$(mb "$store/join.jsonl"),$(mb "$store/models" "$store/dataprocessors"),$([ -n "$topic_dir" ] && mb "$topic_dir"/*.log)" >>"$samples"
+        echo "$(date +%s.%N | cut -c1-14),$(metric "$pm" census_predictions_total),$(metric "$rm" census_retrainer_rows_stored),$(rss "$predictor"),$(rss "$retrainer"),$(rss "$dashboard"),$(mb "$store/rows.jsonl"),$(mb "$store/join.jsonl"),$(mb "$store/models" "$store/dataprocessors"),$([ -n "$topic_dir" ] && mb "$topic_dir"/*.log),$(metric "$rm" census_labels_matched_total),$(metric "$rm" census_labels_dead_letters_total),$(metric "$rm" census_label_join_clock_lag_seconds),$(metric "$rm" census_consumer_lag)" >>"$samples"
+        local at=$(($(date +%s) - started))
+        for s in predictor retrainer dashboard; do
+            kill -0 "${!s}" 2>/dev/null && continue
+            echo "soak: the $s ended at $at s ($(grep -o 'fatal error.*\|Error: .*' "$work/soak-$s.log" | tail -n 1 | cut -c1-160)); restarting it"
+            restarts+=("$s@${at}s")
+            "start_$s"
+        done
+        if [ -n "$hog_from" ] && [ "${#hogs[@]}" = 0 ] && [ "$at" -ge "$hog_from" ] && [ "$at" -lt "$hog_to" ]; then
+            for _ in 1 2; do
+                setsid bash -c 'while :; do :; done' &
+                hogs+=($!)
+                pids+=($!)
+            done
+        elif [ "${#hogs[@]}" -gt 0 ] && [ "$at" -ge "$hog_to" ]; then
+            kill "${hogs[@]}" 2>/dev/null || true
+            hogs=()
+        fi
         sleep "$soak_sample_secs"
     done
+    [ "${#hogs[@]}" -gt 0 ] && kill "${hogs[@]}" 2>/dev/null || true
     wait "$producer" || { echo "bench: the soak's producer failed; its log:" >&2; tail -n 30 "$work/soak-producer.log" >&2; exit 1; }
     # The services' logs outlive the run, and a service that did not last the whole soak fails it.
     local logs="$CARGO_TARGET_DIR/soak-logs"
@@ -173,6 +215,7 @@ soak_stage() {
         local pid_var="$s"
         kill -0 "${!pid_var}" 2>/dev/null || died+=("$s")
     done
+    echo "soak: services restarted: ${#restarts[@]} ${restarts[*]}"
     grep -E "^(sent|throughput|latency|model v)" "$work/soak-producer.log" | sed 's/^/soak, producer: /'
     for p in "$retrainer" "$predictor" "$dashboard"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "$retrainer" "$predictor" "$dashboard"; do wait "$p" 2>/dev/null || true; done

@@ -49,6 +49,15 @@ def read_samples(path):
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z")
 
 
+def counter_total(values):
+    """A counter's total over a run whose service may have restarted (its counter from 0)."""
+    total, prev = 0.0, 0.0
+    for v in values:
+        total += v - prev if v >= prev else v
+        prev = v
+    return total
+
+
 def stamp(line):
     m = STAMP.match(line)
     if not m:
@@ -122,6 +131,18 @@ def main():
               f"| {max(every):.1f} {unit} | {b:+.1f} {unit}/h "
               f"| {'–' if pb is None else f'{pb:+.1f} {unit}/h'} |")
 
+    matched = [s["labels_matched"] for s in samples if s.get("labels_matched") is not None]
+    dead = [s["labels_dead"] for s in samples if s.get("labels_dead") is not None]
+    clock = [s["join_clock_lag_s"] for s in samples if s.get("join_clock_lag_s") is not None]
+    lag = [s["retrainer_lag"] for s in samples if s.get("retrainer_lag") is not None]
+    if matched and dead:
+        print()
+        print(f"labels (the retrainer's join): {counter_total(matched):.0f} matched, "
+              f"{counter_total(dead):.0f} dead-lettered (by the last sample, over restarts); "
+              f"the retrainer's lag up to {max(lag, default=0):.0f} records, "
+              f"its join's clock up to {max(clock, default=0):.1f} s behind the wall clock "
+              f"({len(clock)} samples)")
+
     done = retrains(args.retrainer_log)
     after = [r for r in done if r[0] >= steady_from]
     print()
@@ -142,7 +163,7 @@ def main():
         import matplotlib.pyplot as plt
 
         minutes = lambda e: (e - t0) / 60  # noqa: E731
-        fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True)
+        fig, axes = plt.subplots(3, 2, figsize=(12, 11), sharex=True)
         panels = [
             (axes[0][0], "Resident memory (MB)", SERIES[0:3]),
             (axes[0][1], "Files (MB)", SERIES[3:6]),
@@ -163,7 +184,16 @@ def main():
         ax.axvline(minutes(filled_from), color="grey", linestyle=":", linewidth=1)
         ax.set_title("Retrain duration (s), by start")
         ax.set_ylim(bottom=0)
-        for ax in axes[1]:
+        for ax, key, title in [
+            (axes[2][0], "join_clock_lag_s", "The retrainer's join clock behind the wall clock (s)"),
+            (axes[2][1], "labels_dead", "Labels dead-lettered by the retrainer (cumulative)"),
+        ]:
+            pts = [(minutes(s["epoch_s"]), s[key]) for s in samples if s.get(key) is not None]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts])
+            ax.set_title(title)
+            ax.set_ylim(bottom=0)
+        for ax in axes[2]:
             ax.set_xlabel("minutes into the run")
         fig.suptitle(
             f"Soak: {last['predictions']:.0f} predictions, {len(done)} retrains, "

@@ -201,7 +201,35 @@ mod tests {
             .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"request\":{\"id"))
             .unwrap();
         let (journal, mut j) = reopen(&path);
-        assert_eq!((journal.lines(), j.pending_requests()), (50, 50));
+        // Rewritten: the clock (as the entries' own times moved it, in a journal without one)
+        // and the 50 requests.
+        assert_eq!((journal.lines(), j.pending_requests()), (51, 50));
         assert_eq!(matched(j.label("r7", label(1, true), 60)).value, 7);
+    }
+
+    #[test]
+    fn expiry_replays_with_the_clocks_moves_or_in_an_older_journal_with_each_entry() {
+        let request = |id: &str, at_ms, offset| Op::Request {
+            id: id.into(),
+            at_ms,
+            position: at("req", offset),
+            value: (),
+        };
+        // Journalled clock: entries wait for its moves, whatever their own times.
+        let mut j: Join<()> = Join::new(WINDOW);
+        j.replay(Op::Clock { now_ms: 0 });
+        j.replay(request("a", 0, 1));
+        j.replay(request("b", 20_000, 2));
+        assert_eq!(j.pending_requests(), 2);
+        j.replay(Op::Clock { now_ms: 15_000 });
+        assert_eq!(j.pending_requests(), 1, "a waited its window by the clock");
+        assert_eq!(j.label("a", label(9, true), 20_500), Outcome::Refused);
+        // No clock in the journal (written before it was journalled): entries were timed by
+        // the clock, and each replays the expiry it saw.
+        let mut old: Join<()> = Join::new(WINDOW);
+        old.replay(request("a", 0, 1));
+        old.replay(request("b", 20_000, 2));
+        assert_eq!(old.pending_requests(), 1);
+        assert_eq!(old.label("a", label(9, true), 20_500), Outcome::Refused);
     }
 }

@@ -3,10 +3,12 @@
 //! label is told apart from a replay of the first. Every change it makes is also written as an
 //! [`Op`] for the journal, and every label it cannot use becomes a [`DeadLabel`].
 //!
-//! Time is the joining service's clock when it first read a record (kept in the journal, so a
-//! restart does not make anything younger): the producer's clocks are not trusted to decide what
-//! expires. A request waits at most one window for its label, and a label at most one window for
-//! its request.
+//! Two times: each entry's own (its record's time, as the caller gives it; never earlier than
+//! an entry before it, so that the oldest is always first), and the join's clock, which the
+//! caller advances ([`Join::expire`]) as far as it knows every input is read. An entry expires
+//! once the clock is a window past its time, so a request waits for its label at least one
+//! window of its input's time, however late the reading. Both are in the journal: a restart
+//! makes nothing younger and expires nothing sooner.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -115,6 +117,8 @@ pub enum Op<R> {
     LabelDropped { id: String },
     /// A request that expired unlabelled, remembered one more window (compaction writes it).
     Expired { id: String, at_ms: i64 },
+    /// The join's clock moved to `now_ms`: what waited a window by then expired.
+    Clock { now_ms: i64 },
 }
 
 #[derive(Debug, Clone)]
@@ -154,8 +158,13 @@ pub struct Join<R> {
     expired: HashMap<String, i64>,
     /// (time, id) of every entry put in a map, oldest first: what may expire next.
     queue: VecDeque<(i64, String)>,
-    /// The latest time seen: time never goes back.
+    /// The latest entry time: an entry's time never goes back.
+    stamp_ms: i64,
+    /// The join's clock: never goes back.
     now_ms: i64,
+    /// Replaying a journal that has journalled the clock's moves (one written before they were
+    /// journalled timed its entries by the clock: each replays its expiry).
+    clock_journalled: bool,
     ops: Vec<Op<R>>,
     dead: Vec<DeadLabel>,
     counts: JoinCounts,
@@ -170,19 +179,21 @@ impl<R: Clone> Join<R> {
             matched: HashMap::new(),
             expired: HashMap::new(),
             queue: VecDeque::new(),
+            stamp_ms: i64::MIN,
             now_ms: i64::MIN,
+            clock_journalled: false,
             ops: Vec::new(),
             dead: Vec::new(),
             counts: JoinCounts::default(),
         }
     }
 
-    fn tick(&mut self, at_ms: i64) -> i64 {
-        self.now_ms = self.now_ms.max(at_ms);
-        self.now_ms
+    fn stamp(&mut self, at_ms: i64) -> i64 {
+        self.stamp_ms = self.stamp_ms.max(at_ms);
+        self.stamp_ms
     }
 
-    /// A request read at `at_ms`, with its label when it carries one.
+    /// A request of time `at_ms`, with its label when it carries one.
     pub fn request(
         &mut self,
         id: &str,
@@ -191,7 +202,7 @@ impl<R: Clone> Join<R> {
         inline: Option<bool>,
         at_ms: i64,
     ) -> Outcome<R> {
-        let at_ms = self.tick(at_ms);
+        let at_ms = self.stamp(at_ms);
         let known = match (self.matched.get(id), self.requests.get(id)) {
             (Some(m), _) => Some(m.request == position),
             (None, Some(h)) => Some(h.position == position),
@@ -262,9 +273,9 @@ impl<R: Clone> Join<R> {
         }
     }
 
-    /// A label read at `at_ms`.
+    /// A label of time `at_ms`.
     pub fn label(&mut self, id: &str, label: LabelIn, at_ms: i64) -> Outcome<R> {
-        let at_ms = self.tick(at_ms);
+        let at_ms = self.stamp(at_ms);
         if let Some(m) = self.matched.get(id) {
             if m.label == label.position {
                 self.counts.replayed += 1;
@@ -385,10 +396,13 @@ impl<R: Clone> Join<R> {
         });
     }
 
-    /// Expires what waited longer than the window by `now_ms`: a request becomes an expired
-    /// id (remembered one more window), a label a dead letter; matched and expired ids are
-    /// forgotten. Returns how many requests expired unlabelled.
+    /// Moves the clock to `now_ms` (never back) and expires what waited a window by then: a
+    /// request becomes an expired id (remembered one more window), a label a dead letter;
+    /// matched and expired ids are forgotten. Returns how many requests expired unlabelled.
     pub fn expire(&mut self, now_ms: i64) -> usize {
+        if now_ms > self.now_ms {
+            self.ops.push(Op::Clock { now_ms });
+        }
         let expired = self.expire_by(now_ms, false);
         self.counts.expired_requests += expired as u64;
         expired
@@ -397,7 +411,8 @@ impl<R: Clone> Join<R> {
     /// [`Self::expire`]'s work. While `replaying` the journal, held labels stay (they leave by
     /// their journalled drop, once their dead letter was sent).
     fn expire_by(&mut self, now_ms: i64, replaying: bool) -> usize {
-        let now_ms = self.tick(now_ms);
+        self.now_ms = self.now_ms.max(now_ms);
+        let now_ms = self.now_ms;
         let mut expired_requests = 0;
         let mut kept = Vec::new();
         while let Some((at_ms, _)) = self.queue.front() {
@@ -407,8 +422,10 @@ impl<R: Clone> Join<R> {
             let (at_ms, id) = self.queue.pop_front().expect("a front");
             if self.requests.get(&id).is_some_and(|h| h.at_ms == at_ms) {
                 self.requests.remove(&id);
-                self.expired.insert(id.clone(), now_ms);
-                self.queue.push_back((now_ms, id));
+                // Remembered from the latest entry's time, so that the queue stays in order.
+                let at = self.stamp(now_ms);
+                self.expired.insert(id.clone(), at);
+                self.queue.push_back((at, id));
                 expired_requests += 1;
             } else if self.labels.get(&id).is_some_and(|h| h.at_ms == at_ms) {
                 if replaying {
@@ -450,9 +467,21 @@ impl<R: Clone> Join<R> {
         std::mem::take(&mut self.dead)
     }
 
-    /// Replays one journalled change (at start). Time-driven expiry of requests and matched
-    /// ids replays by itself; a held label leaves only by its match or its `LabelDropped`.
+    /// Replays one journalled change (at start). Expiry replays with the clock's moves (in a
+    /// journal from before they were journalled, with each entry's time, the clock then); a
+    /// held label leaves only by its match or its `LabelDropped`.
     pub fn replay(&mut self, op: Op<R>) {
+        if !self.clock_journalled {
+            match &op {
+                Op::Request { at_ms, .. }
+                | Op::Label { at_ms, .. }
+                | Op::Matched { at_ms, .. }
+                | Op::Expired { at_ms, .. } => {
+                    self.expire_by(*at_ms, true);
+                }
+                Op::LabelDropped { .. } | Op::Clock { .. } => {}
+            }
+        }
         match op {
             Op::Request {
                 id,
@@ -460,11 +489,11 @@ impl<R: Clone> Join<R> {
                 position,
                 value,
             } => {
-                self.expire_by(at_ms, true);
+                let at_ms = self.stamp(at_ms);
                 self.hold_request(&id, at_ms, position, value);
             }
             Op::Label { id, at_ms, label } => {
-                self.expire_by(at_ms, true);
+                let at_ms = self.stamp(at_ms);
                 self.labels.insert(
                     id.clone(),
                     Held {
@@ -481,23 +510,32 @@ impl<R: Clone> Join<R> {
                 request,
                 label,
             } => {
-                self.expire_by(at_ms, true);
+                let at_ms = self.stamp(at_ms);
                 self.insert_matched(&id, at_ms, request, label);
             }
             Op::LabelDropped { id } => {
                 self.labels.remove(&id);
             }
             Op::Expired { id, at_ms } => {
-                self.expire_by(at_ms, true);
+                let at_ms = self.stamp(at_ms);
                 self.expired.insert(id.clone(), at_ms);
                 self.queue.push_back((at_ms, id));
+            }
+            Op::Clock { now_ms } => {
+                self.clock_journalled = true;
+                self.expire_by(now_ms, true);
             }
         }
     }
 
     /// The whole state as journal changes: what a compacted journal holds.
     pub fn snapshot(&self) -> Vec<Op<R>> {
-        let mut ops = Vec::with_capacity(self.len());
+        let mut ops = Vec::with_capacity(self.len() + 1);
+        if self.now_ms > i64::MIN {
+            ops.push(Op::Clock {
+                now_ms: self.now_ms,
+            });
+        }
         let mut written = std::collections::HashSet::new();
         for (at_ms, id) in &self.queue {
             let at_ms = *at_ms;

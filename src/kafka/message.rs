@@ -14,6 +14,9 @@ pub struct InMessage {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
+    /// The record's timestamp (its producer's create time, or the broker's append time when
+    /// the topic says so), in ms since the epoch.
+    pub timestamp_ms: Option<i64>,
 }
 
 impl InMessage {
@@ -24,6 +27,7 @@ impl InMessage {
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
+            timestamp_ms: m.timestamp().to_millis(),
         }
     }
 }

@@ -21,6 +21,7 @@ pub use admin::{DLQ_MAX_MESSAGE_BYTES, KAFKA_DEFAULT_MAX_MESSAGE_BYTES, MODELS_S
 pub use assign::group_lag;
 pub use context::{KafkaProducer, QuietRetries};
 pub use embedded::{kafka_or_embedded, EmbeddedBroker};
+pub use lag::{Ends, PartitionEnd};
 pub use message::{next_offsets, InMessage};
 pub use probe::membership_probe;
 pub use settings::{check_extra_setting, KafkaSettings, QuietEof, Topics, MAX_MESSAGE_BYTES};

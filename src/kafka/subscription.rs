@@ -6,14 +6,17 @@ use std::sync::Arc;
 
 use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::lag::watch_lag;
+use super::lag::{watch_lag, Ends};
 use super::{BrokerError, KafkaSettings};
 
 /// A subscribed group member. Dropping it stops the lag watch.
 pub struct Subscription {
     pub consumer: Arc<StreamConsumer>,
+    /// The lag watcher's latest look at the partitions' ends (None before the first).
+    pub looks: watch::Receiver<Option<Ends>>,
     lag_stop: CancellationToken,
 }
 
@@ -36,8 +39,13 @@ impl KafkaSettings {
         }
         consumer.subscribe(topics).map_err(BrokerError::from)?;
         let lag_stop = shutdown.child_token();
-        watch_lag(&consumer, lag, lag_stop.clone());
-        Ok(Subscription { consumer, lag_stop })
+        let (looked, looks) = watch::channel(None);
+        watch_lag(&consumer, lag, looked, lag_stop.clone());
+        Ok(Subscription {
+            consumer,
+            looks,
+            lag_stop,
+        })
     }
 }
 

@@ -259,6 +259,7 @@ mod tests {
             offset,
             key: Some(format!("k{offset}").into_bytes()),
             payload: Some(payload.as_bytes().to_vec()),
+            timestamp_ms: None,
         }
     }
 

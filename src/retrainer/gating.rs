@@ -380,6 +380,7 @@ mod tests {
                 offset: (i / 3) as i64,
                 key: None,
                 payload: Some(serde_json::to_vec(&body).unwrap()),
+                timestamp_ms: None,
             }
         };
         let label = |i: usize, offset: i64| InMessage {
@@ -395,6 +396,7 @@ mod tests {
                 }))
                 .unwrap(),
             ),
+            timestamp_ms: None,
         };
         let dir = tempfile::tempdir().unwrap();
         let window = std::time::Duration::from_secs(900);

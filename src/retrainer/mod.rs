@@ -8,6 +8,7 @@
 //! losses of the labeled rows that follow, and after a promotion it keeps the former champion on
 //! probation and rolls back to it if it proves better.
 
+mod clock;
 mod config;
 mod events;
 mod gating;
@@ -149,7 +150,10 @@ pub async fn run(
         champion,
         &registry,
         stop_training.clone(),
-        commands,
+        service::Feeds {
+            commands,
+            looks: member.looks.clone(),
+        },
         on_event,
     )
     .await?;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 mod commanded;
 
@@ -19,7 +19,7 @@ use super::retrain::{retrain, Retrained, StreamRows, Trainer};
 use super::verdict::{verdict, Verdict};
 use super::{Event, GateEvent, Promotion, Retrainer, RetrainerError, RetrainerStats, StepReport};
 use crate::bundle::{Bundle, BundleFiles};
-use crate::kafka::InMessage;
+use crate::kafka::{Ends, InMessage};
 use crate::lifecycle::gate::{Decision, GateSettings};
 use crate::lifecycle::triggers::{Now, Schedule};
 use crate::lifecycle::{Decided, Fired, RetrainOutcome};
@@ -41,6 +41,14 @@ struct Training {
     stop: CancellationToken,
 }
 
+/// What a service is told besides its batches.
+pub struct Feeds {
+    /// Operators' commands.
+    pub commands: mpsc::Receiver<CommandRecord>,
+    /// The consumer's looks at its partitions' ends (see [`crate::kafka::Subscription`]).
+    pub looks: watch::Receiver<Option<Ends>>,
+}
+
 pub struct Service<F> {
     trainer: Arc<Trainer>,
     retrainer: Retrainer,
@@ -52,6 +60,8 @@ pub struct Service<F> {
     monitors: Monitors,
     stats: RetrainerStats,
     operator: Operator,
+    /// The consumer's looks at its partitions' ends, for the label join's clock.
+    looks: watch::Receiver<Option<Ends>>,
     on_event: F,
 }
 
@@ -64,9 +74,10 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         champion: BundleFiles,
         registry: &Registry,
         stop_training: CancellationToken,
-        commands: mpsc::Receiver<CommandRecord>,
+        feeds: Feeds,
         on_event: F,
     ) -> Result<Self, RetrainerError> {
+        let Feeds { commands, looks } = feeds;
         let scoring = trainer.config.scoring;
         let champion =
             Arc::new(tokio::task::spawn_blocking(move || champion.load(scoring)).await??);
@@ -85,6 +96,7 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
             },
             stats: RetrainerStats::default(),
             operator: Operator::new(registry, commands),
+            looks,
             on_event,
         };
         if let Some(pin) = service
@@ -491,16 +503,30 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Service<F> {
         }
     }
 
+    /// Gives the label join the consumer's latest look at its partitions' ends (again, if it
+    /// had it: [`Self::background`]'s wait for the next look marks it seen before this runs).
+    fn take_look(&mut self) {
+        if let Some(ends) = self.looks.borrow_and_update().as_ref() {
+            self.retrainer.labels_mut().looked(ends);
+        }
+    }
+
+    fn count_join(&self, wall_ms: i64) {
+        let labels = self.retrainer.labels();
+        let metrics = &self.trainer.config.metrics;
+        metrics.joined(labels.counts(), labels.pending());
+        metrics
+            .label_join_clock_lag_seconds
+            .set(labels.clock_lag_ms(wall_ms) as f64 / 1000.0);
+    }
+
     /// Expires what waited a window in the join, between batches: dead-letters the labels
     /// whose request never came, then journals that they left.
     async fn expire_labels(&mut self) -> Result<(), RetrainerError> {
+        self.take_look();
         let now = crate::stream::messages::now_ms();
         let expired = self.retrainer.labels_mut().expire(now);
-        let labels = self.retrainer.labels();
-        self.trainer
-            .config
-            .metrics
-            .joined(labels.counts(), labels.pending());
+        self.count_join(now);
         if expired.dead_letters.is_empty() {
             return Ok(());
         }
@@ -529,13 +555,10 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
 
     fn step(&mut self, batch: &[InMessage]) -> Result<StepReport, RetrainerError> {
         let before = self.retrainer.log().len();
+        self.take_look();
         let now_ms = crate::stream::messages::now_ms();
         let report = self.retrainer.step(batch, now_ms)?;
-        let labels = self.retrainer.labels();
-        self.trainer
-            .config
-            .metrics
-            .joined(labels.counts(), labels.pending());
+        self.count_join(now_ms);
         let new_rows = &self.retrainer.log().rows()[before..];
         if let Some(run) = self.gate.as_mut() {
             run.feed(new_rows);
@@ -599,12 +622,14 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
                 () = self.operator.wait() => {}
                 () = sleep_until(next) => {}
                 () = sleep_until(expiry) => {}
+                () = looked(&mut self.looks, expiry.is_some()) => {}
             };
         };
         let finished = tokio::select! {
             () = self.operator.wait() => None,
             result = task => Some(result),
             () = sleep_until(expiry) => None,
+            () = looked(&mut self.looks, expiry.is_some()) => None,
         };
         if let Some(result) = finished {
             self.training.task = None;
@@ -627,6 +652,14 @@ impl<F: Fn(&Event) + Send + Sync + 'static> Worker for Service<F> {
             self.start_retrain(trigger);
         }
         Ok(())
+    }
+}
+
+/// Waits for the next look at the input's ends when something waits to expire (a look moves
+/// the join's clock); else forever.
+async fn looked(looks: &mut watch::Receiver<Option<Ends>>, waiting: bool) {
+    if !waiting || looks.changed().await.is_err() {
+        std::future::pending().await
     }
 }
 

@@ -173,6 +173,7 @@ mod tests {
             offset,
             key: None,
             payload: None,
+            timestamp_ms: None,
         }
     }
 

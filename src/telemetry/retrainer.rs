@@ -56,6 +56,8 @@ pub struct RetrainerMetrics {
     pub labels_dead_letters: Family<ReasonLabel, Counter>,
     /// The join's waiting entries: `request` (waiting for its label), `label` (for its request).
     pub labels_pending: Family<SideLabel, Gauge>,
+    /// How far the label join's clock (the input's time) is behind the wall clock.
+    pub label_join_clock_lag_seconds: Gauge<f64, AtomicU64>,
     /// Versions retired (a tombstone on the registry, their local files removed).
     pub versions_retired: Counter,
     /// Stream rows in the rows file, and dropped from it by its retention.
@@ -126,6 +128,7 @@ impl Default for RetrainerMetrics {
                 }
                 family
             },
+            label_join_clock_lag_seconds: Gauge::default(),
             versions_retired: Counter::default(),
             rows_stored: Gauge::default(),
             rows_dropped: Counter::default(),
@@ -255,6 +258,12 @@ impl RetrainerMetrics {
             "The join's waiting entries: requests waiting for their label, labels for their \
              request",
             self.labels_pending.clone(),
+        );
+        r.register(
+            "label_join_clock_lag_seconds",
+            "How far the label join's clock (its input's time, held back by the partition read \
+             least far) is behind the wall clock",
+            self.label_join_clock_lag_seconds.clone(),
         );
         register_build_info(r);
     }

@@ -3,7 +3,7 @@
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use census_stream::kafka::InMessage;
+use census_stream::kafka::{Ends, InMessage, PartitionEnd};
 use census_stream::predictor::{Outcome, Predictor};
 use census_stream::registry::{serve_alone, CurrentServing};
 use census_stream::retrainer::{LabelJoin, Retrainer, RowLog, StepReport};
@@ -20,6 +20,7 @@ fn message(offset: i64, payload: Option<String>) -> InMessage {
         offset,
         key: Some(format!("k{offset}").into_bytes()),
         payload: payload.map(String::into_bytes),
+        timestamp_ms: None,
     }
 }
 
@@ -415,6 +416,7 @@ fn label_message(offset: i64, id: &str, bracket: &str) -> InMessage {
             )
             .into_bytes(),
         ),
+        timestamp_ms: None,
     }
 }
 
@@ -424,6 +426,24 @@ fn reasons(report: &StepReport) -> Vec<String> {
         .iter()
         .map(|d| d.reason().to_owned())
         .collect()
+}
+
+/// A look at the input that found every partition read to its end at `at_ms`: the join's clock
+/// may move to then.
+fn all_read(retrainer: &mut Retrainer, at_ms: i64) {
+    let partitions = [0, 1, 2]
+        .map(|p| ("census.requests", p))
+        .into_iter()
+        .chain([("census.labels", 0), ("census.labels", 1)])
+        .map(|(topic, partition)| PartitionEnd {
+            topic: topic.into(),
+            partition,
+            next: 0,
+            end: 0,
+            delivered: false,
+        })
+        .collect();
+    retrainer.labels_mut().looked(&Ends { at_ms, partitions });
 }
 
 #[test]
@@ -456,6 +476,7 @@ fn the_retrainers_step_joins_labels_that_come_apart_late_early_twice_or_never() 
                 label_message(3, "ghost", ">50K"),
                 InMessage {
                     payload: Some(b"not json".to_vec()),
+                    timestamp_ms: None,
                     ..label_message(4, "x", "")
                 },
             ],
@@ -498,8 +519,9 @@ fn the_retrainers_step_joins_labels_that_come_apart_late_early_twice_or_never() 
     assert_eq!((report.appended, report.replayed), (1, 1));
     assert_eq!(retrainer.log().len(), 3);
 
-    // A window later the ghost label is dead (unmatched); its removal is journalled once its
-    // dead letter is sent.
+    // A window later (the input read to its end then) the ghost label is dead (unmatched); its
+    // removal is journalled once its dead letter is sent.
+    all_read(&mut retrainer, 70_000);
     let report = retrainer
         .step(&[message(3, Some(unlabeled("r4")))], 70_000)
         .unwrap();
@@ -507,6 +529,7 @@ fn the_retrainers_step_joins_labels_that_come_apart_late_early_twice_or_never() 
     assert_eq!(report.dropped, ["ghost"]);
     retrainer.labels_mut().dropped(report.dropped).unwrap();
     // r4 expires a window later, and its label is then dead at once.
+    all_read(&mut retrainer, 131_000);
     let report = retrainer
         .step(&[label_message(6, "r4", ">50K")], 131_000)
         .unwrap();
