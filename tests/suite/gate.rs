@@ -220,8 +220,9 @@ async fn a_clearly_better_challenger_is_promoted_and_every_predictor_switches() 
     };
     let kafka = test_kafka(3).await;
 
-    // 20 s of stream: under the suite's parallel load the promotion can come 10 s in.
-    let run = run_pipeline(&kafka, &store, 10_000, Labels::True).await;
+    // 30 s of stream: under the suite's parallel load the promotion can come 15 s in, and every
+    // predictor must serve the new champion before the stream ends.
+    let run = run_pipeline(&kafka, &store, 15_000, Labels::True).await;
     assert!(run.summary.missing.is_empty());
 
     let decision = run

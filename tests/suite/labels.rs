@@ -207,9 +207,12 @@ async fn unknown_expired_and_duplicate_labels_are_dead_lettered_with_their_reaso
     send(lab.clone(), "ghost".into(), label("ghost", ">50K")).await;
     send(lab.clone(), "x".into(), "not json".into()).await;
     // Once the retrainer has read them, `late` waits past the window; its label then comes too
-    // late. The ghost label expires with nothing else coming.
+    // late. The ghost label expires with nothing else coming. A request waits at least one
+    // window of its input's time: it expires once the consumer's look at the partitions' ends
+    // (every 5 s) finds every input read a window past it, so the late label comes after the
+    // window and one look more.
     assert_eq!(rows_when(dir.path(), 1).await.len(), 1, "a was joined");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
     send(lab.clone(), "late".into(), label("late", ">50K")).await;
 
     let mut reasons = BTreeMap::new();

@@ -82,12 +82,27 @@ async fn an_input_repeated_three_times_is_never_taken_for_skill() {
     std::fs::write(&input, lines.join("\n")).unwrap();
     let mut prod = ProducerConfig::new(s.clone(), Input::JsonLines(input));
     prod.limit = Some(DISTINCT * PASSES);
-    prod.rate = Rate::new(300.0).unwrap();
+    // 15 s of stream: a retrain begun after the first 1,000 rows has 10 s to be published and
+    // gated on the passes that follow.
+    prod.rate = Rate::new(200.0).unwrap();
     prod.wait = Duration::from_secs(60);
     let summary = producer::run(prod, CancellationToken::new()).await.unwrap();
     assert_eq!(summary.predicted, DISTINCT * PASSES);
-    // The last labels reach the gate and the dashboard.
+    // The last labels reach the gate and the dashboard: at least 3 s, and until the gate has
+    // looked at rows (a retrain slowed by the suite's parallel load is published late in the
+    // stream), at most 30 s.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    for _ in 0..54 {
+        let gated = events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, Event::Gate(g) if g.left_out > 0));
+        if gated {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let st = state(&board.url);
     stop.cancel();
     predictor.await.unwrap().unwrap();
