@@ -120,6 +120,29 @@ cs_start_test_broker() {
     CS_TEST_BROKERS="127.0.0.1:$port"
 }
 
+# Starts a throwaway local Kafka cluster of three nodes (scripts/kafka-local.sh with KAFKA_NODES=3)
+# for the fault suite: node i on port $1 + 100 (i - 1), its controller on the next port, with its
+# own state folder and empty data folders, stopped when the calling script exits. Exports what
+# the fault suite reads: KAFKA_CLUSTER_BROKERS (the bootstrap list), KAFKA_CLUSTER_DIR,
+# KAFKA_CLUSTER_PORT and KAFKA_CLUSTER_CONTROLLER_PORT.
+cs_start_test_cluster() {
+    local port=$1
+    cs_ensure_java_maven
+    export KAFKA_CLUSTER_DIR="$CS_CACHE/kafka-cluster-$port"
+    export KAFKA_CLUSTER_PORT="$port"
+    export KAFKA_CLUSTER_CONTROLLER_PORT=$((port + 1))
+    local cluster=(env KAFKA_NODES=3 KAFKA_LOCAL_DIR="$KAFKA_CLUSTER_DIR"
+        KAFKA_JARS_DIR="$CS_CACHE/kafka/jars" KAFKA_PORT="$port"
+        KAFKA_CONTROLLER_PORT=$((port + 1)) scripts/kafka-local.sh)
+    # A cluster left over by an interrupted run goes first, then its data: every run starts empty.
+    "${cluster[@]}" stop >/dev/null
+    rm -rf "$KAFKA_CLUSTER_DIR"
+    cs_on_exit "${cluster[@]}" stop
+    "${cluster[@]}" start
+    KAFKA_CLUSTER_BROKERS=$("${cluster[@]}" brokers)
+    export KAFKA_CLUSTER_BROKERS
+}
+
 # A venv of the cache ($CS_CACHE/NAME) holding the pinned packages given (`pkg==version`),
 # installed there from PyPI when any of them is missing or of another version.
 cs_ensure_venv() {

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# Runs a real single-node Apache Kafka broker (KRaft combined mode: broker and
-# controller in one JVM) on 127.0.0.1, without Docker and without a Kafka
-# download: the broker's jars are resolved from Maven Central with kafka/pom.xml.
+# Runs a real Apache Kafka broker, or a cluster of them, on 127.0.0.1, without
+# Docker and without a Kafka download: the broker's jars are resolved from Maven
+# Central with kafka/pom.xml. Each node is one JVM in KRaft combined mode (broker
+# and controller): one node by default; KAFKA_NODES=3 makes a cluster of three
+# brokers whose controller quorum has three voters, so that any one node can be
+# lost (three more JVMs for separate controllers would not fit a small machine,
+# and a combined quorum of three survives the same single loss).
 #
-# Usage: scripts/kafka-local.sh start|stop|status|version|check
+# Usage: scripts/kafka-local.sh start|stop|status|brokers|quorum-leader|version|check [NODE]
 #
 #   start    resolve the jars (first time only), write the config, format the
-#            storage (first time only), start the broker in the background and
-#            wait until it answers on KAFKA_PORT. Exit 0 if already running.
-#   stop     stop the broker (SIGTERM, then SIGKILL after 30 s). Exit 0 if it
-#            was not running.
-#   status   print whether the broker is running (exit 0) or not (exit 3).
+#            storage (first time only), start every node (or node NODE) in the
+#            background and wait until each answers. Exit 0 if already running.
+#   stop     stop every node (or node NODE): SIGTERM, then SIGKILL after 30 s.
+#            Exit 0 if it was not running.
+#   status   print whether each node is running (exit 0 if all are, else 3).
+#   brokers  print the bootstrap list (host:port of every node, comma-separated).
+#   quorum-leader  print the node id of the controller quorum's leader.
 #   version  print the Kafka version pinned in kafka/pom.xml.
 #   check    exit 0 if this machine can start the broker: Java 17+, and Maven
 #            unless the jars are already resolved; else say what is missing.
@@ -20,9 +26,13 @@
 #                          (default: $HOME/.cache/census-stream/kafka)
 #   KAFKA_JARS_DIR         where the jars go (default: $KAFKA_LOCAL_DIR/jars); lets
 #                          several state dirs share one download
-#   KAFKA_PORT             client (PLAINTEXT) port (default: 9092)
-#   KAFKA_CONTROLLER_PORT  KRaft controller port (default: 9093)
-#   KAFKA_HEAP_OPTS        JVM heap options (default: -Xms256m -Xmx1g)
+#   KAFKA_NODES            nodes in the cluster (default: 1); with more than one,
+#                          node i keeps its state in $KAFKA_LOCAL_DIR/node-i
+#   KAFKA_PORT             client (PLAINTEXT) port of node 1 (default: 9092);
+#                          node i listens on KAFKA_PORT + 100 (i - 1)
+#   KAFKA_CONTROLLER_PORT  KRaft controller port of node 1 (default: 9093);
+#                          node i on KAFKA_CONTROLLER_PORT + 100 (i - 1)
+#   KAFKA_HEAP_OPTS        JVM heap options, per node (default: -Xms256m -Xmx1g)
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker to answer (default: 60)
 #   JAVA_HOME / MVN        Java (17+) and Maven to use (default: from PATH)
 #
@@ -34,19 +44,55 @@ POM="$SCRIPT_DIR/../kafka/pom.xml"
 
 STATE_DIR="${KAFKA_LOCAL_DIR:-$HOME/.cache/census-stream/kafka}"
 JAR_DIR="${KAFKA_JARS_DIR:-$STATE_DIR/jars}"
-CONF_DIR="$STATE_DIR/config"
-DATA_DIR="$STATE_DIR/data"
-LOG_DIR="$STATE_DIR/logs"
-PID_FILE="$STATE_DIR/kafka.pid"
 CLUSTER_ID_FILE="$STATE_DIR/cluster.id"
-VERSION_FILE="$STATE_DIR/running.version"
+HOST=127.0.0.1
 
-PORT="${KAFKA_PORT:-9092}"
-CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+BASE_PORT="${KAFKA_PORT:-9092}"
+BASE_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+NODES="${KAFKA_NODES:-1}"
+case "$NODES" in '' | *[!0-9]* | 0) echo "kafka-local: error: KAFKA_NODES must be a positive number" >&2 && exit 2 ;; esac
+# Replicas of each topic, and how many must have a write: a cluster of three loses a
+# node without losing an acknowledged record or refusing writes.
+REPLICAS=$((NODES < 3 ? NODES : 3))
+MIN_ISR=$((REPLICAS >= 3 ? 2 : 1))
+
+# The node the functions below act on (use_node): its id, ports and folders. One node
+# keeps its state in the state dir itself; each of several in its own node-i folder.
+use_node() {
+    NODE=$1
+    local home="$STATE_DIR"
+    [ "$NODES" -gt 1 ] && home="$STATE_DIR/node-$NODE"
+    NODE_DIR="$home"
+    CONF_DIR="$home/config"
+    DATA_DIR="$home/data"
+    LOG_DIR="$home/logs"
+    PID_FILE="$home/kafka.pid"
+    VERSION_FILE="$home/running.version"
+    PORT=$((BASE_PORT + 100 * (NODE - 1)))
+    CONTROLLER_PORT=$((BASE_CONTROLLER_PORT + 100 * (NODE - 1)))
+}
+use_node 1
+
+# "1@host:port,2@host:port,..." of the controller quorum.
+quorum_voters() {
+    local i voters=()
+    for i in $(seq 1 "$NODES"); do
+        voters+=("$i@$HOST:$((BASE_CONTROLLER_PORT + 100 * (i - 1)))")
+    done
+    (IFS=,; echo "${voters[*]}")
+}
+
+# "host:port,host:port,..." of every node's client listener.
+bootstrap_list() {
+    local i list=()
+    for i in $(seq 1 "$NODES"); do
+        list+=("$HOST:$((BASE_PORT + 100 * (i - 1)))")
+    done
+    (IFS=,; echo "${list[*]}")
+}
 HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
 STOP_TIMEOUT=30
-HOST=127.0.0.1
 
 # Largest record batch the broker accepts: a 64 MiB message plus headroom for
 # the batch header, key and headers.
@@ -163,7 +209,7 @@ broker_answers() {
     ${limit[@]+"${limit[@]}"} "$JAVA" -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
         -Dlog4j2.configurationFile="$CONF_DIR/tools-log4j2.properties" \
         -cp "$JAR_DIR/*" org.apache.kafka.tools.BrokerApiVersionsCommand \
-        --bootstrap-server "$HOST:$PORT" 2>/dev/null | grep "(id: 1 " >/dev/null
+        --bootstrap-server "$HOST:$PORT" 2>/dev/null | grep "(id: $NODE " >/dev/null
 }
 
 # "x (commit y)" from the broker's "Kafka version: x" / "Kafka commitId: y"
@@ -179,14 +225,25 @@ logged_version() {
 
 # --- config -----------------------------------------------------------------
 
+# Settings of a node in a cluster of several (none for a single node).
+cluster_settings() {
+    [ "$NODES" -gt 1 ] || return 0
+    cat <<EOF
+# A node that stops heartbeating (killed, frozen) is fenced after 4 s instead of 9 s, and
+# its partitions get new leaders sooner.
+broker.session.timeout.ms=4000
+broker.heartbeat.interval.ms=1000
+EOF
+}
+
 write_config() {
     mkdir -p "$CONF_DIR" "$DATA_DIR" "$LOG_DIR"
     cat >"$CONF_DIR/server.properties" <<EOF
 # Written by scripts/kafka-local.sh on every start: edit the script, not this file.
-# Single node, KRaft combined mode, static quorum of one voter.
+# Node $NODE of $NODES, KRaft combined mode, static quorum of $NODES voters.
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
+node.id=$NODE
+controller.quorum.voters=$(quorum_voters)
 listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
 advertised.listeners=PLAINTEXT://$HOST:$PORT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
@@ -194,14 +251,16 @@ inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 log.dirs=$DATA_DIR
 
-# One broker: every internal topic has a single replica.
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-default.replication.factor=1
-min.insync.replicas=1
+# $REPLICAS replicas of every topic, internal ones included; a write needs $MIN_ISR.
+offsets.topic.replication.factor=$REPLICAS
+transaction.state.log.replication.factor=$REPLICAS
+transaction.state.log.min.isr=$MIN_ISR
+share.coordinator.state.topic.replication.factor=$REPLICAS
+share.coordinator.state.topic.min.isr=$MIN_ISR
+default.replication.factor=$REPLICAS
+min.insync.replicas=$MIN_ISR
+
+$(cluster_settings)
 
 # Topics.
 num.partitions=6
@@ -268,31 +327,28 @@ format_storage() {
 
 # --- commands ---------------------------------------------------------------
 
-cmd_start() {
-    local t0 pid
-    t0=$(date +%s%N)
-    find_java
-    mkdir -p "$STATE_DIR"
-
+# Launches the current node's JVM in the background (or says it runs already); sets
+# LAUNCHED_PID (empty when it was running) and LOG_START (the server.log byte where this
+# run's lines begin).
+launch_node() {
+    local pid
+    LAUNCHED_PID=""
     if pid=$(running_pid); then
-        say "already running (pid $pid, Kafka $(cat "$VERSION_FILE" 2>/dev/null || pinned_version)) on $(broker_address), state in $STATE_DIR"
+        say "node $NODE already running (pid $pid, Kafka $(cat "$VERSION_FILE" 2>/dev/null || pinned_version)) on $(broker_address), state in $NODE_DIR"
         return 0
     fi
     rm -f "$PID_FILE"
     for p in "$PORT" "$CONTROLLER_PORT"; do
         port_open "$p" && die "port $p on $HOST is already in use by another process; set KAFKA_PORT / KAFKA_CONTROLLER_PORT"
     done
-
-    resolve_jars
     write_config
     format_storage
 
     # The broker logs to server.log; the JVM's own output goes to console.log.
     # Only what this run appends to server.log counts below.
-    local t1 console="$LOG_DIR/console.log" log_start
-    log_start=1
-    [ -f "$LOG_DIR/server.log" ] && log_start=$(($(wc -c <"$LOG_DIR/server.log") + 1))
-    t1=$(date +%s%N)
+    local console="$LOG_DIR/console.log"
+    LOG_START=1
+    [ -f "$LOG_DIR/server.log" ] && LOG_START=$(($(wc -c <"$LOG_DIR/server.log") + 1))
     : >"$console"
     # setsid: the broker outlives the shell that started it (no SIGHUP/SIGINT).
     local launcher=()
@@ -305,18 +361,21 @@ cmd_start() {
         -Dlog4j2.configurationFile="$CONF_DIR/log4j2.properties" \
         -cp "$JAR_DIR/*" kafka.Kafka "$CONF_DIR/server.properties" \
         >>"$console" 2>&1 </dev/null &
-    pid=$!
-    echo "$pid" >"$PID_FILE"
-    say "starting Kafka $(pinned_version) (pid $pid) on $HOST:$PORT, logs in $LOG_DIR"
+    LAUNCHED_PID=$!
+    echo "$LAUNCHED_PID" >"$PID_FILE"
+    say "starting Kafka $(pinned_version) node $NODE (pid $LAUNCHED_PID) on $HOST:$PORT, logs in $LOG_DIR"
+}
 
-    # Wait for the broker to log that it started, then make sure it answers
-    # Kafka requests (ApiVersions) on the client port.
+# Waits until the current node, launched as pid $1 with its lines from server.log byte
+# $2 on, logs that it started and answers Kafka requests (ApiVersions) on its port.
+await_node() {
+    local pid=$1 log_start=$2 console="$LOG_DIR/console.log"
     local deadline=$((SECONDS + START_TIMEOUT)) started=0 launched=$SECONDS
     while [ "$SECONDS" -lt "$deadline" ]; do
         if ! kill -0 "$pid" 2>/dev/null; then
             rm -f "$PID_FILE"
             tail -n 20 "$console" >&2 || true
-            die "the broker exited during start-up; see $LOG_DIR/server.log and $console"
+            die "node $NODE exited during start-up; see $LOG_DIR/server.log and $console"
         fi
         # grep without -q reads to the end: with -q it would stop at the match, and `tail` in
         # new_log would die of SIGPIPE, failing the pipeline (pipefail) when a restart on old
@@ -330,19 +389,60 @@ cmd_start() {
             started=1
         fi
         if [ "$started" = 1 ] && broker_answers; then
-            local t2 ver
-            t2=$(date +%s%N)
+            local ver
             ver=$(new_log "$log_start" | logged_version || pinned_version)
             echo "$ver" >"$VERSION_FILE"
-            say "broker ready on $HOST:$PORT: Kafka $ver"
-            say "start-up took $(fmt_secs $((t2 - t1))) s (JVM launch to answering), $(fmt_secs $((t2 - t0))) s in all"
+            say "node $NODE ready on $HOST:$PORT: Kafka $ver"
             return 0
         fi
         sleep 0.2
     done
-    say "the broker did not answer on $HOST:$PORT within $START_TIMEOUT s; stopping it" >&2
-    cmd_stop >&2 || true
+    say "node $NODE did not answer on $HOST:$PORT within $START_TIMEOUT s; stopping it" >&2
+    stop_node >&2 || true
     die "start-up timed out; see $LOG_DIR/server.log"
+}
+
+# The nodes a command acts on: node $1 if given, else all of them.
+nodes_of() {
+    if [ -n "${1:-}" ]; then
+        case "$1" in *[!0-9]* | 0) die "no node $1: nodes are 1 to $NODES" ;; esac
+        [ "$1" -le "$NODES" ] || die "no node $1: nodes are 1 to $NODES (KAFKA_NODES)"
+        echo "$1"
+    else
+        seq 1 "$NODES"
+    fi
+}
+
+cmd_start() {
+    local t0 t1 t2 i
+    t0=$(date +%s%N)
+    find_java
+    mkdir -p "$STATE_DIR"
+    resolve_jars
+    # Every node is launched before any is waited for: a quorum of three elects its
+    # leader only once two voters are up.
+    local pids=() starts=() nodes
+    nodes=$(nodes_of "${1:-}")
+    t1=$(date +%s%N)
+    for i in $nodes; do
+        use_node "$i"
+        launch_node
+        pids+=("$LAUNCHED_PID")
+        starts+=("${LOG_START:-1}")
+    done
+    local k=0
+    for i in $nodes; do
+        use_node "$i"
+        [ -n "${pids[$k]}" ] && await_node "${pids[$k]}" "${starts[$k]}"
+        k=$((k + 1))
+    done
+    t2=$(date +%s%N)
+    if [ "$NODES" -gt 1 ]; then
+        say "cluster of $NODES nodes ($REPLICAS replicas per topic, min.insync.replicas $MIN_ISR): $(bootstrap_list)"
+    else
+        say "broker ready on $(bootstrap_list)"
+    fi
+    say "start-up took $(fmt_secs $((t2 - t1))) s (JVM launch to answering), $(fmt_secs $((t2 - t0))) s in all"
 }
 
 # Nanoseconds -> seconds with one decimal.
@@ -351,26 +451,34 @@ fmt_secs() {
     echo "$((ds / 10)).$((ds % 10))"
 }
 
-cmd_stop() {
+stop_node() {
     local pid
     if ! pid=$(running_pid); then
         rm -f "$PID_FILE"
-        say "not running"
+        say "node $NODE not running"
         return 0
     fi
-    say "stopping the broker (pid $pid)"
+    say "stopping node $NODE (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
     local deadline=$((SECONDS + STOP_TIMEOUT))
     while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
         sleep 0.2
     done
     if kill -0 "$pid" 2>/dev/null; then
-        say "still running after $STOP_TIMEOUT s: sending SIGKILL"
+        say "node $NODE still running after $STOP_TIMEOUT s: sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
         while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
     fi
     rm -f "$PID_FILE" "$VERSION_FILE"
-    say "stopped"
+    say "node $NODE stopped"
+}
+
+cmd_stop() {
+    local i
+    for i in $(nodes_of "${1:-}"); do
+        use_node "$i"
+        stop_node
+    done
 }
 
 cmd_check() {
@@ -384,23 +492,44 @@ cmd_check() {
 }
 
 cmd_status() {
-    local pid
-    if pid=$(running_pid); then
-        say "running (pid $pid) on $(broker_address): Kafka $(cat "$VERSION_FILE" 2>/dev/null || pinned_version), state in $STATE_DIR"
-        return 0
-    fi
-    say "not running (pinned Kafka $(pinned_version), state in $STATE_DIR)"
-    return 3
+    local pid i down=0
+    for i in $(nodes_of "${1:-}"); do
+        use_node "$i"
+        if pid=$(running_pid); then
+            say "node $NODE running (pid $pid) on $(broker_address): Kafka $(cat "$VERSION_FILE" 2>/dev/null || pinned_version), state in $NODE_DIR"
+        else
+            say "node $NODE not running (pinned Kafka $(pinned_version), state in $NODE_DIR)"
+            down=1
+        fi
+    done
+    [ "$down" = 0 ] || return 3
+}
+
+# Prints the node id of the controller quorum's leader, asked of the first node that answers.
+cmd_quorum_leader() {
+    find_java
+    local i out leader
+    for i in $(seq 1 "$NODES"); do
+        use_node "$i"
+        running_pid >/dev/null || continue
+        out=$(kafka_tool org.apache.kafka.tools.MetadataQuorumCommand \
+            --bootstrap-server "$HOST:$PORT" describe --status 2>/dev/null) || continue
+        leader=$(echo "$out" | sed -n 's/^LeaderId:[[:space:]]*//p' | head -n 1)
+        [ -n "$leader" ] && echo "$leader" && return 0
+    done
+    die "no running node named the quorum's leader"
 }
 
 case "${1:-}" in
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
+    quorum-leader) cmd_quorum_leader ;;
+    start) cmd_start "${2:-}" ;;
+    stop) cmd_stop "${2:-}" ;;
+    status) cmd_status "${2:-}" ;;
+    brokers) bootstrap_list ;;
     version) pinned_version ;;
     check) cmd_check ;;
     *)
-        echo "usage: $0 start|stop|status|version|check" >&2
+        echo "usage: $0 start|stop|status|brokers|quorum-leader|version|check [NODE]" >&2
         exit 2
         ;;
 esac

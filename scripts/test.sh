@@ -2,8 +2,8 @@
 # README's test command: the whole suite on the embedded broker, then the end-to-end stream and
 # registry tests again on a real Apache Kafka broker, either the one KAFKA_BROKERS names or a local
 # one that this script starts (scripts/kafka-local.sh, with its own ports and a fresh data folder)
-# and always stops, also when a test fails; then, on that local broker only, the fault suite
-# (tests/faults: SIGKILLed services and broker). The embedded stage also starts a local MLflow
+# and always stops, also when a test fails; then, on that local broker only and on a local cluster
+# of three brokers, the fault suite (tests/faults: SIGKILLed services and brokers). The embedded stage also starts a local MLflow
 # tracking server for the MLflow tests (mlflow from PyPI, installed into a venv of the cache
 # folder when missing). Release build: training in debug mode is too slow to test.
 # Installs the build prerequisites it can, see scripts/env.sh.
@@ -12,7 +12,8 @@
 #
 # CENSUS_TEST_KAFKA=embedded|real|both (default both) chooses the stages;
 # CENSUS_TEST_KAFKA_PORT (default 19092, and the next port for its controller) places the
-# local broker; CENSUS_TEST_MLFLOW_URI names a running MLflow server to use instead of one of
+# local broker; CENSUS_TEST_CLUSTER_PORT (default 19300) the fault suite's cluster of three (node
+# i on that port + 100 (i - 1), each controller on the next port); CENSUS_TEST_MLFLOW_URI names a running MLflow server to use instead of one of
 # this script's own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,8 +56,11 @@ echo "== end-to-end stream, registry, gate and process tests on the real Kafka b
 KAFKA_BROKERS="$brokers" cargo test --release --test suite -- stream:: registry:: process:: gate:: poison:: exactly_once:: metrics:: junk:: commands:: health:: labels:: repeats:: retention::
 
 # The fault suite kills and restarts the broker: only one this script started is its to kill.
+# Its cluster scenarios run on a cluster of three local brokers, started for them.
 if [ "$own_broker" = 1 ]; then
-    echo "== fault suite on the real Kafka broker: SIGKILLed predictors, a SIGKILLed broker"
+    cs_start_test_cluster "${CENSUS_TEST_CLUSTER_PORT:-19300}"
+    echo "== fault suite on the real Kafka broker and a cluster of three at $KAFKA_CLUSTER_BROKERS:" \
+        "SIGKILLed predictors, SIGKILLed brokers"
     KAFKA_BROKERS="$brokers" cargo test --release --test faults -- --test-threads=1 --nocapture
 else
     echo "== fault suite NOT run: it kills and restarts the broker, so it needs the one this" \

@@ -15,6 +15,12 @@ const fn nz(n: usize) -> NonZeroUsize {
 pub const BROKERS: &str = "localhost:9092";
 /// Partitions of `census.requests` and `census.predictions` when a component creates them.
 pub const PARTITIONS: i32 = 6;
+/// Replicas of each topic a component creates, at most: `min(this, brokers in the cluster)`.
+pub const MAX_REPLICATION_FACTOR: i32 = 3;
+/// `min.insync.replicas` of a topic created with at least this many replicas: an
+/// acknowledged record is then on two brokers, and one broker may be lost without refusing
+/// writes. A topic with fewer replicas gets 1.
+pub const MIN_INSYNC_REPLICAS: i32 = 2;
 pub const REQUESTS_TOPIC: &str = "census.requests";
 pub const PREDICTIONS_TOPIC: &str = "census.predictions";
 pub const DLQ_TOPIC: &str = "census.dlq";

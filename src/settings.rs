@@ -106,6 +106,16 @@ pub fn partitions(s: &str) -> Result<i32, InvalidSetting> {
     }
 }
 
+/// A replication factor: at least 1.
+pub fn replication_factor(s: &str) -> Result<i32, InvalidSetting> {
+    match s.trim().parse::<i32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(InvalidSetting(format!(
+            "`{s}` is not a replication factor (a whole number, at least 1)"
+        ))),
+    }
+}
+
 /// Kafka bootstrap servers: a non-empty list of `host:port`.
 pub fn brokers(s: &str) -> Result<String, InvalidSetting> {
     if s.split(',').all(|b| b.trim().is_empty()) {
@@ -183,6 +193,9 @@ mod tests {
         assert!(positive("-2").is_err());
         assert_eq!(positive("7").unwrap().get(), 7);
         assert!(partitions("0").is_err());
+        assert_eq!(replication_factor(" 3 ").unwrap(), 3);
+        assert!(replication_factor("0").is_err());
+        assert!(replication_factor("three").is_err());
         assert!(brokers("").is_err());
         assert!(brokers(" , ").is_err());
         assert_eq!(brokers(" a:1,b:2 ").unwrap(), "a:1,b:2");

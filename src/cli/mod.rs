@@ -132,6 +132,11 @@ pub struct ClientArgs {
     #[arg(global = true, long, env = "CENSUS_PARTITIONS", default_value_t = defaults::PARTITIONS,
           value_parser = settings::partitions)]
     pub partitions: i32,
+    /// Replicas of each topic when this creates it [default: the cluster's brokers, at most 3].
+    /// A topic with 3 or more replicas gets `min.insync.replicas` 2, one with fewer 1.
+    #[arg(global = true, long, env = "CENSUS_REPLICATION_FACTOR",
+          value_parser = settings::replication_factor)]
+    pub replication_factor: Option<i32>,
     #[arg(global = true, long, default_value = defaults::REQUESTS_TOPIC)]
     pub requests_topic: String,
     #[arg(global = true, long, default_value = defaults::PREDICTIONS_TOPIC)]
@@ -164,6 +169,7 @@ impl ClientArgs {
     pub fn settings(&self, brokers: &str) -> KafkaSettings {
         let mut s = KafkaSettings::new(brokers);
         s.partitions = self.partitions;
+        s.replication_factor = self.replication_factor;
         s.extra.extend(self.kafka_config.iter().cloned());
         s.topics = Topics {
             requests: self.requests_topic.clone(),

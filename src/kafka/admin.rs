@@ -10,6 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 
 use super::{BrokerError, KafkaSettings, MAX_MESSAGE_BYTES};
+use crate::defaults;
 
 /// Kafka's default `max.message.bytes`, assumed for a topic whose setting cannot be read.
 pub const KAFKA_DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
@@ -32,14 +33,20 @@ struct TopicState {
     ready: bool,
 }
 
+/// The cluster as its metadata describes it.
+struct ClusterState {
+    brokers: usize,
+    topics: Vec<TopicState>,
+}
+
 impl KafkaSettings {
-    /// The topics of the cluster, read without asking for any one topic (which could
-    /// auto-create it).
-    async fn topic_states(&self) -> Result<Vec<TopicState>, BrokerError> {
+    /// The brokers and topics of the cluster, read without asking for any one topic (which
+    /// could auto-create it).
+    async fn cluster_state(&self) -> Result<ClusterState, BrokerError> {
         let probe: BaseConsumer = self.client(&[]).create()?;
         tokio::task::spawn_blocking(move || {
             let md = probe.fetch_metadata(None, METADATA_TIMEOUT)?;
-            Ok(md
+            let topics = md
                 .topics()
                 .iter()
                 .map(|t| TopicState {
@@ -50,9 +57,17 @@ impl KafkaSettings {
                             .iter()
                             .all(|p| p.leader() >= 0 && p.error().is_none()),
                 })
-                .collect())
+                .collect();
+            Ok(ClusterState {
+                brokers: md.brokers().len(),
+                topics,
+            })
         })
         .await?
+    }
+
+    async fn topic_states(&self) -> Result<Vec<TopicState>, BrokerError> {
+        Ok(self.cluster_state().await?.topics)
     }
 
     /// Names of the topics on the cluster.
@@ -106,23 +121,33 @@ impl KafkaSettings {
             .collect()
     }
 
-    /// Creates whichever of the four topics is missing: requests and predictions with
+    /// Creates whichever of the five topics is missing: requests, predictions and labels with
     /// `partitions` partitions, the dead letters allowed 2 MiB records, models compacted and
     /// allowed to hold 64 MiB bundles (plus room for the record batch's own header) with a
     /// segment rolled every 10 minutes (so that compaction removes old bundles), and waits
-    /// for their leaders.
+    /// for their leaders. Each has [`Self::replication_factor`] replicas (by default as many
+    /// as the cluster has brokers, at most 3) and `min.insync.replicas` 2 when that is 3 or
+    /// more (1 otherwise): with `acks=all`, an acknowledged record then survives the loss of a
+    /// broker, and writes go on without it.
     pub async fn ensure_topics(&self) -> Result<(), BrokerError> {
-        let existing = self.existing_topics().await?;
+        let cluster = self.cluster_state().await?;
+        let existing: Vec<String> = cluster.topics.into_iter().map(|t| t.name).collect();
         let t = &self.topics;
+        let (replicas, min_insync) = replication(self.replication_factor, cluster.brokers);
+        let min_insync = min_insync.to_string();
         let big = (MAX_MESSAGE_BYTES + (1 << 20)).to_string();
         let dlq_max = DLQ_MAX_MESSAGE_BYTES.to_string();
         let models_segment_ms = MODELS_SEGMENT_MS.to_string();
+        let topic = |name, partitions| {
+            NewTopic::new(name, partitions, TopicReplication::Fixed(replicas))
+                .set("min.insync.replicas", &min_insync)
+        };
         let wanted = [
-            NewTopic::new(&t.requests, self.partitions, TopicReplication::Fixed(1)),
-            NewTopic::new(&t.predictions, self.partitions, TopicReplication::Fixed(1)),
-            NewTopic::new(&t.labels, self.partitions, TopicReplication::Fixed(1)),
-            NewTopic::new(&t.dlq, 1, TopicReplication::Fixed(1)).set("max.message.bytes", &dlq_max),
-            NewTopic::new(&t.models, 1, TopicReplication::Fixed(1))
+            topic(&t.requests, self.partitions),
+            topic(&t.predictions, self.partitions),
+            topic(&t.labels, self.partitions),
+            topic(&t.dlq, 1).set("max.message.bytes", &dlq_max),
+            topic(&t.models, 1)
                 .set("cleanup.policy", "compact")
                 .set("segment.ms", &models_segment_ms)
                 .set("max.message.bytes", &big),
@@ -140,8 +165,17 @@ impl KafkaSettings {
             .await?;
         for r in results {
             match r {
-                Ok(name) => tracing::info!("created topic {name}"),
+                Ok(name) => tracing::info!(
+                    "created topic {name} ({replicas} replicas, min.insync.replicas {min_insync})"
+                ),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, RDKafkaErrorCode::InvalidReplicationFactor)) => {
+                    return Err(BrokerError::TooFewBrokers {
+                        topic,
+                        replicas,
+                        brokers: cluster.brokers,
+                    })
+                }
                 Err((topic, code)) => return Err(BrokerError::CreateTopic { topic, code }),
             }
         }
@@ -173,5 +207,36 @@ impl KafkaSettings {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// The replication factor and `min.insync.replicas` of a topic created on a cluster of
+/// `brokers` when the user asked for `asked` replicas (`None`: as many as there are brokers, at
+/// most [`defaults::MAX_REPLICATION_FACTOR`]).
+fn replication(asked: Option<i32>, brokers: usize) -> (i32, i32) {
+    let brokers = i32::try_from(brokers).unwrap_or(i32::MAX).max(1);
+    let replicas = asked.unwrap_or_else(|| brokers.min(defaults::MAX_REPLICATION_FACTOR));
+    let min_insync = match replicas >= defaults::MAX_REPLICATION_FACTOR {
+        true => defaults::MIN_INSYNC_REPLICAS,
+        false => 1,
+    };
+    (replicas, min_insync)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replication;
+
+    #[test]
+    fn topics_get_a_replica_per_broker_up_to_three_and_two_in_sync_from_three() {
+        assert_eq!(replication(None, 1), (1, 1));
+        assert_eq!(replication(None, 2), (2, 1));
+        assert_eq!(replication(None, 3), (3, 2));
+        assert_eq!(replication(None, 7), (3, 2));
+        assert_eq!(replication(None, 0), (1, 1), "no broker listed yet");
+        assert_eq!(replication(Some(5), 7), (5, 2));
+        assert_eq!(replication(Some(1), 3), (1, 1));
+        // More than there are brokers: asked for as given, and the cluster refuses it.
+        assert_eq!(replication(Some(3), 1), (3, 2));
     }
 }

@@ -46,6 +46,15 @@ pub enum BrokerError {
         topic: String,
         code: RDKafkaErrorCode,
     },
+    #[error(
+        "cannot create topic {topic} with {replicas} replicas: the cluster has {brokers} \
+         broker(s) (--replication-factor)"
+    )]
+    TooFewBrokers {
+        topic: String,
+        replicas: i32,
+        brokers: usize,
+    },
     #[error("topics {topics:?} have no leader after {waited:?}")]
     NoLeader {
         topics: Vec<String>,

@@ -82,6 +82,9 @@ pub struct KafkaSettings {
     pub topics: Topics,
     /// Partitions of `census.requests` and `census.predictions` when they are created.
     pub partitions: i32,
+    /// Replicas of each topic when it is created; `None`: as many as the cluster has brokers,
+    /// at most [`defaults::MAX_REPLICATION_FACTOR`].
+    pub replication_factor: Option<i32>,
     /// Extra librdkafka settings for every client (the user's `--kafka-config`).
     pub extra: BTreeMap<String, String>,
     /// Extra librdkafka settings for consumers only (e.g. a shorter `session.timeout.ms`).
@@ -103,6 +106,7 @@ impl KafkaSettings {
             brokers: brokers.into(),
             topics: Topics::default(),
             partitions: defaults::PARTITIONS,
+            replication_factor: None,
             extra: BTreeMap::new(),
             consumer_extra: BTreeMap::new(),
             producer_extra: BTreeMap::new(),

@@ -4,9 +4,10 @@
 //! has a prediction or a dead letter, a commit never passes an unanswered request, duplicates
 //! stay within kills × max batch, the group ends at lag 0. Each scenario prints its figures.
 //!
-//! Run by `scripts/test.sh` on its real broker (`cargo test --release --test faults`), one
-//! scenario at a time: they kill processes and the broker.
+//! Run by `scripts/test.sh` on its real broker and its cluster of three (`cargo test --release
+//! --test faults`), one scenario at a time: they kill processes and brokers.
 
+mod cluster;
 mod control;
 mod harness;
 mod join;
