@@ -329,3 +329,173 @@ fn the_retrainer_container_has_the_lowest_cpu_weight_and_the_others_the_default(
         assert_eq!(shares(service), None, "{service} keeps the default weight");
     }
 }
+
+/// `a` with `b` laid over it as `docker compose -f a -f b` merges files: maps merged key by
+/// key, anything else replaced by the overlay's.
+fn overlay(a: &Yaml, b: &Yaml) -> Yaml {
+    match (a, b) {
+        (Yaml::Hash(a), Yaml::Hash(b)) => {
+            let mut out = a.clone();
+            for (k, v) in b {
+                let merged = match out.get(k) {
+                    Some(old) => overlay(old, v),
+                    None => v.clone(),
+                };
+                out.insert(k.clone(), merged);
+            }
+            Yaml::Hash(out)
+        }
+        (_, b) => b.clone(),
+    }
+}
+
+/// `y` with its YAML merge keys (`<<: *anchor`) expanded, as compose reads them: the map's own
+/// keys win over the merged ones.
+fn expand_merge_keys(y: &Yaml) -> Yaml {
+    match y {
+        Yaml::Hash(h) => {
+            let merge = Yaml::String("<<".into());
+            let mut out = match h.get(&merge) {
+                Some(Yaml::Hash(base)) => base.clone(),
+                _ => Default::default(),
+            };
+            for (k, v) in h {
+                if *k != merge {
+                    out.insert(k.clone(), expand_merge_keys(v));
+                }
+            }
+            Yaml::Hash(out)
+        }
+        Yaml::Array(items) => Yaml::Array(items.iter().map(expand_merge_keys).collect()),
+        other => other.clone(),
+    }
+}
+
+/// docker-compose.yml with docker-compose.cluster.yml laid over it.
+fn cluster_compose() -> Yaml {
+    let docs = YamlLoader::load_from_str(&read("docker-compose.cluster.yml")).expect("valid YAML");
+    assert_eq!(docs.len(), 1, "one YAML document");
+    overlay(&compose(), &expand_merge_keys(&docs[0]))
+}
+
+/// A listener list's `NAME://host:port` entries as (name, host, port).
+fn listeners(list: &str) -> Vec<(String, String, u16)> {
+    list.split(',')
+        .map(|l| {
+            let (name, addr) = l.split_once("://").expect("NAME://host:port");
+            let (host, port) = addr.rsplit_once(':').expect("host:port");
+            (
+                name.to_owned(),
+                host.to_owned(),
+                port.parse().expect("a port"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_cluster_overlay_makes_three_replicating_brokers_that_every_service_bootstraps_from() {
+    let doc = cluster_compose();
+    let brokers = ["kafka", "kafka-2", "kafka-3"];
+    let mut voters_seen = Vec::new();
+    let mut in_network = Vec::new();
+    for (i, name) in brokers.iter().enumerate() {
+        let b = &doc["services"][*name];
+        assert!(!b.is_badvalue(), "service {name}");
+        assert_eq!(
+            b["image"].as_str(),
+            Some(format!("apache/kafka:{}", pom_kafka_version()).as_str()),
+            "{name}"
+        );
+        assert_eq!(
+            env(b, "KAFKA_NODE_ID").as_deref(),
+            Some((i + 1).to_string().as_str()),
+            "{name}"
+        );
+        assert_eq!(
+            env(b, "KAFKA_PROCESS_ROLES").as_deref(),
+            Some("broker,controller")
+        );
+        voters_seen.push(env(b, "KAFKA_CONTROLLER_QUORUM_VOTERS").expect("voters"));
+        // Three replicas of every topic, two needed for a write.
+        for (key, want) in [
+            ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "3"),
+            ("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "3"),
+            ("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "2"),
+            ("KAFKA_DEFAULT_REPLICATION_FACTOR", "3"),
+            ("KAFKA_MIN_INSYNC_REPLICAS", "2"),
+        ] {
+            assert_eq!(env(b, key).as_deref(), Some(want), "{name}: {key}");
+        }
+        // Its controller listener is the port the quorum names it at.
+        let own = listeners(&env(b, "KAFKA_LISTENERS").expect("listeners"));
+        let controller = own
+            .iter()
+            .find(|l| l.0 == "CONTROLLER")
+            .expect("CONTROLLER");
+        let voter = format!("{}@{name}:{}", i + 1, controller.2);
+        // The broker advertises itself by its own name inside the network, and on a published
+        // port of the host, where scripts/kafka-local.sh puts node i of a local cluster.
+        let advertised = listeners(&env(b, "KAFKA_ADVERTISED_LISTENERS").expect("advertised"));
+        let inside = advertised.iter().find(|l| l.0 == "PLAINTEXT").unwrap();
+        assert_eq!(inside.1, *name);
+        in_network.push(format!("{}:{}", inside.1, inside.2));
+        let host = advertised.iter().find(|l| l.0 == "PLAINTEXT_HOST").unwrap();
+        let default_port: u16 = DEFAULT_BROKERS.rsplit(':').next().unwrap().parse().unwrap();
+        assert_eq!(
+            (host.1.as_str(), host.2),
+            ("localhost", default_port + 100 * i as u16)
+        );
+        assert!(strings(&b["ports"]).contains(&format!("{0}:{0}", host.2)));
+        let check = strings(&b["healthcheck"]["test"]).join(" ");
+        assert!(check.contains("kafka-broker-api-versions.sh"), "{name}");
+        // Each its own data.
+        let data_dir = env(b, "KAFKA_LOG_DIRS").expect("KAFKA_LOG_DIRS");
+        assert!(
+            strings(&b["volumes"])
+                .iter()
+                .any(|v| v.ends_with(&format!(":{data_dir}"))),
+            "{name} keeps its data in a volume"
+        );
+        assert!(
+            voters_seen.iter().all(|v| v.contains(&voter)),
+            "{voter} in {voters_seen:?}"
+        );
+    }
+    voters_seen.dedup();
+    assert_eq!(voters_seen.len(), 1, "one quorum: {voters_seen:?}");
+    let volumes: Vec<String> = brokers
+        .iter()
+        .map(|b| strings(&doc["services"][*b]["volumes"]).join(","))
+        .collect();
+    assert!(
+        volumes[0] != volumes[1] && volumes[1] != volumes[2] && volumes[0] != volumes[2],
+        "{volumes:?}"
+    );
+    for volume in volumes {
+        let name = volume.split(':').next().unwrap();
+        assert!(
+            !doc["volumes"][name].is_badvalue(),
+            "volume {name} declared"
+        );
+    }
+
+    let bootstrap = in_network.join(",");
+    for service in ["predictor", "retrainer", "producer", "dashboard"] {
+        let s = &doc["services"][service];
+        assert_eq!(
+            env(s, "KAFKA_BROKERS").as_deref(),
+            Some(bootstrap.as_str()),
+            "{service}"
+        );
+        if service != "producer" {
+            for b in brokers {
+                assert_eq!(
+                    s["depends_on"][b]["condition"].as_str(),
+                    Some("service_healthy"),
+                    "{service} waits for {b}"
+                );
+            }
+        }
+    }
+}
