@@ -10,6 +10,8 @@
 #                               SOAK_RECORDS=3600000 scripts/bench.sh soak runs it for an hour;
 #                               SOAK_HOG=600:1200 adds two busy loops from 10 to 20 minutes in
 #                               (the cores taken from the services: a host shared with other work)
+#   scripts/bench.sh scaleout   stage 9 alone: a local cluster of three brokers, predictors 1, 2
+#                               and 4 on 12 partitions, throughput and CPU per record
 #   scripts/bench.sh quality    the quality benchmark alone (never in CI): initialize at its
 #                               default budget, timed, beside Python LightGBM and CatBoost
 #                               (pinned, in a venv of the cache) at their defaults and at a fixed
@@ -30,7 +32,11 @@
 #    retrainer's join and its journal (cargo bench --bench join; --short: 100,000);
 # 7. serving latency at 1,000 records/s with the predictor alone on the host, then with a
 #    retrainer retraining back to back beside it: no priority lowered, its defaults, and its
-#    defaults in the predictor's session (each phase on fresh topics).
+#    defaults in the predictor's session (each phase on fresh topics);
+# 9. scale-out on a local cluster of three brokers (scripts/kafka-local.sh, KAFKA_NODES=3):
+#    1, 2 and 4 predictors (each its own process) on 12 partitions replicated three times, as
+#    fast as possible; throughput, and the CPU seconds the predictors and the brokers spent per
+#    1,000 records (from /proc), for a capacity plan.
 #
 # Needs a bundle in models/: made here with `initialize --if-missing` when there is none.
 set -euo pipefail
@@ -42,8 +48,8 @@ only=""
 for arg in "$@"; do
     case "$arg" in
         --short) short=1 ;;
-        serving | soak | quality) only=$arg ;;
-        *) cs_die "usage: scripts/bench.sh [--short] [serving | soak | quality]" ;;
+        serving | soak | scaleout | quality) only=$arg ;;
+        *) cs_die "usage: scripts/bench.sh [--short] [serving | soak | scaleout | quality]" ;;
     esac
 done
 if [ "$short" = 1 ]; then
@@ -67,6 +73,51 @@ stop_services() {
 cleanup() {
     stop_services
     rm -rf "$work"
+}
+
+# CPU seconds (user + system) the processes $@ have used so far, summed.
+cpu_seconds() {
+    local ticks
+    ticks=$(getconf CLK_TCK)
+    for p in "$@"; do
+        # Fields 14 and 15 of /proc/PID/stat, counted after the command name's closing paren.
+        sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}'
+    done | awk -v t="$ticks" '{s += $1} END {printf "%.2f", s / t}'
+}
+
+# Stage 9 (also alone: scripts/bench.sh scaleout).
+scaleout_stage() {
+    echo "== 9. scale-out on a local cluster of three brokers: predictors 1, 2 and 4 on 12 partitions, $records records each"
+    cs_start_test_cluster "${CENSUS_BENCH_CLUSTER_PORT:-19600}"
+    local cluster="$KAFKA_CLUSTER_BROKERS" brokers_pids=() n i
+    for i in 1 2 3; do brokers_pids+=("$(cat "$KAFKA_CLUSTER_DIR/node-$i/kafka.pid")"); done
+    for n in 1 2 4; do
+        local t="bench-scaleout-$$-$n" predictors=()
+        local topics=(--requests-topic "$t.requests" --predictions-topic "$t.predictions"
+            --dlq-topic "$t.dlq" --labels-topic "$t.labels" --models-topic "$t.models" --partitions 12)
+        for i in $(seq 1 "$n"); do
+            setsid "$bin/predictor" --brokers "$cluster" --group "$t-predictor" --instance-id "p$i" \
+                "${topics[@]}" >"$work/scaleout-$n-$i.log" 2>&1 &
+            predictors+=($!)
+            pids+=($!)
+        done
+        # The warm-up (1,000 records, answered before the measured run) waits for the group.
+        local p0 b0 p1 b1 out
+        p0=$(cpu_seconds "${predictors[@]}")
+        b0=$(cpu_seconds "${brokers_pids[@]}")
+        out=$("$bin/loadtest" --brokers "$cluster" --predictors 0 --records "$records" --warmup 1000 \
+            "${topics[@]}")
+        p1=$(cpu_seconds "${predictors[@]}")
+        b1=$(cpu_seconds "${brokers_pids[@]}")
+        echo "$out" | sed "s/^/scaleout, $n predictor(s): /"
+        local rps
+        rps=$(echo "$out" | sed -n 's/^throughput \([0-9.]*\) records.*/\1/p' | head -n 1)
+        awk -v n="$n" -v r="$records" -v p="$(awk -v a="$p0" -v b="$p1" 'BEGIN {print b - a}')" \
+            -v b="$(awk -v a="$b0" -v b="$b1" 'BEGIN {print b - a}')" -v rps="${rps:-?}" 'BEGIN {
+                printf "scaleout, %d predictor(s): %s records/s; CPU per 1,000 records (warm-up included): predictors %.3f s, brokers %.3f s\n", n, rps, p * 1000 / (r + 1000), b * 1000 / (r + 1000) }'
+        for p in "${predictors[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+        for p in "${predictors[@]}"; do wait "$p" 2>/dev/null || true; done
+    done
 }
 
 # Stage 7 (also alone: scripts/bench.sh serving).
@@ -259,6 +310,11 @@ if [ "$only" = quality ]; then
 fi
 "$bin/initialize" --if-missing "${init_evals[@]}"
 
+if [ "$only" = scaleout ]; then
+    cs_on_exit cleanup
+    scaleout_stage
+    exit 0
+fi
 if [ -n "$only" ]; then
     brokers="${KAFKA_BROKERS:-}"
     if [ -z "$brokers" ]; then
@@ -321,6 +377,7 @@ echo "predictor (own process): $(tail -n 1 "$work/predictor.log")"
 echo "retrainer (own process): $(tail -n 1 "$work/retrainer.log")"
 
 serving_stage
+scaleout_stage
 # The soak takes 20 minutes at full size: on its own only (scripts/bench.sh soak); small here.
 [ "$short" = 1 ] && soak_stage
 
