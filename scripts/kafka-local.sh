@@ -418,11 +418,19 @@ cmd_start() {
     t0=$(date +%s%N)
     find_java
     mkdir -p "$STATE_DIR"
-    resolve_jars
-    # Every node is launched before any is waited for: a quorum of three elects its
-    # leader only once two voters are up.
     local pids=() starts=() nodes
     nodes=$(nodes_of "${1:-}")
+    # The jars are resolved (and replaced when kafka/pom.xml changed) only when a node is to
+    # be launched, never under a running one.
+    for i in $nodes; do
+        use_node "$i"
+        running_pid >/dev/null || {
+            resolve_jars
+            break
+        }
+    done
+    # Every node is launched before any is waited for: a quorum of three elects its
+    # leader only once two voters are up.
     t1=$(date +%s%N)
     for i in $nodes; do
         use_node "$i"
@@ -474,10 +482,36 @@ stop_node() {
 }
 
 cmd_stop() {
-    local i
-    for i in $(nodes_of "${1:-}"); do
+    local i nodes pid pids=() names=()
+    nodes=$(nodes_of "${1:-}")
+    # Every node is sent SIGTERM before any is waited for: a node's clean shutdown needs an
+    # active controller, and the last voter of a quorum stopped one by one has none left.
+    for i in $nodes; do
         use_node "$i"
-        stop_node
+        if ! pid=$(running_pid); then
+            rm -f "$PID_FILE"
+            say "node $NODE not running"
+            continue
+        fi
+        say "stopping node $NODE (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        pids+=("$pid")
+        names+=("$i")
+    done
+    local deadline=$((SECONDS + STOP_TIMEOUT)) k
+    for k in "${!pids[@]}"; do
+        use_node "${names[$k]}"
+        pid=${pids[$k]}
+        while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
+            sleep 0.2
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            say "node $NODE still running after $STOP_TIMEOUT s: sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+        fi
+        rm -f "$PID_FILE" "$VERSION_FILE"
+        say "node $NODE stopped"
     done
 }
 
@@ -492,8 +526,9 @@ cmd_check() {
 }
 
 cmd_status() {
-    local pid i down=0
-    for i in $(nodes_of "${1:-}"); do
+    local pid i down=0 nodes
+    nodes=$(nodes_of "${1:-}")
+    for i in $nodes; do
         use_node "$i"
         if pid=$(running_pid); then
             say "node $NODE running (pid $pid) on $(broker_address): Kafka $(cat "$VERSION_FILE" 2>/dev/null || pinned_version), state in $NODE_DIR"

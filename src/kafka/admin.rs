@@ -134,6 +134,18 @@ impl KafkaSettings {
         let existing: Vec<String> = cluster.topics.into_iter().map(|t| t.name).collect();
         let t = &self.topics;
         let (replicas, min_insync) = replication(self.replication_factor, cluster.brokers);
+        // The metadata lists the brokers that answer: on a cluster with one of three down, the
+        // default would make topics of two replicas for good.
+        if self.replication_factor.is_none()
+            && replicas < defaults::MAX_REPLICATION_FACTOR
+            && !existing_all(&existing, &self.topics)
+        {
+            tracing::warn!(
+                "only {} broker(s) answered: topics created now get {replicas} replica(s); if \
+                 the cluster has more (one may be down), pass --replication-factor",
+                cluster.brokers
+            );
+        }
         let min_insync = min_insync.to_string();
         let big = (MAX_MESSAGE_BYTES + (1 << 20)).to_string();
         let dlq_max = DLQ_MAX_MESSAGE_BYTES.to_string();
@@ -208,6 +220,19 @@ impl KafkaSettings {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Whether every one of `topics` is among `existing`.
+fn existing_all(existing: &[String], topics: &super::Topics) -> bool {
+    [
+        &topics.requests,
+        &topics.predictions,
+        &topics.labels,
+        &topics.dlq,
+        &topics.models,
+    ]
+    .iter()
+    .all(|t| existing.iter().any(|e| e == *t))
 }
 
 /// The replication factor and `min.insync.replicas` of a topic created on a cluster of
