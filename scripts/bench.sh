@@ -81,7 +81,7 @@ cpu_seconds() {
     ticks=$(getconf CLK_TCK)
     for p in "$@"; do
         # Fields 14 and 15 of /proc/PID/stat, counted after the command name's closing paren.
-        sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}'
+        sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || true
     done | awk -v t="$ticks" '{s += $1} END {printf "%.2f", s / t}'
 }
 
@@ -101,7 +101,10 @@ scaleout_stage() {
             predictors+=($!)
             pids+=($!)
         done
-        # The warm-up (1,000 records, answered before the measured run) waits for the group.
+        # A first load of 1,000 records, answered, waits for the group; the CPU counted is
+        # the measured run's (with its own warm-up of 1,000), not the predictors' start-up.
+        "$bin/loadtest" --brokers "$cluster" --predictors 0 --records 1000 --warmup 1000 \
+            "${topics[@]}" >"$work/scaleout-$n-start.log"
         local p0 b0 p1 b1 out
         p0=$(cpu_seconds "${predictors[@]}")
         b0=$(cpu_seconds "${brokers_pids[@]}")
@@ -114,7 +117,7 @@ scaleout_stage() {
         rps=$(echo "$out" | sed -n 's/^throughput \([0-9.]*\) records.*/\1/p' | head -n 1)
         awk -v n="$n" -v r="$records" -v p="$(awk -v a="$p0" -v b="$p1" 'BEGIN {print b - a}')" \
             -v b="$(awk -v a="$b0" -v b="$b1" 'BEGIN {print b - a}')" -v rps="${rps:-?}" 'BEGIN {
-                printf "scaleout, %d predictor(s): %s records/s; CPU per 1,000 records (warm-up included): predictors %.3f s, brokers %.3f s\n", n, rps, p * 1000 / (r + 1000), b * 1000 / (r + 1000) }'
+                printf "scaleout, %d predictor(s): %s records/s; CPU per 1,000 records (its warm-up included): predictors %.3f s, brokers %.3f s\n", n, rps, p * 1000 / (r + 1000), b * 1000 / (r + 1000) }'
         for p in "${predictors[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
         for p in "${predictors[@]}"; do wait "$p" 2>/dev/null || true; done
     done
