@@ -45,7 +45,9 @@ impl KafkaSettings {
     async fn cluster_state(&self) -> Result<ClusterState, BrokerError> {
         let probe: BaseConsumer = self.client(&[]).create()?;
         tokio::task::spawn_blocking(move || {
-            let md = probe.fetch_metadata(None, METADATA_TIMEOUT)?;
+            let md = super::metadata::retrying(METADATA_TIMEOUT, |left| {
+                probe.fetch_metadata(None, left)
+            })?;
             let topics = md
                 .topics()
                 .iter()

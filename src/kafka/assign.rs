@@ -112,7 +112,9 @@ impl KafkaSettings {
 /// The records of `topic` that `group` has not committed yet, summed over its partitions
 /// (blocking). A partition the group never committed counts from its start.
 pub fn group_lag(reader: &BaseConsumer, topic: &str) -> Result<i64, BrokerError> {
-    let md = reader.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+    let md = super::metadata::retrying(REQUEST_TIMEOUT, |left| {
+        reader.fetch_metadata(Some(topic), left)
+    })?;
     let mut tpl = TopicPartitionList::new();
     for t in md.topics().iter().filter(|t| t.name() == topic) {
         for p in t.partitions() {
@@ -155,7 +157,9 @@ fn start_offsets(
     topic: &str,
     from_end: bool,
 ) -> Result<Vec<(i32, Offset)>, BrokerError> {
-    let md = probe.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+    let md = super::metadata::retrying(REQUEST_TIMEOUT, |left| {
+        probe.fetch_metadata(Some(topic), left)
+    })?;
     let partitions: Vec<i32> = md
         .topics()
         .iter()

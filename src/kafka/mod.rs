@@ -8,6 +8,7 @@ mod context;
 pub mod embedded;
 mod lag;
 mod message;
+mod metadata;
 mod probe;
 mod settings;
 mod subscription;
