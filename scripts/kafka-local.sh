@@ -398,7 +398,7 @@ await_node() {
         sleep 0.2
     done
     say "node $NODE did not answer on $HOST:$PORT within $START_TIMEOUT s; stopping it" >&2
-    stop_node >&2 || true
+    cmd_stop "$NODE" >&2 || true
     die "start-up timed out; see $LOG_DIR/server.log"
 }
 
@@ -457,28 +457,6 @@ cmd_start() {
 fmt_secs() {
     local ds=$((($1 + 50000000) / 100000000))
     echo "$((ds / 10)).$((ds % 10))"
-}
-
-stop_node() {
-    local pid
-    if ! pid=$(running_pid); then
-        rm -f "$PID_FILE"
-        say "node $NODE not running"
-        return 0
-    fi
-    say "stopping node $NODE (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + STOP_TIMEOUT))
-    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
-        sleep 0.2
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        say "node $NODE still running after $STOP_TIMEOUT s: sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-    fi
-    rm -f "$PID_FILE" "$VERSION_FILE"
-    say "node $NODE stopped"
 }
 
 cmd_stop() {

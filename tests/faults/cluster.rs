@@ -52,19 +52,22 @@ impl Cluster {
         }
     }
 
-    /// `scripts/kafka-local.sh` with `args`, on this cluster; its output, or a panic saying
-    /// what it printed.
-    fn script(&self, args: &[&str]) -> String {
+    /// `scripts/kafka-local.sh` with `args`, on this cluster.
+    fn command(&self, args: &[&str]) -> Command {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-local.sh");
-        let out = Command::new(script)
-            .args(args)
+        let mut c = Command::new(script);
+        c.args(args)
             .env("KAFKA_NODES", self.nodes.to_string())
             .env("KAFKA_LOCAL_DIR", &self.dir)
             .env("KAFKA_PORT", &self.port)
             .env("KAFKA_CONTROLLER_PORT", &self.controller_port)
-            .env("KAFKA_START_TIMEOUT", "240")
-            .output()
-            .expect("kafka-local.sh runs");
+            .env("KAFKA_START_TIMEOUT", "240");
+        c
+    }
+
+    /// [`Self::command`]'s output, or a panic saying what it printed.
+    fn script(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().expect("kafka-local.sh runs");
         assert!(
             out.status.success(),
             "kafka-local.sh {args:?}: {}{}",
@@ -103,18 +106,11 @@ impl Cluster {
     /// The node id of the controller quorum's leader, if a node names one (during an election
     /// none may).
     pub fn quorum_leader(&self) -> Option<i32> {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-local.sh");
-        let out = Command::new(script)
-            .arg("quorum-leader")
-            .env("KAFKA_NODES", self.nodes.to_string())
-            .env("KAFKA_LOCAL_DIR", &self.dir)
-            .env("KAFKA_PORT", &self.port)
-            .env("KAFKA_CONTROLLER_PORT", &self.controller_port)
-            .output()
-            .ok()?;
+        let out = self.command(&["quorum-leader"]).output().ok()?;
         let id: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
         (out.status.success() && (1..=self.nodes as i32).contains(&id)).then_some(id)
     }
+
     /// Each partition of `topic` with its leader, its replicas and its in-sync replicas.
     async fn partitions(&self, topic: &str) -> Vec<(i32, i32, usize, usize)> {
         let probe: BaseConsumer = ClientConfig::new()
