@@ -103,4 +103,12 @@ pub enum BrokerError {
          are read again from the last commit: nothing is lost)"
     )]
     StuckConsumer { what: String },
+    #[error(
+        "{call} did not return within {waited:?}: the transaction is abandoned, its producer \
+         renewed"
+    )]
+    TransactionCallStuck {
+        call: &'static str,
+        waited: Duration,
+    },
 }

@@ -13,8 +13,15 @@ use rdkafka::TopicPartitionList;
 
 use super::{BrokerError, KafkaProducer};
 
-/// How long a transaction call waits for the coordinator.
+/// How long a producer's initialisation waits for the coordinator (it may first wait for an
+/// earlier producer's transaction to end), and other calls outside a transaction.
 pub const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long past its own timeout a call is waited for before it is abandoned. librdkafka's
+/// `send_offsets_to_transaction` can wait forever, whatever its timeout, when the group's
+/// coordinator broker is lost (librdkafka issues 5456 and 5511, open in 2.12): its transaction
+/// is then given up and the producer renewed (a fresh one finds the new coordinator). The
+/// abandoned call's thread, and the old producer it holds, are left until it returns.
+const ABANDON_AFTER: Duration = Duration::from_secs(5);
 
 type MakeProducer = Box<dyn Fn() -> Result<KafkaProducer, BrokerError> + Send + Sync>;
 
@@ -24,14 +31,19 @@ pub struct Transactions {
     producer: Mutex<KafkaProducer>,
     make: MakeProducer,
     id: String,
+    /// How long a transaction's own calls (begin, offsets, commit, abort) wait.
+    step: Duration,
 }
 
 impl Transactions {
     /// Creates the producer with `make` (whose configuration must carry `transactional.id` =
     /// `id`) and initialises its transactions, which aborts what an earlier producer with the
-    /// same id left open and fences that producer.
+    /// same id left open and fences that producer. A transaction's calls wait at most `step`:
+    /// its coordinator aborts a transaction open longer than the producer's
+    /// `transaction.timeout.ms`, so waiting longer than that cannot save it.
     pub async fn start(
         id: &str,
+        step: Duration,
         make: impl Fn() -> Result<KafkaProducer, BrokerError> + Send + Sync + 'static,
     ) -> Result<Self, BrokerError> {
         let producer = init(make()?).await?;
@@ -39,6 +51,7 @@ impl Transactions {
             producer: Mutex::new(producer),
             make: Box::new(make),
             id: id.to_owned(),
+            step,
         })
     }
 
@@ -70,7 +83,10 @@ impl Transactions {
 
     pub async fn begin(&self) -> Result<(), BrokerError> {
         let p = self.producer();
-        blocking(move || p.begin_transaction()).await
+        blocking("begin_transaction", self.step, move || {
+            p.begin_transaction()
+        })
+        .await
     }
 
     /// Adds a consumer group's offsets to the open transaction (`send_offsets_to_transaction`):
@@ -81,20 +97,29 @@ impl Transactions {
         offsets: TopicPartitionList,
         group: ConsumerGroupMetadata,
     ) -> Result<(), BrokerError> {
-        let p = self.producer();
-        blocking(move || p.send_offsets_to_transaction(&offsets, &group, TXN_CALL_TIMEOUT)).await
+        let (p, step) = (self.producer(), self.step);
+        blocking("send_offsets_to_transaction", self.step, move || {
+            p.send_offsets_to_transaction(&offsets, &group, step)
+        })
+        .await
     }
 
     pub async fn commit(&self) -> Result<(), BrokerError> {
-        let p = self.producer();
-        blocking(move || p.commit_transaction(TXN_CALL_TIMEOUT)).await
+        let (p, step) = (self.producer(), self.step);
+        blocking("commit_transaction", self.step, move || {
+            p.commit_transaction(step)
+        })
+        .await
     }
 
     /// Aborts the open transaction, if any; best effort (a producer that cannot abort is
     /// renewed by the caller, which aborts it at the coordinator).
     pub async fn abort(&self) -> Result<(), BrokerError> {
-        let p = self.producer();
-        blocking(move || p.abort_transaction(TXN_CALL_TIMEOUT)).await
+        let (p, step) = (self.producer(), self.step);
+        blocking("abort_transaction", self.step, move || {
+            p.abort_transaction(step)
+        })
+        .await
     }
 
     /// Whether another producer with the same id took over: this one can write no more.
@@ -129,12 +154,73 @@ fn is_fencing(code: Option<RDKafkaErrorCode>) -> bool {
 
 async fn init(producer: KafkaProducer) -> Result<KafkaProducer, BrokerError> {
     let p = producer.clone();
-    blocking(move || p.init_transactions(TXN_CALL_TIMEOUT)).await?;
+    blocking("init_transactions", TXN_CALL_TIMEOUT, move || {
+        p.init_transactions(TXN_CALL_TIMEOUT)
+    })
+    .await?;
     Ok(producer)
 }
 
+/// Runs `call`, given `timeout`, on a blocking thread; abandons it [`ABANDON_AFTER`] past that.
 async fn blocking(
+    name: &'static str,
+    timeout: Duration,
     call: impl FnOnce() -> Result<(), KafkaError> + Send + 'static,
 ) -> Result<(), BrokerError> {
-    Ok(tokio::task::spawn_blocking(call).await??)
+    within(name, timeout + ABANDON_AFTER, call).await
+}
+
+/// Runs `call` on a blocking thread; an error if it has not returned after `waited` (its
+/// thread is left to finish on its own).
+async fn within(
+    name: &'static str,
+    waited: Duration,
+    call: impl FnOnce() -> Result<(), KafkaError> + Send + 'static,
+) -> Result<(), BrokerError> {
+    match tokio::time::timeout(waited, tokio::task::spawn_blocking(call)).await {
+        Ok(done) => Ok(done??),
+        Err(_) => {
+            tracing::warn!("{name} did not return within {waited:?}: abandoned");
+            Err(BrokerError::TransactionCallStuck { call: name, waited })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_call_that_does_not_return_in_time_is_abandoned_with_its_name() {
+        let started = std::time::Instant::now();
+        let e = within(
+            "send_offsets_to_transaction",
+            Duration::from_millis(100),
+            || {
+                std::thread::sleep(Duration::from_millis(1500));
+                Ok(())
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "waited for the call"
+        );
+        assert!(
+            matches!(e, BrokerError::TransactionCallStuck { call, .. } if call == "send_offsets_to_transaction"),
+            "{e}"
+        );
+        // A call that returns in time gives its own result.
+        let e = within("commit_transaction", Duration::from_secs(5), || {
+            Err(KafkaError::Flush(RDKafkaErrorCode::Fenced))
+        })
+        .await;
+        assert!(matches!(e, Err(BrokerError::Client(_))), "{e:?}");
+        assert!(
+            within("begin_transaction", Duration::from_secs(5), || Ok(()))
+                .await
+                .is_ok()
+        );
+    }
 }

@@ -488,8 +488,10 @@ pub async fn run(
             let id = format!("{}-{instance_id}", config.group);
             let (kafka, l, i) = (config.kafka.clone(), limits.clone(), id.clone());
             let txn = Arc::new(
-                Transactions::start(&id, move || kafka.transactional_producer_within(&l, &i))
-                    .await?,
+                Transactions::start(&id, defaults::TRANSACTION_TIMEOUT, move || {
+                    kafka.transactional_producer_within(&l, &i)
+                })
+                .await?,
             );
             tracing::info!("{name}: exactly-once, as transactional id {id}");
             (

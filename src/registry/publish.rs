@@ -27,14 +27,16 @@ impl Publisher {
     ) -> Result<Self, RegistryError> {
         let s = settings.clone();
         let id = transactional_id.to_owned();
-        let txn = Transactions::start(transactional_id, move || s.model_producer(Some(&id)))
-            .await
-            .map_err(|e| match is_fencing_error(&e) {
-                true => RegistryError::Fenced {
-                    transactional_id: transactional_id.to_owned(),
-                },
-                false => RegistryError::Broker(e),
-            })?;
+        let txn = Transactions::start(transactional_id, TXN_CALL_TIMEOUT, move || {
+            s.model_producer(Some(&id))
+        })
+        .await
+        .map_err(|e| match is_fencing_error(&e) {
+            true => RegistryError::Fenced {
+                transactional_id: transactional_id.to_owned(),
+            },
+            false => RegistryError::Broker(e),
+        })?;
         tracing::info!(
             "publishing to {} as transactional id {transactional_id}",
             settings.topics.models

@@ -63,7 +63,11 @@ pub async fn serve<W: Worker>(
         let output = output?;
         let delivered = match transact(consumer, txn, &mut worker, output, &batch).await {
             Ok(delivered) => delivered,
-            Err(Aborted { reason, failed }) => {
+            Err(Aborted {
+                reason,
+                failed,
+                stuck,
+            }) => {
                 if txn.fenced(None) {
                     // Either an instance with the same id started (its consumer fences this
                     // one's static membership within a heartbeat or two: the service ends), or
@@ -82,6 +86,7 @@ pub async fn serve<W: Worker>(
                 recover(
                     consumer,
                     txn,
+                    stuck,
                     &batch,
                     &mut committed,
                     &batching.name,
@@ -103,10 +108,12 @@ pub async fn serve<W: Worker>(
     Ok(worker)
 }
 
-/// Why a transaction was aborted, and the delivery's error when the delivery failed.
+/// Why a transaction was aborted, the delivery's error when the delivery failed, and whether a
+/// call of the producer's was abandoned (the producer is renewed without asking it to abort).
 struct Aborted<E> {
     reason: String,
     failed: Option<E>,
+    stuck: bool,
 }
 
 impl<E> From<String> for Aborted<E> {
@@ -114,6 +121,16 @@ impl<E> From<String> for Aborted<E> {
         Aborted {
             reason,
             failed: None,
+            stuck: false,
+        }
+    }
+}
+
+impl<E> From<BrokerError> for Aborted<E> {
+    fn from(e: BrokerError) -> Self {
+        Aborted {
+            stuck: matches!(e, BrokerError::TransactionCallStuck { .. }),
+            ..crate::error_chain(&e).into()
         }
     }
 }
@@ -133,41 +150,45 @@ async fn transact<W: Worker>(
     output: W::Output,
     batch: &[InMessage],
 ) -> Result<W::Delivered, Aborted<W::Error>> {
-    let why = |e: BrokerError| crate::error_chain(&e);
-    txn.begin().await.map_err(why)?;
+    txn.begin().await?;
     let delivered = match worker.deliver(output).await {
         Ok(d) => d,
         Err(e) => {
             return Err(Aborted {
                 reason: format!("delivery failed: {}", crate::error_chain(&e)),
                 failed: Some(e),
+                stuck: false,
             })
         }
     };
     fault::point("after_acks");
-    let offsets = next_offsets(batch).map_err(|e| why(e.into()))?;
+    let offsets = next_offsets(batch).map_err(BrokerError::from)?;
     // Fetched for each transaction: a member of an older generation is fenced (KIP-447).
     let group = consumer
         .group_metadata()
         .ok_or("the consumer has no group metadata")?;
-    txn.send_offsets(offsets, group).await.map_err(why)?;
+    txn.send_offsets(offsets, group).await?;
     fault::point("after_store");
-    txn.commit().await.map_err(why)?;
+    txn.commit().await?;
     Ok(delivered)
 }
 
-/// After a failed transaction: abort it, renew the producer (retrying while the broker is away,
-/// until shutdown), and rewind the batch's partitions to their committed offsets.
+/// After a failed transaction: abort it (unless a call of its producer is `stuck`), renew the
+/// producer (retrying while the broker is away, until shutdown), and rewind the batch's
+/// partitions to their committed offsets.
 async fn recover(
     consumer: &Arc<StreamConsumer>,
     txn: &Transactions,
+    stuck: bool,
     batch: &[InMessage],
     committed: &mut Committed,
     name: &str,
     shutdown: &CancellationToken,
 ) -> Result<(), BrokerError> {
-    if let Err(e) = txn.abort().await {
-        tracing::debug!("{name}: abort: {}", crate::error_chain(&e));
+    if !stuck {
+        if let Err(e) = txn.abort().await {
+            tracing::debug!("{name}: abort: {}", crate::error_chain(&e));
+        }
     }
     // The fresh producer's initialisation also finishes the old one's transaction at the
     // coordinator, whether its abort reached it or not. The old producer may be fenced by now
