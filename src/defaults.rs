@@ -71,6 +71,10 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// readers of its output partitions, and the next owner of its input partitions, this long. A
 /// batch's transaction takes milliseconds; the same bound as the session timeout.
 pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long each call of a predictor's transaction (begin, offsets, commit, abort) waits before
+/// the transaction is given up, its producer renewed and its batch read again: half the
+/// transaction's timeout, so that a lost coordinator costs seconds, not the whole timeout.
+pub const TRANSACTION_STEP: Duration = Duration::from_secs(5);
 
 /// Labeled rows between two retrains.
 pub const RETRAIN_EVERY: NonZeroUsize = nz(1000);

@@ -18,10 +18,10 @@ use super::{BrokerError, KafkaProducer};
 pub const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long past its own timeout a call is waited for before it is abandoned. librdkafka's
 /// `send_offsets_to_transaction` can wait forever, whatever its timeout, when the group's
-/// coordinator broker is lost (librdkafka issues 5456 and 5511, open in 2.12): its transaction
+/// coordinator broker is lost (librdkafka issues 5456 and 5511, unfixed in librdkafka 2.12): its transaction
 /// is then given up and the producer renewed (a fresh one finds the new coordinator). The
 /// abandoned call's thread, and the old producer it holds, are left until it returns.
-const ABANDON_AFTER: Duration = Duration::from_secs(5);
+const ABANDON_AFTER: Duration = Duration::from_secs(2);
 
 type MakeProducer = Box<dyn Fn() -> Result<KafkaProducer, BrokerError> + Send + Sync>;
 
@@ -38,9 +38,9 @@ pub struct Transactions {
 impl Transactions {
     /// Creates the producer with `make` (whose configuration must carry `transactional.id` =
     /// `id`) and initialises its transactions, which aborts what an earlier producer with the
-    /// same id left open and fences that producer. A transaction's calls wait at most `step`:
-    /// its coordinator aborts a transaction open longer than the producer's
-    /// `transaction.timeout.ms`, so waiting longer than that cannot save it.
+    /// same id left open and fences that producer. A transaction's calls wait at most `step`
+    /// (no more than the producer's `transaction.timeout.ms`: its coordinator aborts a
+    /// transaction open longer, so waiting longer cannot save it).
     pub async fn start(
         id: &str,
         step: Duration,

@@ -488,7 +488,7 @@ pub async fn run(
             let id = format!("{}-{instance_id}", config.group);
             let (kafka, l, i) = (config.kafka.clone(), limits.clone(), id.clone());
             let txn = Arc::new(
-                Transactions::start(&id, defaults::TRANSACTION_TIMEOUT, move || {
+                Transactions::start(&id, defaults::TRANSACTION_STEP, move || {
                     kafka.transactional_producer_within(&l, &i)
                 })
                 .await?,
