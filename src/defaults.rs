@@ -74,7 +74,8 @@ pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long each call of a predictor's transaction (begin, offsets, commit, abort) waits before
 /// the transaction is given up, its producer renewed and its batch read again: half the
 /// transaction's timeout, so that a lost coordinator costs seconds, not the whole timeout.
-pub const TRANSACTION_STEP: Duration = Duration::from_secs(5);
+pub const TRANSACTION_STEP: Duration =
+    Duration::from_millis(TRANSACTION_TIMEOUT.as_millis() as u64 / 2);
 
 /// Labeled rows between two retrains.
 pub const RETRAIN_EVERY: NonZeroUsize = nz(1000);

@@ -103,12 +103,15 @@ pub enum BrokerError {
          are read again from the last commit: nothing is lost)"
     )]
     StuckConsumer { what: String },
-    #[error(
-        "{call} did not return within {waited:?}: the transaction is abandoned, its producer \
-         renewed"
-    )]
+    #[error("{call} did not return within {waited:?}: abandoned")]
     TransactionCallStuck {
         call: &'static str,
         waited: Duration,
     },
+    #[error(
+        "fatal error: {n} abandoned transaction calls have not returned (librdkafka can stay \
+         so after a broker was lost), each holding a producer; restart the service (its \
+         records are read again from the last commit: nothing is lost)"
+    )]
+    AbandonedCalls { n: usize },
 }

@@ -3,7 +3,8 @@
 //! transaction. librdkafka's transaction calls block (they wait for the coordinator), so each
 //! runs on a blocking thread, never on the async runtime.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::ConsumerGroupMetadata;
@@ -16,12 +17,16 @@ use super::{BrokerError, KafkaProducer};
 /// How long a producer's initialisation waits for the coordinator (it may first wait for an
 /// earlier producer's transaction to end), and other calls outside a transaction.
 pub const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long past its own timeout a call is waited for before it is abandoned. librdkafka's
-/// `send_offsets_to_transaction` can wait forever, whatever its timeout, when the group's
-/// coordinator broker is lost (librdkafka issues 5456 and 5511, unfixed in librdkafka 2.12): its transaction
-/// is then given up and the producer renewed (a fresh one finds the new coordinator). The
-/// abandoned call's thread, and the old producer it holds, are left until it returns.
+/// How long past its own timeout a transaction's call is waited for before it is abandoned.
+/// librdkafka's `send_offsets_to_transaction` can wait forever, whatever its timeout, when the
+/// group's coordinator broker is lost (librdkafka issues 5456 and 5511, unfixed in 2.12): its
+/// transaction is then given up and the producer renewed (a fresh one finds the new
+/// coordinator). The abandoned call's thread, and the old producer it holds, are left until it
+/// returns.
 const ABANDON_AFTER: Duration = Duration::from_secs(2);
+/// Abandoned calls not returned yet beyond which no fresh producer is made: each holds a
+/// producer's threads and connections, so the service ends for its supervisor to restart it.
+const MAX_ABANDONED: usize = 3;
 
 type MakeProducer = Box<dyn Fn() -> Result<KafkaProducer, BrokerError> + Send + Sync>;
 
@@ -33,6 +38,8 @@ pub struct Transactions {
     id: String,
     /// How long a transaction's own calls (begin, offsets, commit, abort) wait.
     step: Duration,
+    /// Calls abandoned that have not returned yet.
+    abandoned: Arc<AtomicUsize>,
 }
 
 impl Transactions {
@@ -52,6 +59,7 @@ impl Transactions {
             make: Box::new(make),
             id: id.to_owned(),
             step,
+            abandoned: Arc::default(),
         })
     }
 
@@ -70,6 +78,10 @@ impl Transactions {
     /// coordinator indefinitely; its initialisation also waits for the coordinator to finish
     /// the old producer's last transaction (committed or aborted).
     pub async fn renew(&self) -> Result<(), BrokerError> {
+        let n = self.abandoned.load(Ordering::SeqCst);
+        if n >= MAX_ABANDONED {
+            return Err(BrokerError::AbandonedCalls { n });
+        }
         let fresh = init((self.make)()?).await?;
         let old = std::mem::replace(
             &mut *self.producer.lock().expect("transactions lock"),
@@ -83,10 +95,8 @@ impl Transactions {
 
     pub async fn begin(&self) -> Result<(), BrokerError> {
         let p = self.producer();
-        blocking("begin_transaction", self.step, move || {
-            p.begin_transaction()
-        })
-        .await
+        self.call("begin_transaction", move || p.begin_transaction())
+            .await
     }
 
     /// Adds a consumer group's offsets to the open transaction (`send_offsets_to_transaction`):
@@ -98,7 +108,7 @@ impl Transactions {
         group: ConsumerGroupMetadata,
     ) -> Result<(), BrokerError> {
         let (p, step) = (self.producer(), self.step);
-        blocking("send_offsets_to_transaction", self.step, move || {
+        self.call("send_offsets_to_transaction", move || {
             p.send_offsets_to_transaction(&offsets, &group, step)
         })
         .await
@@ -106,20 +116,26 @@ impl Transactions {
 
     pub async fn commit(&self) -> Result<(), BrokerError> {
         let (p, step) = (self.producer(), self.step);
-        blocking("commit_transaction", self.step, move || {
-            p.commit_transaction(step)
-        })
-        .await
+        self.call("commit_transaction", move || p.commit_transaction(step))
+            .await
     }
 
     /// Aborts the open transaction, if any; best effort (a producer that cannot abort is
     /// renewed by the caller, which aborts it at the coordinator).
     pub async fn abort(&self) -> Result<(), BrokerError> {
         let (p, step) = (self.producer(), self.step);
-        blocking("abort_transaction", self.step, move || {
-            p.abort_transaction(step)
-        })
-        .await
+        self.call("abort_transaction", move || p.abort_transaction(step))
+            .await
+    }
+
+    /// Runs a transaction's call, given [`Self::step`], on a blocking thread; abandons it
+    /// [`ABANDON_AFTER`] past that.
+    async fn call(
+        &self,
+        name: &'static str,
+        call: impl FnOnce() -> Result<(), KafkaError> + Send + 'static,
+    ) -> Result<(), BrokerError> {
+        within(name, self.step + ABANDON_AFTER, &self.abandoned, call).await
     }
 
     /// Whether another producer with the same id took over: this one can write no more.
@@ -152,35 +168,51 @@ fn is_fencing(code: Option<RDKafkaErrorCode>) -> bool {
     )
 }
 
+/// Initialises `producer`'s transactions. Never abandoned: a late initialisation would fence
+/// the producer made after it (it honours its timeout).
 async fn init(producer: KafkaProducer) -> Result<KafkaProducer, BrokerError> {
     let p = producer.clone();
-    blocking("init_transactions", TXN_CALL_TIMEOUT, move || {
-        p.init_transactions(TXN_CALL_TIMEOUT)
-    })
-    .await?;
+    tokio::task::spawn_blocking(move || p.init_transactions(TXN_CALL_TIMEOUT)).await??;
     Ok(producer)
 }
 
-/// Runs `call`, given `timeout`, on a blocking thread; abandons it [`ABANDON_AFTER`] past that.
-async fn blocking(
-    name: &'static str,
-    timeout: Duration,
-    call: impl FnOnce() -> Result<(), KafkaError> + Send + 'static,
-) -> Result<(), BrokerError> {
-    within(name, timeout + ABANDON_AFTER, call).await
-}
+const RUNNING: u8 = 0;
+const RETURNED: u8 = 1;
+const ABANDONED: u8 = 2;
 
-/// Runs `call` on a blocking thread; an error if it has not returned after `waited` (its
-/// thread is left to finish on its own).
+/// Runs `call` on a blocking thread; an error if it has not returned after `waited`: its thread
+/// is left to finish on its own, counted in `abandoned` until it does.
 async fn within(
     name: &'static str,
     waited: Duration,
+    abandoned: &Arc<AtomicUsize>,
     call: impl FnOnce() -> Result<(), KafkaError> + Send + 'static,
 ) -> Result<(), BrokerError> {
+    let state = Arc::new(AtomicU8::new(RUNNING));
+    let (returned, count) = (state.clone(), abandoned.clone());
+    let call = move || {
+        let result = call();
+        if returned.swap(RETURNED, Ordering::SeqCst) == ABANDONED {
+            count.fetch_sub(1, Ordering::SeqCst);
+        }
+        result
+    };
     match tokio::time::timeout(waited, tokio::task::spawn_blocking(call)).await {
         Ok(done) => Ok(done??),
         Err(_) => {
-            tracing::warn!("{name} did not return within {waited:?}: abandoned");
+            // Counted first, so that the thread's return never takes the count below zero.
+            abandoned.fetch_add(1, Ordering::SeqCst);
+            if state
+                .compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                abandoned.fetch_sub(1, Ordering::SeqCst); // it returned meanwhile
+            }
+            tracing::warn!(
+                "{name} did not return within {waited:?}: abandoned ({} abandoned calls not \
+                 returned yet)",
+                abandoned.load(Ordering::SeqCst)
+            );
             Err(BrokerError::TransactionCallStuck { call: name, waited })
         }
     }
@@ -191,11 +223,13 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_call_that_does_not_return_in_time_is_abandoned_with_its_name() {
+    async fn a_call_that_does_not_return_in_time_is_abandoned_and_counted_until_it_returns() {
+        let abandoned = Arc::new(AtomicUsize::new(0));
         let started = std::time::Instant::now();
         let e = within(
             "send_offsets_to_transaction",
             Duration::from_millis(100),
+            &abandoned,
             || {
                 std::thread::sleep(Duration::from_millis(1500));
                 Ok(())
@@ -211,16 +245,26 @@ mod tests {
             matches!(e, BrokerError::TransactionCallStuck { call, .. } if call == "send_offsets_to_transaction"),
             "{e}"
         );
-        // A call that returns in time gives its own result.
-        let e = within("commit_transaction", Duration::from_secs(5), || {
-            Err(KafkaError::Flush(RDKafkaErrorCode::Fenced))
-        })
+        assert_eq!(abandoned.load(Ordering::SeqCst), 1);
+        // A call that returns in time gives its own result, and is not counted.
+        let e = within(
+            "commit_transaction",
+            Duration::from_secs(5),
+            &abandoned,
+            || Err(KafkaError::Flush(RDKafkaErrorCode::Fenced)),
+        )
         .await;
         assert!(matches!(e, Err(BrokerError::Client(_))), "{e:?}");
-        assert!(
-            within("begin_transaction", Duration::from_secs(5), || Ok(()))
-                .await
-                .is_ok()
-        );
+        assert!(within(
+            "begin_transaction",
+            Duration::from_secs(5),
+            &abandoned,
+            || Ok(())
+        )
+        .await
+        .is_ok());
+        // The abandoned call's return takes it off the count.
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+        assert_eq!(abandoned.load(Ordering::SeqCst), 0);
     }
 }

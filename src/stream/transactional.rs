@@ -257,7 +257,11 @@ fn rewind(
 
 /// Whether a client error can never go away by trying again (e.g. not authorised).
 fn is_fatal(e: &BrokerError) -> bool {
-    matches!(e, BrokerError::Client(rdkafka::error::KafkaError::Transaction(t)) if t.is_fatal())
+    match e {
+        BrokerError::Client(rdkafka::error::KafkaError::Transaction(t)) => t.is_fatal(),
+        BrokerError::AbandonedCalls { .. } => true,
+        _ => false,
+    }
 }
 
 /// Per partition, the first offset of `batch`.

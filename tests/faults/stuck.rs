@@ -1,7 +1,7 @@
 //! A consumer left stuck with no error: a commit that never returns, partitions that are no
 //! longer fetched. The at-least-once loop's watchdog ends the predictor once the broker has
 //! answered for 20 s meanwhile, and its restart answers everything. (The exactly-once loop has
-//! no such watchdog yet.)
+//! no such consumer watchdog yet; its transactions' calls are bounded instead.)
 
 use std::time::{Duration, Instant};
 

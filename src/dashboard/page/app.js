@@ -169,7 +169,7 @@ function renderGate(s) {
     const goal = g.labels < g.min_labels ? g.min_labels : g.max_labels;
     const bar = el("div", { class: "progress", title: `${g.labels} of ${goal} labels` });
     bar.append(el("div", { style: `width:${Math.min(100, (100 * g.labels) / goal)}%` }));
-    box.append(el("div", { class: "muted" }, `${fmtInt(g.labels)} paired labels on new rows · decides from ${fmtInt(g.min_labels)}, at most ${fmtInt(g.max_labels)}`), bar);
+    box.append(el("div", { class: "muted" }, `${fmtInt(g.labels)} paired labels, repeated rows left out · decides from ${fmtInt(g.min_labels)}, at most ${fmtInt(g.max_labels)}`), bar);
     if (g.interval) {
       const [lo, hi] = g.interval;
       const better = hi < -g.delta, worse = lo > -g.delta;
