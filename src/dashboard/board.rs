@@ -686,7 +686,12 @@ impl Board {
             }
         }
         if let Some((cv, cp)) = s.challenger {
-            if let Some(shadowed) = self.version_mut(cv) {
+            // A challenger is scored, as the retrainer's gate counts, never on a row it may
+            // have trained on: not on a row whose features came before (a repeated input's
+            // rows may be in its training set), nor one of adult.data. A prediction read before
+            // its request (other topics, other pace) cannot be told, and counts.
+            let repeated = !s.new_row && s.groups.is_some();
+            if let Some(shadowed) = self.version_mut(cv).filter(|_| !repeated) {
                 shadowed.step(s.predicted_at_ms).shadow.add(cp, label);
             }
             if let Some(g) = self.gate.as_mut() {
@@ -695,11 +700,6 @@ impl Board {
                     .from_offsets
                     .get(&key)
                     .is_none_or(|&o| m.request.offset >= o);
-                // As the retrainer's gate, never on a row either model may have trained on:
-                // not on a row whose features came before (a repeated input's rows may be in
-                // the models' training sets), nor one of adult.data. A prediction read before
-                // its request (other topics, other pace) cannot be told, and counts.
-                let repeated = !s.new_row && s.groups.is_some();
                 if g.challenger == cv && g.champion == s.model_version && after_cutoff && !repeated
                 {
                     g.gate.observe(cp, s.probability, label);
@@ -1369,9 +1369,9 @@ mod tests {
         // challenger's, or a repeated row (which the models may have trained on) do not count.
         assert_eq!(g.labels, 25);
         assert!(g.mean_d < 0.0, "the challenger is better: {}", g.mean_d);
-        // Its shadow scores are kept whatever the gate counts.
+        // Its shadow scores count from before the cut-off too, but never on repeated rows.
         let v2 = s.versions.iter().find(|v| v.version == 2).unwrap();
-        assert_eq!(v2.shadow.unwrap().labeled, 45);
+        assert_eq!(v2.shadow.unwrap().labeled, 35);
         assert_eq!(v2.role, "challenger");
 
         // A decision clears the challenger: no gate, and the timeline says why.
