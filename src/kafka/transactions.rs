@@ -3,7 +3,6 @@
 //! transaction. librdkafka's transaction calls block (they wait for the coordinator), so each
 //! runs on a blocking thread, never on the async runtime.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,8 +37,9 @@ pub struct Transactions {
     id: String,
     /// How long a transaction's own calls (begin, offsets, commit, abort) wait.
     step: Duration,
-    /// Calls abandoned that have not returned yet.
-    abandoned: Arc<AtomicUsize>,
+    /// Held by each call until it returns. The calls run one at a time, so outside a call every
+    /// other holder is an abandoned call that has not returned yet.
+    calls: Arc<()>,
 }
 
 impl Transactions {
@@ -59,7 +59,7 @@ impl Transactions {
             make: Box::new(make),
             id: id.to_owned(),
             step,
-            abandoned: Arc::default(),
+            calls: Arc::default(),
         })
     }
 
@@ -78,7 +78,7 @@ impl Transactions {
     /// coordinator indefinitely; its initialisation also waits for the coordinator to finish
     /// the old producer's last transaction (committed or aborted).
     pub async fn renew(&self) -> Result<(), BrokerError> {
-        let n = self.abandoned.load(Ordering::SeqCst);
+        let n = outstanding(&self.calls);
         if n >= MAX_ABANDONED {
             return Err(BrokerError::AbandonedCalls { n });
         }
@@ -135,7 +135,7 @@ impl Transactions {
         name: &'static str,
         call: impl FnOnce() -> Result<(), KafkaError> + Send + 'static,
     ) -> Result<(), BrokerError> {
-        within(name, self.step + ABANDON_AFTER, &self.abandoned, call).await
+        within(name, self.step + ABANDON_AFTER, &self.calls, call).await
     }
 
     /// Whether another producer with the same id took over: this one can write no more.
@@ -176,46 +176,35 @@ async fn init(producer: KafkaProducer) -> Result<KafkaProducer, BrokerError> {
     Ok(producer)
 }
 
-const RUNNING: u8 = 0;
-const RETURNED: u8 = 1;
-const ABANDONED: u8 = 2;
-
-/// Runs `call` on a blocking thread; an error if it has not returned after `waited`: its thread
-/// is left to finish on its own, counted in `abandoned` until it does.
+/// Runs `call` on a blocking thread, holding a clone of `calls` until it returns; an error if
+/// it has not returned after `waited` (its thread is left to finish on its own).
 async fn within(
     name: &'static str,
     waited: Duration,
-    abandoned: &Arc<AtomicUsize>,
+    calls: &Arc<()>,
     call: impl FnOnce() -> Result<(), KafkaError> + Send + 'static,
 ) -> Result<(), BrokerError> {
-    let state = Arc::new(AtomicU8::new(RUNNING));
-    let (returned, count) = (state.clone(), abandoned.clone());
+    let held = calls.clone();
     let call = move || {
-        let result = call();
-        if returned.swap(RETURNED, Ordering::SeqCst) == ABANDONED {
-            count.fetch_sub(1, Ordering::SeqCst);
-        }
-        result
+        let _held = held;
+        call()
     };
     match tokio::time::timeout(waited, tokio::task::spawn_blocking(call)).await {
         Ok(done) => Ok(done??),
         Err(_) => {
-            // Counted first, so that the thread's return never takes the count below zero.
-            abandoned.fetch_add(1, Ordering::SeqCst);
-            if state
-                .compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
-                .is_err()
-            {
-                abandoned.fetch_sub(1, Ordering::SeqCst); // it returned meanwhile
-            }
             tracing::warn!(
                 "{name} did not return within {waited:?}: abandoned ({} abandoned calls not \
                  returned yet)",
-                abandoned.load(Ordering::SeqCst)
+                outstanding(calls)
             );
             Err(BrokerError::TransactionCallStuck { call: name, waited })
         }
     }
+}
+
+/// Calls holding `calls` that have not returned: outside a call, the abandoned ones.
+fn outstanding(calls: &Arc<()>) -> usize {
+    Arc::strong_count(calls) - 1
 }
 
 #[cfg(test)]
@@ -224,7 +213,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_that_does_not_return_in_time_is_abandoned_and_counted_until_it_returns() {
-        let abandoned = Arc::new(AtomicUsize::new(0));
+        let abandoned = Arc::new(());
         let started = std::time::Instant::now();
         let e = within(
             "send_offsets_to_transaction",
@@ -245,7 +234,7 @@ mod tests {
             matches!(e, BrokerError::TransactionCallStuck { call, .. } if call == "send_offsets_to_transaction"),
             "{e}"
         );
-        assert_eq!(abandoned.load(Ordering::SeqCst), 1);
+        assert_eq!(outstanding(&abandoned), 1);
         // A call that returns in time gives its own result, and is not counted.
         let e = within(
             "commit_transaction",
@@ -265,6 +254,6 @@ mod tests {
         .is_ok());
         // The abandoned call's return takes it off the count.
         tokio::time::sleep(Duration::from_millis(1800)).await;
-        assert_eq!(abandoned.load(Ordering::SeqCst), 0);
+        assert_eq!(outstanding(&abandoned), 0);
     }
 }
